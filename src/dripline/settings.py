@@ -1,0 +1,210 @@
+"""One typed settings object, built once and passed in.
+
+Precedence, highest first: CLI flags (passed as keyword arguments), `DRIPLINE_*`
+environment variables, `dripline.toml` (or the file named by `DRIPLINE_CONFIG`), presets,
+defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from dripline.errors import ConfigError
+
+__all__ = ["PRESETS", "Delivery", "Policy", "Preset", "Settings", "load_settings"]
+
+
+class Policy(StrEnum):
+    STATIC = "static"
+    TIERS = "tiers"
+    ADAPTIVE = "adaptive"
+    SEED_CRON = "seed-cron"
+
+
+class Preset(StrEnum):
+    CONSERVATIVE = "conservative"
+    MODERATE = "moderate"
+    HIGH_VOLUME = "high-volume"
+    TESTING = "testing"
+
+
+class Delivery(StrEnum):
+    AT_MOST_ONCE = "at-most-once"
+    AT_LEAST_ONCE = "at-least-once"
+
+
+# The tuning guide's "Recommendations by use case", as (batch_limit, concurrency).
+PRESETS: dict[Preset, dict[str, int]] = {
+    Preset.CONSERVATIVE: {"batch_limit": 30, "concurrency": 5},
+    Preset.MODERATE: {"batch_limit": 40, "concurrency": 7},
+    Preset.HIGH_VOLUME: {"batch_limit": 50, "concurrency": 10},
+    Preset.TESTING: {"batch_limit": 20, "concurrency": 3},
+}
+
+SECRET_FIELDS = (
+    "whatsapp_access_token",
+    "whatsapp_app_secret",
+    "whatsapp_verify_token",
+    "api_token",
+)
+
+
+class Settings(BaseSettings):
+    """Every knob dripline has, with units in the names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIPLINE_",
+        extra="forbid",
+        validate_default=True,
+    )
+    toml_path: ClassVar[Path] = Path("dripline.toml")
+
+    # Storage
+    database_url: str = "sqlite:///./dripline.db"
+    db_pooler: bool = Field(
+        False,
+        description="PostgreSQL behind a transaction-mode pooler: no prepared "
+        "statement cache, no LISTEN (wake-ups fall back to polling).",
+    )
+
+    # Dispatch
+    policy: Policy = Policy.STATIC
+    preset: Preset | None = None
+    batch_limit: int = Field(200, ge=1, le=10_000)
+    concurrency: int = Field(64, ge=1, le=5_000)
+    max_concurrency: int = Field(512, ge=1, le=5_000)
+    rate_per_s: float = Field(80.0, gt=0, description="Cloud API default throughput per number")
+    lease_ttl_s: float = Field(60.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    poll_ceiling_s: float = Field(5.0, gt=0, description="longest sleep while nothing is due")
+    interval_s: float = Field(300.0, gt=0, description="seed-cron policy: seconds between runs")
+    heartbeat_s: float = Field(2.0, gt=0)
+    shutdown_deadline_s: float = Field(30.0, ge=0)
+    retry_base_s: float = Field(1.0, gt=0)
+    retry_cap_s: float = Field(300.0, gt=0)
+    pair_interval_s: float = Field(
+        6.0, ge=0, description="min seconds between two sends to one user"
+    )
+    delivery: Delivery = Delivery.AT_MOST_ONCE
+    unknown_after_s: float = Field(
+        120.0, gt=0, description="how long an unknown send waits for a status webhook"
+    )
+    on_auth_failure: str = Field("exit", pattern="^(exit|pause)$")
+    auth_probe_s: float = Field(60.0, gt=0)
+    tier_thresholds: tuple[int, int, int] = (100, 50, 10)
+
+    # WhatsApp Cloud API
+    whatsapp_base_url: str = "https://graph.facebook.com"
+    whatsapp_api_version: str = "v23.0"
+    whatsapp_phone_number_id: str = "000000000000000"
+    whatsapp_access_token: SecretStr = SecretStr("")
+    whatsapp_app_secret: SecretStr = SecretStr("")
+    whatsapp_verify_token: SecretStr = SecretStr("")
+    http_connect_timeout_s: float = Field(5.0, gt=0)
+    http_read_timeout_s: float = Field(15.0, gt=0)
+
+    # Flows and server
+    flows_dir: Path = Path("./flows")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_token: SecretStr | None = None
+    opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE", "CANCEL")
+    webhook_max_body_bytes: int = Field(1_048_576, gt=0)
+
+    # Operations
+    log_format: str = Field("console", pattern="^(console|json)$")
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        # Imported here: the store imports settings' types, not the reverse at import time.
+        from dripline.store.urls import parse_database_url
+
+        parse_database_url(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """A preset fills batch_limit and concurrency unless they were given explicitly."""
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset")
+        if preset:
+            try:
+                values = PRESETS[Preset(preset)]
+            except ValueError:
+                return data  # field validation reports the bad name
+            for key, value in values.items():
+                data.setdefault(key, value)
+        return data
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Settings:
+        if self.concurrency > self.max_concurrency:
+            self.max_concurrency = self.concurrency
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = Path(os.environ.get("DRIPLINE_CONFIG", str(cls.toml_path)))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=path),
+        )
+
+    @property
+    def messages_url(self) -> str:
+        base = self.whatsapp_base_url.rstrip("/")
+        return f"{base}/{self.whatsapp_api_version}/{self.whatsapp_phone_number_id}/messages"
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as plain data with every secret replaced by '***' (or None)."""
+        data = self.model_dump(mode="json")
+        for name in SECRET_FIELDS:
+            if data.get(name):
+                data[name] = "***"
+        from dripline.store.urls import redact_url
+
+        data["database_url"] = redact_url(self.database_url)
+        return data
+
+    def preset_values(self) -> dict[str, int]:
+        """What the chosen preset set (empty without a preset)."""
+        return dict(PRESETS[self.preset]) if self.preset else {}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one-line ConfigErrors."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    config = os.environ.get("DRIPLINE_CONFIG")
+    if config and not Path(config).is_file():
+        raise ConfigError(f"DRIPLINE_CONFIG names {config!r}, which is not a file")
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"setting {field}: {first['msg']}") from None
+    except ValueError as exc:  # malformed dripline.toml
+        raise ConfigError(f"configuration file: {exc}") from None

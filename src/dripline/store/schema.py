@@ -1,0 +1,225 @@
+"""Table definitions: the single source of the schema (Alembic migrations must equal it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "ACTIVE_STATES",
+    "CONVERSATION_STATES",
+    "MESSAGE_STATUSES",
+    "PURPOSES",
+    "UTCDateTime",
+    "conversations",
+    "inbound_messages",
+    "inbox",
+    "messages",
+    "metadata",
+    "workers",
+]
+
+# Conversation states. Only the active ones are ever due.
+CONVERSATION_STATES = (
+    "pending",
+    "in_progress",
+    "awaiting_reply",
+    "completed",
+    "failed",
+    "opted_out",
+)
+ACTIVE_STATES = ("pending", "in_progress", "awaiting_reply")
+# What a conversation's next due action is for.
+PURPOSES = ("question", "reminder", "fallback", "timeout")
+# Message statuses: `pending` = not sent yet, safe to (re)send; `sending` = the HTTP call
+# may be under way; `unknown` = a send whose outcome was lost (crash, read timeout).
+MESSAGE_STATUSES = ("pending", "sending", "sent", "delivered", "read", "failed", "unknown")
+
+_ACTIVE_SQL = "state IN ('pending', 'in_progress', 'awaiting_reply')"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only aliases INTEGER PRIMARY KEY to the rowid (and autoincrements it).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on both backends.
+
+    PostgreSQL stores timestamptz; SQLite stores naive UTC text, which sorts and compares
+    correctly because every value has the same format.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("phone", String(20), nullable=False),
+    Column("flow", String(100), nullable=False),
+    Column("step", Integer, nullable=False, server_default=text("0")),
+    Column("purpose", String(16), nullable=False, server_default=text("'question'")),
+    Column("state", String(16), nullable=False, server_default=text("'pending'")),
+    Column("next_send_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("last_inbound_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("name", String(200), nullable=True),
+    Column("timezone", String(64), nullable=True),
+    Column("sender", String(64), nullable=True),
+    Column("fields", JSON, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # The due query reads `WHERE state IN (active) AND next_send_at <= now ORDER BY
+    # next_send_at LIMIT n`. A partial index holds only active conversations, so the
+    # millions that completed, failed or opted out are never scanned or even indexed,
+    # and the claim walks the index in due order and stops after n rows.
+    Index(
+        "ix_conversations_due",
+        "next_send_at",
+        postgresql_where=text(_ACTIVE_SQL),
+        sqlite_where=text(_ACTIVE_SQL),
+    ),
+    # One active conversation per (phone, flow); finished ones may be enrolled again.
+    Index(
+        "uq_conversations_active_phone_flow",
+        "phone",
+        "flow",
+        unique=True,
+        postgresql_where=text(_ACTIVE_SQL),
+        sqlite_where=text(_ACTIVE_SQL),
+    ),
+    Index("ix_conversations_state", "state"),
+    Index("ix_conversations_flow", "flow"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "conversation_id",
+        Id,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("step", Integer, nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("sender", String(64), nullable=True),
+    Column("wamid", String(128), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("error_code", Integer, nullable=True),
+    Column("error_title", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("status_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # The idempotency key: one message per (conversation, step, purpose), ever.
+    UniqueConstraint("conversation_id", "step", "purpose", name="uq_messages_conv_step_purpose"),
+    Index("ix_messages_wamid", "wamid"),
+    Index("ix_messages_sent_at", "sent_at"),
+    Index("ix_messages_status", "status"),
+)
+
+# Answers and other inbound messages, one row per WhatsApp message id.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("wamid", String(128), nullable=False, unique=True),
+    Column(
+        "conversation_id",
+        Id,
+        ForeignKey("conversations.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("phone", String(20), nullable=False),
+    Column("step", Integer, nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("body", Text, nullable=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_inbound_messages_conversation_id", "conversation_id"),
+)
+
+# Raw webhook deliveries, stored before the 200 so a crash after it loses nothing.
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("processed_at", UTCDateTime, nullable=True),
+    Column("error", Text, nullable=True),
+    Index(
+        "ix_inbox_unprocessed",
+        "id",
+        postgresql_where=text("processed_at IS NULL"),
+        sqlite_where=text("processed_at IS NULL"),
+    ),
+)
+
+# Live dispatchers: a heartbeat row each, so workers can split the rate limit and the
+# operator can see who is sending from any machine.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("rate_per_s", Float, nullable=False, server_default=text("0")),
+    Column("concurrency", Integer, nullable=False, server_default=text("0")),
+    Column("policy", String(32), nullable=False, server_default=text("'static'")),
+    Column("stats", JSON, nullable=True),
+)

@@ -1,0 +1,51 @@
+"""Database URLs: what the user writes, what SQLAlchemy's async drivers need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from dripline.errors import ConfigError
+
+__all__ = ["DatabaseUrl", "parse_database_url", "redact_url"]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseUrl:
+    backend: str  # "sqlite" or "postgresql"
+    async_url: URL
+    sqlite_path: str | None  # None for PostgreSQL and in-memory SQLite
+
+
+def parse_database_url(raw: str) -> DatabaseUrl:
+    """Validate a `sqlite:///file.db` or `postgresql://...` URL and pick the async driver."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(
+            f"database_url {redact_url(raw)!r} is not a URL; "
+            "use sqlite:///./dripline.db or postgresql://user@host:5432/db"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        path = url.database or None
+        if path == ":memory:":
+            path = None
+        return DatabaseUrl("sqlite", url.set(drivername="sqlite+aiosqlite"), path)
+    if backend in ("postgresql", "postgres"):
+        if not url.database:
+            raise ConfigError(f"database_url {redact_url(raw)!r} names no database")
+        return DatabaseUrl("postgresql", url.set(drivername="postgresql+asyncpg"), None)
+    raise ConfigError(
+        f"database_url scheme {url.drivername!r} is not supported; use sqlite:// or postgresql://"
+    )
+
+
+def redact_url(raw: str) -> str:
+    """The URL with any password replaced by '***'."""
+    try:
+        return make_url(raw).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable url>"
