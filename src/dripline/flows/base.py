@@ -2,24 +2,65 @@
 
 A flow decides *what* to send for a conversation's due action and *what happens next*;
 the dispatcher decides *when* and *how* (rate, retries, leases).
+
+Purposes (a conversation row's `purpose` is its next due action):
+
+    question   send the step's message
+    reminder   send the step's reminder (the user has not replied yet)
+    fallback   send the step's template because the 24-hour window is closed
+    timeout    nothing to send: call `on_timeout`, the user did not reply in time
+
+Every method is pure: no I/O, no clock; the caller passes `now` / `sent_at`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
-
-from dripline.store.base import ClaimedConversation
+from typing import Any, Protocol
 
 __all__ = [
+    "ConversationLike",
     "Flow",
     "FlowRegistry",
     "OutboundMessage",
+    "Question",
     "TemplateMessage",
     "TextMessage",
     "Transition",
 ]
+
+
+class ConversationLike(Protocol):
+    """The conversation fields a flow reads.
+
+    Satisfied by the store's `ClaimedConversation` (dispatcher) and by plain
+    conversation rows (webhook). Read-only properties, so frozen dataclasses fit.
+    """
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def phone(self) -> str: ...
+    @property
+    def flow(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def purpose(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def timezone(self) -> str | None: ...
+    @property
+    def fields(self) -> Mapping[str, Any] | None: ...
+    @property
+    def last_inbound_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,28 +89,52 @@ class Transition:
     note: str | None = None  # stored as last_error when the flow ends unhappily
 
 
+@dataclass(frozen=True, slots=True)
+class Question:
+    """One step as the answers export sees it: a column per step."""
+
+    index: int  # the step's 0-based position (conversations.step, messages.step)
+    id: str  # the column name: the step's `id`, default q1, q2, ...
+    title: str  # the step's `title`, else the start of its text or its template name
+    expects_reply: bool
+
+
 class Flow(Protocol):
     name: str
 
-    def message(self, conv: ClaimedConversation, purpose: str) -> OutboundMessage:
+    def message(self, conv: ConversationLike, purpose: str) -> OutboundMessage:
         """The message for `purpose` ('question', 'reminder' or 'fallback') at conv.step.
 
         Raises FlowError when the step is gone or a placeholder has no value.
         """
 
-    def after_send(self, conv: ClaimedConversation, purpose: str, sent_at: datetime) -> Transition:
+    def after_send(self, conv: ConversationLike, purpose: str, sent_at: datetime) -> Transition:
         """Where the conversation goes once `purpose` was accepted by the API."""
 
-    def on_timeout(self, conv: ClaimedConversation, now: datetime) -> Transition:
+    def on_timeout(self, conv: ConversationLike, now: datetime) -> Transition:
         """A due 'timeout' action: the user did not reply in time."""
 
-    def has_fallback(self, conv: ClaimedConversation) -> bool:
+    def on_reply(self, conv: ConversationLike, text: str, now: datetime) -> Transition:
+        """An answer to conv.step arrived at `now`: the next step, or completed.
+
+        The caller records the answer and handles opt-out keywords itself; it calls this
+        only once the step's question (or fallback) went out. Raises FlowError for a
+        conversation that is not active.
+        """
+
+    def has_fallback(self, conv: ConversationLike) -> bool:
         """True when conv.step has a template for a closed 24-hour window."""
 
-    def quiet_until(self, conv: ClaimedConversation, now: datetime) -> datetime | None:
+    def quiet_until(self, conv: ConversationLike, now: datetime) -> datetime | None:
         """When `now` falls in the step's quiet hours for the recipient, the time they end."""
+
+    def questions(self) -> Sequence[Question]:
+        """Every step in order, for the answers export (one column per question)."""
 
 
 class FlowRegistry(Protocol):
     def get(self, name: str) -> Flow:
         """The flow called `name`; raises FlowError when there is none."""
+
+    def names(self) -> list[str]:
+        """Every known flow name, sorted."""
