@@ -1,0 +1,129 @@
+"""What the dispatcher does about a failed send: one pure function over the error class.
+
+The classes come from the client's error table (`dripline.whatsapp.errors`):
+throttle, pair_throttle, quality_throttle, transient, window, permanent, auth, account.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dripline.dispatcher.backoff import full_jitter, pair_backoff_s, throttle_backoff_s
+from dripline.settings import Delivery
+
+__all__ = ["Action", "Failure", "Reaction", "react"]
+
+# 131049: Meta says retry a per-user marketing limit no sooner than 24 h.
+MARKETING_LIMIT_CODE = 131049
+MARKETING_RETRY_S = 24 * 3600.0
+# 131048 (spam rate limit) and other quality throttles: not a quick retry.
+QUALITY_RETRY_S = 3600.0
+# 131057: account maintenance, Meta says up to a minute.
+MAINTENANCE_CODE = 131057
+MAINTENANCE_RETRY_S = 60.0
+
+
+class Action(StrEnum):
+    RETRY = "retry"  # reschedule the same message; `counts_attempt` says if it is a failure
+    FAIL = "fail"  # the conversation fails with `reason`
+    FALLBACK = "fallback"  # 24-hour window closed: send the step's template instead
+    UNKNOWN = "unknown"  # the API may have the message: hold for webhook reconciliation
+    TRIP = "trip"  # credentials or account broken: stop all sending, touch nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A send that did not return a wamid."""
+
+    error_class: str
+    code: int | None
+    message: str
+    retry_after_s: float | None = None
+    maybe_sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    action: Action
+    delay_s: float
+    counts_attempt: bool
+    message_status: str  # what the messages row becomes
+    reason: str
+    slows_sender: bool = False  # throttle: the whole number's rate must come down
+
+
+def _describe(failure: Failure) -> str:
+    code = f"{failure.code}: " if failure.code is not None else ""
+    return f"{code}{failure.message}"
+
+
+def react(
+    failure: Failure,
+    *,
+    attempts: int,
+    max_attempts: int,
+    delivery: Delivery,
+    purpose: str,
+    has_fallback: bool,
+    retry_base_s: float,
+    retry_cap_s: float,
+    throttle_streak: int = 0,
+    pair_hits: int = 0,
+    unknown_after_s: float = 120.0,
+    rng: random.Random | None = None,
+) -> Reaction:
+    """Decide the reaction to one failed send.
+
+    `attempts` counts failed attempts before this one. Throttles are retried without
+    counting as failures; transient errors are retried up to `max_attempts`; a send
+    that may have reached the API is never blindly resent in at-most-once mode.
+    """
+    reason = _describe(failure)
+    cls = failure.error_class
+    if cls in ("auth", "account"):
+        return Reaction(Action.TRIP, 0.0, False, "pending", reason)
+    if cls == "throttle":
+        delay = throttle_backoff_s(throttle_streak, failure.retry_after_s, rng=rng)
+        return Reaction(Action.RETRY, delay, False, "pending", reason, slows_sender=True)
+    if cls == "pair_throttle":
+        return Reaction(Action.RETRY, pair_backoff_s(pair_hits), False, "pending", reason)
+    if cls == "quality_throttle":
+        delay = MARKETING_RETRY_S if failure.code == MARKETING_LIMIT_CODE else QUALITY_RETRY_S
+        return Reaction(Action.RETRY, delay, False, "pending", reason)
+    if cls == "window":
+        if purpose != "fallback" and has_fallback:
+            return Reaction(Action.FALLBACK, 0.0, False, "failed", reason)
+        why = (
+            "the fallback template was refused too"
+            if purpose == "fallback"
+            else "the step has no template fallback"
+        )
+        return Reaction(
+            Action.FAIL,
+            0.0,
+            True,
+            "failed",
+            f"24-hour customer service window closed and {why} ({reason})",
+        )
+    if cls == "transient":
+        if failure.maybe_sent and delivery is Delivery.AT_MOST_ONCE:
+            return Reaction(Action.UNKNOWN, unknown_after_s, True, "unknown", reason)
+        if attempts + 1 >= max_attempts:
+            return Reaction(
+                Action.FAIL,
+                0.0,
+                True,
+                "failed",
+                f"gave up after {attempts + 1} attempts: {reason}",
+            )
+        if failure.code == MAINTENANCE_CODE:
+            delay = MAINTENANCE_RETRY_S
+        elif failure.retry_after_s is not None:
+            delay = failure.retry_after_s
+        else:
+            delay = max(0.05, full_jitter(attempts, retry_base_s, retry_cap_s, rng))
+        return Reaction(Action.RETRY, delay, True, "pending", reason)
+    # permanent, and anything we do not know how to retry safely
+    return Reaction(Action.FAIL, 0.0, True, "failed", reason)

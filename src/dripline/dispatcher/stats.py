@@ -1,0 +1,156 @@
+"""What the dispatcher reports while it runs: an observer protocol and an in-memory tally.
+
+The engine calls the observer; the live progress display, the run summary and the
+Prometheus metrics are observers. Calls happen on the hot path, so they must be cheap.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["DispatchObserver", "DispatchStats", "FanOut", "Reservoir", "percentile"]
+
+
+class DispatchObserver(Protocol):
+    def on_claim(self, claimed: int, duration_s: float) -> None: ...
+    def on_record(self, written: int, duration_s: float) -> None: ...
+    def on_sent(self, latency_s: float, lag_s: float) -> None: ...
+    def on_failure(self, error_class: str, code: int | None, action: str) -> None: ...
+    def on_in_flight(self, in_flight: int) -> None: ...
+    def on_limits(self, concurrency: int, rate_per_s: float) -> None: ...
+    def on_breaker(self, is_open: bool, reason: str | None) -> None: ...
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of already sorted values by nearest rank; 0.0 when empty."""
+    if not sorted_values:
+        return 0.0
+    rank = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[rank]
+
+
+@dataclass(slots=True)
+class Reservoir:
+    """A fixed-size uniform sample of a stream (Vitter's algorithm R): memory stays flat
+    however long the dispatcher runs, and percentiles stay unbiased."""
+
+    size: int = 50_000
+    values: list[float] = field(default_factory=list)
+    seen: int = 0
+    maximum: float = 0.0
+    _rng: random.Random = field(default_factory=lambda: random.Random(7))
+
+    def add(self, value: float) -> None:
+        self.seen += 1
+        self.maximum = max(self.maximum, value)
+        if len(self.values) < self.size:
+            self.values.append(value)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.size:
+            self.values[slot] = value
+
+    def quantiles(self, *qs: float) -> list[float]:
+        ordered = sorted(self.values)
+        return [percentile(ordered, q) for q in qs]
+
+
+@dataclass
+class DispatchStats:
+    """Counters for the progress display and the end-of-run summary."""
+
+    claimed: int = 0
+    claims: int = 0
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    throttled: int = 0
+    unknown: int = 0
+    fallbacks: int = 0
+    in_flight: int = 0
+    concurrency: int = 0
+    rate_per_s: float = 0.0
+    breaker_open: bool = False
+    breaker_reason: str | None = None
+    failures_by_class: Counter[str] = field(default_factory=Counter)
+    failures_by_code: Counter[str] = field(default_factory=Counter)
+    lag: Reservoir = field(default_factory=Reservoir)
+    latency: Reservoir = field(default_factory=Reservoir)
+    claim_s: float = 0.0
+    record_s: float = 0.0
+
+    def on_claim(self, claimed: int, duration_s: float) -> None:
+        self.claims += 1
+        self.claimed += claimed
+        self.claim_s += duration_s
+
+    def on_record(self, written: int, duration_s: float) -> None:
+        self.record_s += duration_s
+
+    def on_sent(self, latency_s: float, lag_s: float) -> None:
+        self.sent += 1
+        self.latency.add(latency_s)
+        self.lag.add(lag_s)
+
+    def on_failure(self, error_class: str, code: int | None, action: str) -> None:
+        self.failures_by_class[error_class] += 1
+        self.failures_by_code[str(code) if code is not None else "none"] += 1
+        if error_class == "throttle":
+            self.throttled += 1
+        if action == "retry":
+            self.retries += 1
+        elif action == "fail":
+            self.failed += 1
+        elif action == "unknown":
+            self.unknown += 1
+        elif action == "fallback":
+            self.fallbacks += 1
+
+    def on_in_flight(self, in_flight: int) -> None:
+        self.in_flight = in_flight
+
+    def on_limits(self, concurrency: int, rate_per_s: float) -> None:
+        self.concurrency = concurrency
+        self.rate_per_s = rate_per_s
+
+    def on_breaker(self, is_open: bool, reason: str | None) -> None:
+        self.breaker_open = is_open
+        self.breaker_reason = reason
+
+
+class FanOut:
+    """Several observers as one."""
+
+    def __init__(self, *observers: DispatchObserver) -> None:
+        self._observers = observers
+
+    def on_claim(self, claimed: int, duration_s: float) -> None:
+        for o in self._observers:
+            o.on_claim(claimed, duration_s)
+
+    def on_record(self, written: int, duration_s: float) -> None:
+        for o in self._observers:
+            o.on_record(written, duration_s)
+
+    def on_sent(self, latency_s: float, lag_s: float) -> None:
+        for o in self._observers:
+            o.on_sent(latency_s, lag_s)
+
+    def on_failure(self, error_class: str, code: int | None, action: str) -> None:
+        for o in self._observers:
+            o.on_failure(error_class, code, action)
+
+    def on_in_flight(self, in_flight: int) -> None:
+        for o in self._observers:
+            o.on_in_flight(in_flight)
+
+    def on_limits(self, concurrency: int, rate_per_s: float) -> None:
+        for o in self._observers:
+            o.on_limits(concurrency, rate_per_s)
+
+    def on_breaker(self, is_open: bool, reason: str | None) -> None:
+        for o in self._observers:
+            o.on_breaker(is_open, reason)
