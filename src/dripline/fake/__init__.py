@@ -1,0 +1,40 @@
+"""A local stand-in for Meta's WhatsApp Cloud API, for tests, demos and benchmarks.
+
+async with running_fake(FakeConfig(rate_per_s=80, latency_ms=150)) as fake:
+    client = CloudApiClient(base_url=fake.base_url, access_token="test-token", ...)
+    ...
+    assert fake.state.stats.accepted == 1
+"""
+
+from __future__ import annotations
+
+from dripline.fake.app import (
+    SENDER_KEY,
+    STATE_KEY,
+    RunningFake,
+    check_message,
+    create_app,
+    error_body,
+    running_fake,
+)
+from dripline.fake.config import FakeConfig, lognormal_params
+from dripline.fake.state import AcceptedMessage, FakeState, FakeStats, TokenBucket
+from dripline.fake.webhooks import WebhookSender, reply_for
+
+__all__ = [
+    "SENDER_KEY",
+    "STATE_KEY",
+    "AcceptedMessage",
+    "FakeConfig",
+    "FakeState",
+    "FakeStats",
+    "RunningFake",
+    "TokenBucket",
+    "WebhookSender",
+    "check_message",
+    "create_app",
+    "error_body",
+    "lognormal_params",
+    "reply_for",
+    "running_fake",
+]

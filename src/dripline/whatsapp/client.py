@@ -1,0 +1,376 @@
+"""The Cloud API client: one pooled aiohttp session, sends text and template messages.
+
+    CloudApiClient.send / send_text / send_template
+        -> SendResult(wamid, raw, http_status)          HTTP 2xx with messages[0].id
+        -> WhatsAppError(code, error_class, ...)        the API answered an error
+        -> TransportError(maybe_sent=...)               no usable answer
+
+`maybe_sent` says whether the request may have reached the API (the Cloud API has no
+idempotency key, so a resend can deliver twice):
+
+    connect refused / DNS / connect timeout     maybe_sent=False  (nothing was written)
+    read timeout after the request was written  maybe_sent=True
+    reset / disconnect before the response      maybe_sent=True   (the server may have
+                                                 accepted it; aiohttp never resends a POST)
+    2xx with a malformed body                   maybe_sent=True   (2xx means accepted)
+
+The HTTP layer is a `Transport`: an async callable `(url, body) -> (status, body,
+retry_after)` raising `TransportError`. `AiohttpTransport` is the real one; unit tests
+inject a plain function instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+from pydantic import SecretStr
+
+from dripline.errors import InputError, TransportError, WhatsAppError
+from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
+from dripline.settings import Settings
+from dripline.whatsapp.errors import describe, parse_retry_after
+
+__all__ = [
+    "MAX_CALLBACK_DATA_CHARS",
+    "AiohttpTransport",
+    "CloudApiClient",
+    "RawResponse",
+    "SendResult",
+    "Transport",
+    "build_error",
+    "parse_send_response",
+]
+
+MAX_CALLBACK_DATA_CHARS = 512
+
+# (HTTP status, body bytes, Retry-After header or None)
+RawResponse = tuple[int, bytes, str | None]
+Transport = Callable[[str, bytes], Awaitable[RawResponse]]
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_MAX_ERROR_TEXT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The API accepted the message: `wamid` identifies it in status webhooks."""
+
+    wamid: str
+    raw: dict[str, Any]
+    http_status: int
+
+
+class AiohttpTransport:
+    """POSTs JSON over one shared aiohttp session with keep-alive pooling.
+
+    `connector_limit=0` means no pool cap: concurrency is the dispatcher's job, and a cap
+    here would queue requests invisibly behind the semaphore it already has.
+    """
+
+    def __init__(
+        self,
+        *,
+        access_token: str,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 15.0,
+        connector_limit: int = 0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._headers = {
+            "Authorization": f"Bearer {access_token}",
+            "Content-Type": "application/json",
+        }
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._connector_limit = connector_limit
+        self._session = session
+        self._owns_session = session is None
+
+    def __repr__(self) -> str:
+        return f"AiohttpTransport(connector_limit={self._connector_limit})"
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Created lazily: an aiohttp session must be born inside the running loop.
+        connector = aiohttp.TCPConnector(
+            limit=self._connector_limit, limit_per_host=0, ttl_dns_cache=300
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self._connect_timeout_s,
+            sock_read=self._read_timeout_s,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers=self._headers,
+            raise_for_status=False,
+        )
+        return self._session
+
+    async def __call__(self, url: str, body: bytes) -> RawResponse:
+        session = self._session or self._open()
+        # Our own session carries the headers already; an injected one gets them per call.
+        headers = None if self._owns_session else self._headers
+        try:
+            async with session.post(url, data=body, headers=headers) as resp:
+                raw = await resp.read()
+                return resp.status, raw, resp.headers.get("Retry-After")
+        except aiohttp.ConnectionTimeoutError:
+            raise TransportError(
+                f"connect timeout after {self._connect_timeout_s}s", maybe_sent=False
+            ) from None
+        except aiohttp.SocketTimeoutError:
+            raise TransportError(
+                f"read timeout after {self._read_timeout_s}s; the message may have been sent",
+                maybe_sent=True,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise TransportError(
+                f"cannot connect to the Cloud API: {exc.os_error or exc}", maybe_sent=False
+            ) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(
+                f"connection lost before the response ({type(exc).__name__}); "
+                "the message may have been sent",
+                maybe_sent=True,
+            ) from None
+
+    async def close(self) -> None:
+        """Close the session if this transport created it."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+
+def parse_send_response(status: int, raw: bytes) -> SendResult:
+    """A 2xx answer's wamid; TransportError(maybe_sent=True) when the body is unusable."""
+    try:
+        data = json.loads(raw)
+        wamid = data["messages"][0]["id"]
+    except (ValueError, TypeError, KeyError, IndexError):
+        wamid = None
+        data = None
+    if not isinstance(wamid, str) or not wamid:
+        raise TransportError(
+            f"Cloud API answered HTTP {status} with a malformed body (no messages[0].id); "
+            "the message was probably accepted",
+            maybe_sent=True,
+            http_status=status,
+        )
+    return SendResult(wamid=wamid, raw=data, http_status=status)
+
+
+def build_error(status: int, raw: bytes, retry_after: str | None) -> WhatsAppError:
+    """The WhatsAppError for a non-2xx answer, classified by `error.code` when present."""
+    code: int | None = None
+    api_message = ""
+    details: str | None = None
+    fbtrace_id: str | None = None
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        raw_code = error.get("code")
+        if isinstance(raw_code, int) and not isinstance(raw_code, bool):
+            code = raw_code
+        api_message = str(error.get("message") or "")[:_MAX_ERROR_TEXT]
+        error_data = error.get("error_data")
+        if isinstance(error_data, dict) and error_data.get("details") is not None:
+            details = str(error_data["details"])[:_MAX_ERROR_TEXT]
+        if error.get("fbtrace_id") is not None:
+            fbtrace_id = str(error["fbtrace_id"])
+    info = describe(code, status)
+    if code is None:
+        message = f"Cloud API answered HTTP {status} without an error code ({info.meaning})"
+    else:
+        message = f"Cloud API error {code} ({info.meaning}), HTTP {status}"
+        if api_message:
+            message += f": {api_message}"
+    return WhatsAppError(
+        message,
+        code=code,
+        error_class=info.error_class.value,
+        http_status=status,
+        details=details,
+        fbtrace_id=fbtrace_id,
+        retry_after_s=parse_retry_after(retry_after),
+    )
+
+
+def _check_callback_data(callback_data: str) -> str:
+    if len(callback_data) > MAX_CALLBACK_DATA_CHARS:
+        raise InputError(
+            f"longer than {MAX_CALLBACK_DATA_CHARS} characters ({len(callback_data)})",
+            where="callback_data",
+        )
+    return callback_data
+
+
+class CloudApiClient:
+    """Sends messages through `POST /{version}/{phone_number_id}/messages`.
+
+    One instance per process; it is safe to call from many tasks at once. Use it as an
+    async context manager or call `close()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        phone_number_id: str,
+        access_token: str | SecretStr = "",
+        base_url: str = "https://graph.facebook.com",
+        api_version: str = "v23.0",
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 15.0,
+        connector_limit: int = 0,
+        transport: Transport | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        token = (
+            access_token.get_secret_value() if isinstance(access_token, SecretStr) else access_token
+        )
+        self._base = f"{base_url.rstrip('/')}/{api_version}/"
+        self.phone_number_id = phone_number_id
+        self._url = f"{self._base}{phone_number_id}/messages"
+        self._urls: dict[str, str] = {phone_number_id: self._url}
+        self._own_transport: AiohttpTransport | None = None
+        if transport is None:
+            self._own_transport = AiohttpTransport(
+                access_token=token,
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+                connector_limit=connector_limit,
+                session=session,
+            )
+            transport = self._own_transport
+        self._transport: Transport = transport
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> CloudApiClient:
+        """A client for the base URL, version, number and token in `settings`."""
+        kwargs: dict[str, Any] = {
+            "phone_number_id": settings.whatsapp_phone_number_id,
+            "access_token": settings.whatsapp_access_token,
+            "base_url": settings.whatsapp_base_url,
+            "api_version": settings.whatsapp_api_version,
+            "connect_timeout_s": settings.http_connect_timeout_s,
+            "read_timeout_s": settings.http_read_timeout_s,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"CloudApiClient(url={self._url!r})"
+
+    def messages_url(self, sender: str | None = None) -> str:
+        """The `/messages` URL for `sender` (a phone number id; default: the configured one)."""
+        if sender is None:
+            return self._url
+        url = self._urls.get(sender)
+        if url is None:
+            url = self._urls[sender] = f"{self._base}{sender}/messages"
+        return url
+
+    async def send_text(
+        self,
+        to: str,
+        body: str,
+        *,
+        sender: str | None = None,
+        callback_data: str | None = None,
+    ) -> SendResult:
+        """Send a free-form text (only inside the recipient's 24 h window)."""
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": {"preview_url": False, "body": body},
+        }
+        if callback_data is not None:
+            payload["biz_opaque_callback_data"] = _check_callback_data(callback_data)
+        return await self._post(sender, payload)
+
+    async def send_template(
+        self,
+        to: str,
+        name: str,
+        language: str,
+        body_params: tuple[str, ...] | list[str] = (),
+        *,
+        sender: str | None = None,
+        callback_data: str | None = None,
+    ) -> SendResult:
+        """Send an approved template; `body_params` fill {{1}}, {{2}}, ... in its body."""
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if body_params:
+            template["components"] = [
+                {
+                    "type": "body",
+                    "parameters": [{"type": "text", "text": p} for p in body_params],
+                }
+            ]
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "template",
+            "template": template,
+        }
+        if callback_data is not None:
+            payload["biz_opaque_callback_data"] = _check_callback_data(callback_data)
+        return await self._post(sender, payload)
+
+    async def send(
+        self,
+        to: str,
+        message: OutboundMessage,
+        *,
+        sender: str | None = None,
+        callback_data: str | None = None,
+    ) -> SendResult:
+        """Send a flow's `TextMessage` or `TemplateMessage`."""
+        if isinstance(message, TextMessage):
+            return await self.send_text(
+                to, message.body, sender=sender, callback_data=callback_data
+            )
+        if isinstance(message, TemplateMessage):
+            return await self.send_template(
+                to,
+                message.name,
+                message.language,
+                message.body_params,
+                sender=sender,
+                callback_data=callback_data,
+            )
+        raise InputError(f"unsupported message type {type(message).__name__}", where="message")
+
+    async def _post(self, sender: str | None, payload: dict[str, Any]) -> SendResult:
+        url = self._url if sender is None else self.messages_url(sender)
+        status, raw, retry_after = await self._transport(url, _encode(payload).encode())
+        if 200 <= status < 300:
+            return parse_send_response(status, raw)
+        raise build_error(status, raw, retry_after)
+
+    async def close(self) -> None:
+        """Close the HTTP session this client opened (an injected transport is left alone)."""
+        if self._own_transport is not None:
+            await self._own_transport.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
