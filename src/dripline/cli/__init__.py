@@ -23,6 +23,8 @@ app = typer.Typer(
 # Modules that add commands to `app`, each through a `register(app)` function.
 _COMMAND_MODULES = [
     "config_cmd",
+    "flows_cmd",
+    "fake",
 ]
 
 

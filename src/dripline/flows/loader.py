@@ -131,6 +131,8 @@ def _describe(error: Any) -> str:
         return f"unknown field {loc[-1]!r}"
     if kind == "missing":
         return "required field missing"
+    if kind == "too_short" and loc == ("steps",):
+        return "a flow needs at least one step"
     message = str(error["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
@@ -183,6 +185,9 @@ def parse_flow_text(text: str, source: str, default_name: str) -> LoadedSpec:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         what = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        if exc.context and exc.context_mark and exc.problem:
+            # "unexpected end of stream" alone hides the quote opened ten lines up.
+            what += f" {exc.context} started at line {exc.context_mark.line + 1}"
         raise FlowFileError(f"YAML syntax error: {what}", where=f"{source}:{line}") from None
     except yaml.YAMLError as exc:
         raise FlowFileError(f"YAML error: {exc}", where=f"{source}:1") from None

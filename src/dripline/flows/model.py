@@ -26,7 +26,15 @@ import re
 from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from dripline.flows.durations import format_duration, parse_duration
 from dripline.flows.placeholders import placeholders_in
@@ -58,7 +66,10 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(value)
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+# Serialized back as flow files write them (`1h30m`), not ISO 8601 (`PT1H30M`).
+Duration = Annotated[
+    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, when_used="json")
+]
 
 
 def _check_text(value: str) -> str:
@@ -158,7 +169,11 @@ def _parse_clock(value: Any) -> time:
     return time(int(match.group(1)), int(match.group(2)))
 
 
-Clock = Annotated[time, BeforeValidator(_parse_clock)]
+Clock = Annotated[
+    time,
+    BeforeValidator(_parse_clock),
+    PlainSerializer(lambda value: value.strftime("%H:%M"), when_used="json"),
+]
 
 
 class QuietHours(_Model):
