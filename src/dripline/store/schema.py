@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "ACTIVE_SQL",
     "ACTIVE_STATES",
     "CONVERSATION_STATES",
     "MESSAGE_STATUSES",
@@ -54,7 +55,9 @@ PURPOSES = ("question", "reminder", "fallback", "timeout")
 # may be under way; `unknown` = a send whose outcome was lost (crash, read timeout).
 MESSAGE_STATUSES = ("pending", "sending", "sent", "delivered", "read", "failed", "unknown")
 
-_ACTIVE_SQL = "state IN ('pending', 'in_progress', 'awaiting_reply')"
+# Literal, never bound: a planner can only prove a query implies a partial index
+# predicate when the query spells the same constants (bound parameters defeat it).
+ACTIVE_SQL = "state IN ('pending', 'in_progress', 'awaiting_reply')"
 
 metadata = MetaData(
     naming_convention={
@@ -124,8 +127,8 @@ conversations = Table(
     Index(
         "ix_conversations_due",
         "next_send_at",
-        postgresql_where=text(_ACTIVE_SQL),
-        sqlite_where=text(_ACTIVE_SQL),
+        postgresql_where=text(ACTIVE_SQL),
+        sqlite_where=text(ACTIVE_SQL),
     ),
     # One active conversation per (phone, flow); finished ones may be enrolled again.
     Index(
@@ -133,8 +136,8 @@ conversations = Table(
         "phone",
         "flow",
         unique=True,
-        postgresql_where=text(_ACTIVE_SQL),
-        sqlite_where=text(_ACTIVE_SQL),
+        postgresql_where=text(ACTIVE_SQL),
+        sqlite_where=text(ACTIVE_SQL),
     ),
     Index("ix_conversations_state", "state"),
     Index("ix_conversations_flow", "flow"),

@@ -1,0 +1,150 @@
+"""Storage: `open_store(url)` picks the backend from the URL and returns a `Store`.
+
+    store = await open_store("sqlite:///./dripline.db")           # embedded default
+    store = await open_store("postgresql://u@db:5432/dripline")    # several workers
+    store = await open_store(url, pooler=True)                     # behind PgBouncer
+
+Schema: an SQLite database is created or upgraded on first use (`auto_migrate`). A
+PostgreSQL database is never migrated implicitly, because several workers on several
+machines would race the DDL against live traffic: `open_store` raises `StoreError`
+until the operator runs `dripline db upgrade` once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dripline.errors import DatabaseUnavailable, DriplineError, StoreError
+from dripline.store.base import (
+    BacklogCounts,
+    ClaimedConversation,
+    ConversationUpdate,
+    Enrollment,
+    EnrollResult,
+    MessageUpdate,
+    Outcome,
+    Reservation,
+    ReservationResult,
+    Store,
+    WorkerInfo,
+)
+from dripline.store.migrate import current_revision, head_revision, upgrade_connection
+from dripline.store.sql import LEASE_LOST, SqlStore, first_line
+from dripline.store.urls import DatabaseUrl, parse_database_url
+
+__all__ = [
+    "LEASE_LOST",
+    "BacklogCounts",
+    "ClaimedConversation",
+    "ConversationUpdate",
+    "EnrollResult",
+    "Enrollment",
+    "MessageUpdate",
+    "Outcome",
+    "Reservation",
+    "ReservationResult",
+    "SqlStore",
+    "Store",
+    "WorkerInfo",
+    "migrate_database",
+    "open_store",
+    "schema_revision",
+]
+
+
+def _make_store(url: DatabaseUrl, pool_size: int, pooler: bool) -> SqlStore:
+    if url.backend == "sqlite":
+        from dripline.store.sqlite import SqliteStore
+
+        return SqliteStore(url, pool_size=pool_size)
+    from dripline.store.postgres import PostgresStore
+
+    return PostgresStore(url, pool_size=pool_size, pooler=pooler)
+
+
+def _unavailable(store: SqlStore, exc: BaseException) -> DatabaseUnavailable:
+    kind = "SQLite database" if store.backend == "sqlite" else "PostgreSQL at"
+    return DatabaseUnavailable(f"cannot open {kind} {store.target}: {first_line(exc)}")
+
+
+async def _revision(conn: AsyncConnection) -> str | None:
+    return await conn.run_sync(current_revision)
+
+
+async def open_store(
+    database_url: str,
+    *,
+    pool_size: int = 2,
+    pooler: bool = False,
+    auto_migrate: bool = True,
+) -> SqlStore:
+    """Connect, check the schema (upgrading SQLite when `auto_migrate`) and return the store.
+
+    Raises ConfigError for a malformed URL, DatabaseUnavailable when the database cannot
+    be reached, StoreError when the schema is not at this version's head.
+    """
+    url = parse_database_url(database_url)
+    store = _make_store(url, pool_size, pooler)
+    head = head_revision()
+    try:
+        try:
+            if store.backend == "sqlite" and auto_migrate:
+                # BEGIN IMMEDIATE: a second process opening the same new file waits,
+                # then finds the schema at head and does nothing.
+                async with store._engine.begin() as conn:
+                    if await _revision(conn) != head:
+                        await conn.run_sync(upgrade_connection)
+                return store
+            async with store._engine.connect() as conn:
+                conn = await conn.execution_options(dripline_read=True)
+                current = await _revision(conn)
+        except DriplineError:
+            raise
+        except Exception as exc:
+            raise _unavailable(store, exc) from exc
+        if current != head:
+            state = "has no dripline schema" if current is None else f"is at revision {current}"
+            raise StoreError(
+                f"database {store.target} {state}, this dripline needs {head}: "
+                "run `dripline db upgrade`"
+            )
+        return store
+    except BaseException:
+        await store.close()
+        raise
+
+
+async def migrate_database(database_url: str, revision: str = "head") -> tuple[str | None, str]:
+    """Upgrade the database's schema; returns (revision before, revision after)."""
+    url = parse_database_url(database_url)
+    store = _make_store(url, 1, False)
+    try:
+        async with store._engine.begin() as conn:
+            before = await _revision(conn)
+            await conn.run_sync(upgrade_connection, revision)
+            after = await _revision(conn)
+    except DriplineError:
+        raise
+    except Exception as exc:
+        raise _unavailable(store, exc) from exc
+    finally:
+        await store.close()
+    assert after is not None
+    return before, after
+
+
+async def schema_revision(database_url: str) -> tuple[str | None, str]:
+    """(the database's revision or None, this dripline's head), without changing anything."""
+    url = parse_database_url(database_url)
+    store = _make_store(url, 1, False)
+    try:
+        async with store._engine.connect() as conn:
+            conn = await conn.execution_options(dripline_read=True)
+            current = await _revision(conn)
+    except DriplineError:
+        raise
+    except Exception as exc:
+        raise _unavailable(store, exc) from exc
+    finally:
+        await store.close()
+    return current, head_revision()

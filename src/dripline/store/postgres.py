@@ -1,0 +1,233 @@
+"""The PostgreSQL backend (asyncpg): many workers on many machines.
+
+Claims use `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other's
+rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table.
+Wake-ups use LISTEN/NOTIFY on one dedicated connection, opened on first use.
+
+Behind a transaction-mode pooler (PgBouncer, Supabase), `pooler=True` disables every
+prepared-statement cache and LISTEN (a pooler cannot keep a session for it), so
+`wakeup_event()` is never set and dispatchers poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+import asyncpg
+from sqlalchemy import Select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from dripline.store.base import Outcome
+from dripline.store.schema import workers
+from dripline.store.sql import NONFINAL_STATUSES, SqlStore
+from dripline.store.urls import DatabaseUrl
+
+__all__ = ["NOTIFY_CHANNEL", "PostgresStore", "describe_target"]
+
+NOTIFY_CHANNEL = "dripline_due"
+_RECONNECT_MAX_S = 30.0
+
+_NONFINAL = ", ".join(f"'{s}'" for s in NONFINAL_STATUSES)
+
+# One statement writes a whole batch: both updates run in one snapshot, atomically.
+_RECORD_SQL = text(
+    f"""
+WITH msg AS (
+    UPDATE messages AS m SET
+        status = CASE WHEN m.status IN ({_NONFINAL}) THEN v.status ELSE m.status END,
+        error_code = CASE WHEN m.status IN ({_NONFINAL}) THEN v.error_code
+                          ELSE m.error_code END,
+        error_title = CASE WHEN m.status IN ({_NONFINAL}) THEN v.error_title
+                           ELSE m.error_title END,
+        status_at = CASE WHEN m.status IN ({_NONFINAL}) THEN :now ELSE m.status_at END,
+        wamid = COALESCE(v.wamid, m.wamid),
+        sent_at = COALESCE(v.sent_at, m.sent_at),
+        latency_ms = COALESCE(v.latency_ms, m.latency_ms),
+        updated_at = :now
+    FROM unnest(
+        CAST(:m_id AS BIGINT[]), CAST(:m_status AS TEXT[]), CAST(:m_wamid AS TEXT[]),
+        CAST(:m_code AS INTEGER[]), CAST(:m_title AS TEXT[]),
+        CAST(:m_sent AS TIMESTAMPTZ[]), CAST(:m_latency AS FLOAT8[])
+    ) AS v(id, status, wamid, error_code, error_title, sent_at, latency_ms)
+    WHERE m.id = v.id
+    RETURNING m.id
+), conv AS (
+    UPDATE conversations AS c SET
+        state = v.state, step = v.step, purpose = v.purpose,
+        next_send_at = v.next_send_at, attempts = v.attempts, last_error = v.last_error,
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+    FROM unnest(
+        CAST(:c_id AS BIGINT[]), CAST(:c_state AS TEXT[]), CAST(:c_step AS INTEGER[]),
+        CAST(:c_purpose AS TEXT[]), CAST(:c_next AS TIMESTAMPTZ[]),
+        CAST(:c_attempts AS INTEGER[]), CAST(:c_error AS TEXT[])
+    ) AS v(id, state, step, purpose, next_send_at, attempts, last_error)
+    WHERE c.id = v.id AND c.lease_owner = :worker
+    RETURNING c.id
+)
+SELECT (SELECT count(*) FROM conv), (SELECT count(*) FROM msg)
+"""
+)
+
+_NOTIFY_SQL = text("SELECT pg_notify(:channel, :payload)")
+
+
+def describe_target(url: DatabaseUrl) -> str:
+    """host:port/database, for messages (never the password)."""
+    u = url.async_url
+    return f"{u.host or 'localhost'}:{u.port or 5432}/{u.database}"
+
+
+def asyncpg_dsn(url: DatabaseUrl) -> str:
+    """The URL as asyncpg.connect wants it (SQLAlchemy-only options removed)."""
+    u = url.async_url.set(drivername="postgresql")
+    query = {
+        k: v
+        for k, v in u.query.items()
+        if k not in ("prepared_statement_cache_size", "async_fallback")
+    }
+    return u.set(query=query).render_as_string(hide_password=False)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use aware UTC datetimes")
+    return value
+
+
+class PostgresStore(SqlStore):
+    """Shared database for several dispatchers; safe behind PgBouncer with pooler=True."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: DatabaseUrl, *, pool_size: int = 2, pooler: bool = False) -> None:
+        connect_args: dict[str, Any] = {}
+        if pooler:
+            # A transaction pooler hands each transaction a different server session, so
+            # a statement prepared in one is missing (or another's) in the next.
+            connect_args = {
+                "statement_cache_size": 0,
+                "prepared_statement_cache_size": 0,
+                "prepared_statement_name_func": lambda: f"__dripline_{uuid4().hex}__",
+            }
+        engine = create_async_engine(
+            url.async_url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_pre_ping=False,
+            connect_args=connect_args,
+        )
+        super().__init__(engine, describe_target(url))
+        self._dsn = asyncpg_dsn(url)
+        self._pooler = pooler
+        self._event: asyncio.Event | None = None
+        self._listening = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+
+    # dialect-specific statements ---------------------------------------------
+    def _lock_due(self, due: Select[Any]) -> Select[Any]:
+        # Rows another claimer is taking right now are skipped, not waited for.
+        return due.with_for_update(skip_locked=True)
+
+    def _build_lock_owned(self) -> Select[Any]:
+        # Serializes reservations per conversation; NO KEY keeps FK inserts unblocked.
+        return super()._build_lock_owned().with_for_update(key_share=True)
+
+    def _build_prior_messages(self) -> Select[Any]:
+        # A webhook must not change a status between our read and our write.
+        return super()._build_prior_messages().with_for_update()
+
+    def _upsert_worker(self) -> Any:
+        stmt = pg_insert(workers)
+        return stmt.on_conflict_do_update(
+            index_elements=[workers.c.id],
+            set_={c.name: stmt.excluded[c.name] for c in workers.c if c.name != "id"},
+        )
+
+    async def _record(
+        self, conn: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str, now: datetime
+    ) -> int:
+        msgs = [o.message for o in outcomes if o.message is not None]
+        convs = [o.conversation for o in outcomes]
+        params = {
+            "now": _aware(now),
+            "worker": worker_id,
+            "m_id": [m.message_id for m in msgs],
+            "m_status": [m.status for m in msgs],
+            "m_wamid": [m.wamid for m in msgs],
+            "m_code": [m.error_code for m in msgs],
+            "m_title": [m.error_title for m in msgs],
+            "m_sent": [_aware(m.sent_at) for m in msgs],
+            "m_latency": [m.latency_ms for m in msgs],
+            "c_id": [c.conversation_id for c in convs],
+            "c_state": [c.state for c in convs],
+            "c_step": [c.step for c in convs],
+            "c_purpose": [c.purpose for c in convs],
+            "c_next": [_aware(c.next_send_at) for c in convs],
+            "c_attempts": [c.attempts for c in convs],
+            "c_error": [c.last_error for c in convs],
+        }
+        row = (await conn.execute(_RECORD_SQL, params)).one()
+        return int(row[0])
+
+    async def _after_enroll(self, conn: AsyncConnection, earliest: datetime) -> None:
+        # Delivered at commit, to every listening dispatcher on any machine.
+        payload = json.dumps({"earliest": earliest.isoformat()})
+        await conn.execute(_NOTIFY_SQL, {"channel": NOTIFY_CHANNEL, "payload": payload})
+
+    # wake-ups ------------------------------------------------------------------
+    def wakeup_event(self) -> asyncio.Event:
+        """Set on NOTIFY from any enroll, on any machine; also set after the listening
+        connection was lost (so the caller re-checks). Never set with `pooler=True`."""
+        if self._event is None:
+            self._event = asyncio.Event()
+            if not self._pooler:
+                self._listener = asyncio.get_running_loop().create_task(
+                    self._listen(), name="dripline-store-listen"
+                )
+        return self._event
+
+    async def wakeup_ready(self) -> None:
+        if self._listener is not None:
+            await self._listening.wait()
+
+    async def _listen(self) -> None:
+        assert self._event is not None
+        wake = self._event
+        delay_s = 0.5
+        while True:
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, ev=lost: ev.set())
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_a: wake.set())
+                self._listening.set()
+                delay_s = 0.5
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: S110 -- any failure: poll until the next attempt
+                pass
+            finally:
+                self._listening.clear()
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.close(timeout=2))
+            wake.set()
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _RECONNECT_MAX_S)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await super().close()

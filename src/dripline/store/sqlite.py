@@ -1,0 +1,134 @@
+"""The SQLite backend: one file in WAL mode, write transactions as BEGIN IMMEDIATE.
+
+BEGIN IMMEDIATE takes the write lock up front, so two processes claiming at once queue
+on the busy timeout instead of both reading and then deadlocking on the lock upgrade
+(SQLITE_BUSY that no retry can resolve). Reads use a deferred BEGIN and never block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from dripline.errors import ConfigError
+from dripline.store.schema import workers
+from dripline.store.sql import SqlStore
+from dripline.store.urls import DatabaseUrl
+
+__all__ = ["BUSY_TIMEOUT_S", "SqliteStore"]
+
+# How long a writer waits for another process's transaction before DatabaseUnavailable.
+BUSY_TIMEOUT_S = 30.0
+
+# Stores open on each file in this process: enroll wakes every one of them.
+_STORES: dict[str, weakref.WeakSet[SqliteStore]] = {}
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver must not BEGIN by itself: the begin event below does, IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            # In WAL mode NORMAL is durable against application crashes; only an OS crash
+            # or power loss can lose the last transactions, never corrupt the file.
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}",
+        ):
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get("dripline_read"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class SqliteStore(SqlStore):
+    """The embedded default: one machine, any number of processes on one file."""
+
+    backend = "sqlite"
+
+    def __init__(self, url: DatabaseUrl, *, pool_size: int = 2) -> None:
+        import sqlite3
+
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise ConfigError(
+                f"SQLite {sqlite3.sqlite_version} is too old: dripline needs 3.35+ "
+                "(UPDATE ... RETURNING); use PostgreSQL or a newer Python build"
+            )
+        path = url.sqlite_path
+        if path is None:
+            # One shared connection, or every checkout would see its own empty database.
+            engine = create_async_engine(url.async_url, poolclass=StaticPool)
+            key = f":memory:{id(engine)}"
+        else:
+            engine = create_async_engine(
+                url.async_url,
+                pool_size=pool_size,
+                max_overflow=0,
+                connect_args={"timeout": BUSY_TIMEOUT_S},
+            )
+            key = os.path.realpath(path)
+        event.listen(engine.sync_engine, "connect", _on_connect)
+        event.listen(engine.sync_engine, "begin", _on_begin)
+        super().__init__(engine, path or ":memory:")
+        self._key = key
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        _STORES.setdefault(key, weakref.WeakSet()).add(self)
+
+    def _upsert_worker(self) -> Any:
+        stmt = sqlite_insert(workers)
+        return stmt.on_conflict_do_update(
+            index_elements=[workers.c.id],
+            set_={c.name: stmt.excluded[c.name] for c in workers.c if c.name != "id"},
+        )
+
+    def wakeup_event(self) -> asyncio.Event:
+        """Set by any store in this process that enrolls into the same file.
+
+        Enrollments from another process are not seen: the dispatcher's poll ceiling
+        covers them."""
+        if self._event is None:
+            self._event = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+        return self._event
+
+    def _signal(self) -> None:
+        ev, loop = self._event, self._loop
+        if ev is None or loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            ev.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(ev.set)
+
+    def _after_enroll_commit(self) -> None:
+        for store in list(_STORES.get(self._key, ())):
+            store._signal()
+
+    async def close(self) -> None:
+        stores = _STORES.get(self._key)
+        if stores is not None:
+            stores.discard(self)
+            if not stores:
+                _STORES.pop(self._key, None)
+        await super().close()
