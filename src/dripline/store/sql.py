@@ -27,6 +27,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
@@ -619,19 +620,23 @@ class SqlStore(Store):
 
 
 # A dispatcher's message write: the status only while it is still its own to set.
+# Literal SQL, not `in_()`: an IN list becomes an "expanding" parameter, which
+# executemany (one statement for the whole batch) cannot take.
+_NONFINAL = M.status.in_([literal_column(f"'{s}'") for s in NONFINAL_STATUSES])
+
 _UPDATE_MESSAGE = (
     update(messages)
     .where(M.id == bindparam("b_id"))
     .values(
-        status=case((M.status.in_(NONFINAL_STATUSES), bindparam("b_status")), else_=M.status),
-        error_code=case((M.status.in_(NONFINAL_STATUSES), bindparam("b_code")), else_=M.error_code),
+        status=case((_NONFINAL, bindparam("b_status")), else_=M.status),
+        error_code=case((_NONFINAL, bindparam("b_code")), else_=M.error_code),
         error_title=case(
-            (M.status.in_(NONFINAL_STATUSES), bindparam("b_title")), else_=M.error_title
+            (_NONFINAL, bindparam("b_title")), else_=M.error_title
         ),
         wamid=func.coalesce(bindparam("b_wamid"), M.wamid),
         sent_at=func.coalesce(_ts("b_sent"), M.sent_at),
         latency_ms=func.coalesce(bindparam("b_latency"), M.latency_ms),
-        status_at=case((M.status.in_(NONFINAL_STATUSES), _ts("b_now")), else_=M.status_at),
+        status_at=case((_NONFINAL, _ts("b_now")), else_=M.status_at),
         updated_at=_ts("b_now"),
     )
 )
