@@ -1,0 +1,132 @@
+"""`dripline run`: the dispatcher, long-running or once (for an external cron)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dripline.cli.common import console, handle_errors, print_json, settings_from
+from dripline.dispatcher.engine import RunSummary
+from dripline.settings import Delivery, Policy, Preset
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="sqlite:///file.db or postgresql://user@host/db."),
+]
+PolicyOpt = Annotated[
+    Policy | None,
+    typer.Option(
+        help="static: batch/concurrency as set; tiers: the seed guide's backlog tiers; "
+        "adaptive: AIMD concurrency; seed-cron: the seed's 5-minute/30/5 design (baseline)."
+    ),
+]
+PresetOpt = Annotated[
+    Preset | None,
+    typer.Option(
+        help="The guide's recommendations: conservative 30/5, moderate 40/7, "
+        "high-volume 50/10, testing 20/3 (batch/concurrency)."
+    ),
+]
+BatchOpt = Annotated[int | None, typer.Option(help="Most rows claimed per claim.")]
+ConcOpt = Annotated[int | None, typer.Option(help="Most sends in flight at once.")]
+RateOpt = Annotated[
+    float | None,
+    typer.Option("--rate", help="Messages per second per sender number, all workers together."),
+]
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """A run summary as plain data."""
+    s = summary.stats
+    p50, p95, p99 = s.lag.quantiles(0.5, 0.95, 0.99)
+    elapsed = max(1e-9, (summary.ended_at - summary.started_at).total_seconds())
+    return {
+        "worker_id": summary.worker_id,
+        "elapsed_s": round(elapsed, 3),
+        "sent": s.sent,
+        "failed": s.failed,
+        "retries": s.retries,
+        "throttled": s.throttled,
+        "unknown": s.unknown,
+        "fallbacks": s.fallbacks,
+        "throughput_per_s": round(s.sent / elapsed, 2),
+        "lag_s": {"p50": p50, "p95": p95, "p99": p99, "max": s.lag.maximum},
+        "failures_by_class": dict(s.failures_by_class),
+        "failures_by_code": dict(s.failures_by_code),
+        "breaker_tripped": summary.breaker_tripped,
+        "breaker_reason": summary.breaker_reason,
+    }
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    @handle_errors
+    def run(
+        once: Annotated[
+            bool,
+            typer.Option(
+                "--once",
+                help="Send what is due now, then exit (for an external cron). Two "
+                "overlapping --once runs never send the same message twice.",
+            ),
+        ] = False,
+        max_seconds: Annotated[
+            float | None, typer.Option(help="Stop after this many seconds (a time budget).")
+        ] = None,
+        database_url: DatabaseUrl = None,
+        policy: PolicyOpt = None,
+        preset: PresetOpt = None,
+        batch_limit: BatchOpt = None,
+        concurrency: ConcOpt = None,
+        rate: RateOpt = None,
+        at_least_once: Annotated[
+            bool,
+            typer.Option(
+                "--at-least-once",
+                help="Resend messages whose outcome is unknown (after a crash or a read "
+                "timeout) instead of waiting for a status webhook. May duplicate.",
+            ),
+        ] = False,
+        flows_dir: Annotated[
+            Path | None, typer.Option(help="Directory of flow YAML files.")
+        ] = None,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print the run summary as JSON.")
+        ] = False,
+    ) -> None:
+        """Run the dispatcher: claim due conversations, send at the rate limit, record.
+
+        Long-running by default; stops gracefully on SIGINT/SIGTERM (stops claiming,
+        finishes in-flight sends within shutdown_deadline_s, releases unsent claims).
+        Exit code 3 when the circuit breaker stopped sending (bad token or account).
+        """
+        from dripline.runtime import configure_from_settings, run_dispatcher
+
+        settings = settings_from(
+            database_url=database_url,
+            policy=policy,
+            preset=preset,
+            batch_limit=batch_limit,
+            concurrency=concurrency,
+            rate_per_s=rate,
+            delivery=Delivery.AT_LEAST_ONCE if at_least_once else None,
+            flows_dir=flows_dir,
+        )
+        configure_from_settings(settings)
+        summary = asyncio.run(run_dispatcher(settings, once=once, max_seconds=max_seconds))
+        data = summary_dict(summary)
+        if as_json:
+            print_json(data)
+        else:
+            console.print(
+                f"sent {data['sent']}, failed {data['failed']}, retries {data['retries']}, "
+                f"throttled {data['throttled']} in {data['elapsed_s']} s "
+                f"({data['throughput_per_s']} msg/s); lag p99 {data['lag_s']['p99']:.3f} s"
+            )
+            if summary.breaker_tripped:
+                console.print(f"[red]sending stopped: {summary.breaker_reason}[/]")
+        if summary.exit_code:
+            raise typer.Exit(summary.exit_code)
