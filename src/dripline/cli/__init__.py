@@ -25,6 +25,7 @@ _COMMAND_MODULES = [
     "config_cmd",
     "flows_cmd",
     "fake",
+    "run",
 ]
 
 
