@@ -1,0 +1,343 @@
+"""The store contract, run unchanged on SQLite and PostgreSQL (the `store` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dripline.store import (
+    LEASE_LOST,
+    ConversationUpdate,
+    Enrollment,
+    MessageUpdate,
+    Outcome,
+    Reservation,
+    SqlStore,
+    WorkerInfo,
+    open_store,
+)
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def phone(i: int) -> str:
+    return f"+1415555{i:04d}"
+
+
+def sec(s: float) -> timedelta:
+    return timedelta(seconds=s)
+
+
+async def enroll_due(store: SqlStore, n: int, *, flow: str = "f") -> list[int]:
+    """n conversations due one second apart, the first at NOW - n s."""
+    items = [Enrollment(phone(i), flow, at=NOW - sec(n - i)) for i in range(n)]
+    return [r.id for r in await store.enroll(items, NOW)]
+
+
+def done(cid: int, *, state: str = "completed", next_at: datetime | None = None) -> Outcome:
+    return Outcome(ConversationUpdate(cid, state, 1, "question", next_at, 0))
+
+
+# enrollment -----------------------------------------------------------------
+async def test_enroll_bulk_keeps_input_order_and_fields(store: SqlStore) -> None:
+    items = [
+        Enrollment(phone(i), "f", name=f"n{i}", timezone="Europe/Paris", fields={"k": str(i)})
+        for i in range(3000)
+    ]
+    results = await store.enroll(items, NOW)
+    assert len(results) == 3000
+    assert all(r.created for r in results)
+    assert len({r.id for r in results}) == 3000
+    claimed = await store.claim_due(3000, 60, "w", NOW)
+    by_id = {c.id: c for c in claimed}
+    for i in (0, 1234, 2999):
+        c = by_id[results[i].id]
+        assert (c.phone, c.name, c.timezone, c.fields) == (
+            phone(i),
+            f"n{i}",
+            "Europe/Paris",
+            {"k": str(i)},
+        )
+        assert (c.state, c.step, c.purpose, c.attempts) == ("pending", 0, "question", 0)
+        assert c.next_send_at == NOW
+
+
+async def test_enroll_is_idempotent_per_active_phone_and_flow(store: SqlStore) -> None:
+    first = await store.enroll([Enrollment(phone(1), "a"), Enrollment(phone(2), "a")], NOW)
+    again = await store.enroll(
+        [
+            Enrollment(phone(3), "a"),
+            Enrollment(phone(1), "a"),
+            Enrollment(phone(1), "b"),  # another flow: a new conversation
+            Enrollment(phone(3), "a"),  # a duplicate within the batch
+        ],
+        NOW,
+    )
+    assert [r.created for r in again] == [True, False, True, False]
+    assert again[1].id == first[0].id
+    assert again[3].id == again[0].id
+    # A finished conversation does not block a new one for the same (phone, flow).
+    [claimed] = [c for c in await store.claim_due(10, 60, "w", NOW) if c.id == first[0].id]
+    await store.record_results([done(claimed.id)], "w", NOW)
+    [renewed] = await store.enroll([Enrollment(phone(1), "a")], NOW)
+    assert renewed.created and renewed.id != first[0].id
+
+
+async def test_enroll_at_sets_next_send_at(store: SqlStore) -> None:
+    later = NOW + timedelta(hours=2)
+    await store.enroll([Enrollment(phone(1), "f", at=later)], NOW)
+    assert await store.claim_due(10, 60, "w", NOW) == []
+    assert await store.next_due_at(NOW) == later
+    [c] = await store.claim_due(10, 60, "w", later)
+    assert c.next_send_at == later
+
+
+async def test_enroll_of_nothing(store: SqlStore) -> None:
+    assert await store.enroll([], NOW) == []
+
+
+# claiming -------------------------------------------------------------------
+async def test_claim_returns_earliest_first_up_to_limit(store: SqlStore) -> None:
+    ids = await enroll_due(store, 50)
+    await store.enroll([Enrollment(phone(999), "f", at=NOW + sec(1))], NOW)  # not due
+    first = await store.claim_due(20, 60, "w1", NOW)
+    assert [c.id for c in first] == ids[:20]
+    assert [c.next_send_at for c in first] == sorted(c.next_send_at for c in first)
+    assert all(c.lease_expires_at == NOW + sec(60) for c in first)
+    rest = await store.claim_due(100, 60, "w2", NOW)
+    assert [c.id for c in rest] == ids[20:]
+    assert await store.claim_due(100, 60, "w3", NOW) == []
+    assert await store.claim_due(0, 60, "w3", NOW) == []
+
+
+async def test_live_lease_is_never_claimed_again_and_lapsed_one_is(store: SqlStore) -> None:
+    ids = await enroll_due(store, 3)
+    claimed = await store.claim_due(10, 30, "w1", NOW)
+    assert {c.id for c in claimed} == set(ids)
+    # Still live one microsecond before expiry (and exactly at it).
+    assert await store.claim_due(10, 30, "w2", NOW + sec(29.999999)) == []
+    assert await store.claim_due(10, 30, "w2", NOW + sec(30)) == []
+    again = await store.claim_due(10, 30, "w2", NOW + sec(30.000001))
+    assert {c.id for c in again} == set(ids)
+    # The old owner lost it: its write is refused and the new owner's stands.
+    assert await store.record_results([done(ids[0])], "w1", NOW + sec(31)) == 0
+    assert await store.record_results([done(ids[0])], "w2", NOW + sec(31)) == 1
+
+
+async def test_inactive_states_are_never_due(store: SqlStore) -> None:
+    ids = await enroll_due(store, 3)
+    await store.claim_due(10, 60, "w", NOW)
+    await store.record_results(
+        [
+            done(ids[0], state="completed", next_at=NOW),
+            done(ids[1], state="opted_out", next_at=NOW),
+            done(ids[2], state="awaiting_reply", next_at=NOW),
+        ],
+        "w",
+        NOW,
+    )
+    assert [c.id for c in await store.claim_due(10, 60, "w", NOW)] == [ids[2]]
+
+
+# reserving ------------------------------------------------------------------
+async def test_reserve_new_pending_sending_and_final(store: SqlStore) -> None:
+    [a, b] = await enroll_due(store, 2)
+    await store.claim_due(10, 60, "w", NOW)
+    [r] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    assert (r.ok, r.prior_status, r.attempts) == (True, None, 1) and r.message_id > 0
+
+    # Left `sending` (the worker crashed): the next reservation marks it unknown.
+    [again] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    assert (again.ok, again.prior_status, again.message_id) == (False, "sending", r.message_id)
+    [unknown] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    assert (unknown.ok, unknown.prior_status) == (False, "unknown")
+    # At-least-once: take it over and send again.
+    [resend] = await store.reserve(
+        [Reservation(a, 0, "question", NOW, resend_unknown=True)], "w", NOW
+    )
+    assert (resend.ok, resend.prior_status, resend.attempts) == (True, "unknown", 2)
+
+    # Written `pending` (safe to resend): reserved again with attempts + 1.
+    m_pending = MessageUpdate(r.message_id, "pending", error_code=131000, error_title="x")
+    await store.record_results(
+        [Outcome(ConversationUpdate(a, "pending", 0, "question", NOW, 1), m_pending)], "w", NOW
+    )
+    await store.claim_due(10, 60, "w", NOW)
+    [retry] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    assert (retry.ok, retry.prior_status, retry.attempts) == (True, "pending", 3)
+
+    # A final status: not ok, with what the caller needs to decide.
+    sent = MessageUpdate(r.message_id, "sent", wamid="wamid.A", sent_at=NOW)
+    await store.record_results(
+        [Outcome(ConversationUpdate(a, "pending", 0, "question", NOW, 1), sent)], "w", NOW
+    )
+    await store.claim_due(10, 60, "w", NOW)
+    [final, new_b] = await store.reserve(
+        [Reservation(a, 0, "question", NOW), Reservation(b, 0, "question", NOW)], "w", NOW
+    )
+    assert (final.ok, final.prior_status, final.wamid) == (False, "sent", "wamid.A")
+    assert final.status_at == NOW
+    assert (new_b.conversation_id, new_b.ok, new_b.prior_status) == (b, True, None)
+
+
+async def test_reserve_needs_the_lease(store: SqlStore) -> None:
+    [a] = await enroll_due(store, 1)
+    await store.claim_due(10, 60, "owner", NOW)
+    [r] = await store.reserve([Reservation(a, 0, "question", NOW)], "intruder", NOW)
+    assert (r.ok, r.prior_status) == (False, LEASE_LOST)
+    [ok] = await store.reserve([Reservation(a, 0, "question", NOW)], "owner", NOW)
+    assert ok.ok
+
+
+async def test_reserve_results_follow_input_order(store: SqlStore) -> None:
+    ids = await enroll_due(store, 300)
+    await store.claim_due(300, 60, "w", NOW)
+    items = [Reservation(cid, 0, "question", NOW) for cid in reversed(ids)]
+    results = await store.reserve(items, "w", NOW)
+    assert [r.conversation_id for r in results] == list(reversed(ids))
+    assert all(r.ok for r in results)
+    assert len({r.message_id for r in results}) == 300
+
+
+# recording ------------------------------------------------------------------
+async def test_record_results_writes_batch_and_releases(store: SqlStore) -> None:
+    ids = await enroll_due(store, 4)
+    await store.claim_due(10, 60, "w", NOW)
+    res = await store.reserve([Reservation(cid, 0, "question", NOW) for cid in ids], "w", NOW)
+    later = NOW + timedelta(hours=1)
+    outcomes = [
+        Outcome(
+            ConversationUpdate(cid, "awaiting_reply", 1, "reminder", later, 0),
+            MessageUpdate(r.message_id, "sent", wamid=f"wamid.{cid}", sent_at=NOW, latency_ms=5),
+        )
+        for cid, r in zip(ids, res, strict=True)
+    ]
+    assert await store.record_results(outcomes, "w", NOW) == 4
+    assert (await store.backlog(NOW)).leased == 0
+    [c, *_] = await store.claim_due(10, 60, "w", later)
+    assert (c.state, c.step, c.purpose, c.next_send_at) == ("awaiting_reply", 1, "reminder", later)
+    # The message status was written: a new reservation sees it as final.
+    [again] = await store.reserve([Reservation(c.id, 0, "question", NOW)], "w", later)
+    assert (again.ok, again.prior_status, again.wamid) == (False, "sent", f"wamid.{c.id}")
+
+
+async def test_record_results_never_downgrades_a_webhook_status(store: SqlStore) -> None:
+    [a] = await enroll_due(store, 1)
+    await store.claim_due(10, 60, "w", NOW)
+    [r] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    upd = ConversationUpdate(a, "pending", 0, "question", NOW, 0)
+    read = MessageUpdate(r.message_id, "read")
+    await store.record_results([Outcome(upd, read)], "w", NOW)
+    await store.claim_due(10, 60, "w", NOW)
+    sent = MessageUpdate(r.message_id, "sent", wamid="wamid.late", sent_at=NOW)
+    await store.record_results([Outcome(upd, sent)], "w", NOW)
+    await store.claim_due(10, 60, "w", NOW)
+    [seen] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    assert (seen.prior_status, seen.wamid) == ("read", "wamid.late")
+
+
+async def test_a_worker_that_lost_its_lease_cannot_write(store: SqlStore) -> None:
+    [a, b] = await enroll_due(store, 2)
+    await store.claim_due(10, 10, "old", NOW)
+    await store.claim_due(10, 10, "new", NOW + sec(11))  # re-claims both
+    assert await store.record_results([done(a), done(b)], "old", NOW + sec(12)) == 0
+    assert await store.record_results([done(a)], "new", NOW + sec(12)) == 1
+    counts = await store.backlog(NOW + sec(12))
+    assert counts.by_state["completed"] == 1 and counts.by_state["pending"] == 1
+
+
+# leases -----------------------------------------------------------------------
+async def test_release_gives_back_only_own_leases(store: SqlStore) -> None:
+    ids = await enroll_due(store, 3)
+    await store.claim_due(2, 60, "w1", NOW)
+    await store.claim_due(1, 60, "w2", NOW)
+    assert await store.release(ids, "w1") == 2
+    assert await store.release([], "w1") == 0
+    assert [c.id for c in await store.claim_due(10, 60, "w3", NOW)] == ids[:2]
+
+
+async def test_extend_pushes_out_own_leases(store: SqlStore) -> None:
+    ids = await enroll_due(store, 2)
+    await store.claim_due(1, 30, "w1", NOW)
+    await store.claim_due(1, 30, "w2", NOW)
+    assert await store.extend_leases(ids, "w1", 120, NOW + sec(20)) == 1
+    again = await store.claim_due(10, 30, "w3", NOW + sec(60))
+    assert [c.id for c in again] == [ids[1]]  # w1's lease now runs to NOW + 140 s
+
+
+# timing and views -----------------------------------------------------------
+async def test_next_due_at_skips_leased_and_inactive(store: SqlStore) -> None:
+    assert await store.next_due_at(NOW) is None
+    ids = await enroll_due(store, 2)
+    await store.enroll([Enrollment(phone(50), "f", at=NOW + sec(90))], NOW)
+    assert await store.next_due_at(NOW) == NOW - sec(2)
+    await store.claim_due(2, 60, "w", NOW)
+    assert await store.next_due_at(NOW) == NOW + sec(90)
+    # Once the lease lapsed, the leased rows count again.
+    assert await store.next_due_at(NOW + sec(61)) == NOW - sec(2)
+    await store.record_results([done(i) for i in ids], "w", NOW)
+    assert await store.next_due_at(NOW + sec(61)) == NOW + sec(90)
+
+
+async def test_backlog_counts(store: SqlStore) -> None:
+    await store.enroll(
+        [
+            Enrollment(phone(1), "f", at=NOW - sec(120)),  # overdue by 2 min
+            Enrollment(phone(2), "f", at=NOW - sec(30)),
+            Enrollment(phone(3), "f", at=NOW),
+            Enrollment(phone(4), "f", at=NOW + sec(600)),
+            Enrollment(phone(5), "f", at=NOW + sec(7200)),
+        ],
+        NOW,
+    )
+    counts = await store.backlog(NOW)
+    assert (counts.due_now, counts.overdue_1m, counts.due_next_hour, counts.leased) == (3, 1, 1, 0)
+    assert counts.by_state["pending"] == 5 and counts.by_state["completed"] == 0
+    [first] = await store.claim_due(1, 60, "w", NOW)
+    await store.record_results([done(first.id)], "w", NOW)
+    await store.claim_due(1, 60, "w", NOW)
+    counts = await store.backlog(NOW)
+    assert (counts.due_now, counts.overdue_1m, counts.leased) == (1, 0, 1)
+    assert counts.by_state["completed"] == 1 and counts.by_state["pending"] == 4
+
+
+async def test_heartbeat_lists_live_workers(store: SqlStore) -> None:
+    def worker(wid: str, at: datetime, rate: float = 40.0) -> WorkerInfo:
+        return WorkerInfo(wid, "host", 123, NOW, at, rate, 8, "static", {"sent": 1})
+
+    assert [w.id for w in await store.heartbeat(worker("a", NOW), 10)] == ["a"]
+    live = await store.heartbeat(worker("b", NOW + sec(5)), 10)
+    assert [w.id for w in live] == ["a", "b"]
+    assert live[0].stats == {"sent": 1} and live[0].heartbeat_at == NOW
+    # a is now stale; b's upsert replaces its row.
+    live = await store.heartbeat(worker("b", NOW + sec(15), rate=80.0), 10)
+    assert [(w.id, w.rate_per_s) for w in live] == [("b", 80.0)]
+    await store.unregister("b")
+    assert [w.id for w in await store.heartbeat(worker("a", NOW + sec(16)), 10)] == ["a"]
+
+
+async def test_naive_datetimes_are_refused(store: SqlStore) -> None:
+    with pytest.raises(Exception, match="naive"):
+        await store.claim_due(1, 60, "w", datetime(2026, 1, 1))
+
+
+# wake-ups -------------------------------------------------------------------
+async def test_enroll_wakes_another_store_on_the_same_database(store_url: str) -> None:
+    sleeper = await open_store(store_url)
+    enroller = await open_store(store_url)
+    try:
+        wake = sleeper.wakeup_event()
+        await sleeper.wakeup_ready()
+        assert not wake.is_set()
+        await enroller.enroll([Enrollment(phone(1), "f")], NOW)
+        await asyncio.wait_for(wake.wait(), timeout=10)
+        wake.clear()
+        # Nothing new (already enrolled): no wake-up needed, none sent.
+        await enroller.enroll([Enrollment(phone(1), "f")], NOW)
+        await enroller.enroll([Enrollment(phone(2), "f")], NOW)
+        await asyncio.wait_for(wake.wait(), timeout=10)
+    finally:
+        await sleeper.close()
+        await enroller.close()
