@@ -26,6 +26,7 @@ _COMMAND_MODULES = [
     "flows_cmd",
     "fake",
     "run",
+    "plan",
 ]
 
 
