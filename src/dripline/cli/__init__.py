@@ -26,7 +26,10 @@ _COMMAND_MODULES = [
     "flows_cmd",
     "fake",
     "run",
+    "demo_cmd",
     "plan",
+    "db",
+    "enroll",
 ]
 
 
