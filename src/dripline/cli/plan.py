@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from dripline.cli.common import console, handle_errors, print_json
-from dripline.errors import InputError
+from dripline.errors import ConfigError, DatabaseUnavailable, InputError, StoreError
 from dripline.planner import (
     Arrivals,
     LatencyModel,
@@ -74,6 +75,12 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds / 86_400:.1f} d"
 
 
+def _out() -> Console:
+    """The shared console on a terminal; piped, a wide one: a file or pager can take the
+    whole table, where rich would squeeze it into 80 columns."""
+    return console if console.is_terminal else Console(width=max(console.width, 160))
+
+
 def _fmt_stated(seconds: float) -> str:
     # The guide's own spelling: ~100ms, ~2.5s, ~25s.
     return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:g}s"
@@ -98,7 +105,12 @@ def _latency(text: str) -> LatencyModel:
         return spec
     from dripline.store.reports import latency_samples_ms
 
-    samples = asyncio.run(latency_samples_ms(spec.url))
+    try:
+        samples = asyncio.run(latency_samples_ms(spec.url))
+    except DatabaseUnavailable:
+        raise  # a service problem (exit 1), not a wrong option
+    except (ConfigError, StoreError) as exc:
+        raise InputError(str(exc), where="--latency") from None
     if not samples:
         raise InputError(
             "the database has no sent messages with a recorded latency yet; "
@@ -173,8 +185,9 @@ def _seed_table(rate: float, as_json: bool) -> None:
         "last message is sent, counted from when they fall due; ✗ marks a guide cell off "
         "by more than max(0.2 s, 5%)."
     )
-    console.print(_seed_table_rich(cron, compare=True))
-    console.print(_seed_table_rich(cont, compare=False))
+    out_console = _out()
+    out_console.print(_seed_table_rich(cron, compare=True))
+    out_console.print(_seed_table_rich(cont, compare=False))
     out = Table(title="Summary Table: 30/5 Configuration (seed cron)", title_justify="left")
     for col in ("msgs", "guide", "computed", "batches", "runs", "continuous", "guide's note"):
         out.add_column(col, justify="right" if col != "guide's note" else "left")
@@ -190,7 +203,7 @@ def _seed_table(rate: float, as_json: bool) -> None:
             _fmt_s(r.continuous_s),
             r.note,
         )
-    console.print(out)
+    out_console.print(out)
     console.print(
         f"Most messages per day at 30/5: seed cron {seed_day.max_per_day:,} "
         f"(30 per 300 s); continuous {cont_day.max_per_day:,} ({cont_day.binding})."
@@ -262,49 +275,47 @@ def _recommend(
 
 
 def _grid_table(results: list[SimResult]) -> Table:
-    out = Table(title="dripline plan", title_justify="left")
+    loads = list(dict.fromkeys(r.arrivals for r in results))
+    one_load = len(loads) == 1
+    title = f"dripline plan: {loads[0]}" if one_load else "dripline plan"
+    out = Table(title=title, title_justify="left")
     cols = (
-        "policy",
-        "batch",
-        "conc.",
-        "load",
-        "runs",
-        "time/run",
-        "drain",
-        "msg/s",
-        "max/day",
-        "lag p50",
-        "lag p99",
-        "lag max",
-        "DB conns",
-        "headroom",
-        "bound by",
+        ("policy", "left"),
+        ("batch/conc", "right"),
+        *(() if one_load else (("load", "left"),)),
+        ("runs", "right"),
+        ("time/run", "right"),
+        ("drain", "right"),
+        ("msg/s", "right"),
+        ("max/day", "right"),
+        ("lag p50/p99/max", "right"),
+        ("DB", "right"),
+        ("head-room", "right"),
+        ("bound by", "left"),
     )
-    for col in cols:
-        out.add_column(col, justify="left" if col in ("policy", "load", "bound by") else "right")
+    for col, justify in cols:
+        out.add_column(col, justify=justify)
     for r in results:
         st = r.settings
         name = st.policy.value
         if st.policy is Policy.TIERS or (st.schedule and st.schedule != st.effective_schedule):
             name += f" ({st.effective_schedule})"
+        limits = "tiers" if st.policy is Policy.TIERS else f"{st.batch_limit}/{st.concurrency}"
         headroom = "-" if r.rate_headroom is None else f"{r.rate_headroom:.0%}"
         runs = f"{r.runs:,}" + (f" ({r.skipped_runs} skipped)" if r.skipped_runs else "")
         out.add_row(
             name,
-            "tiers" if st.policy is Policy.TIERS else str(st.batch_limit),
-            "tiers" if st.policy is Policy.TIERS else str(st.concurrency),
-            r.arrivals,
+            limits,
+            *(() if one_load else (r.arrivals,)),
             runs,
             _fmt_s(r.run_time_mean_s),
             _fmt_s(r.drain_s),
             f"{r.throughput_per_s:.2f}",
             f"{r.max_per_day:,}",
-            _fmt_s(r.lag_p50_s),
-            _fmt_s(r.lag_p99_s),
-            _fmt_s(r.lag_max_s),
+            f"{_fmt_s(r.lag_p50_s)} / {_fmt_s(r.lag_p99_s)} / {_fmt_s(r.lag_max_s)}",
             str(r.db_connections),
             headroom,
-            r.binding,
+            r.binding + (f" ({r.throttled:,} throttled)" if r.throttled else ""),
         )
     return out
 
@@ -467,7 +478,7 @@ def plan(
         )
         return
     console.print(f"latency {lat.describe()}, API rate limit {rate_per_s:g}/s")
-    console.print(_grid_table(results))
+    _out().print(_grid_table(results))
     if png is not None:
         console.print(f"chart written to {png}")
 

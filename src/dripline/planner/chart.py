@@ -16,6 +16,8 @@ from dripline.planner.model import SimResult
 __all__ = ["grid_figure"]
 
 _MAX_ROWS = 6
+# Cron designs solid, continuous ones dashed: they differ by orders of magnitude.
+_STYLE = {"seed-cron": "-", "tiers": "-.", "static": "--", "adaptive": ":"}
 
 
 def grid_figure(results: Sequence[SimResult], title: str = "dripline plan") -> Figure:
@@ -35,8 +37,11 @@ def grid_figure(results: Sequence[SimResult], title: str = "dripline plan") -> F
         for key, rs in lines.items():
             rs.sort(key=lambda r: r.settings.concurrency)
             xs = [r.settings.concurrency for r in rs]
-            drain_ax.plot(xs, [max(r.drain_s, 1e-3) for r in rs], marker="o", label=key)
-            lag_ax.plot(xs, [max(r.lag_p99_s, 1e-3) for r in rs], marker="o", label=key)
+            style = _STYLE.get(rs[0].settings.policy.value, "-")
+            drain = [max(r.drain_s, 1e-3) for r in rs]
+            lag = [max(r.lag_p99_s, 1e-3) for r in rs]
+            drain_ax.plot(xs, drain, marker="o", linestyle=style, label=key)
+            lag_ax.plot(xs, lag, marker="o", linestyle=style, label=key)
         drain_ax.set_title(f"{load}: time until the last message is sent")
         lag_ax.set_title(f"{load}: p99 lag (send start - due)")
         for ax in (drain_ax, lag_ax):

@@ -78,11 +78,11 @@ def capacity_per_s(settings: PlanSettings, mean_latency_s: float) -> tuple[float
     if settings.effective_schedule == "cron":
         run_s = settings.query_s + _run_send_s(limits, mean_latency_s, settings)
         period = settings.interval_s * max(1, math.ceil(run_s / settings.interval_s))
-        candidates.append((limits.batch_limit / period, "batch per run / interval"))
+        candidates.append((limits.batch_limit / period, "batch/interval"))
     else:
-        candidates.append((limits.concurrency / mean_latency_s, "concurrency / latency"))
+        candidates.append((limits.concurrency / mean_latency_s, "concurrency/latency"))
         candidates.append(
-            (limits.batch_limit / max(settings.claim_overhead_s, 1e-9), "batch / claim time")
+            (limits.batch_limit / max(settings.claim_overhead_s, 1e-9), "batch/claim")
         )
     if settings.client_rate_limited and settings.rate_per_s is not None:
         candidates.append((settings.rate_per_s, "rate limit"))
