@@ -131,9 +131,9 @@ class PostgresStore(SqlStore):
         self._listener: asyncio.Task[None] | None = None
 
     # dialect-specific statements ---------------------------------------------
-    def _lock_due(self, due: Select[Any]) -> Select[Any]:
+    def _due_ids(self) -> Any:
         # Rows another claimer is taking right now are skipped, not waited for.
-        return due.with_for_update(skip_locked=True)
+        return self._due_select().with_for_update(skip_locked=True).scalar_subquery()
 
     def _build_lock_owned(self) -> Select[Any]:
         # Serializes reservations per conversation; NO KEY keeps FK inserts unblocked.

@@ -142,20 +142,9 @@ class SqlStore(Store):
 
     # statements --------------------------------------------------------------
     def _build_claim(self) -> Update:
-        due = (
-            select(C.id)
-            .where(
-                _ACTIVE,
-                C.next_send_at <= _ts("b_now"),
-                or_(C.lease_expires_at.is_(None), C.lease_expires_at < _ts("b_now")),
-            )
-            .order_by(C.next_send_at)
-            .limit(bindparam("b_limit"))
-        )
-        due = self._lock_due(due)
         return (
             update(conversations)
-            .where(C.id.in_(due.scalar_subquery()))
+            .where(C.id.in_(self._due_ids()))
             .values(lease_owner=bindparam("b_w"), lease_expires_at=_ts("b_until"))
             .returning(
                 C.id,
@@ -175,9 +164,21 @@ class SqlStore(Store):
             )
         )
 
-    def _lock_due(self, due: Select[Any]) -> Select[Any]:
-        """Row locking for the claim's inner select (PostgreSQL: SKIP LOCKED)."""
-        return due
+    def _due_select(self) -> Select[Any]:
+        return (
+            select(C.id)
+            .where(
+                _ACTIVE,
+                C.next_send_at <= _ts("b_now"),
+                or_(C.lease_expires_at.is_(None), C.lease_expires_at < _ts("b_now")),
+            )
+            .order_by(C.next_send_at)
+            .limit(bindparam("b_limit"))
+        )
+
+    def _due_ids(self) -> Any:
+        """The ids to claim, earliest first (PostgreSQL adds SKIP LOCKED)."""
+        return self._due_select().scalar_subquery()
 
     def _build_lock_owned(self) -> Select[Any]:
         return (
@@ -630,9 +631,7 @@ _UPDATE_MESSAGE = (
     .values(
         status=case((_NONFINAL, bindparam("b_status")), else_=M.status),
         error_code=case((_NONFINAL, bindparam("b_code")), else_=M.error_code),
-        error_title=case(
-            (_NONFINAL, bindparam("b_title")), else_=M.error_title
-        ),
+        error_title=case((_NONFINAL, bindparam("b_title")), else_=M.error_title),
         wamid=func.coalesce(bindparam("b_wamid"), M.wamid),
         sent_at=func.coalesce(_ts("b_sent"), M.sent_at),
         latency_ms=func.coalesce(bindparam("b_latency"), M.latency_ms),

@@ -12,14 +12,14 @@ import os
 import weakref
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from dripline.errors import ConfigError
-from dripline.store.schema import workers
+from dripline.store.schema import ACTIVE_SQL, UTCDateTime, conversations, workers
 from dripline.store.sql import SqlStore
 from dripline.store.urls import DatabaseUrl
 
@@ -90,6 +90,20 @@ class SqliteStore(SqlStore):
         self._event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         _STORES.setdefault(key, weakref.WeakSet()).add(self)
+
+    def _due_ids(self) -> Any:
+        # Without ANALYZE statistics SQLite prefers ix_conversations_state and sorts every
+        # active row; the partial index walks due rows in order and stops after `limit`.
+        return (
+            text(
+                "SELECT id FROM conversations INDEXED BY ix_conversations_due "
+                f"WHERE {ACTIVE_SQL} AND next_send_at <= :b_now "
+                "AND (lease_expires_at IS NULL OR lease_expires_at < :b_now) "
+                "ORDER BY next_send_at LIMIT :b_limit"
+            )
+            .bindparams(bindparam("b_now", type_=UTCDateTime), bindparam("b_limit"))
+            .columns(conversations.c.id)
+        )
 
     def _upsert_worker(self) -> Any:
         stmt = sqlite_insert(workers)
