@@ -26,6 +26,7 @@ from dripline.dispatcher.policies import (
     AimdState,
     Limits,
     aimd_step,
+    claim_size,
     concurrency_for_rate,
     initial_limits,
     tier_limits,
@@ -39,6 +40,11 @@ __all__ = ["capacity_per_s", "percentile", "simulate"]
 # configuration (server limit far below the load) from simulating forever.
 _MAX_ATTEMPTS = 60
 _DAY_S = 86_400
+# Mirrors of the dispatcher engine's timing constants (dripline.dispatcher.engine, not
+# importable without the whole engine): the claimer keeps this many seconds of sending
+# queued, and the controller adjusts rate and concurrency on this tick.
+CLAIM_HORIZON_S = 1.0
+CONTROLLER_INTERVAL_S = 0.5
 
 
 def simulate(
@@ -192,6 +198,14 @@ class _Sim:
         server_burst = (st.server_rate_per_s or 0.0) * st.server_burst_s
         self.server_tol = max(0.0, server_burst - 1) * self.server_step
         self.server_tat = 0.0
+        self.continuous = st.effective_schedule == "continuous"
+        self.rate_ceiling = st.rate_per_s or 0.0
+        self.rate_now = self.rate_ceiling
+        self.last_cut = -1e9
+        self.observed_rate: float | None = None
+        self.accepted_in_window = 0
+        self.window_start = 0.0
+        self.next_tick = CONTROLLER_INTERVAL_S
         self.starts: list[float] = []
         self.lags: list[float] = []
         self.throttled = 0
@@ -228,9 +242,18 @@ class _Sim:
         while len(self.slots) > concurrency:
             heapq.heappop(self.slots)
 
+    def _peek_start(self, ready: float) -> float:
+        """When a send ready at `ready` would start, without starting it."""
+        start = max(ready, self.slots[0])
+        if self.client_step:
+            start = max(start, self.client_tat - self.client_tol)
+        return start
+
     def _send(self, ready: float, due: float, attempts: int) -> tuple[float, float]:
         """Start one send no earlier than `ready`; returns (start, finish)."""
         start = max(ready, self.slots[0])
+        if self.continuous and start >= self.next_tick:
+            self._controller_tick(start, saturated=ready < self.slots[0])
         if self.client_step:
             start = max(start, self.client_tat - self.client_tol)
             self.client_tat = max(self.client_tat, start) + self.client_step
@@ -246,15 +269,29 @@ class _Sim:
         if throttled and attempts + 1 < _MAX_ATTEMPTS:
             self.throttled += 1
             self.throttled_in_cycle = True
+            if self.continuous and self.client_step:
+                self._cut_rate(finish)
             # Exponential backoff with full jitter, rescheduled in the database (a retry
             # never waits inside a concurrency slot).
             cap = min(self.st.backoff_cap_s, self.st.backoff_base_s * 2**attempts)
             self.pool.retry(finish + self.rng.random() * cap, due, attempts + 1)
         else:
             self.sent += 1
+            self.accepted_in_window += 1
             self.lags.append(start - due)
             self.last_finish = max(self.last_finish, finish)
         return start, finish
+
+    def _claim_want(self, limits: Limits, queued: int) -> int:
+        """Rows to claim: the dispatcher's `claim_size` over the claim horizon."""
+        if not self.st.client_rate_limited or not self.st.rate_per_s:
+            return limits.batch_limit
+        return max(1, claim_size(limits.batch_limit, self.rate_now, CLAIM_HORIZON_S, queued))
+
+    def _low_water(self, limits: Limits) -> int:
+        rate = self.rate_now if self.st.client_rate_limited and self.rate_now else math.inf
+        horizon_rows = min(float(limits.batch_limit), rate * CLAIM_HORIZON_S)
+        return max(1, int(horizon_rows) // 2)
 
     def _policy_limits(self, now: float) -> Limits:
         st = self.st
@@ -265,10 +302,53 @@ class _Sim:
         return self.limits
 
     def _adapt(self, saturated: bool) -> None:
+        """Cron runs: one AIMD step per run (the continuous loop steps on its tick)."""
         if self.st.policy is not Policy.ADAPTIVE:
             return
         self.aimd = aimd_step(self.aimd, throttled=self.throttled_in_cycle, saturated=saturated)
         self.throttled_in_cycle = False
+
+    def _controller_tick(self, now: float, *, saturated: bool) -> None:
+        """The dispatcher's controller tick: probe the rate upward after a quiet second,
+        and (adaptive) one AIMD step on the concurrency limit, growing by 10%."""
+        elapsed = now - self.window_start
+        observed = self.accepted_in_window / elapsed if elapsed > 0 else 0.0
+        self.observed_rate = (
+            observed if self.observed_rate is None else 0.5 * self.observed_rate + 0.5 * observed
+        )
+        self.accepted_in_window = 0
+        self.window_start = now
+        if self.client_step and self.rate_now < self.rate_ceiling and now - self.last_cut > 1.0:
+            # Creep back up by 0.5% of the ceiling per second while nothing throttles.
+            self.rate_now = min(
+                self.rate_ceiling, self.rate_now + self.rate_ceiling * 0.005 * elapsed
+            )
+            self.client_step = 1 / self.rate_now
+        if self.st.policy is Policy.ADAPTIVE:
+            self.aimd = aimd_step(
+                self.aimd,
+                throttled=self.throttled_in_cycle,
+                saturated=saturated,
+                increase=max(1.0, self.aimd.limit * 0.1),
+            )
+            if int(self.aimd.limit) != len(self.slots):
+                self._resize(max(1, int(self.aimd.limit)), now)
+        self.throttled_in_cycle = False
+        self.next_tick = now + CONTROLLER_INTERVAL_S
+
+    def _cut_rate(self, now: float) -> None:
+        """A throttle: the rate drops to just under what the API was seen to accept, or by
+        30% with nothing observed yet, at most once a second (the dispatcher's
+        RateController, mirrored)."""
+        if now - self.last_cut < 1.0:
+            return
+        self.last_cut = now
+        if self.observed_rate:
+            target = min(self.rate_now, self.observed_rate) * 0.98
+        else:
+            target = self.rate_now * 0.7
+        self.rate_now = max(self.rate_ceiling * 0.05, target)
+        self.client_step = 1 / self.rate_now
 
     # -- schedules -----------------------------------------------------------------
 
@@ -316,9 +396,10 @@ class _Sim:
             k_allowed = next_k
 
     def run_continuous(self) -> None:
-        """Claim up to batch due rows; send with the concurrency limit and rate limiter;
-        claim again once the claimed-but-unsent rows drop to one round of sends (before
-        the queue empties); when nothing is due, sleep until the next due time."""
+        """The dispatcher's claimer: claim `claim_size` rows (a second of sending at the
+        rate, at most the batch limit), send them with the concurrency limit and the rate
+        limiter, claim again when the queue falls below its low-water mark (before it
+        empties); when nothing more is due, sleep until the next due time."""
         st = self.st
         buffer: deque[tuple[float, float, int, int]] = deque()  # ready, due, attempts, claim
         claim_start: list[float] = []
@@ -347,23 +428,31 @@ class _Sim:
                 continue
             first = False
             now = max(trigger, nd)
+            # Rows queued earlier that have started by now are no longer queued.
+            while buffer and self._peek_start(buffer[0][0]) <= now:
+                pop_one()
             limits = self._policy_limits(now)
             if len(self.slots) != limits.concurrency:
                 self._resize(limits.concurrency, now)
-            rows = self.pool.take(now, limits.batch_limit)
+            want = self._claim_want(limits, len(buffer))
+            rows = self.pool.take(now, want)
             ready = now + st.claim_overhead_s
             c = len(claim_start)
             claim_start.append(now)
             claim_end.append(ready)
             buffer.extend((ready, d, att, c) for d, att in rows)
-            saturated = len(buffer) >= limits.concurrency
             last_start = ready
-            while len(buffer) > limits.concurrency:
+            if len(rows) < want:
+                # Everything due was taken: the claimer sleeps until the next due time
+                # (or an enrollment wakes it), while the queue keeps sending.
+                trigger = ready
+                continue
+            # More may be due: claim again as soon as the queue drops below the low-water
+            # mark (before it empties), never while this claim is still in flight.
+            low_water = self._low_water(limits)
+            while len(buffer) >= low_water:
                 last_start = pop_one()
-            # The next claim goes out when the buffer is down to one round of sends,
-            # but never while this one is still in flight.
             trigger = max(ready, last_start)
-            self._adapt(saturated)
         self.runs = len(claim_start)
         self.run_times = [e - s for s, e in zip(claim_start, claim_end, strict=True)] or (
             self.run_times
