@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "plan",
     "db",
     "enroll",
+    "status",
 ]
 
 
