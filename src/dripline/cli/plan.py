@@ -81,6 +81,11 @@ def _out() -> Console:
     return console if console.is_terminal else Console(width=max(console.width, 160))
 
 
+def _fmt_exact(seconds: float) -> str:
+    # Seconds to a tenth, as the guide writes them, so 310.1 s reads against ~25s.
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
 def _fmt_stated(seconds: float) -> str:
     # The guide's own spelling: ~100ms, ~2.5s, ~25s.
     return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:g}s"
@@ -197,10 +202,10 @@ def _seed_table(rate: float, as_json: bool) -> None:
         out.add_row(
             str(r.messages),
             f"~{_fmt_stated(r.stated_s)}",
-            Text(f"{_fmt_s(r.result.drain_s)} {mark}", style=style),
+            Text(f"{_fmt_exact(r.result.drain_s)} {mark}", style=style),
             f"{r.result.waves} (guide {r.stated_batches})",
             str(r.result.runs),
-            _fmt_s(r.continuous_s),
+            _fmt_exact(r.continuous_s),
             r.note,
         )
     out_console.print(out)
