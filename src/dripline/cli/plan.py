@@ -356,7 +356,7 @@ def plan(
         typer.Option(
             help="Per-send latency: 150ms | 2.5s | lognormal:150ms,p99=600ms | "
             "db:<database url> (measured from messages.latency_ms). "
-            "Default 150ms (2.5s for --seed-table).",
+            "Default 150ms; --seed-table always uses the guide's 2.5s.",
         ),
     ] = None,
     rate: Annotated[
@@ -375,7 +375,8 @@ def plan(
         list[str] | None,
         typer.Option(
             help="Arrival profile instead of a backlog (repeatable): typical-day, "
-            'spike-day, "5000/h", "5000/h for 2h", "5000/h spike 10x 10m [at 30m]".',
+            'spike-day, "5000/h", "5000/h for 2h", "5000/h spike 10x 10m", '
+            '"5000/h spike 10x 10m at 30m" (spike centred unless at is given).',
         ),
     ] = None,
     policy: Annotated[
