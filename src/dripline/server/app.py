@@ -1,0 +1,260 @@
+"""`dripline serve`: the enrollment API and the Cloud API webhook in one FastAPI app.
+
+    app = create_app(settings)                      # opens its own store at startup
+    await serve(settings)                           # uvicorn, until SIGINT/SIGTERM
+    await serve_with_dispatcher(settings)           # `dripline run --serve`
+
+The app's lifespan starts two background tasks in the server process: the inbox writer
+(group-commits webhook bodies) and the inbox processor (applies them in batches). The
+dashboard and metrics routers are included when their modules exist.
+
+For other routers, the app exposes `app.state.store`, `app.state.flows`,
+`app.state.settings` and `app.state.clock` once started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from dripline import __version__
+from dripline.clock import Clock, SystemClock
+from dripline.errors import ConfigError, DatabaseUnavailable, StoreError
+from dripline.flows import FlowRegistry, load_flows
+from dripline.server.api import ErrorOut, build_router
+from dripline.server.auth import TokenAuth, check_auth_settings
+from dripline.server.inbox import InboxProcessor
+from dripline.server.webhook import InboxWriter, build_webhook_router
+from dripline.settings import Settings
+from dripline.store import SqlStore, Store, open_store
+
+__all__ = ["OPTIONAL_ROUTERS", "create_app", "serve", "serve_with_dispatcher", "uvicorn_config"]
+
+log = structlog.get_logger(__name__)
+
+# Routers written elsewhere, included when their module exists.
+OPTIONAL_ROUTERS = ("dripline.server.dashboard", "dripline.server.metrics_http")
+# The server's own pool: API reads, the intake writer and the processor, each short.
+SERVER_POOL_SIZE = 4
+
+
+@dataclass
+class _Parts:
+    store: SqlStore | None = None
+    writer: InboxWriter | None = None
+    processor: InboxProcessor | None = None
+
+
+def _optional_router(module_name: str) -> Any:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None  # not written yet
+        raise
+    return getattr(module, "router", None)
+
+
+def _one_line(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    more = len(errors) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{loc}: {first.get('msg', 'invalid')}{suffix}"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    flows: FlowRegistry | None = None,
+    clock: Clock | None = None,
+    process_inbox: bool = True,
+) -> FastAPI:
+    """The dripline HTTP app. Raises ConfigError when it must not start (no API token
+    while binding beyond loopback, broken flow files).
+
+    `store`: use this open store (the caller closes it); default: open
+    `settings.database_url` at startup, close at shutdown. `process_inbox=False` leaves
+    the inbox to the caller (tests drain it with `app.state.processor.drain()`).
+    """
+    token = check_auth_settings(settings)
+    if store is not None and not isinstance(store, SqlStore):
+        raise ConfigError("the server needs an SQL store (SQLite or PostgreSQL)")
+    registry: FlowRegistry = flows if flows is not None else load_flows(settings.flows_dir)
+    clk: Clock = clock or SystemClock()
+    parts = _Parts(store=store)
+
+    def get_store() -> SqlStore:
+        assert parts.store is not None, "the app has not started"
+        return parts.store
+
+    def get_writer() -> InboxWriter:
+        if parts.writer is None:
+            raise RuntimeError("the app has not started")
+        return parts.writer
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = parts.store is None
+        if own:
+            parts.store = await open_store(
+                settings.database_url, pool_size=SERVER_POOL_SIZE, pooler=settings.db_pooler
+            )
+        assert parts.store is not None
+        processor = InboxProcessor(
+            parts.store, registry, clk, opt_out_keywords=settings.opt_out_keywords
+        )
+        writer = InboxWriter(parts.store, clk, on_commit=processor.notify)
+        parts.processor, parts.writer = processor, writer
+        app.state.store = parts.store
+        app.state.processor = processor
+        writer.start()
+        if process_inbox:
+            processor.start()
+        if not settings.whatsapp_app_secret.get_secret_value():
+            log.warning("server.no_app_secret", hint="POST /webhook answers 401 to everything")
+        try:
+            yield
+        finally:
+            await writer.stop()
+            await processor.stop()
+            if own:
+                await parts.store.close()
+                parts.store = None
+
+    app = FastAPI(
+        title="dripline",
+        version=__version__,
+        summary="Scheduled WhatsApp question flows: enrollment API and Cloud API webhook.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.flows = registry
+    app.state.clock = clk
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_request: Request, exc: StoreError) -> JSONResponse:
+        # Not the caller's fault and not a bug in the request: say so, ask for a retry.
+        unavailable = isinstance(exc, DatabaseUnavailable)
+        log.warning("server.store_error", error=str(exc)[:200])
+        detail = "the database is unavailable; retry" if unavailable else "database error; retry"
+        return JSONResponse({"detail": detail}, status_code=503)
+
+    auth = TokenAuth(token) if token else None
+    app.include_router(
+        build_router(get_store=get_store, get_flows=lambda: registry, clock=clk, auth=auth)
+    )
+    app.include_router(build_webhook_router(settings, get_writer))
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for module_name in OPTIONAL_ROUTERS:
+        router = _optional_router(module_name)
+        if router is not None:
+            app.include_router(router)
+
+    # ErrorOut is referenced by the webhook's hand-written responses: make sure the
+    # schema component exists even if no route declared it as a model.
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = original_openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorOut", ErrorOut.model_json_schema())
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn settings for dripline: our logging, no access log (one line per webhook
+    delivery would drown everything else)."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+async def serve(settings: Settings, **overrides: Any) -> None:
+    """Run the server until SIGINT/SIGTERM (uvicorn handles the signals)."""
+    app = create_app(settings)
+    await uvicorn.Server(uvicorn_config(app, settings, **overrides)).serve()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: `serve_with_dispatcher` owns them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_with_dispatcher(
+    settings: Settings, *, max_seconds: float | None = None, **overrides: Any
+) -> Any:
+    """`dripline run --serve`: the dispatcher and the server in one process.
+
+    Both stop together: on SIGINT/SIGTERM, or when either ends (the dispatcher's
+    circuit breaker, a port already in use). Returns the dispatcher's `RunSummary`.
+    The server opens its own small connection pool, so API reads never queue behind
+    the dispatcher's connection.
+    """
+    from dripline.dispatcher.engine import Dispatcher
+    from dripline.runtime import open_runtime
+
+    async with open_runtime(settings) as rt:
+        dispatcher = Dispatcher(store=rt.store, client=rt.client, flows=rt.flows, settings=settings)
+        app = create_app(settings, flows=rt.flows)
+        server = _EmbeddedServer(uvicorn_config(app, settings, **overrides))
+
+        def stop() -> None:
+            server.should_exit = True
+            dispatcher.request_stop()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop)
+        server_task = asyncio.create_task(server.serve(), name="dripline-server")
+        dispatch_task = asyncio.create_task(
+            dispatcher.run(max_seconds=max_seconds), name="dripline-dispatcher"
+        )
+        try:
+            await asyncio.wait({server_task, dispatch_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop()
+            await asyncio.gather(server_task, dispatch_task, return_exceptions=True)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        if server_task.exception() is not None:
+            raise server_task.exception()  # type: ignore[misc]
+        return dispatch_task.result()
