@@ -18,9 +18,9 @@ Inbound messages (`plan_inbound`, pure):
 - an opt-out keyword (trimmed, case-insensitive) moves every active conversation of the
   sender to `opted_out`: nothing more is ever sent to them;
 - otherwise the reply advances the sender's waiting conversation through
-  `flow.on_reply`: one `awaiting_reply`, or one `in_progress` whose current step waits
-  for a reply and whose question already went out (a send the dispatcher recorded as
-  `unknown` that a status webhook since resolved). A reply with no text (an image, a
+  `flow.on_reply`: one `awaiting_reply`, or one `pending`/`in_progress` whose current
+  step waits for a reply and whose question already went out (a send the dispatcher
+  recorded as `unknown` that a status webhook since resolved). A reply with no text (an image, a
   sticker) is recorded but does not advance the flow. Anything else is recorded against
   the step most recently asked and changes nothing.
 
@@ -166,7 +166,7 @@ def _waits(row: ConversationRow, flows: FlowRegistry, sent: set[tuple[int, int]]
     """True when a reply now answers the conversation's current step."""
     if row.state == "awaiting_reply":
         return True
-    if row.state != "in_progress" or (row.id, row.step) not in sent:
+    if row.state not in ("pending", "in_progress") or (row.id, row.step) not in sent:
         return False
     try:
         flow: Any = flows.get(row.flow)
