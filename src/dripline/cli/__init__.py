@@ -31,6 +31,8 @@ _COMMAND_MODULES = [
     "db",
     "enroll",
     "status",
+    "serve",
+    "export",
 ]
 
 

@@ -39,7 +39,14 @@ from dripline.server.webhook import InboxWriter, build_webhook_router
 from dripline.settings import Settings
 from dripline.store import SqlStore, Store, open_store
 
-__all__ = ["OPTIONAL_ROUTERS", "create_app", "serve", "serve_with_dispatcher", "uvicorn_config"]
+__all__ = [
+    "OPTIONAL_ROUTERS",
+    "create_app",
+    "serve",
+    "serve_app",
+    "serve_with_dispatcher",
+    "uvicorn_config",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -205,7 +212,11 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
 
 async def serve(settings: Settings, **overrides: Any) -> None:
     """Run the server until SIGINT/SIGTERM (uvicorn handles the signals)."""
-    app = create_app(settings)
+    await serve_app(create_app(settings), settings, **overrides)
+
+
+async def serve_app(app: FastAPI, settings: Settings, **overrides: Any) -> None:
+    """Run an app made by `create_app` until SIGINT/SIGTERM."""
     await uvicorn.Server(uvicorn_config(app, settings, **overrides)).serve()
 
 
@@ -228,11 +239,21 @@ async def serve_with_dispatcher(
     the dispatcher's connection.
     """
     from dripline.dispatcher.engine import Dispatcher
+    from dripline.metrics import PrometheusObserver, new_registry
     from dripline.runtime import open_runtime
 
     async with open_runtime(settings) as rt:
-        dispatcher = Dispatcher(store=rt.store, client=rt.client, flows=rt.flows, settings=settings)
+        # One registry: /metrics shows this process's dispatcher counters too.
+        registry = new_registry()
+        dispatcher = Dispatcher(
+            store=rt.store,
+            client=rt.client,
+            flows=rt.flows,
+            settings=settings,
+            observer=PrometheusObserver(registry),
+        )
         app = create_app(settings, flows=rt.flows)
+        app.state.metrics_registry = registry
         server = _EmbeddedServer(uvicorn_config(app, settings, **overrides))
 
         def stop() -> None:
