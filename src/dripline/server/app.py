@@ -186,9 +186,22 @@ def create_app(
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
         schema = original_openapi()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.setdefault("ErrorOut", ErrorOut.model_json_schema())
+        # Our 422s carry one-line `detail` (the handler above), not FastAPI's list.
+        error_ref = {"$ref": "#/components/schemas/ErrorOut"}
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                response = operation.get("responses", {}).get("422")
+                if response is not None:
+                    response["content"] = {"application/json": {"schema": error_ref}}
+                    response.setdefault("description", "invalid input; `detail` names it")
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
