@@ -1,8 +1,8 @@
 """Run a dripline app on real loopback HTTP inside the current event loop (tests, tools).
 
-    async with running_server(create_app(settings, store=store)) as base_url:
-        async with aiohttp.ClientSession() as http:
-            await http.get(f"{base_url}/healthz")
+async with running_server(create_app(settings, store=store)) as base_url:
+    async with aiohttp.ClientSession() as http:
+        await http.get(f"{base_url}/healthz")
 """
 
 from __future__ import annotations
