@@ -1,11 +1,16 @@
 """Prometheus metrics: a dispatcher observer, backlog gauges from the database, a server.
 
+    # `dripline run --metrics-port 9100`: all of it in one block
+    async with metrics_exporter(settings, 9100) as exporter:
+        await run_dispatcher(settings, observer=exporter.observer)
+
+    # or piece by piece
     registry = new_registry()                       # process/GC collectors included
     observer = PrometheusObserver(registry)         # pass to Dispatcher(observer=...)
     backlog = BacklogCollector(store, registry)     # due now / overdue / next hour
-    start_metrics_server(9100, registry)            # `dripline run --metrics-port 9100`
+    start_metrics_server(9100, registry)            # a daemon thread
     async with backlog.running():                   # refreshes every `refresh_s`
-        await run_dispatcher(settings, observer=observer)
+        ...
 
 Names follow Prometheus conventions (`_total` counters, `_seconds` units) and every label
 takes a bounded set of values: outcomes and error classes are enums, error codes are the
@@ -22,9 +27,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -40,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from dripline.dispatcher.stats import DispatchObserver
 from dripline.errors import DriplineError
+from dripline.settings import Settings
 from dripline.store import Store
 from dripline.store.status import (
     THROUGHPUT_WINDOWS_S,
@@ -62,10 +69,12 @@ __all__ = [
     "LATENCY_BUCKETS_S",
     "OUTCOMES",
     "BacklogCollector",
+    "MetricsExporter",
     "PrometheusObserver",
     "code_label",
     "error_rows",
     "gather_status",
+    "metrics_exporter",
     "new_registry",
     "start_metrics_server",
     "status_document",
@@ -261,9 +270,9 @@ class PrometheusObserver:
         self.breaker_open.set(1 if is_open else 0)
 
 
-def _check_protocol(observer: PrometheusObserver) -> DispatchObserver:
-    # mypy proves here that the observer satisfies the protocol.
-    return observer
+if TYPE_CHECKING:
+    # mypy proves here that the observer satisfies the engine's protocol.
+    _observer: type[DispatchObserver] = PrometheusObserver
 
 
 class BacklogCollector(Collector):
@@ -397,18 +406,76 @@ class BacklogCollector(Collector):
             )
 
 
-def start_metrics_server(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> Any:
+def start_metrics_server(
+    port: int, registry: CollectorRegistry, addr: str = "0.0.0.0"
+) -> WSGIServer:
     """Serve `registry` at http://addr:port/metrics from a daemon thread.
 
     Used by `dripline run --metrics-port`. A thread, not the event loop: a scrape must
-    answer even while the loop is busy sending. Returns the `WSGIServer`; call its
-    `shutdown()` to stop (the thread also dies with the process). Port 0 picks a free
-    port (`server.server_port`).
+    answer even while the loop is busy sending. Returns the server: `shutdown()` then
+    `server_close()` stop it (the thread also dies with the process). Port 0 picks a
+    free port (`server.server_port`).
     """
     from prometheus_client import start_http_server
 
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     return server
+
+
+@dataclass(frozen=True)
+class MetricsExporter:
+    """What `metrics_exporter` runs: hand `observer` to the dispatcher."""
+
+    observer: PrometheusObserver
+    registry: CollectorRegistry
+    backlog: BacklogCollector
+    server: WSGIServer
+
+    @property
+    def port(self) -> int:
+        """The port the metrics server listens on (useful when asked for port 0)."""
+        return int(self.server.server_port)
+
+
+@contextlib.asynccontextmanager
+async def metrics_exporter(
+    settings: Settings,
+    port: int,
+    *,
+    addr: str = "0.0.0.0",
+    store: Store | None = None,
+    refresh_s: float = 5.0,
+) -> AsyncIterator[MetricsExporter]:
+    """Everything `dripline run --metrics-port` needs, in one block:
+
+        async with metrics_exporter(settings, port) as exporter:
+            summary = await run_dispatcher(settings, observer=exporter.observer)
+
+    A fresh registry (with process metrics), the observer to hand to the dispatcher,
+    backlog gauges refreshed every `refresh_s`, and the HTTP server. The backlog reads
+    use `store` when given (pass the dispatcher's, so `dripline_db_pool_in_use` shows
+    its pool), else a one-connection store of their own, closed on exit.
+    """
+    from dripline.store import open_store
+
+    registry = new_registry()
+    observer = PrometheusObserver(registry)
+    own = store is None
+    backlog_store = store or await open_store(
+        settings.database_url, pool_size=1, pooler=settings.db_pooler
+    )
+    try:
+        collector = BacklogCollector(backlog_store, registry, refresh_s=refresh_s)
+        server = start_metrics_server(port, registry, addr)
+        try:
+            async with collector.running():
+                yield MetricsExporter(observer, registry, collector, server)
+        finally:
+            server.shutdown()
+            server.server_close()
+    finally:
+        if own:
+            await backlog_store.close()
 
 
 async def gather_status(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,7 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import load_flows
-from dripline.metrics import BacklogCollector, PrometheusObserver, new_registry
+from dripline.metrics import (
+    BacklogCollector,
+    PrometheusObserver,
+    metrics_exporter,
+    new_registry,
+)
 from dripline.server import metrics_http
 from dripline.settings import load_settings
 from dripline.store import Enrollment, SqlStore
@@ -221,3 +227,27 @@ async def test_timer_refresh(store: SqlStore) -> None:
                 break
             await asyncio.sleep(0.01)
     assert registry.get_sample_value("dripline_backlog_due_now") == 1
+
+
+async def test_metrics_exporter_for_dripline_run(store: SqlStore, store_url: str) -> None:
+    settings = load_settings(database_url=store_url)
+    now = datetime.now(UTC)
+    await store.enroll([Enrollment(phone="+15550000001", flow="demo", at=now)], now)
+    async with metrics_exporter(settings, 0, addr="127.0.0.1", refresh_s=0.05) as exporter:
+        exporter.observer.on_sent(0.02, 0.5)
+        port = exporter.port
+        async with aiohttp.ClientSession() as http:
+            text = ""
+            for _ in range(200):
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                    assert response.status == 200
+                    text = await response.text()
+                if "dripline_backlog_due_now 1.0" in text:
+                    break
+                await asyncio.sleep(0.02)
+    samples = scraped(text)
+    assert samples[("dripline_backlog_due_now", ())] == 1
+    assert samples[("dripline_schedule_lag_seconds_count", ())] == 1
+    assert "process_resident_memory_bytes" in text or "python_info" in text
+    with pytest.raises(OSError):  # the server was shut down with the block
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
