@@ -26,7 +26,7 @@ from fastapi import FastAPI
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
-from dripline.flows import load_flows
+from dripline.flows import FlowSet, load_flows
 from dripline.metrics import gather_status
 from dripline.server import dashboard, metrics_http
 from dripline.settings import load_settings
@@ -46,6 +46,30 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TOKEN = "secret-token-never-shown"
+
+
+# A flow of our own, so the timing these tests count on does not follow the demo's: the
+# follow-up is due 30 minutes after the first message (inside the next hour, never due
+# while a test runs).
+WATCH_FLOW = """\
+name: watch
+description: Two messages, half an hour apart.
+steps:
+  - id: first
+    text: "First message."
+  - id: second
+    after: 30m
+    text: "Second message."
+"""
+
+
+def watch_flows(tmp_path: Path) -> FlowSet:
+    flows_dir = tmp_path / "flows"
+    flows_dir.mkdir(exist_ok=True)
+    (flows_dir / "watch.yaml").write_text(WATCH_FLOW)
+    return load_flows(flows_dir)
+
+
 WAIT_MS = 60_000
 
 
@@ -131,9 +155,9 @@ async def test_dashboard_renders_live_charts(tmp_path: Path) -> None:
 
     now = datetime.now(UTC)
     await store.enroll(
-        [Enrollment(phone=f"+1555000{i:04d}", flow="demo", at=now) for i in range(150)]
+        [Enrollment(phone=f"+1555000{i:04d}", flow="watch", at=now) for i in range(150)]
         + [
-            Enrollment(phone=f"+1555100{i:04d}", flow="demo", at=now + timedelta(minutes=20))
+            Enrollment(phone=f"+1555100{i:04d}", flow="watch", at=now + timedelta(minutes=20))
             for i in range(12)
         ],
         now,
@@ -161,7 +185,7 @@ async def test_dashboard_renders_live_charts(tmp_path: Path) -> None:
 
             # Now a dispatcher sends while the page polls.
             dispatcher = Dispatcher(
-                store=store, client=client, flows=load_flows(None), settings=settings
+                store=store, client=client, flows=watch_flows(tmp_path), settings=settings
             )
             running = asyncio.create_task(dispatcher.run())
             try:

@@ -8,6 +8,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
-from dripline.flows import load_flows
+from dripline.flows import FlowSet, load_flows
 from dripline.metrics import (
     BacklogCollector,
     PrometheusObserver,
@@ -31,6 +32,28 @@ from dripline.store import Enrollment, SqlStore
 from dripline.whatsapp import CloudApiClient
 
 TOKEN = "tok"
+
+
+# A flow of our own, so the timing these tests count on does not follow the demo's: the
+# follow-up is due 30 minutes after the first message (inside the next hour, never due
+# while a test runs).
+WATCH_FLOW = """\
+name: watch
+description: Two messages, half an hour apart.
+steps:
+  - id: first
+    text: "First message."
+  - id: second
+    after: 30m
+    text: "Second message."
+"""
+
+
+def watch_flows(tmp_path: Path) -> FlowSet:
+    flows_dir = tmp_path / "flows"
+    flows_dir.mkdir(exist_ok=True)
+    (flows_dir / "watch.yaml").write_text(WATCH_FLOW)
+    return load_flows(flows_dir)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -46,14 +69,16 @@ def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return samples
 
 
-async def run_dispatcher(store: SqlStore, url: str, observer: PrometheusObserver) -> Dispatcher:
+async def run_dispatcher(
+    store: SqlStore, url: str, observer: PrometheusObserver, flows: FlowSet
+) -> Dispatcher:
     """Enroll 40 due conversations and 3 for later; send once; a quarter of the calls fail
     with HTTP 500 (code 1, transient: retried in 10 to 20 minutes)."""
     now = datetime.now(UTC)
     await store.enroll(
-        [Enrollment(phone=f"+1555000{i:04d}", flow="demo", at=now) for i in range(40)]
+        [Enrollment(phone=f"+1555000{i:04d}", flow="watch", at=now) for i in range(40)]
         + [
-            Enrollment(phone=f"+1555100{i:04d}", flow="demo", at=now + timedelta(minutes=30))
+            Enrollment(phone=f"+1555100{i:04d}", flow="watch", at=now + timedelta(minutes=30))
             for i in range(3)
         ],
         now,
@@ -75,7 +100,7 @@ async def run_dispatcher(store: SqlStore, url: str, observer: PrometheusObserver
         dispatcher = Dispatcher(
             store=store,
             client=client,
-            flows=load_flows(None),
+            flows=flows,
             settings=settings,
             observer=observer,
         )
@@ -83,10 +108,12 @@ async def run_dispatcher(store: SqlStore, url: str, observer: PrometheusObserver
     return dispatcher
 
 
-async def test_observer_counts_match_the_run(store: SqlStore, store_url: str) -> None:
+async def test_observer_counts_match_the_run(
+    store: SqlStore, store_url: str, tmp_path: Path
+) -> None:
     registry = CollectorRegistry()
     observer = PrometheusObserver(registry)
-    dispatcher = await run_dispatcher(store, store_url, observer)
+    dispatcher = await run_dispatcher(store, store_url, observer, watch_flows(tmp_path))
     stats = dispatcher.stats
     assert stats.sent > 0 and stats.retries > 0
 
@@ -139,10 +166,10 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
         sock.close()
 
 
-async def test_metrics_endpoint_over_http(store: SqlStore, store_url: str) -> None:
+async def test_metrics_endpoint_over_http(store: SqlStore, store_url: str, tmp_path: Path) -> None:
     registry = new_registry()
     observer = PrometheusObserver(registry)
-    dispatcher = await run_dispatcher(store, store_url, observer)
+    dispatcher = await run_dispatcher(store, store_url, observer, watch_flows(tmp_path))
     app = FastAPI()
     app.state.store = store
     app.state.metrics_registry = registry
@@ -187,7 +214,7 @@ async def test_backlog_collector_caches_between_refreshes(store: SqlStore) -> No
     await collector.refresh_if_stale()
     assert registry.get_sample_value("dripline_backlog_due_now") == 0
     now = datetime.now(UTC)
-    await store.enroll([Enrollment(phone="+15550000001", flow="demo", at=now)], now)
+    await store.enroll([Enrollment(phone="+15550000001", flow="watch", at=now)], now)
     await collector.refresh_if_stale()  # fresh enough: no query, old value
     assert registry.get_sample_value("dripline_backlog_due_now") == 0
     await collector.refresh()
@@ -220,7 +247,7 @@ async def test_timer_refresh(store: SqlStore) -> None:
     registry = CollectorRegistry()
     collector = BacklogCollector(store, registry, refresh_s=0.01)
     now = datetime.now(UTC)
-    await store.enroll([Enrollment(phone="+15550000001", flow="demo", at=now)], now)
+    await store.enroll([Enrollment(phone="+15550000001", flow="watch", at=now)], now)
     async with collector.running():
         for _ in range(500):
             if registry.get_sample_value("dripline_backlog_due_now") == 1:
@@ -232,7 +259,7 @@ async def test_timer_refresh(store: SqlStore) -> None:
 async def test_metrics_exporter_for_dripline_run(store: SqlStore, store_url: str) -> None:
     settings = load_settings(database_url=store_url)
     now = datetime.now(UTC)
-    await store.enroll([Enrollment(phone="+15550000001", flow="demo", at=now)], now)
+    await store.enroll([Enrollment(phone="+15550000001", flow="watch", at=now)], now)
     async with metrics_exporter(settings, 0, addr="127.0.0.1", refresh_s=0.05) as exporter:
         exporter.observer.on_sent(0.02, 0.5)
         port = exporter.port

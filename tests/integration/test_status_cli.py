@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from dripline.cli import app
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
-from dripline.flows import load_flows
+from dripline.flows import FlowSet, load_flows
 from dripline.settings import load_settings
 from dripline.store import Enrollment, SqlStore, WorkerInfo, open_store
 from dripline.store.schema import conversations, messages
@@ -22,7 +23,29 @@ from dripline.whatsapp import CloudApiClient
 TOKEN = "tok"
 
 
-async def _dispatch(store: SqlStore, url: str, fake: FakeConfig) -> None:
+# A flow of our own, so the timing these tests count on does not follow the demo's: the
+# follow-up is due 30 minutes after the first message (inside the next hour, never due
+# while a test runs).
+WATCH_FLOW = """\
+name: watch
+description: Two messages, half an hour apart.
+steps:
+  - id: first
+    text: "First message."
+  - id: second
+    after: 30m
+    text: "Second message."
+"""
+
+
+def watch_flows(tmp_path: Path) -> FlowSet:
+    flows_dir = tmp_path / "flows"
+    flows_dir.mkdir(exist_ok=True)
+    (flows_dir / "watch.yaml").write_text(WATCH_FLOW)
+    return load_flows(flows_dir)
+
+
+async def _dispatch(store: SqlStore, url: str, fake: FakeConfig, flows: FlowSet) -> None:
     async with (
         running_fake(fake) as api,
         CloudApiClient(phone_number_id="1", access_token=TOKEN, base_url=api.base_url) as client,
@@ -34,9 +57,7 @@ async def _dispatch(store: SqlStore, url: str, fake: FakeConfig) -> None:
             whatsapp_access_token=TOKEN,
             max_attempts=1,
         )
-        dispatcher = Dispatcher(
-            store=store, client=client, flows=load_flows(None), settings=settings
-        )
+        dispatcher = Dispatcher(store=store, client=client, flows=flows, settings=settings)
         await dispatcher.run(once=True)
 
 
@@ -52,16 +73,16 @@ def _status_json(url: str, *extra: str) -> dict[str, object]:
     return data
 
 
-async def test_status_json_matches_the_database(store_url: str) -> None:
+async def test_status_json_matches_the_database(store_url: str, tmp_path: Path) -> None:
     store = await open_store(store_url)
     try:
         now = datetime.now(UTC)
         due = [
-            Enrollment(phone=f"+1555000{i:04d}", flow="demo", at=now - timedelta(seconds=5))
+            Enrollment(phone=f"+1555000{i:04d}", flow="watch", at=now - timedelta(seconds=5))
             for i in range(30)
         ]
         later = [
-            Enrollment(phone=f"+1555100{i:04d}", flow="demo", at=now + timedelta(minutes=20))
+            Enrollment(phone=f"+1555100{i:04d}", flow="watch", at=now + timedelta(minutes=20))
             for i in range(4)
         ]
         await store.enroll(due + later, now)
@@ -70,6 +91,7 @@ async def test_status_json_matches_the_database(store_url: str) -> None:
             store,
             store_url,
             FakeConfig(access_token=TOKEN, pair_interval_s=0, fail_500_fraction=0.2, seed=11),
+            watch_flows(tmp_path),
         )
         await store.heartbeat(
             WorkerInfo(
@@ -129,7 +151,7 @@ async def test_status_json_matches_the_database(store_url: str) -> None:
     assert backlog["due_now"] == 0
     assert backlog["overdue_1m"] == 0
     assert backlog["leased"] == 0
-    # The 4 later enrollments, plus every sent conversation's next question (demo: 1 min).
+    # The 4 later enrollments, plus every sent conversation's second message (in 30 min).
     assert backlog["due_next_hour"] == 4 + in_progress
     lag = data["lag"]
     assert isinstance(lag, dict)
@@ -165,9 +187,9 @@ async def test_status_counts_overdue_and_stale_workers(store_url: str) -> None:
         now = datetime.now(UTC)
         await store.enroll(
             [
-                Enrollment(phone="+15550000001", flow="demo", at=now - timedelta(minutes=5)),
-                Enrollment(phone="+15550000002", flow="demo", at=now - timedelta(seconds=10)),
-                Enrollment(phone="+15550000003", flow="demo", at=now + timedelta(hours=2)),
+                Enrollment(phone="+15550000001", flow="watch", at=now - timedelta(minutes=5)),
+                Enrollment(phone="+15550000002", flow="watch", at=now - timedelta(seconds=10)),
+                Enrollment(phone="+15550000003", flow="watch", at=now + timedelta(hours=2)),
             ],
             now,
         )
