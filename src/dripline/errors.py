@@ -6,7 +6,8 @@
     │   ├── InvalidPhoneError
     │   └── FlowError
     ├── StoreError             the database
-    │   └── DatabaseUnavailable
+    │   └── TransientStoreError    a retry will do (deadlock, serialization failure)
+    │       └── DatabaseUnavailable
     ├── WhatsAppError          the Cloud API answered with an error (code, class, status)
     │   └── TransportError     no usable answer: timeout, reset, malformed body
     └── CircuitOpenError       sending stopped after an auth/account error
@@ -25,6 +26,7 @@ __all__ = [
     "InputError",
     "InvalidPhoneError",
     "StoreError",
+    "TransientStoreError",
     "TransportError",
     "WhatsAppError",
 ]
@@ -58,7 +60,11 @@ class StoreError(DriplineError):
     """The database refused or failed an operation."""
 
 
-class DatabaseUnavailable(StoreError):
+class TransientStoreError(StoreError):
+    """The database refused this attempt, but the same call may succeed if retried."""
+
+
+class DatabaseUnavailable(TransientStoreError):
     """The database cannot be reached (yet); callers may retry with backoff."""
 
 

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(512, ge=1, le=5_000)
     rate_per_s: float = Field(80.0, gt=0, description="Cloud API default throughput per number")
     lease_ttl_s: float = Field(60.0, gt=0)
-    max_attempts: int = Field(5, ge=1)
+    max_attempts: int = Field(8, ge=1, description="attempts for transient errors")
     poll_ceiling_s: float = Field(5.0, gt=0, description="longest sleep while nothing is due")
     interval_s: float = Field(300.0, gt=0, description="seed-cron policy: seconds between runs")
     heartbeat_s: float = Field(2.0, gt=0)

@@ -63,7 +63,7 @@ def test_show_json_uses_flow_file_spellings(runner: CliRunner) -> None:
     result = runner.invoke(app, ["flows", "show", "demo", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [s["after"] for s in data["steps"]] == ["0s", "20s", "20s"]
+    assert [s["after"] for s in data["steps"]] == ["0s", "10m", "1h"]
     assert [q["id"] for q in data["questions"]] == ["hello", "middle", "bye"]
 
 

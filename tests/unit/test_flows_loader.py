@@ -173,7 +173,7 @@ def test_builtin_demo_loads_without_a_directory(tmp_path: Path) -> None:
         assert flows.names() == ["demo"]
         demo = flows.get("demo")
         assert len(demo.questions()) == 3
-        assert [s.after.total_seconds() for s in demo.spec.steps] == [0, 20, 20]
+        assert [s.after.total_seconds() for s in demo.spec.steps] == [0, 600, 3600]
         assert not any(s.wait_for_reply for s in demo.spec.steps)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import random
@@ -33,6 +34,7 @@ from typing import Any, Protocol
 import structlog
 
 from dripline.clock import Clock, SystemClock
+from dripline.dispatcher.backoff import throttle_backoff_s
 from dripline.dispatcher.policies import (
     AimdState,
     aimd_step,
@@ -41,12 +43,19 @@ from dripline.dispatcher.policies import (
     tier_limits,
 )
 from dripline.dispatcher.ratelimit import KeyedRateLimiter, RateController, RecipientPacer
-from dripline.dispatcher.reactions import Action, Failure, react
+from dripline.dispatcher.reactions import Action, Failure, Reaction, react
 from dripline.dispatcher.stats import DispatchObserver, DispatchStats, FanOut
-from dripline.errors import DatabaseUnavailable, DriplineError, StoreError, TransportError
+from dripline.errors import (
+    DatabaseUnavailable,
+    DriplineError,
+    StoreError,
+    TransientStoreError,
+    TransportError,
+)
 from dripline.errors import WhatsAppError as ApiError
 from dripline.flows.base import FlowRegistry, OutboundMessage, Transition
 from dripline.settings import Delivery, Policy, Settings
+from dripline.store import LEASE_LOST
 from dripline.store.base import (
     ClaimedConversation,
     ConversationUpdate,
@@ -57,6 +66,8 @@ from dripline.store.base import (
     Store,
     WorkerInfo,
 )
+from dripline.store.schema import ACTIVE_STATES
+from dripline.whatsapp.errors import classify
 
 __all__ = ["Dispatcher", "RunSummary", "Sender"]
 
@@ -70,6 +81,14 @@ MAX_GROUP = 256
 RECORD_INTERVAL_S = 0.05
 CONTROLLER_INTERVAL_S = 0.5
 DB_RETRY_CAP_S = 10.0
+# Transient failures with no success between them, for at least this many sends and
+# this long, mean the API is down, not that the messages are bad: the sender pauses
+# and probes, and the failures stop counting against max_attempts. The time condition
+# matters: errors come back faster than successes, so a burst's first answers can all
+# be failures while the API is fine.
+OUTAGE_STREAK = 10
+OUTAGE_MIN_S = 0.5
+OUTAGE_PAUSE_CAP_S = 5.0
 
 
 class SendResultLike(Protocol):
@@ -126,7 +145,12 @@ class _State:
     held: dict[int, ClaimedConversation] = field(default_factory=dict)  # leased, not written
     in_flight: int = 0
     launching: int = 0  # taken from the queue, not yet in flight
-    throttle_streak: int = 0
+    throttle_streak: int = 0  # throttle events (not responses) since the last success
+    throttle_pause_until: float = 0.0
+    transient_streak: int = 0
+    streak_started: float = 0.0
+    outage_level: int = 0
+    outage_until: float = 0.0
     pair_hits: dict[str, int] = field(default_factory=dict)
     breaker_open: bool = False
     breaker_reason: str | None = None
@@ -184,6 +208,8 @@ class Dispatcher:
         self._record_event = asyncio.Event()  # outcomes waiting to be written
         self._breaker_closed = asyncio.Event()
         self._breaker_closed.set()
+        self._resched_event = asyncio.Event()  # our own write made a row due sooner
+        self._wake_at: datetime | None = None  # when the idle claimer means to look again
         self._tasks: set[asyncio.Task[Any]] = set()
         self._latency_baseline: float | None = None
         self._recent_latency: list[float] = []
@@ -205,6 +231,11 @@ class Dispatcher:
         sends get `shutdown_deadline_s`, every outcome is written before returning.
         """
         self._started = self.clock.now()
+        # A dispatcher may run again (e.g. `once` from a scheduler loop): start clean.
+        self._s = _State()
+        for event in (self._stop, self._queue_event, self._room_event, self._resched_event):
+            event.clear()
+        self._breaker_closed.set()
         await self._retry_db(self._heartbeat_once, "register worker")
         self._emit_limits()
         workers = [
@@ -271,7 +302,7 @@ class Dispatcher:
         while True:
             try:
                 return await op()
-            except (DatabaseUnavailable, OSError) as exc:
+            except (TransientStoreError, OSError) as exc:
                 delay = min(DB_RETRY_CAP_S, 0.2 * 2**attempt) * self._rng.uniform(0.5, 1.0)
                 attempt += 1
                 log.warning(
@@ -361,17 +392,21 @@ class Dispatcher:
             await self._sleep_until_due(wakeup)
 
     async def _sleep_until_due(self, wakeup: asyncio.Event) -> None:
-        """Nothing more is due: sleep until the earliest next_send_at (capped)."""
+        """Nothing more is due: sleep until the earliest next_send_at (capped), or until
+        an enrollment or one of our own reschedules makes something due sooner."""
         now = self.clock.now()
+        self._resched_event.clear()
         next_due = await self._retry_db(lambda: self.store.next_due_at(now), "next due")
         ceiling = self.settings.poll_ceiling_s
         delay = ceiling if next_due is None else (next_due - self.clock.now()).total_seconds()
         delay = min(ceiling, delay)
         if delay <= 0:
-            # Due rows exist but are leased elsewhere or just rescheduled: brief pause.
+            # Due rows exist but are leased elsewhere: brief pause.
             delay = 0.01
+        self._wake_at = self.clock.now() + timedelta(seconds=delay)
         wakeup.clear()
-        await self._sleep(delay, wakeup)
+        await self._sleep(delay, wakeup, self._resched_event)
+        self._wake_at = None
 
     async def _apply_tiers(self) -> None:
         now = self.clock.now()
@@ -480,6 +515,7 @@ class Dispatcher:
 
     async def _reserve_and_start(self, group: list[_Send]) -> None:
         now = self.clock.now()
+        group.sort(key=lambda g: g.conv.id)  # lock order, see _flush
         resend = self.settings.delivery is Delivery.AT_LEAST_ONCE
         reservations = [
             Reservation(
@@ -508,8 +544,12 @@ class Dispatcher:
     def _resolve_prior(self, send: _Send, res: ReservationResult) -> None:
         """The message row exists from an earlier attempt: decide without sending."""
         conv = send.conv
-        flow = self.flows.get(conv.flow)
         status = res.prior_status
+        if status == LEASE_LOST:
+            # Another worker re-claimed it after our lease lapsed: it is theirs now.
+            self._s.held.pop(conv.id, None)
+            return
+        flow = self.flows.get(conv.flow)
         if status in ("sent", "delivered", "read"):
             sent_at = res.status_at or self.clock.now()
             t = flow.after_send(conv, send.purpose, sent_at)
@@ -537,12 +577,16 @@ class Dispatcher:
                 ),
             )
             return
-        # `failed` from a status webhook: classify its code like a synchronous error.
-        from dripline.whatsapp.errors import classify
-
-        cls = classify(res.error_code, None)
-        failure = Failure(str(cls), res.error_code, "reported failed by status webhook")
-        self._apply_failure(send, failure, message_id=None)
+        # `failed` from a status webhook before our own result was written. A window
+        # error still gets its template fallback; anything else ends the conversation
+        # with the reason, since the row cannot be resent under the same key.
+        cls = str(classify(res.error_code, None))
+        failure = Failure(cls, res.error_code, "reported failed by a status webhook")
+        if cls == "window":
+            self._apply_failure(send, failure, message_id=None)
+        else:
+            code = f"{res.error_code}: " if res.error_code is not None else ""
+            self._fail_conversation(conv, f"{code}delivery failed after the API accepted it")
 
     # ------------------------------------------------------------------ senders
     async def _send(self, send: _Send) -> None:
@@ -592,6 +636,10 @@ class Dispatcher:
     ) -> None:
         conv = send.conv
         self._s.throttle_streak = 0
+        if self._s.outage_level:
+            log.info("API answering again after an outage", failures=self._s.transient_streak)
+        self._s.transient_streak = 0
+        self._s.outage_level = 0
         self._s.pair_hits.pop(conv.phone, None)
         self._controller_for(send.sender_key).record_accept()
         self._recent_latency.append(latency_s)
@@ -629,6 +677,8 @@ class Dispatcher:
             unknown_after_s=self.settings.unknown_after_s,
             rng=self._rng,
         )
+        if failure.error_class == "transient" and reaction.action is not Action.UNKNOWN:
+            reaction = self._outage_reaction(send.sender_key, reaction)
         self.observer.on_failure(failure.error_class, failure.code, reaction.action.value)
         msg = (
             MessageUpdate(
@@ -644,7 +694,8 @@ class Dispatcher:
         if failure.error_class == "pair_throttle":
             self._s.pair_hits[conv.phone] = self._s.pair_hits.get(conv.phone, 0) + 1
         if reaction.slows_sender:
-            self._on_throttle(send.sender_key, reaction.delay_s)
+            delay = self._on_throttle(send.sender_key, failure.retry_after_s)
+            reaction = dataclasses.replace(reaction, delay_s=delay)
         if reaction.action is Action.TRIP:
             # Leave the conversation exactly as it was: the backlog is not at fault.
             self._finish(conv, self._update(conv, next_send_at=conv.next_send_at), msg)
@@ -685,6 +736,31 @@ class Dispatcher:
             ),
             msg,
         )
+
+    def _outage_reaction(self, key: str, reaction: Reaction) -> Reaction:
+        """Count a transient failure; during a suspected outage, hold the sender and
+        retry without charging the message an attempt."""
+        now = asyncio.get_running_loop().time()
+        st = self._s
+        if st.transient_streak == 0:
+            st.streak_started = now
+        st.transient_streak += 1
+        if st.transient_streak < OUTAGE_STREAK or now - st.streak_started < OUTAGE_MIN_S:
+            return reaction
+        if now >= st.outage_until:
+            # One step of backoff per probe, not per failure: a burst of in-flight
+            # failures is one observation.
+            st.outage_level += 1
+            pause = min(OUTAGE_PAUSE_CAP_S, 0.5 * 2 ** (st.outage_level - 1))
+            st.outage_until = now + pause
+            self._limiters.get(key).pause_until(st.outage_until)
+            log.warning(
+                "API outage suspected: pausing sends",
+                failures_in_a_row=st.transient_streak,
+                pause_s=pause,
+            )
+        delay = st.outage_until - now + self._rng.uniform(0, 0.5)
+        return Reaction(Action.RETRY, delay, False, "pending", reaction.reason)
 
     # ------------------------------------------------------- outcomes/recording
     def _update(
@@ -748,6 +824,9 @@ class Dispatcher:
         if not self._s.outcomes:
             return
         batch, self._s.outcomes = self._s.outcomes, []
+        # Every write takes row locks in id order, so two of our transactions (a record
+        # and a heartbeat's lease extension) can never deadlock each other.
+        batch.sort(key=lambda o: o.conversation.conversation_id)
         started = time.perf_counter()
         try:
             await self._retry_db(
@@ -758,6 +837,26 @@ class Dispatcher:
             self._s.outcomes[:0] = batch  # nothing recorded is ever dropped
             raise
         self.observer.on_record(len(batch), time.perf_counter() - started)
+        self._note_reschedules(batch)
+
+    def _note_reschedules(self, batch: list[Outcome]) -> None:
+        """Wake the claimer if a row we just wrote falls due before it meant to look."""
+        wake_at = self._wake_at
+        if wake_at is None:
+            return
+        times = [
+            o.conversation.next_send_at
+            for o in batch
+            if o.conversation.next_send_at is not None and o.conversation.state in ACTIVE_STATES
+        ]
+        if times and min(times) < wake_at:
+            soonest = min(times)
+            delay = (soonest - self.clock.now()).total_seconds()
+            if delay <= 0:
+                self._resched_event.set()
+            else:
+                self._wake_at = soonest
+                asyncio.get_running_loop().call_later(delay, self._resched_event.set)
 
     async def _recorder(self) -> None:
         while not self._stop.is_set():
@@ -797,7 +896,7 @@ class Dispatcher:
                 self._limiters.get(key).set_rate(ctl.set_ceiling(share))
             self._emit_limits()
         # Keep the leases of rows still waiting in the queue alive.
-        waiting = [c.id for c in self._s.queue]
+        waiting = sorted(c.id for c in self._s.queue)
         if waiting:
             await self.store.extend_leases(waiting, self.worker_id, self.settings.lease_ttl_s, now)
 
@@ -811,21 +910,35 @@ class Dispatcher:
             except (DatabaseUnavailable, StoreError, OSError) as exc:
                 log.warning("heartbeat failed", error=str(exc))
 
-    def _on_throttle(self, key: str, delay_s: float) -> None:
-        self._s.throttle_streak += 1
-        self._throttled_since_tick = True
+    def _on_throttle(self, key: str, retry_after_s: float | None) -> float:
+        """React to a throughput error; returns how long the message should wait.
+
+        All sends in flight when the API's bucket ran dry come back throttled together:
+        that is one event. The first one pauses the sender (Retry-After when given, else
+        0.25 s doubling per consecutive event, at most 5 s) and lowers its rate; the
+        rest only wait out the same pause.
+        """
         loop_now = asyncio.get_running_loop().time()
+        st = self._s
         limiter = self._limiters.get(key)
-        limiter.pause_until(loop_now + delay_s)
-        limiter.set_rate(self._controller_for(key).on_throttle(loop_now))
-        if self._s.throttle_streak in (10, 100, 1000):
-            log.warning(
-                "sustained throttling",
-                sender=key,
-                throttles_in_a_row=self._s.throttle_streak,
-                rate_per_s=round(limiter.rate_per_s, 1),
+        self._throttled_since_tick = True
+        if loop_now >= st.throttle_pause_until:
+            st.throttle_streak += 1
+            pause = throttle_backoff_s(
+                st.throttle_streak - 1, retry_after_s, base_s=0.25, cap_s=5.0, rng=self._rng
             )
-        self._emit_limits()
+            st.throttle_pause_until = loop_now + max(0.1, pause)
+            limiter.pause_until(st.throttle_pause_until)
+            limiter.set_rate(self._controller_for(key).on_throttle(loop_now))
+            if st.throttle_streak in (5, 20, 100):
+                log.warning(
+                    "sustained throttling",
+                    sender=key,
+                    throttle_events_in_a_row=st.throttle_streak,
+                    rate_per_s=round(limiter.rate_per_s, 1),
+                )
+            self._emit_limits()
+        return st.throttle_pause_until - loop_now + self._rng.uniform(0.0, 0.1)
 
     async def _controller(self) -> None:
         while not self._stop.is_set():

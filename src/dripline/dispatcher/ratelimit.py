@@ -127,10 +127,13 @@ class RateController:
         """Called about twice a second: update the observed rate, probe upward."""
         elapsed = now - self._window_start
         if elapsed >= 0.5:
-            rate = self._accepted / elapsed
-            self.observed_rate = (
-                rate if self.observed_rate is None else (0.5 * self.observed_rate + 0.5 * rate)
-            )
+            # Learn only from windows that sent something: an idle spell or an outage
+            # says nothing about the API's limit and must not drag the estimate to 0.
+            if self._accepted:
+                rate = self._accepted / elapsed
+                self.observed_rate = (
+                    rate if self.observed_rate is None else (0.5 * self.observed_rate + 0.5 * rate)
+                )
             self._accepted = 0
             self._window_start = now
             if now - self._last_cut > self.cooldown_s:
@@ -144,12 +147,14 @@ class RateController:
         if now - self._last_cut < self.cooldown_s:
             return self.current
         self._last_cut = now
-        if self.observed_rate:
-            target = min(
-                self.current * self.observed_margin, self.observed_rate * self.observed_margin
-            )
+        observed = self.observed_rate
+        # Trust the observation only when it is plausible for the current rate; after
+        # a pause or a ramp-up it lags, and a plain multiplicative cut is safer.
+        if observed and observed >= 0.2 * self.current:
+            target = min(self.current, observed) * self.observed_margin
         else:
             target = self.current * self.decrease
+
         self.current = max(self.ceiling * self.floor_frac, target)
         return self.current
 

@@ -54,7 +54,7 @@ __all__ = [
 
 MAX_BATCH = 1_000  # conversations per POST: one transaction, answered in well under a second
 MAX_ID = 2**63 - 1
-STATES = (*CONVERSATION_STATES, CANCELLED)
+STATES = tuple(dict.fromkeys((*CONVERSATION_STATES, CANCELLED)))
 State = Literal[
     "pending", "in_progress", "awaiting_reply", "completed", "failed", "opted_out", "cancelled"
 ]

@@ -47,6 +47,7 @@ CONVERSATION_STATES = (
     "completed",
     "failed",
     "opted_out",
+    "cancelled",  # by the operator, through the API
 )
 ACTIVE_STATES = ("pending", "in_progress", "awaiting_reply")
 # What a conversation's next due action is for.

@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from dripline.errors import DatabaseUnavailable, StoreError
+from dripline.errors import DatabaseUnavailable, StoreError, TransientStoreError
 from dripline.store.base import (
     BacklogCounts,
     ClaimedConversation,
@@ -71,6 +71,8 @@ LEASE_LOST = "lease_lost"
 # Message statuses a dispatcher's own write may replace; later ones came from a webhook
 # (or an earlier worker) and are never downgraded by `record_results`.
 NONFINAL_STATUSES = ("pending", "sending", "unknown")
+# PostgreSQL: deadlock_detected, serialization_failure.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 
 _ACTIVE = text(ACTIVE_SQL)
 # Keys per `IN (...)` list: well under SQLite's and asyncpg's 32,766-parameter limits.
@@ -217,6 +219,11 @@ class SqlStore(Store):
             raise DatabaseUnavailable(
                 f"database {self.target} is unavailable: {first_line(exc)}"
             ) from exc
+        except sa_exc.DBAPIError as exc:
+            # Deadlocks and serialization failures are the database asking for a retry.
+            if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+                raise TransientStoreError(f"database {self.target}: {first_line(exc)}") from exc
+            raise StoreError(f"database {self.target}: {first_line(exc)}") from exc
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"database {self.target}: {first_line(exc)}") from exc
 

@@ -1,0 +1,173 @@
+"""The dispatcher against the fake Cloud API over loopback, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from dripline.clock import utcnow
+from dripline.dispatcher.engine import Dispatcher
+from dripline.fake import FakeConfig, running_fake
+from dripline.flows import load_flows
+from dripline.store import SqlStore, open_store
+from tests.fixtures.dispatch import (
+    TOKEN,
+    client_for,
+    conversation_rows,
+    enroll,
+    fast_settings,
+    message_rows,
+    phones,
+    received,
+    run_until_sent,
+)
+
+
+async def test_every_due_question_is_sent_exactly_once(store: SqlStore, store_url: str) -> None:
+    numbers = phones(600)
+    await enroll(store, numbers)
+    config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0)
+    async with running_fake(config) as fake:
+        summary = await run_until_sent(store, fake, fast_settings(store_url), len(numbers))
+    assert received(fake) == Counter({p: 1 for p in numbers})
+    assert summary.stats.sent == len(numbers)
+    rows = await message_rows(store)
+    assert len(rows) == len(numbers)
+    assert {r.status for r in rows} == {"sent"}
+    assert all(r.wamid and r.sent_at and r.latency_ms is not None for r in rows)
+    convs = await conversation_rows(store)
+    # The demo flow's next step is minutes away: every conversation advanced to it.
+    assert {(c.state, c.step, c.purpose) for c in convs} == {("in_progress", 1, "question")}
+    assert all(c.lease_owner is None for c in convs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url: str) -> None:
+    """10% HTTP 500s, throttling (the fake's limit under the dispatcher's rate), a 20 s
+    outage: every conversation still receives its question exactly once."""
+    numbers = phones(5000)
+    await enroll(store, numbers)
+    config = FakeConfig(
+        access_token=TOKEN,
+        rate_per_s=400,
+        burst=50,
+        pair_interval_s=0,
+        fail_500_fraction=0.05,
+        fail_500_bare_fraction=0.05,
+        latency_ms=10,
+        seed=3,
+    )
+    settings = fast_settings(store_url, rate_per_s=2000, concurrency=200)
+    async with running_fake(config) as fake:
+        client = client_for(fake)
+        d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
+        task = asyncio.ensure_future(d.run(max_seconds=180))
+        try:
+            while len(fake.state.messages) < 1000:
+                await asyncio.sleep(0.02)
+            fake.state.start_outage(20.0)
+            while not task.done() and len(fake.state.messages) < len(numbers):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+        finally:
+            d.request_stop()
+            summary = await task
+            await client.close()
+        errors = dict(fake.state.errors_by_code)
+        outage_rejections = fake.state.stats.outage_rejections
+    assert outage_rejections > 0
+    assert errors.get(130429, 0) > 0 and errors.get(1, 0) > 0
+    assert received(fake) == Counter({p: 1 for p in numbers})
+    rows = await message_rows(store)
+    assert {r.status for r in rows} == {"sent"}
+    assert summary.stats.failed == 0
+    convs = await conversation_rows(store)
+    assert {c.state for c in convs} == {"in_progress"}
+
+
+async def test_auth_failure_stops_sending_and_fails_nothing(
+    store: SqlStore, store_url: str
+) -> None:
+    numbers = phones(2000)
+    await enroll(store, numbers)
+    config = FakeConfig(
+        access_token=TOKEN, rate_per_s=0, pair_interval_s=0, token_expires_after=300, latency_ms=5
+    )
+    settings = fast_settings(store_url, batch_limit=100, concurrency=50)
+    async with running_fake(config) as fake:
+        async with client_for(fake) as client:
+            d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
+            summary = await asyncio.wait_for(d.run(), timeout=60)
+        attempts_after_expiry = fake.state.stats.requests - fake.state.stats.accepted
+    assert summary.breaker_tripped and summary.exit_code == 3
+    assert "190" in (summary.breaker_reason or "")
+    assert len(fake.state.messages) == 300
+    # Only sends already in flight when the first 190 came back were refused.
+    assert attempts_after_expiry <= settings.concurrency
+    convs = await conversation_rows(store)
+    assert not [c for c in convs if c.state == "failed"]
+    assert all(c.lease_owner is None for c in convs)
+    untouched = [c for c in convs if c.step == 0]
+    assert len(untouched) == len(numbers) - 300
+    assert {c.attempts for c in untouched} == {0}
+    backlog = await store.backlog(utcnow())
+    assert backlog.due_now == len(numbers) - 300
+
+
+async def test_the_next_claim_is_issued_before_the_queue_empties(
+    sqlite_url: str,
+) -> None:
+    """Pipelining: with a backlog, claims happen while sends are still queued."""
+    store = await open_store(sqlite_url)
+    queued_at_claim: list[int] = []
+    try:
+        await enroll(store, phones(1500))
+        settings = fast_settings(sqlite_url, rate_per_s=1000, batch_limit=100, concurrency=50)
+        config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0, latency_ms=20)
+        async with running_fake(config) as fake, client_for(fake) as client:
+            d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
+            original = store.claim_due
+
+            async def spy(*args: object, **kw: object) -> object:
+                queued_at_claim.append(len(d._s.queue) + d._s.launching)
+                return await original(*args, **kw)  # type: ignore[arg-type]
+
+            store.claim_due = spy  # type: ignore[method-assign]
+            summary = await d.run(once=True, max_seconds=60)
+        assert summary.stats.sent == 1500
+    finally:
+        await store.close()
+    claims_with_work_queued = [n for n in queued_at_claim if n > 0]
+    assert len(queued_at_claim) >= 15
+    assert len(claims_with_work_queued) >= len(queued_at_claim) // 2
+
+
+async def test_two_overlapping_once_runs_never_double_send(store_url: str) -> None:
+    stores = [await open_store(store_url), await open_store(store_url)]
+    try:
+        numbers = phones(1500)
+        await enroll(stores[0], numbers)
+        config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0, latency_ms=5)
+        async with running_fake(config) as fake:
+            clients = [client_for(fake), client_for(fake)]
+            runs = [
+                Dispatcher(
+                    store=s,
+                    client=c,
+                    flows=load_flows(None),
+                    settings=fast_settings(store_url, rate_per_s=800, batch_limit=50),
+                ).run(once=True, max_seconds=60)
+                for s, c in zip(stores, clients, strict=True)
+            ]
+            summaries = await asyncio.gather(*runs)
+            for c in clients:
+                await c.close()
+        assert received(fake) == Counter({p: 1 for p in numbers})
+        assert sum(s.stats.sent for s in summaries) == len(numbers)
+        assert all(s.stats.sent > 0 for s in summaries)
+    finally:
+        for s in stores:
+            await s.close()
