@@ -10,7 +10,7 @@ import typer
 
 from dripline.cli.common import console, handle_errors, print_json, settings_from
 from dripline.dispatcher.engine import RunSummary
-from dripline.settings import Delivery, Policy, Preset
+from dripline.settings import Delivery, Policy, Preset, Settings
 
 DatabaseUrl = Annotated[
     str | None,
@@ -61,6 +61,18 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
     }
 
 
+async def _run_with_metrics(
+    settings: Settings, port: int, host: str, once: bool, max_seconds: float | None
+) -> RunSummary:
+    from dripline.metrics import metrics_exporter
+    from dripline.runtime import run_dispatcher
+
+    async with metrics_exporter(settings, port, addr=host) as exporter:
+        return await run_dispatcher(
+            settings, once=once, max_seconds=max_seconds, observer=exporter.observer
+        )
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     @handle_errors
@@ -93,6 +105,21 @@ def register(app: typer.Typer) -> None:
         flows_dir: Annotated[
             Path | None, typer.Option(help="Directory of flow YAML files.")
         ] = None,
+        serve: Annotated[
+            bool,
+            typer.Option(
+                "--serve",
+                help="Also serve the API, webhook, dashboard and /metrics in this process "
+                "(on --host/--port, see `dripline serve`).",
+            ),
+        ] = False,
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(help="Expose Prometheus metrics on this port (without --serve)."),
+        ] = None,
+        metrics_host: Annotated[
+            str, typer.Option(help="Address for --metrics-port; 0.0.0.0 for remote scrapers.")
+        ] = "127.0.0.1",
         as_json: Annotated[
             bool, typer.Option("--json", help="Print the run summary as JSON.")
         ] = False,
@@ -116,7 +143,20 @@ def register(app: typer.Typer) -> None:
             flows_dir=flows_dir,
         )
         configure_from_settings(settings)
-        summary = asyncio.run(run_dispatcher(settings, once=once, max_seconds=max_seconds))
+        if serve and once:
+            raise typer.BadParameter(
+                "--serve runs until stopped; it cannot be combined with --once"
+            )
+        if serve:
+            from dripline.server.app import serve_with_dispatcher
+
+            summary = asyncio.run(serve_with_dispatcher(settings, max_seconds=max_seconds))
+        elif metrics_port is not None:
+            summary = asyncio.run(
+                _run_with_metrics(settings, metrics_port, metrics_host, once, max_seconds)
+            )
+        else:
+            summary = asyncio.run(run_dispatcher(settings, once=once, max_seconds=max_seconds))
         data = summary_dict(summary)
         if as_json:
             print_json(data)

@@ -80,6 +80,7 @@ GROUP_WINDOW_S = 0.02
 MAX_GROUP = 256
 RECORD_INTERVAL_S = 0.05
 CONTROLLER_INTERVAL_S = 0.5
+PROGRESS_LOG_S = 10.0
 DB_RETRY_CAP_S = 10.0
 # Transient failures with no success between them, for at least this many sends and
 # this long, mean the API is down, not that the messages are bad: the sender pauses
@@ -941,15 +942,48 @@ class Dispatcher:
         return st.throttle_pause_until - loop_now + self._rng.uniform(0.0, 0.1)
 
     async def _controller(self) -> None:
+        last_log = asyncio.get_running_loop().time()
+        last = (0, 0, 0, 0, 0)
         while not self._stop.is_set():
             await self._sleep(CONTROLLER_INTERVAL_S)
             loop_now = asyncio.get_running_loop().time()
+            if loop_now - last_log >= PROGRESS_LOG_S:
+                last = self._log_progress(loop_now - last_log, last)
+                last_log = loop_now
             for key, ctl in self._controllers.items():
                 self._limiters.get(key).set_rate(ctl.tick(loop_now))
             if self._policy is Policy.ADAPTIVE:
                 self._adapt_concurrency()
             self._throttled_since_tick = False
             self._emit_limits()
+
+    def _log_progress(
+        self, window_s: float, last: tuple[int, int, int, int, int]
+    ) -> tuple[int, int, int, int, int]:
+        """One line per period: the seed guide's "Messages due" and "Processing took",
+        for a continuous dispatcher."""
+        st = self.stats
+        now = (st.claimed, st.sent, st.failed, st.throttled, st.claims)
+        claimed, sent, failed, throttled, claims = (a - b for a, b in zip(now, last, strict=True))
+        if claimed or sent or failed or self._s.in_flight:
+            lag50, lag99 = st.lag.quantiles(0.5, 0.99)
+            log.info(
+                "dispatch progress",
+                window_s=round(window_s, 1),
+                claims=claims,
+                claimed=claimed,
+                sent=sent,
+                failed=failed,
+                throttled=throttled,
+                per_s=round(sent / window_s, 1),
+                queued=len(self._s.queue),
+                in_flight=self._s.in_flight,
+                concurrency=self.concurrency,
+                rate_per_s=round(self._rate_share, 1),
+                lag_p50_s=round(lag50, 3),
+                lag_p99_s=round(lag99, 3),
+            )
+        return now
 
     def _adapt_concurrency(self) -> None:
         samples, self._recent_latency = self._recent_latency, []
