@@ -214,6 +214,7 @@ class _Handlers:
         return web.Response(status=504)
 
     async def send(self, request: web.Request) -> web.StreamResponse:
+        arrived_wall = time.time()
         state = self.state
         cfg = state.config
         stats = state.stats
@@ -295,6 +296,7 @@ class _Handlers:
             parsed.callback_data,
             now,
             time.time(),
+            arrived_wall,
         )
         dup_key = (
             parsed.body

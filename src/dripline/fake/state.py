@@ -49,7 +49,10 @@ class AcceptedMessage:
     body: str  # the text, or the template name
     callback_data: str | None
     received_monotonic: float
-    received_wall: float
+    received_wall: float  # after the simulated latency, when the answer is decided
+    # When the request reached the handler, before any simulated latency: the send's
+    # start as the API saw it (the benchmarks' lag is this minus the due time).
+    arrived_wall: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +64,7 @@ class AcceptedMessage:
             "callback_data": self.callback_data,
             "received_monotonic": self.received_monotonic,
             "received_wall": self.received_wall,
+            "arrived_wall": self.arrived_wall,
         }
 
 
