@@ -1,0 +1,162 @@
+"""`python -m bench [--scenario N ...] [--quick] [--out DIR] [--json] [--no-readme]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from bench import report
+from bench.harness import pg_version
+from bench.scenarios import SCENARIOS, Bench, selected
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "bench" / "results"
+
+
+class RichProgress:
+    """One progress bar per run, on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def start(self, label: str, total: int) -> None:
+        self._task = self.bar.add_task(label, total=total, info="")
+
+    def advance(self, done: int, info: str = "") -> None:
+        if self._task is not None:
+            self.bar.update(self._task, completed=done, info=info)
+
+    def finish(self, info: str = "") -> None:
+        if self._task is not None:
+            task = self.bar.tasks[self._task]
+            self.bar.update(self._task, completed=task.total, info=info or task.fields["info"])
+            self._task = None
+
+    def note(self, text: str) -> None:
+        self.bar.console.print(f"[dim]{text}[/]")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run dripline's benchmark scenarios against the fake Cloud API.",
+    )
+    parser.add_argument(
+        "--scenario",
+        type=int,
+        action="append",
+        default=[],
+        help="Scenario number 1-7 (repeatable; 6 runs inside 1 and 3). Default: all.",
+    )
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke run.")
+    parser.add_argument("--out", type=Path, default=None, help=f"Default: {DEFAULT_OUT}.")
+    parser.add_argument("--json", action="store_true", help="Print the JSON report on stdout.")
+    parser.add_argument(
+        "--no-readme",
+        action="store_true",
+        help="Do not update README.md (implied by --quick and by a scenario subset).",
+    )
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    numbers = selected(args.scenario)
+    started = time.monotonic()
+    try:
+        pg = await pg_version()
+    except Exception as exc:
+        pg = f"unreachable ({type(exc).__name__})"
+    progress = RichProgress(console)
+    with tempfile.TemporaryDirectory(prefix="dripline-bench-") as tmp:
+        bench = Bench(quick=args.quick, workdir=Path(tmp), progress=progress)
+        failures: dict[str, str] = {}
+        with progress.bar:
+            try:
+                for n in numbers:
+                    progress.note(f"scenario {n}")
+                    try:
+                        await SCENARIOS[n](bench)
+                    except Exception as exc:
+                        failures[str(n)] = f"{type(exc).__name__}: {exc}"
+                        progress.note(f"[red]scenario {n} failed: {exc}[/]")
+            finally:
+                await bench.dbs.drop_all()
+    now = datetime.now(UTC)
+    return {
+        "date": now.strftime("%Y-%m-%d"),
+        "finished_at": now.isoformat(timespec="seconds"),
+        "command": "python -m bench " + shlex.join(sys.argv[1:]),
+        "quick": args.quick,
+        "scenarios": numbers,
+        "duration_s": round(time.monotonic() - started, 1),
+        "machine": report.machine(pg),
+        "rows": [r.as_dict() for r in bench.rows],
+        "checks": [c.as_dict() for c in bench.checks],
+        "ratios": bench.extra,
+        "errors": failures,
+        "_rows": bench.rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    console = Console(stderr=True)
+    try:
+        doc = asyncio.run(run(args, console))
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    rows = doc.pop("_rows")
+    out: Path = args.out or DEFAULT_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    stem = doc["date"] + ("-quick" if args.quick else "")
+    md = report.markdown(doc, rows)
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    (out / f"{stem}.md").write_text(md)
+    full = not args.quick and not args.scenario and not args.no_readme and not doc["errors"]
+    if full:
+        section = (
+            "`make bench` (or `python -m bench`) runs issue 7's scenarios against the fake "
+            "Cloud API over loopback; `bench/README.md` says what each measures and what "
+            "limits it. Latest run:\n\n" + md
+        )
+        report.update_readme(ROOT / "README.md", section)
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    else:
+        console.print(md)
+        console.print(f"wrote {out / stem}.json and .md" + (" and README.md" if full else ""))
+    missed = [c for c in doc["checks"] if not c["met"]]
+    if missed:
+        console.print(f"{len(missed)} target(s) missed")
+    return 1 if doc["errors"] else 0

@@ -1,0 +1,120 @@
+"""Smoke run of every benchmark scenario at tiny sizes (`python -m bench --quick`).
+
+Asserts the report is complete and correct: every scenario present, every field filled,
+counts right, no duplicates, nothing missing. Never timings: those belong to
+`make bench`, not CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
+
+MEASURED_FIELDS = (
+    "messages",
+    "wall_s",
+    "throughput_per_s",
+    "bound_per_s",
+    "ratio_to_bound",
+    "lag_p50_ms",
+    "lag_p95_ms",
+    "lag_p99_ms",
+    "lag_max_ms",
+    "duplicates",
+    "missing",
+    "cpu_ms_per_msg",
+    "peak_rss_mb",
+    "db_connections",
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, DRIPLINE_BENCH_POSTGRES_URL=postgres_server_url)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--json", "--no-readme"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=220,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    doc = json.loads(proc.stdout)
+    files = sorted(p.name for p in out.iterdir())
+    assert files == [f"{doc['date']}-quick.json", f"{doc['date']}-quick.md"]
+    return doc
+
+
+def test_every_scenario_reported(report: dict) -> None:
+    assert report["errors"] == {}
+    assert report["quick"] is True
+    scenarios = {r["scenario"] for r in report["rows"]}
+    assert scenarios == {"1", "2", "3", "4", "5", "6 (1)", "6 (3)", "7"}
+    machine = report["machine"]
+    for key in ("cores", "cpu_model", "python", "postgresql", "sqlite"):
+        assert machine[key]
+    assert report["checks"]
+
+
+def test_dispatcher_runs_complete_and_exact(report: dict) -> None:
+    runs = [r for r in report["rows"] if r["measured"] and r["system"] == "dripline"]
+    # 1: two backends + seed-cron for real; 2: two; 3: two; 4: two; 5: two.
+    assert len(runs) == 11
+    for r in runs:
+        assert r["duplicates"] == 0, r
+        assert r["missing"] == 0, r
+        assert r["messages"] > 0
+        for name in MEASURED_FIELDS:
+            assert r[name] is not None, (r["run"], name)
+        assert r["extra"]["failed"] == 0
+    backlog = [r for r in runs if r["scenario"] == "1"]
+    assert {r["backend"] for r in backlog} == {"sqlite", "postgres"}
+    assert all(r["messages"] == 400 for r in backlog if "seed" not in r["run"])
+    pg = [r for r in runs if r["backend"] == "postgres"]
+    assert all(isinstance(r["db_connections"], int) and r["db_connections"] >= 1 for r in pg)
+    assert all(r["db_connections"] == "1 file" for r in runs if r["backend"] == "sqlite")
+    workers = {r["extra"]["workers"] for r in runs if r["scenario"] == "2"}
+    assert workers == {2, 4}
+
+
+def test_comparisons_present(report: dict) -> None:
+    rows = report["rows"]
+    pq = [r for r in rows if r["system"] == "procrastinate"]
+    assert len(pq) == 2  # scenario 1 and 3, one poll setting in a quick run
+    for r in pq:
+        assert r["duplicates"] == 0 and r["missing"] == 0
+        assert r["cpu_ms_per_msg"] is not None
+    seed = [r for r in rows if r["system"] == "seed-cron"]
+    assert len(seed) == 2 and all(not r["measured"] for r in seed)
+    assert all(r["wall_s"] > 300 for r in seed)  # a 400 backlog takes many 300 s ticks
+    assert any(r["system"] == "planner" for r in rows)
+    assert report["ratios"]["ratios_scenario_1"]
+    assert report["ratios"]["lag_p99_ratios_scenario_3"]
+
+
+def test_scale_and_webhooks(report: dict) -> None:
+    rows = report["rows"]
+    scale = [r for r in rows if r["scenario"] == "5"]
+    assert len(scale) == 2
+    for r in scale:
+        assert r["messages"] == 200
+        assert r["extra"]["plan"], "the claim's query plan is shown"
+        assert r["extra"]["claim_ms_p99"] > 0
+        assert "ix_conversations_due" in "\n".join(r["extra"]["plan"])
+    hooks = [r for r in rows if r["scenario"] == "7"]
+    assert {r["backend"] for r in hooks} == {"sqlite", "postgres"}
+    for r in hooks:
+        assert r["missing"] == 0, r
+        assert r["extra"]["failed_posts"] == 0
+        assert r["extra"]["status_counts"]["read"] == r["messages"] // 2
