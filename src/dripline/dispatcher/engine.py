@@ -514,10 +514,9 @@ class Dispatcher:
             return None
         return _Send(conv, conv.purpose, message, self._sender_key(conv), now_m)
 
-    async def _reserve_and_start(self, group: list[_Send]) -> None:
-        now = self.clock.now()
-        group.sort(key=lambda g: g.conv.id)  # lock order, see _flush
-        resend = self.settings.delivery is Delivery.AT_LEAST_ONCE
+    async def _reserve(
+        self, group: list[_Send], now: datetime, *, resend: bool
+    ) -> list[ReservationResult]:
         reservations = [
             Reservation(
                 conversation_id=s.conv.id,
@@ -532,6 +531,19 @@ class Dispatcher:
         results: list[ReservationResult] = await self._retry_db(
             lambda: self.store.reserve(reservations, self.worker_id, now), "reserve"
         )
+        return results
+
+    async def _reserve_and_start(self, group: list[_Send]) -> None:
+        now = self.clock.now()
+        group.sort(key=lambda g: g.conv.id)  # lock order, see _flush
+        at_least_once = self.settings.delivery is Delivery.AT_LEAST_ONCE
+        results = await self._reserve(group, now, resend=at_least_once)
+        held = [(s, r) for s, r in zip(group, results, strict=True) if not r.ok]
+        proven = await self._never_accepted(held, now) if held else []
+        if proven:
+            again = await self._reserve(proven, now, resend=True)
+            retried = {s.conv.id: r for s, r in zip(proven, again, strict=True)}
+            results = [retried.get(s.conv.id, r) for s, r in zip(group, results, strict=True)]
         for send, res in zip(group, results, strict=True):
             if res.ok:
                 send.message_id = res.message_id
@@ -541,6 +553,37 @@ class Dispatcher:
             else:
                 self._resolve_prior(send, res)
         self.observer.on_in_flight(self._s.in_flight)
+
+    async def _never_accepted(
+        self, held: list[tuple[_Send, ReservationResult]], now: datetime
+    ) -> list[_Send]:
+        """Unknown sends that status webhooks prove the API never accepted.
+
+        The Cloud API sends a status webhook for every message it accepts, within
+        seconds. When deliveries kept arriving for `unknown_after_s` after a send went
+        unknown and none of them mentioned it (its row is still `unknown`), resending
+        it cannot make a duplicate. Without webhooks there is no such proof, and the
+        send is never repeated in at-most-once mode.
+        """
+        window = timedelta(seconds=self.settings.unknown_after_s)
+        candidates = [
+            (s, r)
+            for s, r in held
+            if r.prior_status == "unknown"
+            and r.status_at is not None
+            and now - r.status_at >= window
+        ]
+        if not candidates:
+            return []
+        last = await self._retry_db(self.store.last_webhook_at, "last webhook")
+        if last is None:
+            return []
+        proven = [
+            s for s, r in candidates if r.status_at is not None and last - r.status_at >= window
+        ]
+        if proven:
+            log.info("resending sends that webhooks show were never accepted", count=len(proven))
+        return proven
 
     def _resolve_prior(self, send: _Send, res: ReservationResult) -> None:
         """The message row exists from an earlier attempt: decide without sending."""

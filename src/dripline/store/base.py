@@ -232,6 +232,14 @@ class Store(ABC):
         """An event set whenever enrollment makes work due earlier (LISTEN/NOTIFY on
         PostgreSQL, in-process on SQLite); the caller clears it."""
 
+    async def last_webhook_at(self) -> datetime | None:
+        """When the newest webhook delivery reached the inbox (None: never).
+
+        The dispatcher uses it as evidence: if deliveries kept arriving long after a send
+        went `unknown` and none mentioned it, the API never accepted that send.
+        """
+        return None
+
     # operator's view -------------------------------------------------------
     @abstractmethod
     async def backlog(self, now: datetime) -> BacklogCounts:

@@ -54,6 +54,7 @@ from dripline.store.schema import (
     CONVERSATION_STATES,
     UTCDateTime,
     conversations,
+    inbox,
     messages,
     workers,
 )
@@ -73,6 +74,8 @@ LEASE_LOST = "lease_lost"
 NONFINAL_STATUSES = ("pending", "sending", "unknown")
 # PostgreSQL: deadlock_detected, serialization_failure.
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+# admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 _ACTIVE = text(ACTIVE_SQL)
 # Keys per `IN (...)` list: well under SQLite's and asyncpg's 32,766-parameter limits.
@@ -107,6 +110,7 @@ class SqlStore(Store):
         # Where the database is, for messages: a file path or host:port/db, no password.
         self.target = target
         self._claim = self._build_claim()
+        self._last_webhook = select(inbox.c.received_at).order_by(inbox.c.id.desc()).limit(1)
         self._release = (
             update(conversations)
             .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
@@ -220,8 +224,14 @@ class SqlStore(Store):
                 f"database {self.target} is unavailable: {first_line(exc)}"
             ) from exc
         except sa_exc.DBAPIError as exc:
+            state = str(getattr(exc.orig, "sqlstate", "") or "")
+            # A server shutting down, starting up or refusing connections: wait it out.
+            if state.startswith("08") or state in _UNAVAILABLE_SQLSTATES:
+                raise DatabaseUnavailable(
+                    f"database {self.target} is unavailable: {first_line(exc)}"
+                ) from exc
             # Deadlocks and serialization failures are the database asking for a retry.
-            if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+            if state in _RETRYABLE_SQLSTATES:
                 raise TransientStoreError(f"database {self.target}: {first_line(exc)}") from exc
             raise StoreError(f"database {self.target}: {first_line(exc)}") from exc
         except sa_exc.SQLAlchemyError as exc:
@@ -510,6 +520,12 @@ class SqlStore(Store):
         ]
         result = await conn.execute(_UPDATE_CONVERSATION, conv_rows)
         return max(result.rowcount, 0)
+
+    async def last_webhook_at(self) -> datetime | None:
+        """See `Store.last_webhook_at`: the newest inbox row, found by primary key."""
+        async with self._read() as conn:
+            value = await conn.scalar(self._last_webhook)
+        return value if isinstance(value, datetime) else None
 
     async def release(self, conversation_ids: Sequence[int], worker_id: str) -> int:
         if not conversation_ids:
