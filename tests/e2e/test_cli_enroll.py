@@ -54,7 +54,7 @@ def write_csv(path: Path, rows: list[str]) -> Path:
 
 def test_enroll_one_then_again(tmp_path: Path, sqlite_url: str) -> None:
     at = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
-    args = ["enroll", "--flow", "trial", "--phone", "+1 415 555 0100", "--database-url"]
+    args = ["enroll", "--flow", "demo", "--phone", "+1 415 555 0100", "--database-url"]
     first = run(*args, sqlite_url, "--at", at.isoformat(), "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
@@ -65,7 +65,7 @@ def test_enroll_one_then_again(tmp_path: Path, sqlite_url: str) -> None:
 
 
 def test_enroll_rejects_bad_input(tmp_path: Path, sqlite_url: str) -> None:
-    base = ["enroll", "--flow", "trial", "--database-url", sqlite_url]
+    base = ["enroll", "--flow", "demo", "--database-url", sqlite_url]
     assert_one_line_error(run(*base, "--phone", "12", cwd=tmp_path), "--phone", "phone")
     bad_at = run(*base, "--phone", "+14155550100", "--at", "tomorrow", cwd=tmp_path)
     assert_one_line_error(bad_at, "--at", "ISO 8601")
@@ -87,7 +87,7 @@ def test_import_all_rows(tmp_path: Path, sqlite_url: str) -> None:
         "import",
         str(csv_file),
         "--flow",
-        "trial",
+        "demo",
         "--database-url",
         sqlite_url,
         "--json",
@@ -110,7 +110,7 @@ def test_import_bad_row_writes_nothing(tmp_path: Path, sqlite_url: str) -> None:
         ["+14155550101,Ann,,,", "+14155550102,Bob,,,", "+1415555,Bad,,,", "+14155550104,Di,,,"],
     )
     proc = run(
-        "import", str(csv_file), "--flow", "trial", "--database-url", sqlite_url, cwd=tmp_path
+        "import", str(csv_file), "--flow", "demo", "--database-url", sqlite_url, cwd=tmp_path
     )
     assert_one_line_error(proc, f"{csv_file}:4", "phone")
     assert proc.returncode == 2
@@ -124,7 +124,7 @@ def test_import_bad_timezone_and_at_name_line_and_field(tmp_path: Path, sqlite_u
     ]:
         csv_file = write_csv(tmp_path / f"{field}.csv", [row])
         proc = run(
-            "import", str(csv_file), "--flow", "trial", "--database-url", sqlite_url, cwd=tmp_path
+            "import", str(csv_file), "--flow", "demo", "--database-url", sqlite_url, cwd=tmp_path
         )
         assert_one_line_error(proc, f"{csv_file}:2", field)
 
@@ -138,7 +138,7 @@ def test_import_skip_invalid_reports_lines(tmp_path: Path, sqlite_url: str) -> N
         "import",
         str(csv_file),
         "--flow",
-        "trial",
+        "demo",
         "--skip-invalid",
         "--json",
         "--database-url",
@@ -155,13 +155,15 @@ def test_import_skip_invalid_reports_lines(tmp_path: Path, sqlite_url: str) -> N
 def test_import_without_phone_column(tmp_path: Path, sqlite_url: str) -> None:
     csv_file = tmp_path / "x.csv"
     csv_file.write_text("name\nAnn\n")
-    proc = run("import", str(csv_file), "--flow", "t", "--database-url", sqlite_url, cwd=tmp_path)
+    proc = run(
+        "import", str(csv_file), "--flow", "demo", "--database-url", sqlite_url, cwd=tmp_path
+    )
     assert_one_line_error(proc, f"{csv_file}:1", "phone")
     missing = run(
         "import",
         str(tmp_path / "missing.csv"),
         "--flow",
-        "t",
+        "demo",
         "--database-url",
         sqlite_url,
         cwd=tmp_path,
@@ -178,7 +180,7 @@ def test_import_without_phone_column(tmp_path: Path, sqlite_url: str) -> None:
 )
 def test_unreachable_database(tmp_path: Path, url: str, needles: tuple[str, ...]) -> None:
     proc = run(
-        "enroll", "--flow", "t", "--phone", "+14155550100", "--database-url", url, cwd=tmp_path
+        "enroll", "--flow", "demo", "--phone", "+14155550100", "--database-url", url, cwd=tmp_path
     )
     assert_one_line_error(proc, *needles)
     assert "s3cret" not in proc.stderr
@@ -188,7 +190,7 @@ def test_unreachable_database(tmp_path: Path, url: str, needles: tuple[str, ...]
 @pytest.mark.parametrize("url", ["not a url", "mysql://u:s3cret@h/db", "postgresql://h:5432"])
 def test_malformed_database_url(tmp_path: Path, url: str) -> None:
     proc = run(
-        "enroll", "--flow", "t", "--phone", "+14155550100", "--database-url", url, cwd=tmp_path
+        "enroll", "--flow", "demo", "--phone", "+14155550100", "--database-url", url, cwd=tmp_path
     )
     assert_one_line_error(proc, "database_url")
     assert "s3cret" not in proc.stderr
@@ -209,7 +211,7 @@ def test_db_upgrade_postgres_then_enroll(tmp_path: Path, empty_postgres_url: str
     refused = run(
         "enroll",
         "--flow",
-        "t",
+        "demo",
         "--phone",
         "+14155550100",
         "--database-url",
@@ -221,7 +223,7 @@ def test_db_upgrade_postgres_then_enroll(tmp_path: Path, empty_postgres_url: str
     ok = run(
         "enroll",
         "--flow",
-        "t",
+        "demo",
         "--phone",
         "+14155550100",
         "--database-url",
@@ -238,3 +240,20 @@ def test_every_command_has_help(tmp_path: Path) -> None:
         assert "Usage" in proc.stdout
         if args != ["db"]:
             assert "--database-url" in proc.stdout
+
+
+def test_unknown_flow_is_refused_before_anything_is_written(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    proc = run(
+        "enroll",
+        "--flow",
+        "nope",
+        "--phone",
+        "+14155550100",
+        "--database-url",
+        sqlite_url,
+        cwd=tmp_path,
+    )
+    assert_one_line_error(proc, "--flow", "nope")
+    assert not (tmp_path / "dripline.db").exists() or "nope" not in proc.stdout

@@ -19,16 +19,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from dripline.cli.common import console, err_console, handle_errors, print_json, settings_from
-from dripline.errors import InputError
+from dripline.errors import FlowError, InputError
+from dripline.flows import load_flows
 from dripline.phones import normalize_phone
 from dripline.settings import Settings
 from dripline.store import Enrollment, EnrollResult, open_store
 
-__all__ = ["FLOW_VALIDATOR", "ParsedCsv", "parse_at", "parse_csv", "parse_timezone"]
-
-# Hook for the flows module: called with a flow name, raises FlowError when unknown.
-# None until flows are wired in; then `dripline enroll/import` refuse unknown flows.
-FLOW_VALIDATOR: Callable[[str], None] | None = None
+__all__ = ["ParsedCsv", "parse_at", "parse_csv", "parse_timezone"]
 
 KNOWN_COLUMNS = ("phone", "name", "timezone", "at")
 
@@ -159,11 +156,14 @@ def parse_csv(
     return ParsedCsv(items, lines, skipped)
 
 
-def _check_flow(flow: str) -> None:
+def _check_flow(flow: str, settings: Settings) -> None:
+    """Refuse a flow that is neither built in nor in the flows directory."""
     if not flow.strip():
         raise InputError("flow name is empty", where="--flow")
-    if FLOW_VALIDATOR is not None:
-        FLOW_VALIDATOR(flow)
+    try:
+        load_flows(settings.flows_dir).get(flow)
+    except FlowError as exc:
+        raise FlowError(str(exc), where="--flow") from None
 
 
 async def _enroll(settings: Settings, items: Sequence[Enrollment]) -> list[EnrollResult]:
@@ -194,7 +194,8 @@ def register(app: typer.Typer) -> None:
         """Start one conversation: PHONE enters FLOW, first message due at --at (or now).
 
         Enrolling a number already active in the flow changes nothing (it says so)."""
-        _check_flow(flow)
+        settings = settings_from(database_url=database_url)
+        _check_flow(flow, settings)
         item = Enrollment(
             phone=normalize_phone(phone, where="--phone"),
             flow=flow,
@@ -202,7 +203,6 @@ def register(app: typer.Typer) -> None:
             name=name.strip() or None if name else None,
             timezone=parse_timezone(timezone, where="--timezone") if timezone else None,
         )
-        settings = settings_from(database_url=database_url)
         [result] = asyncio.run(_enroll(settings, [item]))
         if as_json:
             print_json(
@@ -253,8 +253,8 @@ def register(app: typer.Typer) -> None:
         Every row is checked first; one bad row (phone, timezone, at) stops the import
         with its file, line and field, and nothing is written. Numbers already active in
         the flow are left as they are and counted as existing."""
-        _check_flow(flow)
         settings = settings_from(database_url=database_url)
+        _check_flow(flow, settings)
         show = not as_json and err_console.is_terminal
         progress = Progress(
             TextColumn("{task.description}"),

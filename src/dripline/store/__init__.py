@@ -12,6 +12,8 @@ until the operator runs `dripline db upgrade` once.
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.errors import DatabaseUnavailable, DriplineError, StoreError
@@ -62,6 +64,16 @@ def _make_store(url: DatabaseUrl, pool_size: int, pooler: bool) -> SqlStore:
     return PostgresStore(url, pool_size=pool_size, pooler=pooler)
 
 
+def _check_sqlite_directory(path: str) -> None:
+    """Fail before the driver starts: aiosqlite leaves a thread behind when the file
+    cannot be opened, which prints a traceback after a clean one-line error."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise DatabaseUnavailable(
+            f"cannot open SQLite database {path}: directory {folder} does not exist"
+        )
+
+
 def _unavailable(store: SqlStore, exc: BaseException) -> DatabaseUnavailable:
     kind = "SQLite database" if store.backend == "sqlite" else "PostgreSQL at"
     return DatabaseUnavailable(f"cannot open {kind} {store.target}: {first_line(exc)}")
@@ -84,6 +96,8 @@ async def open_store(
     be reached, StoreError when the schema is not at this version's head.
     """
     url = parse_database_url(database_url)
+    if url.sqlite_path is not None:
+        _check_sqlite_directory(url.sqlite_path)
     store = _make_store(url, pool_size, pooler)
     head = head_revision()
     try:
