@@ -26,12 +26,12 @@ from fastapi import FastAPI
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
-from dripline.flows import FlowSet, load_flows
 from dripline.metrics import gather_status
 from dripline.server import dashboard, metrics_http
 from dripline.settings import load_settings
 from dripline.store import Enrollment, SqlStore, open_store
 from dripline.whatsapp import CloudApiClient
+from tests.fixtures.dispatch import watch_flows
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -46,28 +46,6 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TOKEN = "secret-token-never-shown"
-
-
-# A flow of our own, so the timing these tests count on does not follow the demo's: the
-# follow-up is due 30 minutes after the first message (inside the next hour, never due
-# while a test runs).
-WATCH_FLOW = """\
-name: watch
-description: Two messages, half an hour apart.
-steps:
-  - id: first
-    text: "First message."
-  - id: second
-    after: 30m
-    text: "Second message."
-"""
-
-
-def watch_flows(tmp_path: Path) -> FlowSet:
-    flows_dir = tmp_path / "flows"
-    flows_dir.mkdir(exist_ok=True)
-    (flows_dir / "watch.yaml").write_text(WATCH_FLOW)
-    return load_flows(flows_dir)
 
 
 WAIT_MS = 60_000

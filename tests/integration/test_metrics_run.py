@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
-from dripline.flows import FlowSet, load_flows
+from dripline.flows import FlowSet
 from dripline.metrics import (
     BacklogCollector,
     PrometheusObserver,
@@ -30,30 +30,9 @@ from dripline.server import metrics_http
 from dripline.settings import load_settings
 from dripline.store import Enrollment, SqlStore
 from dripline.whatsapp import CloudApiClient
+from tests.fixtures.dispatch import watch_flows
 
 TOKEN = "tok"
-
-
-# A flow of our own, so the timing these tests count on does not follow the demo's: the
-# follow-up is due 30 minutes after the first message (inside the next hour, never due
-# while a test runs).
-WATCH_FLOW = """\
-name: watch
-description: Two messages, half an hour apart.
-steps:
-  - id: first
-    text: "First message."
-  - id: second
-    after: 30m
-    text: "Second message."
-"""
-
-
-def watch_flows(tmp_path: Path) -> FlowSet:
-    flows_dir = tmp_path / "flows"
-    flows_dir.mkdir(exist_ok=True)
-    (flows_dir / "watch.yaml").write_text(WATCH_FLOW)
-    return load_flows(flows_dir)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:

@@ -14,35 +14,14 @@ from typer.testing import CliRunner
 from dripline.cli import app
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
-from dripline.flows import FlowSet, load_flows
+from dripline.flows import FlowSet
 from dripline.settings import load_settings
 from dripline.store import Enrollment, SqlStore, WorkerInfo, open_store
 from dripline.store.schema import conversations, messages
 from dripline.whatsapp import CloudApiClient
+from tests.fixtures.dispatch import watch_flows
 
 TOKEN = "tok"
-
-
-# A flow of our own, so the timing these tests count on does not follow the demo's: the
-# follow-up is due 30 minutes after the first message (inside the next hour, never due
-# while a test runs).
-WATCH_FLOW = """\
-name: watch
-description: Two messages, half an hour apart.
-steps:
-  - id: first
-    text: "First message."
-  - id: second
-    after: 30m
-    text: "Second message."
-"""
-
-
-def watch_flows(tmp_path: Path) -> FlowSet:
-    flows_dir = tmp_path / "flows"
-    flows_dir.mkdir(exist_ok=True)
-    (flows_dir / "watch.yaml").write_text(WATCH_FLOW)
-    return load_flows(flows_dir)
 
 
 async def _dispatch(store: SqlStore, url: str, fake: FakeConfig, flows: FlowSet) -> None:
