@@ -68,7 +68,7 @@ class Usage:
     """What the kernel says a finished child used."""
 
     cpu_s: float
-    maxrss_mb: float
+    maxrss_mb: float  # includes the parent's RSS at fork: use Child.peak_mb
     exit_code: int
 
 
@@ -83,6 +83,7 @@ class Child:
     started: float = field(default_factory=time.monotonic)
     rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (epoch s, MB)
     usage: Usage | None = None
+    peak_mb: float = 0.0  # VmHWM, sampled
     _proc: psutil.Process | None = None
 
     @property
@@ -92,12 +93,17 @@ class Child:
     def sample_rss(self) -> None:
         if self.usage is not None:
             return
+        # VmHWM is the peak since exec; rusage's maxrss is not usable here, because
+        # Linux folds the forking parent's RSS (the harness's) into the child's maxrss.
         try:
-            if self._proc is None:
-                self._proc = psutil.Process(self.pid)
-            rss = self._proc.memory_info().rss / 1_048_576
-        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
             return
+        fields = dict(line.split(":", 1) for line in status.splitlines() if line.startswith("Vm"))
+        if "VmRSS" not in fields:
+            return  # a zombie
+        rss = int(fields["VmRSS"].split()[0]) / 1024
+        self.peak_mb = max(self.peak_mb, int(fields.get("VmHWM", "0 kB").split()[0]) / 1024)
         self.rss_samples.append((time.time(), rss))
 
     def running(self) -> bool:
@@ -117,6 +123,7 @@ class Child:
         """Reap the child (SIGKILL after `timeout_s`) and return its rusage."""
         if self.usage is not None:
             return self.usage
+        self.sample_rss()
         deadline = time.monotonic() + timeout_s
         while True:
             pid, status, ru = os.wait4(self.pid, os.WNOHANG)  # noqa: ASYNC222

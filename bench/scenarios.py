@@ -298,7 +298,7 @@ class Bench:
             row.cpu_ms_per_msg_net = round(max(0.0, cpu - baseline_cpu_s) * 1000 / n, 3)
         if pg_cpu_s is not None:
             row.pg_cpu_ms_per_msg = round(pg_cpu_s * 1000 / n, 3)
-        row.peak_rss_mb = round(max((c.usage.maxrss_mb for c in children if c.usage), default=0), 1)
+        row.peak_rss_mb = round(max((c.peak_mb for c in children), default=0), 1)
         row.db_connections = conns
         row.extra["cpu_s"] = round(cpu, 3)
 
@@ -644,7 +644,10 @@ async def scenario_3(b: Bench) -> None:
                     timeout_s=pq_lead + dur + 60,
                 )
             )
-    d = rows["postgres"].lag_p99_ms or 1e-9
+    d = rows["postgres"].lag_p99_ms
+    if not d:
+        b.check("6", "lag p99 ratios (scenario 3)", "dripline's PostgreSQL run failed", False)
+        return
     ratios = {"seed-cron (simulated)": (sim_row.lag_p99_ms or 0) / d}
     for r in pq_rows:
         ratios[r.run] = (r.lag_p99_ms or 0) / d
