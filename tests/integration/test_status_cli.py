@@ -124,6 +124,7 @@ async def test_status_json_matches_the_database(store_url: str, tmp_path: Path) 
         "completed": 0,
         "failed": failed_convs,
         "opted_out": 0,
+        "cancelled": 0,
     }
     backlog = data["backlog"]
     assert isinstance(backlog, dict)

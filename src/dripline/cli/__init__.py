@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "fake",
     "run",
     "demo_cmd",
+    "bench",
     "plan",
     "db",
     "enroll",

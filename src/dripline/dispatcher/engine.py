@@ -81,6 +81,7 @@ MAX_GROUP = 256
 RECORD_INTERVAL_S = 0.05
 CONTROLLER_INTERVAL_S = 0.5
 PROGRESS_LOG_S = 10.0
+STOP_GRACE_S = 5.0  # how long tasks get to notice a stop before they are cancelled
 DB_RETRY_CAP_S = 10.0
 # Transient failures with no success between them, for at least this many sends and
 # this long, mean the API is down, not that the messages are bad: the sender pauses
@@ -224,6 +225,9 @@ class Dispatcher:
         self._stop.set()
         self._queue_event.set()
         self._room_event.set()
+        self._slot_event.set()
+        self._record_event.set()
+        self._breaker_closed.set()  # waiters re-check the stop event and return
 
     async def run(self, *, once: bool = False, max_seconds: float | None = None) -> RunSummary:
         """Dispatch until stopped (or, with `once`, until nothing is due or the budget ends).
@@ -1100,13 +1104,28 @@ class Dispatcher:
         log.info("circuit breaker closed: sending resumed")
 
     # ----------------------------------------------------------------- shutdown
+    @staticmethod
+    async def _finish_tasks(tasks: list[asyncio.Task[Any]], grace_s: float) -> None:
+        """Let `tasks` return by themselves within `grace_s`, then cancel the rest."""
+        if not tasks:
+            return
+        if grace_s > 0:
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+        else:
+            late = {t for t in tasks if not t.done()}
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _shutdown(
         self, workers: list[asyncio.Task[Any]], side: list[asyncio.Task[Any]]
     ) -> None:
         deadline = self.settings.shutdown_deadline_s
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        # Every task watches the stop event and returns at its next step. Cancelling one
+        # in the middle of a database call could leave its transaction (and, on SQLite,
+        # the write lock) open until the connection is collected: only stragglers are
+        # cancelled.
+        await self._finish_tasks(workers, STOP_GRACE_S)
         # Unsent claims go back to the pool at once, unchanged.
         unsent = [c.id for c in self._s.queue]
         self._s.queue.clear()
@@ -1122,11 +1141,8 @@ class Dispatcher:
                     "shutdown deadline passed; in-flight sends cancelled", cancelled=len(still)
                 )
                 await asyncio.gather(*still, return_exceptions=True)
-        for task in side:
-            task.cancel()
-        await asyncio.gather(*side, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
+        await self._finish_tasks(side, STOP_GRACE_S)
+        await self._finish_tasks(list(self._tasks), 0.0)
         with contextlib.suppress(Exception):
             await self._flush()
         leftovers = unsent + list(self._s.held)

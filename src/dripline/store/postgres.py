@@ -120,7 +120,9 @@ class PostgresStore(SqlStore):
             url.async_url,
             pool_size=pool_size,
             max_overflow=0,
-            pool_pre_ping=False,
+            # A connection broken by a server restart must not be handed out again:
+            # the ping costs one round trip per transaction, a few per second.
+            pool_pre_ping=True,
             connect_args=connect_args,
         )
         super().__init__(engine, describe_target(url))

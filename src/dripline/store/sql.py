@@ -76,6 +76,10 @@ NONFINAL_STATUSES = ("pending", "sending", "unknown")
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 # admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
 _UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# asyncpg's errors for a connection whose protocol state was broken mid-operation.
+_BROKEN_CONNECTION_ERRORS = frozenset(
+    {"InternalClientError", "ConnectionDoesNotExistError", "InterfaceError"}
+)
 
 _ACTIVE = text(ACTIVE_SQL)
 # Keys per `IN (...)` list: well under SQLite's and asyncpg's 32,766-parameter limits.
@@ -225,8 +229,14 @@ class SqlStore(Store):
             ) from exc
         except sa_exc.DBAPIError as exc:
             state = str(getattr(exc.orig, "sqlstate", "") or "")
-            # A server shutting down, starting up or refusing connections: wait it out.
-            if state.startswith("08") or state in _UNAVAILABLE_SQLSTATES:
+            # A server shutting down, starting up or refusing connections, or a
+            # connection left broken mid-operation by one: wait it out.
+            if (
+                state.startswith("08")
+                or state in _UNAVAILABLE_SQLSTATES
+                or exc.connection_invalidated
+                or type(exc.orig).__name__ in _BROKEN_CONNECTION_ERRORS
+            ):
                 raise DatabaseUnavailable(
                     f"database {self.target} is unavailable: {first_line(exc)}"
                 ) from exc
