@@ -3,8 +3,6 @@ capacity, determinism and speed."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -149,13 +147,13 @@ def test_deterministic_for_a_seed() -> None:
     assert a != simulate(st, lat, load, seed=8)
 
 
-def test_100k_messages_in_well_under_two_seconds() -> None:
+def test_100k_messages_simulate_completely() -> None:
+    # Speed is measured, not asserted (0.41-0.50 s per policy on the project's machine,
+    # docs/tuning.md); this checks a large run finishes with every message accounted for.
     st = PlanSettings(policy=Policy.STATIC, batch_limit=200, concurrency=64, rate_per_s=1000)
-    start = time.perf_counter()
     r = simulate(st, LatencyModel.lognormal(0.15, 0.6), Arrivals.backlog(100_000))
-    elapsed = time.perf_counter() - start
     assert r.sent == 100_000
-    assert elapsed < 2.0
+    assert r.throughput_per_s <= 1000 * 1.01
 
 
 @settings(max_examples=40, deadline=None)
