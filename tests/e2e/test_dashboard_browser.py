@@ -12,22 +12,19 @@ chromium (`apt-get install -y chromium`); `playwright install` cannot download h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
 from dripline.metrics import gather_status
 from dripline.server import dashboard, metrics_http
+from dripline.server.testing import running_server
 from dripline.settings import load_settings
 from dripline.store import Enrollment, SqlStore, open_store
 from dripline.whatsapp import CloudApiClient
@@ -58,27 +55,6 @@ def _require_chromium() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI is set, so the browser test must run)")
     pytest.skip(message)
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """A real uvicorn server on a free loopback port, lifespan included."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def _settled(store: SqlStore) -> None:
@@ -148,7 +124,7 @@ async def test_dashboard_renders_live_charts(tmp_path: Path) -> None:
     async with (
         running_fake(fake) as api,
         CloudApiClient(phone_number_id="1", access_token=TOKEN, base_url=api.base_url) as client,
-        serving(app) as base,
+        running_server(app) as base,
         async_playwright() as pw,
     ):
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -4,15 +4,12 @@ serves them over HTTP with backlog gauges read from the database."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +24,7 @@ from dripline.metrics import (
     new_registry,
 )
 from dripline.server import metrics_http
+from dripline.server.testing import running_server
 from dripline.settings import load_settings
 from dripline.store import Enrollment, SqlStore
 from dripline.whatsapp import CloudApiClient
@@ -124,27 +122,6 @@ async def test_observer_counts_match_the_run(
     assert "+1555" not in text and TOKEN not in text
 
 
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """A real uvicorn server on a free loopback port, in this event loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
 async def test_metrics_endpoint_over_http(store: SqlStore, store_url: str, tmp_path: Path) -> None:
     registry = new_registry()
     observer = PrometheusObserver(registry)
@@ -155,7 +132,7 @@ async def test_metrics_endpoint_over_http(store: SqlStore, store_url: str, tmp_p
     app.include_router(metrics_http.router)
 
     async with (
-        serving(app) as base,
+        running_server(app) as base,
         aiohttp.ClientSession() as http,
         http.get(f"{base}/metrics") as response,
     ):

@@ -4,43 +4,20 @@ JSON endpoint and the server-rendered page (the browser test covers the drawing)
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import uvicorn
 from fastapi import FastAPI
 
 from dripline.metrics import gather_status
 from dripline.server import dashboard
 from dripline.server.dashboard import DashboardSampler
+from dripline.server.testing import running_server
 from dripline.settings import load_settings
 from dripline.store import Enrollment, SqlStore, WorkerInfo
 
 SECRET = "dashboard-secret-token"
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def _seed(store: SqlStore) -> None:
@@ -107,7 +84,7 @@ async def test_dashboard_json_and_page(store: SqlStore) -> None:
     )
     app.state.dashboard_interval_s = 0.05
     app.include_router(dashboard.router)
-    async with serving(app) as base, aiohttp.ClientSession() as http:
+    async with running_server(app) as base, aiohttp.ClientSession() as http:
         doc: dict[str, Any] = {}
         for _ in range(400):  # the lifespan started the sampler: wait for a few samples
             async with http.get(f"{base}/api/dashboard") as response:
@@ -139,7 +116,7 @@ async def test_dashboard_json_and_page(store: SqlStore) -> None:
 async def test_without_a_store_the_json_says_so() -> None:
     app = FastAPI()
     app.include_router(dashboard.router)
-    async with serving(app) as base, aiohttp.ClientSession() as http:
+    async with running_server(app) as base, aiohttp.ClientSession() as http:
         async with http.get(f"{base}/api/dashboard") as response:
             assert response.status == 503
         async with http.get(f"{base}/") as response:
