@@ -183,40 +183,48 @@ def _sent_sqlite(path: str, count: int, now: datetime, later: datetime) -> None:
 
 
 async def status_counts(url: str) -> dict[str, int]:
-    """messages by status, and inbox rows unprocessed / with an error."""
+    """messages by status, and inbox rows unprocessed / with an error, from one snapshot.
+
+    One snapshot, because the processor marks inbox rows done in the same transaction as
+    their status updates: counting messages and then the inbox in two snapshots can see
+    "0 pending" while the last batch's statuses are not counted yet.
+    """
     if url.startswith("sqlite"):
         return await asyncio.to_thread(_status_counts_sqlite, _sqlite_path(url))
     conn = await asyncpg.connect(_pg_dsn(url), timeout=10)
     try:
-        rows = await conn.fetch("SELECT status, count(*) FROM messages GROUP BY status")
-        out = {str(r[0]): int(r[1]) for r in rows}
-        out["_inbox"] = int(await conn.fetchval("SELECT count(*) FROM inbox"))
-        out["_inbox_pending"] = int(
-            await conn.fetchval("SELECT count(*) FROM inbox WHERE processed_at IS NULL")
-        )
-        out["_inbox_errors"] = int(
-            await conn.fetchval("SELECT count(*) FROM inbox WHERE error IS NOT NULL")
-        )
-        return out
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            return _counts(
+                [(str(r[0]), int(r[1])) for r in await conn.fetch(_COUNT_MESSAGES)],
+                tuple(await conn.fetchrow(_COUNT_INBOX)),
+            )
     finally:
         await conn.close()
 
 
+_COUNT_MESSAGES = "SELECT status, count(*) FROM messages GROUP BY status"
+_COUNT_INBOX = (
+    "SELECT count(*), count(*) FILTER (WHERE processed_at IS NULL), "
+    "count(*) FILTER (WHERE error IS NOT NULL) FROM inbox"
+)
+
+
+def _counts(by_status: list[tuple[str, int]], inbox: tuple[int, ...]) -> dict[str, int]:
+    out = dict(by_status)
+    out["_inbox"], out["_inbox_pending"], out["_inbox_errors"] = (int(n or 0) for n in inbox)
+    return out
+
+
 def _status_counts_sqlite(path: str) -> dict[str, int]:
-    db = sqlite3.connect(path, timeout=30)
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
-        out = {
-            str(s): int(n)
-            for s, n in db.execute("SELECT status, count(*) FROM messages GROUP BY status")
-        }
-        out["_inbox"] = int(db.execute("SELECT count(*) FROM inbox").fetchone()[0])
-        out["_inbox_pending"] = int(
-            db.execute("SELECT count(*) FROM inbox WHERE processed_at IS NULL").fetchone()[0]
-        )
-        out["_inbox_errors"] = int(
-            db.execute("SELECT count(*) FROM inbox WHERE error IS NOT NULL").fetchone()[0]
-        )
-        return out
+        db.execute("BEGIN")  # WAL: one read snapshot for both counts
+        by_status = [(str(s), int(n)) for s, n in db.execute(_COUNT_MESSAGES)]
+        inbox = db.execute(
+            "SELECT count(*), sum(processed_at IS NULL), sum(error IS NOT NULL) FROM inbox"
+        ).fetchone()
+        db.execute("COMMIT")
+        return _counts(by_status, tuple(inbox))
     finally:
         db.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shlex
 import sys
@@ -82,6 +83,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help=f"Default: {DEFAULT_OUT}.")
     parser.add_argument("--json", action="store_true", help="Print the JSON report on stdout.")
     parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="Keep the databases, logs and SQLite files for inspection (prints where).",
+    )
+    parser.add_argument(
         "--no-readme",
         action="store_true",
         help="Do not update README.md (implied by --quick and by a scenario subset).",
@@ -97,7 +103,11 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     except Exception as exc:
         pg = f"unreachable ({type(exc).__name__})"
     progress = RichProgress(console)
-    with tempfile.TemporaryDirectory(prefix="dripline-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            tmp = tempfile.mkdtemp(prefix="dripline-bench-")
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dripline-bench-"))
         bench = Bench(quick=args.quick, workdir=Path(tmp), progress=progress)
         failures: dict[str, str] = {}
         with progress.bar:
@@ -110,7 +120,11 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                         failures[str(n)] = f"{type(exc).__name__}: {exc}"
                         progress.note(f"[red]scenario {n} failed: {exc}[/]")
             finally:
-                await bench.dbs.drop_all()
+                if args.keep:
+                    kept = ", ".join(bench.dbs.created) or "no PostgreSQL databases"
+                    progress.note(f"kept {tmp} and {kept}")
+                else:
+                    await bench.dbs.drop_all()
     now = datetime.now(UTC)
     return {
         "date": now.strftime("%Y-%m-%d"),

@@ -336,6 +336,11 @@ class Databases:
         self._created.append(name)
         return with_database(PG_SERVER_URL, name)
 
+    @property
+    def created(self) -> list[str]:
+        """The PostgreSQL databases made so far."""
+        return list(self._created)
+
     async def drop_all(self) -> None:
         for name in reversed(self._created):
             with contextlib.suppress(Exception):

@@ -6,6 +6,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -859,6 +860,7 @@ async def _webhooks_on(b: Bench, backend: str, total: int, per_post: int, n_msgs
             bodies.append(_status_body(list(ids), status, ts + offset))
     acks: list[float] = []
     errors = 0
+    why_failed: Counter[str] = Counter()
     posts_per_s = s.webhook_rate / per_post
     pg = PostgresCpu() if backend == "postgres" else None
     timeout = aiohttp.ClientTimeout(total=30)
@@ -892,8 +894,10 @@ async def _webhooks_on(b: Bench, backend: str, total: int, per_post: int, n_msgs
                     await resp.read()
                     if resp.status != 200:
                         errors += 1
-            except (aiohttp.ClientError, TimeoutError):
+                        why_failed[f"HTTP {resp.status}"] += 1
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 errors += 1
+                why_failed[type(exc).__name__] += 1
             acks.append(time.perf_counter() - t0)
 
         b.progress.start(f"7 {backend} webhooks", len(bodies))
@@ -953,6 +957,8 @@ async def _webhooks_on(b: Bench, backend: str, total: int, per_post: int, n_msgs
     row.extra.update(
         posts=len(bodies),
         failed_posts=errors,
+        failed_posts_why=dict(why_failed),
+        server_log_tail=server.stderr_tail(20) if errors else "",
         ack_over_1s=round(over_1s, 4),
         applied_s=round(applied_s, 2),
         status_counts=counts,

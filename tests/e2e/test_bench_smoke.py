@@ -117,20 +117,6 @@ def test_scale_and_webhooks(report: dict) -> None:
     for r in hooks.values():
         assert r["extra"]["failed_posts"] == 0
         assert r["extra"]["status_counts"]["_inbox_pending"] == 0
-    _assert_all_applied(hooks["sqlite"])
-
-
-def _assert_all_applied(row: dict) -> None:
-    assert row["missing"] == 0, row
-    assert row["extra"]["status_counts"]["read"] == row["messages"] // 2
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, issue 7: under `dripline serve` on PostgreSQL some runs leave one "
-    "POST's statuses (50 messages) short of 'read' with an empty inbox queue; not yet "
-    "reproduced in-process, undiagnosed",
-)
-def test_webhooks_on_postgres_lose_nothing(report: dict) -> None:
-    [row] = [r for r in report["rows"] if r["scenario"] == "7" and r["backend"] == "postgres"]
-    _assert_all_applied(row)
+        # Counted from one snapshot: every status applied, every message at 'read'.
+        assert r["missing"] == 0, r
+        assert r["extra"]["status_counts"]["read"] == r["messages"] // 2
