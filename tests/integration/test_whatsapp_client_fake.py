@@ -1,4 +1,4 @@
-"""The client against the fake Cloud API over real loopback HTTP."""
+"""The client against the fake Cloud API over real loopback HTTP, with both HTTP stacks."""
 
 import asyncio
 import socket
@@ -10,9 +10,16 @@ from dripline.errors import TransportError, WhatsAppError
 from dripline.fake import FakeConfig, RunningFake
 from dripline.flows.base import TemplateMessage, TextMessage
 from dripline.whatsapp import CloudApiClient
+from dripline.whatsapp.client import HttpClient
 from tests.fixtures.fake import FAKE_NUMBER, FAKE_TOKEN
 
 TO = "+15551234567"
+
+
+@pytest.fixture(params=["builtin", "aiohttp"])
+def http_client(request: pytest.FixtureRequest) -> HttpClient:
+    value: HttpClient = request.param
+    return value
 
 
 async def test_text_and_template_are_accepted_and_recorded(
@@ -39,9 +46,12 @@ async def test_sender_override_reaches_another_number(
     assert fake_api.state.messages[0].phone_number_id == "999"
 
 
-async def test_bad_token_is_190_auth(fake_api: RunningFake) -> None:
+async def test_bad_token_is_190_auth(fake_api: RunningFake, http_client: HttpClient) -> None:
     async with CloudApiClient(
-        base_url=fake_api.base_url, access_token="wrong", phone_number_id="1"
+        base_url=fake_api.base_url,
+        access_token="wrong",
+        phone_number_id="1",
+        http_client=http_client,
     ) as client:
         with pytest.raises(WhatsAppError) as info:
             await client.send_text(TO, "hi")
@@ -212,12 +222,15 @@ async def test_the_client_keeps_working_after_faults(
     assert len({r.wamid for r in results}) == 20
 
 
-async def test_connection_refused_is_not_sent() -> None:
+async def test_connection_refused_is_not_sent(http_client: HttpClient) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     async with CloudApiClient(
-        base_url=f"http://127.0.0.1:{port}", access_token=FAKE_TOKEN, phone_number_id="1"
+        base_url=f"http://127.0.0.1:{port}",
+        access_token=FAKE_TOKEN,
+        phone_number_id="1",
+        http_client=http_client,
     ) as client:
         with pytest.raises(TransportError, match="cannot connect") as info:
             await client.send_text(TO, "hi")
@@ -228,7 +241,9 @@ async def test_connection_refused_is_not_sent() -> None:
     ("status", "body"),
     [(200, b"<html>oops</html>"), (200, b'{"messages": []}'), (200, b"")],
 )
-async def test_malformed_json_from_a_server_is_a_clear_error(status: int, body: bytes) -> None:
+async def test_malformed_json_from_a_server_is_a_clear_error(
+    status: int, body: bytes, http_client: HttpClient
+) -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=status, body=body, content_type="application/json")
 
@@ -240,7 +255,10 @@ async def test_malformed_json_from_a_server_is_a_clear_error(status: int, body: 
     port = runner.addresses[0][1]
     try:
         async with CloudApiClient(
-            base_url=f"http://127.0.0.1:{port}", access_token=FAKE_TOKEN, phone_number_id="1"
+            base_url=f"http://127.0.0.1:{port}",
+            access_token=FAKE_TOKEN,
+            phone_number_id="1",
+            http_client=http_client,
         ) as client:
             with pytest.raises(TransportError, match="malformed") as info:
                 await client.send_text(TO, "hi")

@@ -2,10 +2,12 @@
 
     python -m dripline.fake.loadgen --url http://127.0.0.1:8089 --mode raw --concurrency 256
     python -m dripline.fake.loadgen --url http://127.0.0.1:8089 --mode client --concurrency 150
+    ... --mode client --http-client aiohttp
 
 `raw` posts prebuilt bodies with a bare aiohttp session (measures the server);
 `client` sends through `CloudApiClient` (measures the client: CPU ms per request of
-this process). Prints one JSON line with requests/s, CPU ms/request and error counts.
+this process, with its builtin HTTP/1.1 transport or with aiohttp). Prints one JSON
+line with requests/s, CPU ms/request and error counts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import Counter
 import aiohttp
 
 from dripline.errors import WhatsAppError
-from dripline.whatsapp.client import CloudApiClient
+from dripline.whatsapp.client import CloudApiClient, HttpClient
 
 __all__ = ["main", "run_load"]
 
@@ -32,6 +34,7 @@ async def run_load(
     duration_s: float = 10.0,
     token: str = "test-token",  # noqa: S107 (the fake's default credential)
     phone_number_id: str = "100000000000001",
+    http_client: HttpClient = "builtin",
 ) -> dict[str, object]:
     """Keep `concurrency` requests in flight for `duration_s`; return the figures."""
     outcomes: Counter[str] = Counter()
@@ -44,7 +47,11 @@ async def run_load(
         return f"+1555{counter % 10_000_000:07d}"
 
     client = CloudApiClient(
-        base_url=url, access_token=token, phone_number_id=phone_number_id, read_timeout_s=30
+        base_url=url,
+        access_token=token,
+        phone_number_id=phone_number_id,
+        read_timeout_s=30,
+        http_client=http_client,
     )
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0),
@@ -82,6 +89,7 @@ async def run_load(
     total = sum(outcomes.values())
     return {
         "mode": mode,
+        **({"http_client": http_client} if mode == "client" else {}),
         "concurrency": concurrency,
         "requests": total,
         "requests_per_s": round(total / wall, 1),
@@ -98,6 +106,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=150)
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--token", default="test-token")
+    parser.add_argument("--http-client", choices=("builtin", "aiohttp"), default="builtin")
     args = parser.parse_args()
     result = asyncio.run(
         run_load(
@@ -106,6 +115,7 @@ def main() -> None:
             concurrency=args.concurrency,
             duration_s=args.duration_s,
             token=args.token,
+            http_client=args.http_client,
         )
     )
     print(json.dumps(result))

@@ -15,8 +15,8 @@ idempotency key, so a resend can deliver twice):
     2xx with a malformed body                   maybe_sent=True   (2xx means accepted)
 
 The HTTP layer is a `Transport`: an async callable `(url, body) -> (status, body,
-retry_after)` raising `TransportError`. `AiohttpTransport` is the real one; unit tests
-inject a plain function instead.
+retry_after)` raising `TransportError`. `Http1Transport` (`http1.py`, the default) and
+`AiohttpTransport` are the real ones; unit tests inject a plain function instead.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Protocol, Self
 
 import aiohttp
 from pydantic import SecretStr
@@ -34,11 +34,13 @@ from dripline.errors import InputError, TransportError, WhatsAppError
 from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
 from dripline.settings import Settings
 from dripline.whatsapp.errors import describe, parse_retry_after
+from dripline.whatsapp.http1 import Http1Transport
 
 __all__ = [
     "MAX_CALLBACK_DATA_CHARS",
     "AiohttpTransport",
     "CloudApiClient",
+    "HttpClient",
     "RawResponse",
     "SendResult",
     "Transport",
@@ -51,6 +53,15 @@ MAX_CALLBACK_DATA_CHARS = 512
 # (HTTP status, body bytes, Retry-After header or None)
 RawResponse = tuple[int, bytes, str | None]
 Transport = Callable[[str, bytes], Awaitable[RawResponse]]
+# Which HTTP stack sends: "builtin" is `Http1Transport`, about 3x less CPU per request.
+HttpClient = Literal["builtin", "aiohttp"]
+
+
+class _ClosableTransport(Protocol):
+    async def __call__(self, url: str, body: bytes) -> RawResponse: ...
+
+    async def close(self) -> None: ...
+
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _MAX_ERROR_TEXT = 300
@@ -232,6 +243,7 @@ class CloudApiClient:
         connector_limit: int = 0,
         transport: Transport | None = None,
         session: aiohttp.ClientSession | None = None,
+        http_client: HttpClient = "builtin",
     ) -> None:
         token = (
             access_token.get_secret_value() if isinstance(access_token, SecretStr) else access_token
@@ -240,15 +252,22 @@ class CloudApiClient:
         self.phone_number_id = phone_number_id
         self._url = f"{self._base}{phone_number_id}/messages"
         self._urls: dict[str, str] = {phone_number_id: self._url}
-        self._own_transport: AiohttpTransport | None = None
+        self._own_transport: _ClosableTransport | None = None
         if transport is None:
-            self._own_transport = AiohttpTransport(
-                access_token=token,
-                connect_timeout_s=connect_timeout_s,
-                read_timeout_s=read_timeout_s,
-                connector_limit=connector_limit,
-                session=session,
-            )
+            if http_client == "aiohttp" or session is not None:
+                self._own_transport = AiohttpTransport(
+                    access_token=token,
+                    connect_timeout_s=connect_timeout_s,
+                    read_timeout_s=read_timeout_s,
+                    connector_limit=connector_limit,
+                    session=session,
+                )
+            else:
+                self._own_transport = Http1Transport(
+                    access_token=token,
+                    connect_timeout_s=connect_timeout_s,
+                    read_timeout_s=read_timeout_s,
+                )
             transport = self._own_transport
         self._transport: Transport = transport
 
@@ -262,6 +281,7 @@ class CloudApiClient:
             "api_version": settings.whatsapp_api_version,
             "connect_timeout_s": settings.http_connect_timeout_s,
             "read_timeout_s": settings.http_read_timeout_s,
+            "http_client": settings.whatsapp_http_client,
         }
         kwargs.update(overrides)
         return cls(**kwargs)

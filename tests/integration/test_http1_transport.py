@@ -1,0 +1,221 @@
+"""The builtin HTTP/1.1 transport against real servers on loopback: the HTTP details the
+fake does not exercise (chunked bodies, keep-alive, closes, timeouts, TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import trustme
+from aiohttp import web
+
+from dripline.errors import TransportError
+from dripline.whatsapp.http1 import Http1Transport
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def serving(
+    handler: Handler, *, ssl_context: ssl.SSLContext | None = None, keepalive_s: float = 75.0
+) -> AsyncIterator[tuple[str, list[str]]]:
+    """An aiohttp server on a free port; yields its base URL and the peers it saw."""
+    peers: list[str] = []
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        peers.append(str(request.transport.get_extra_info("peername") if request.transport else ""))
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", wrapped)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive_s)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    scheme = "https" if ssl_context else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{port}/v23.0/1/messages", peers
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def raw_server(reply: bytes, *, close: bool) -> AsyncIterator[str]:
+    """A TCP server that answers every request with `reply` bytes (then closes)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        if close:
+            writer.close()
+        else:
+            await asyncio.sleep(30)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/x"
+    finally:
+        server.close()
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    assert request.headers["Authorization"] == "Bearer tok"
+    assert request.headers["Content-Type"] == "application/json"
+    return web.Response(body=b'{"echo":' + body + b"}", content_type="application/json")
+
+
+async def test_keep_alive_reuses_one_connection() -> None:
+    transport = Http1Transport(access_token="tok")
+    async with serving(echo) as (url, peers):
+        for i in range(20):
+            status, body, retry_after = await transport(url, b"%d" % i)
+            assert (status, body, retry_after) == (200, b'{"echo":%d}' % i, None)
+    await transport.close()
+    assert len(peers) == 20 and len(set(peers)) == 1
+
+
+async def test_concurrent_requests_each_get_their_own_answer() -> None:
+    transport = Http1Transport(access_token="tok")
+    async with serving(echo) as (url, peers):
+        answers = await asyncio.gather(*(transport(url, b"%d" % i) for i in range(50)))
+        again = await asyncio.gather(*(transport(url, b"%d" % i) for i in range(50)))
+    await transport.close()
+    assert [a[1] for a in answers + again] == [b'{"echo":%d}' % (i % 50) for i in range(100)]
+    assert len(set(peers)) <= 50  # the second round reused the first round's connections
+
+
+async def test_chunked_body_and_retry_after() -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=429, headers={"Retry-After": "7"})
+        resp.enable_chunked_encoding()
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        for part in (b'{"error":', b'{"code":130429}', b"}"):
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    transport = Http1Transport(access_token="tok")
+    async with serving(chunked) as (url, _):
+        assert await transport(url, b"{}") == (429, b'{"error":{"code":130429}}', "7")
+        assert (await transport(url, b"{}"))[0] == 429  # still usable afterwards
+    await transport.close()
+
+
+async def test_connection_close_is_honoured() -> None:
+    async def closing(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="{}", headers={"Connection": "close"})
+
+    transport = Http1Transport(access_token="tok")
+    async with serving(closing) as (url, peers):
+        for _ in range(3):
+            assert (await transport(url, b"{}"))[0] == 200
+    await transport.close()
+    assert len(set(peers)) == 3
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    transport = Http1Transport(access_token="tok")
+    async with serving(echo, keepalive_s=0.1) as (url, peers):
+        assert (await transport(url, b"1"))[0] == 200
+        await asyncio.sleep(0.5)  # the server closes the idle connection meanwhile
+        assert (await transport(url, b"2"))[0] == 200
+    await transport.close()
+    assert len(set(peers)) == 2
+
+
+async def test_idle_connections_older_than_keepalive_are_replaced() -> None:
+    transport = Http1Transport(access_token="tok", keepalive_s=0.05)
+    async with serving(echo) as (url, peers):
+        assert (await transport(url, b"1"))[0] == 200
+        await asyncio.sleep(0.2)
+        assert (await transport(url, b"2"))[0] == 200
+    await transport.close()
+    assert len(set(peers)) == 2
+
+
+async def test_no_answer_in_time_is_a_maybe_sent_timeout_and_the_next_call_works() -> None:
+    calls = 0
+
+    async def slow_once(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(5)
+        return web.Response(text="{}")
+
+    transport = Http1Transport(access_token="tok", read_timeout_s=0.2)
+    async with serving(slow_once) as (url, _):
+        with pytest.raises(TransportError, match="read timeout") as info:
+            await transport(url, b"{}")
+        assert info.value.maybe_sent is True
+        assert (await transport(url, b"{}"))[0] == 200
+    await transport.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}",  # ends at close
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",  # cut short
+        b"SMTP ready\r\n",  # not HTTP
+    ],
+)
+async def test_broken_answers_are_maybe_sent_errors(reply: bytes) -> None:
+    transport = Http1Transport(access_token="tok")
+    async with raw_server(reply, close=True) as url:
+        with pytest.raises(TransportError) as info:
+            await transport(url, b"{}")
+    await transport.close()
+    assert info.value.maybe_sent is True
+
+
+async def test_refused_connection_is_not_sent() -> None:
+    async with raw_server(b"", close=True) as url:
+        pass  # closed: nobody listens on that port any more
+    transport = Http1Transport(access_token="tok", connect_timeout_s=2)
+    with pytest.raises(TransportError, match="cannot connect") as info:
+        await transport(url, b"{}")
+    assert info.value.maybe_sent is False
+
+
+async def test_cancelled_call_drops_its_connection() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        return web.Response(text='{"late":true}')
+
+    transport = Http1Transport(access_token="tok")
+    async with serving(slow) as (url, peers):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await transport(url, b"{}")
+        # The late answer must not be read as the next call's answer.
+        assert await transport(url, b"{}") == (200, b'{"late":true}', None)
+    await transport.close()
+    assert len(set(peers)) == 2
+
+
+async def test_https_verifies_the_certificate() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    async with serving(echo, ssl_context=server_ctx) as (url, _):
+        trusted = Http1Transport(access_token="tok", ssl_context=client_ctx)
+        assert await trusted(url, b"1") == (200, b'{"echo":1}', None)
+        await trusted.close()
+        # The system store does not know the test CA: refused before anything is sent.
+        system = Http1Transport(access_token="tok")
+        with pytest.raises(TransportError, match="certificate") as info:
+            await system(url, b"1")
+        assert info.value.maybe_sent is False
+        await system.close()
