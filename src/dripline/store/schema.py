@@ -109,9 +109,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return _sqlite_text
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
-        if dialect.name != "sqlite":
-            return super().result_processor(dialect, coltype)
-        return _sqlite_datetime
+        if dialect.name == "sqlite":
+            return _sqlite_datetime
+        if dialect.driver == "asyncpg":
+            return _aware_utc  # asyncpg returns timestamptz as aware UTC already
+        return super().result_processor(dialect, coltype)
 
 
 def _sqlite_text(value: datetime | None) -> str | None:
@@ -122,6 +124,12 @@ def _sqlite_text(value: datetime | None) -> str | None:
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _aware_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _sqlite_datetime(value: str | datetime | None) -> datetime | None:
