@@ -37,6 +37,7 @@ __all__ = [
     "inbox",
     "messages",
     "metadata",
+    "sqlite_timestamp",
     "workers",
 ]
 
@@ -106,7 +107,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        return _sqlite_text
+        return sqlite_timestamp
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
         if dialect.name == "sqlite":
@@ -116,14 +117,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         return super().result_processor(dialect, coltype)
 
 
-def _sqlite_text(value: datetime | None) -> str | None:
+def sqlite_timestamp(value: datetime | None) -> str | None:
+    """An aware datetime as SQLite stores it: naive UTC text with microseconds."""
+    global _last_timestamp
     if value is None:
         return None
+    last = _last_timestamp
+    if value is last[0]:
+        return last[1]
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the store; use aware UTC datetimes")
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    text_ = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    _last_timestamp = (value, text_)
+    return text_
+
+
+# A batch write passes the same `now` object for several columns of every row: the last
+# conversion is kept (by identity; datetimes are immutable) so it is formatted once.
+_last_timestamp: tuple[datetime | None, str | None] = (None, None)
 
 
 def _aware_utc(value: datetime | None) -> datetime | None:

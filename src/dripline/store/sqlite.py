@@ -10,17 +10,26 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, event, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from dripline.errors import ConfigError
-from dripline.store.schema import ACTIVE_SQL, UTCDateTime, conversations, workers
-from dripline.store.sql import SqlStore
+from dripline.store.base import Outcome
+from dripline.store.schema import (
+    ACTIVE_SQL,
+    UTCDateTime,
+    conversations,
+    sqlite_timestamp,
+    workers,
+)
+from dripline.store.sql import NONFINAL_STATUSES, SqlStore
 from dripline.store.urls import DatabaseUrl
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteStore"]
@@ -30,6 +39,32 @@ BUSY_TIMEOUT_S = 30.0
 
 # Stores open on each file in this process: enroll wakes every one of them.
 _STORES: dict[str, weakref.WeakSet[SqliteStore]] = {}
+
+# record_results in driver SQL with plain tuples: through SQLAlchemy's executemany every
+# value of every row passes a bind processor. Measured alone (50 outcomes a batch,
+# 10,000 sends, three alternating runs): 0.14 -> 0.105 ms of CPU per message. Same
+# statements as sql.py's _UPDATE_MESSAGE and _UPDATE_CONVERSATION; SQLite
+# evaluates every SET expression against the row as it was, so each CASE sees the old
+# status.
+_NONFINAL = "status IN ({})".format(", ".join(f"'{s}'" for s in NONFINAL_STATUSES))
+_RECORD_MESSAGE_SQL = f"""
+UPDATE messages SET
+    status = CASE WHEN {_NONFINAL} THEN ? ELSE status END,
+    error_code = CASE WHEN {_NONFINAL} THEN ? ELSE error_code END,
+    error_title = CASE WHEN {_NONFINAL} THEN ? ELSE error_title END,
+    wamid = COALESCE(?, wamid),
+    sent_at = COALESCE(?, sent_at),
+    latency_ms = COALESCE(?, latency_ms),
+    status_at = CASE WHEN {_NONFINAL} THEN ? ELSE status_at END,
+    updated_at = ?
+WHERE id = ?
+"""
+_RECORD_CONVERSATION_SQL = """
+UPDATE conversations SET
+    state = ?, step = ?, purpose = ?, next_send_at = ?, attempts = ?, last_error = ?,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+WHERE id = ? AND lease_owner = ?
+"""
 
 
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -104,6 +139,27 @@ class SqliteStore(SqlStore):
             .bindparams(bindparam("b_now", type_=UTCDateTime), bindparam("b_limit"))
             .columns(conversations.c.id)
         )
+
+    async def _record(
+        self, conn: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str, now: datetime
+    ) -> int:
+        ts = sqlite_timestamp
+        at = ts(now)
+        msg_rows = [
+            (m.status, m.error_code, m.error_title, m.wamid, ts(m.sent_at), m.latency_ms, at, at,
+             m.message_id)
+            for m in (o.message for o in outcomes)
+            if m is not None
+        ]  # fmt: skip
+        if msg_rows:
+            await conn.exec_driver_sql(_RECORD_MESSAGE_SQL, msg_rows)
+        conv_rows = [
+            (c.state, c.step, c.purpose, ts(c.next_send_at), c.attempts, c.last_error, at,
+             c.conversation_id, worker_id)
+            for c in (o.conversation for o in outcomes)
+        ]  # fmt: skip
+        result = await conn.exec_driver_sql(_RECORD_CONVERSATION_SQL, conv_rows)
+        return max(result.rowcount, 0)
 
     def _upsert_worker(self) -> Any:
         stmt = sqlite_insert(workers)
