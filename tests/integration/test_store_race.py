@@ -7,6 +7,7 @@ import asyncio
 import multiprocessing
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -18,9 +19,21 @@ LIMIT = 50
 TASKS = 2
 
 
+# Set in each pool process: all of them start claiming together, or the first to start
+# could drain everything before the last one has even connected.
+_START: Any = None
+
+
+def _init(start: Any) -> None:
+    global _START
+    _START = start
+
+
 async def _drain(url: str, worker: str) -> list[int]:
     store = await open_store(url, pool_size=TASKS, auto_migrate=False)
     try:
+        await store.backlog(NOW)  # connected and ready
+        _START.wait(60)
 
         async def task() -> list[int]:
             got: list[int] = []
@@ -50,7 +63,8 @@ async def _race(url: str, processes: int) -> None:
         assert len(expected) == ROWS
         ctx = multiprocessing.get_context("spawn")
         loop = asyncio.get_running_loop()
-        with ctx.Pool(processes) as pool:
+        start = ctx.Barrier(processes)
+        with ctx.Pool(processes, initializer=_init, initargs=(start,)) as pool:
             pending = pool.starmap_async(
                 claim_in_process, [(url, f"worker-{i}") for i in range(processes)]
             )
