@@ -220,9 +220,7 @@ def _status_counts_sqlite(path: str) -> dict[str, int]:
     try:
         db.execute("BEGIN")  # WAL: one read snapshot for both counts
         by_status = [(str(s), int(n)) for s, n in db.execute(_COUNT_MESSAGES)]
-        inbox = db.execute(
-            "SELECT count(*), sum(processed_at IS NULL), sum(error IS NOT NULL) FROM inbox"
-        ).fetchone()
+        inbox = db.execute(_COUNT_INBOX).fetchone()  # FILTER: SQLite 3.30+
         db.execute("COMMIT")
         return _counts(by_status, tuple(inbox))
     finally:

@@ -25,16 +25,16 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Protocol, Self
 
 import aiohttp
 from pydantic import SecretStr
 
 from dripline.errors import InputError, TransportError, WhatsAppError
 from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
-from dripline.settings import Settings
+from dripline.settings import HttpClient, Settings
 from dripline.whatsapp.errors import describe, parse_retry_after
-from dripline.whatsapp.http1 import Http1Transport
+from dripline.whatsapp.http1 import Http1Transport, RawResponse
 
 __all__ = [
     "MAX_CALLBACK_DATA_CHARS",
@@ -50,11 +50,7 @@ __all__ = [
 
 MAX_CALLBACK_DATA_CHARS = 512
 
-# (HTTP status, body bytes, Retry-After header or None)
-RawResponse = tuple[int, bytes, str | None]
 Transport = Callable[[str, bytes], Awaitable[RawResponse]]
-# Which HTTP stack sends: "builtin" is `Http1Transport`, about 3x less CPU per request.
-HttpClient = Literal["builtin", "aiohttp"]
 
 
 class _ClosableTransport(Protocol):

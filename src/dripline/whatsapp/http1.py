@@ -34,8 +34,9 @@ import httptools
 from dripline import __version__
 from dripline.errors import InputError, TransportError
 
-__all__ = ["Http1Transport"]
+__all__ = ["Http1Transport", "RawResponse"]
 
+# (HTTP status, body bytes, Retry-After header or None)
 RawResponse = tuple[int, bytes, str | None]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
