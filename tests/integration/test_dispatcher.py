@@ -132,7 +132,7 @@ async def test_the_next_claim_is_issued_before_the_queue_empties(
             original = store.claim_due
 
             async def spy(*args: object, **kw: object) -> object:
-                queued_at_claim.append(len(d._s.queue) + d._s.launching)
+                queued_at_claim.append(len(d.state.queue) + d.state.launching)
                 return await original(*args, **kw)  # type: ignore[arg-type]
 
             store.claim_due = spy  # type: ignore[method-assign]

@@ -35,24 +35,17 @@ def test_auth_and_account_trip_the_breaker_and_touch_nothing(cls: str) -> None:
     assert not r.counts_attempt
 
 
-def test_throttle_retries_without_counting_and_slows_the_sender() -> None:
+def test_throttle_waits_for_the_sender_without_counting_a_failure() -> None:
     r = _react(Failure("throttle", 130429, "rate limit hit"), attempts=4)
-    assert r.action is Action.RETRY
+    assert r.action is Action.THROTTLE
     assert not r.counts_attempt
-    assert r.slows_sender
     assert r.message_status == "pending"
-
-
-def test_throttle_honours_retry_after() -> None:
-    r = _react(Failure("throttle", None, "429", retry_after_s=7.0))
-    assert r.delay_s == 7.0
 
 
 def test_pair_throttle_waits_4_to_the_x() -> None:
     r = _react(Failure("pair_throttle", 131056, "pair"), pair_hits=2)
     assert r.action is Action.RETRY
     assert r.delay_s == 16.0
-    assert not r.slows_sender
 
 
 def test_marketing_limit_waits_a_day() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-__all__ = ["KeyedRateLimiter", "RateLimiter", "RecipientPacer"]
+__all__ = ["RateController", "RateLimiter", "RecipientPacer"]
 
 
 @dataclass(slots=True)
@@ -44,34 +44,6 @@ class RateLimiter:
 
     def set_rate(self, rate_per_s: float) -> None:
         self.rate_per_s = max(rate_per_s, 1e-3)
-
-
-class KeyedRateLimiter:
-    """One RateLimiter per business phone number: the Cloud API limits each separately."""
-
-    def __init__(self, rate_per_s: float, burst_s: float = 0.05) -> None:
-        self._rate = rate_per_s
-        self._burst = burst_s
-        self._limiters: dict[str, RateLimiter] = {}
-
-    def get(self, key: str) -> RateLimiter:
-        limiter = self._limiters.get(key)
-        if limiter is None:
-            limiter = self._limiters[key] = RateLimiter(self._rate, self._burst)
-        return limiter
-
-    def set_rate(self, rate_per_s: float) -> None:
-        """Set every number's rate (workers split a global budget; see the heartbeat)."""
-        self._rate = rate_per_s
-        for limiter in self._limiters.values():
-            limiter.set_rate(rate_per_s)
-
-    @property
-    def rate_per_s(self) -> float:
-        return self._rate
-
-    def keys(self) -> list[str]:
-        return list(self._limiters)
 
 
 class RecipientPacer:

@@ -1,7 +1,12 @@
-"""What the dispatcher does about a failed send: one pure function over the error class.
+"""What happens to a message whose send failed: one pure function over the error class.
 
 The classes come from the client's error table (`dripline.whatsapp.errors`):
 throttle, pair_throttle, quality_throttle, transient, window, permanent, auth, account.
+
+`react` decides the message's fate only. How long a whole sender number pauses after a
+throttle is the pacing's decision (`pacing.SenderPacing.on_throttle`), and whether a run
+of transient failures is an API outage is the outage detector's (`outage`): the engine
+asks them when `Reaction.action` is THROTTLE or the class is transient.
 """
 
 from __future__ import annotations
@@ -10,23 +15,23 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dripline.dispatcher.backoff import full_jitter, pair_backoff_s, throttle_backoff_s
+from dripline.dispatcher.backoff import full_jitter, pair_backoff_s
+from dripline.dispatcher.constants import (
+    MAINTENANCE_RETRY_S,
+    MARKETING_RETRY_S,
+    QUALITY_RETRY_S,
+)
 from dripline.settings import Delivery
 
 __all__ = ["Action", "Failure", "Reaction", "react"]
 
-# 131049: Meta says retry a per-user marketing limit no sooner than 24 h.
 MARKETING_LIMIT_CODE = 131049
-MARKETING_RETRY_S = 24 * 3600.0
-# 131048 (spam rate limit) and other quality throttles: not a quick retry.
-QUALITY_RETRY_S = 3600.0
-# 131057: account maintenance, Meta says up to a minute.
 MAINTENANCE_CODE = 131057
-MAINTENANCE_RETRY_S = 60.0
 
 
 class Action(StrEnum):
-    RETRY = "retry"  # reschedule the same message; `counts_attempt` says if it is a failure
+    RETRY = "retry"  # reschedule the same message after `delay_s`
+    THROTTLE = "throttle"  # retry once the sender's throttle pause is over (not a failure)
     FAIL = "fail"  # the conversation fails with `reason`
     FALLBACK = "fallback"  # 24-hour window closed: send the step's template instead
     UNKNOWN = "unknown"  # the API may have the message: hold for webhook reconciliation
@@ -51,10 +56,10 @@ class Reaction:
     counts_attempt: bool
     message_status: str  # what the messages row becomes
     reason: str
-    slows_sender: bool = False  # throttle: the whole number's rate must come down
 
 
-def _describe(failure: Failure) -> str:
+def describe(failure: Failure) -> str:
+    """`code: message`, the form every stored reason takes."""
     code = f"{failure.code}: " if failure.code is not None else ""
     return f"{code}{failure.message}"
 
@@ -69,7 +74,6 @@ def react(
     has_fallback: bool,
     retry_base_s: float,
     retry_cap_s: float,
-    throttle_streak: int = 0,
     pair_hits: int = 0,
     unknown_after_s: float = 120.0,
     rng: random.Random | None = None,
@@ -77,16 +81,16 @@ def react(
     """Decide the reaction to one failed send.
 
     `attempts` counts failed attempts before this one. Throttles are retried without
-    counting as failures; transient errors are retried up to `max_attempts`; a send
-    that may have reached the API is never blindly resent in at-most-once mode.
+    counting as failures; transient and unclassified errors are retried up to
+    `max_attempts`; a send that may have reached the API is never blindly resent in
+    at-most-once mode.
     """
-    reason = _describe(failure)
+    reason = describe(failure)
     cls = failure.error_class
     if cls in ("auth", "account"):
         return Reaction(Action.TRIP, 0.0, False, "pending", reason)
     if cls == "throttle":
-        delay = throttle_backoff_s(throttle_streak, failure.retry_after_s, rng=rng)
-        return Reaction(Action.RETRY, delay, False, "pending", reason, slows_sender=True)
+        return Reaction(Action.THROTTLE, 0.0, False, "pending", reason)
     if cls == "pair_throttle":
         return Reaction(Action.RETRY, pair_backoff_s(pair_hits), False, "pending", reason)
     if cls == "quality_throttle":
@@ -107,7 +111,7 @@ def react(
             "failed",
             f"24-hour customer service window closed and {why} ({reason})",
         )
-    if cls == "transient":
+    if cls in ("transient", "unknown"):
         if failure.maybe_sent and delivery is Delivery.AT_MOST_ONCE:
             return Reaction(Action.UNKNOWN, unknown_after_s, True, "unknown", reason)
         if attempts + 1 >= max_attempts:

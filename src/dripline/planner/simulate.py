@@ -22,6 +22,9 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 
+# The claimer keeps CLAIM_HORIZON_S of sending queued, and the controller adjusts rate
+# and concurrency every CONTROLLER_INTERVAL_S: the same constants as the dispatcher's.
+from dripline.dispatcher.constants import CLAIM_HORIZON_S, CONTROLLER_INTERVAL_S
 from dripline.dispatcher.policies import (
     AimdState,
     Limits,
@@ -40,11 +43,6 @@ __all__ = ["capacity_per_s", "percentile", "simulate"]
 # configuration (server limit far below the load) from simulating forever.
 _MAX_ATTEMPTS = 60
 _DAY_S = 86_400
-# Mirrors of the dispatcher engine's timing constants (dripline.dispatcher.engine, not
-# importable without the whole engine): the claimer keeps this many seconds of sending
-# queued, and the controller adjusts rate and concurrency on this tick.
-CLAIM_HORIZON_S = 1.0
-CONTROLLER_INTERVAL_S = 0.5
 
 
 def simulate(

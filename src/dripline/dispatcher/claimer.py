@@ -1,0 +1,137 @@
+"""The claimer: keeps the launch queue filled with leased, due conversations.
+
+It claims about CLAIM_HORIZON_S of sending at the rate limit, and claims again when
+the queue falls to half of that (pipelining), so the launcher never waits on the
+database. When nothing is due it sleeps until the earliest `next_send_at` (at most
+`poll_ceiling_s`), waking early on an enrollment (`Store.wakeup_event`) or on one of
+our own writes that made a row due sooner (`Signals.resched`).
+
+The seed's cron policy instead claims `batch_limit` rows once per `interval_s`, and
+skips a tick while the previous one is still sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from dripline.dispatcher.constants import CLAIM_HORIZON_S, RECORD_INTERVAL_S
+from dripline.dispatcher.context import Context
+from dripline.dispatcher.policies import claim_size
+from dripline.dispatcher.recorder import Recorder
+from dripline.settings import Policy
+from dripline.store.base import ClaimedConversation
+
+__all__ = ["Claimer", "low_water"]
+
+log = structlog.get_logger("dripline.dispatcher")
+
+
+def low_water(batch_limit: int, rate_share: float) -> int:
+    """Queue length below which the claimer claims again: half a horizon's worth."""
+    return max(1, min(batch_limit, int(rate_share * CLAIM_HORIZON_S)) // 2)
+
+
+class Claimer:
+    def __init__(
+        self,
+        ctx: Context,
+        recorder: Recorder,
+        apply_tiers: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._ctx = ctx
+        self._recorder = recorder
+        self._apply_tiers = apply_tiers
+
+    def low_water(self) -> int:
+        return low_water(self._ctx.batch_limit, self._ctx.rate_share)
+
+    async def run(self, once: bool) -> None:
+        ctx = self._ctx
+        state, signals = ctx.state, ctx.signals
+        cron = ctx.policy is Policy.SEED_CRON
+        interval = ctx.settings.interval_s if cron else 0.0
+        next_tick = ctx.loop_time()
+        wakeup = ctx.store.wakeup_event()
+        last_tier_check = -1e9
+        while not ctx.stopping:
+            await signals.breaker_closed.wait()
+            if ctx.stopping:
+                break
+            loop_now = ctx.loop_time()
+            if cron:
+                # The seed's cron: one fetch per tick, skipped while the last run is busy.
+                if loop_now < next_tick or state.busy():
+                    if once and state.cron_tick_done and not state.busy():
+                        return
+                    await ctx.sleep(min(0.05, max(0.0, next_tick - loop_now)) or 0.05)
+                    continue
+                next_tick = loop_now + interval
+                want = ctx.batch_limit
+            else:
+                if ctx.policy is Policy.TIERS and loop_now - last_tier_check >= 1.0:
+                    last_tier_check = loop_now
+                    await self._apply_tiers()
+                queued = len(state.queue)
+                if queued >= self.low_water():
+                    signals.room.clear()
+                    await ctx.sleep(1.0, signals.room)
+                    continue
+                want = max(1, claim_size(ctx.batch_limit, ctx.rate_share, CLAIM_HORIZON_S, queued))
+            rows = await self._claim(want)
+            if cron:
+                state.cron_tick_done = True
+                continue
+            if len(rows) >= want:
+                continue  # more may be due right now
+            if once:
+                if not rows and not state.busy():
+                    if not self._recorder.pending:
+                        return
+                    # Outcomes may reschedule work (a throttle retry) that is due soon.
+                    await ctx.sleep(RECORD_INTERVAL_S * 2)
+                    continue
+                await ctx.sleep(RECORD_INTERVAL_S)
+                continue
+            await self._sleep_until_due(wakeup)
+
+    async def _claim(self, want: int) -> list[ClaimedConversation]:
+        ctx = self._ctx
+        state = ctx.state
+        started = time.perf_counter()
+        now = ctx.clock.now()
+        rows = await ctx.retry_db(
+            lambda: ctx.store.claim_due(want, ctx.settings.lease_ttl_s, ctx.worker_id, now),
+            "claim",
+        )
+        ctx.observer.on_claim(len(rows), time.perf_counter() - started)
+        if rows:
+            log.debug(
+                "claimed", claimed=len(rows), queued=len(state.queue), in_flight=state.in_flight
+            )
+            for row in rows:
+                state.held[row.id] = row
+            state.queue.extend(rows)
+            ctx.signals.queued.set()
+        return rows
+
+    async def _sleep_until_due(self, wakeup: asyncio.Event) -> None:
+        """Nothing more is due: sleep until the earliest next_send_at (capped), or until
+        an enrollment or one of our own reschedules makes something due sooner."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        ctx.signals.resched.clear()
+        next_due = await ctx.retry_db(lambda: ctx.store.next_due_at(now), "next due")
+        ceiling = ctx.settings.poll_ceiling_s
+        delay = ceiling if next_due is None else (next_due - ctx.clock.now()).total_seconds()
+        delay = min(ceiling, delay)
+        if delay <= 0:
+            # Due rows exist but are leased elsewhere: brief pause.
+            delay = 0.01
+        self._recorder.wake_in(delay)
+        wakeup.clear()
+        await ctx.sleep(delay, wakeup, ctx.signals.resched)
+        self._recorder.wake_at = None

@@ -1,0 +1,142 @@
+"""What the dispatcher's tasks share: configuration, the run's mutable state, the events
+that wake them, and three helpers every loop needs (spawn, sleep, retry a store call).
+
+The tasks (claimer, launcher, senders, recorder, heartbeat, controller) each live in
+their own module and talk only through this context; none calls into another's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+
+from dripline.clock import Clock
+from dripline.dispatcher.constants import DB_RETRY_BASE_S, DB_RETRY_CAP_S
+from dripline.dispatcher.stats import DispatchObserver, DispatchStats
+from dripline.errors import TransientStoreError
+from dripline.flows.base import FlowRegistry
+from dripline.settings import Policy, Settings
+from dripline.store.base import ClaimedConversation, Store
+
+__all__ = ["Context", "RunState", "Signals"]
+
+log = structlog.get_logger("dripline.dispatcher")
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunState:
+    """Mutable per-run bookkeeping."""
+
+    queue: deque[ClaimedConversation] = field(default_factory=deque)
+    # Leased and not yet written back: queued, launching, in flight or awaiting record.
+    held: dict[int, ClaimedConversation] = field(default_factory=dict)
+    in_flight: int = 0
+    launching: int = 0  # taken from the queue, not yet in flight
+    cron_tick_done: bool = False
+
+    def busy(self) -> bool:
+        return bool(self.queue) or self.in_flight > 0 or self.launching > 0
+
+
+class Signals:
+    """The events the tasks wait on."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.queued = asyncio.Event()  # the queue gained items
+        self.room = asyncio.Event()  # the queue fell below the low-water mark
+        self.slot = asyncio.Event()  # a concurrency slot freed
+        self.record = asyncio.Event()  # outcomes waiting to be written
+        self.breaker_closed = asyncio.Event()  # sending allowed
+        self.resched = asyncio.Event()  # our own write made a row due sooner
+        self.breaker_closed.set()
+
+    def reset(self) -> None:
+        for event in (self.stop, self.queued, self.room, self.resched):
+            event.clear()
+        self.breaker_closed.set()
+
+    def wake_all(self) -> None:
+        """Every waiter re-checks the stop event (graceful shutdown)."""
+        for event in (self.queued, self.room, self.slot, self.record, self.breaker_closed):
+            event.set()
+
+
+@dataclass
+class Context:
+    store: Store
+    flows: FlowRegistry
+    settings: Settings
+    clock: Clock
+    observer: DispatchObserver
+    stats: DispatchStats
+    rng: random.Random
+    worker_id: str
+    policy: Policy
+    batch_limit: int
+    concurrency: int
+    rate_share: float  # this worker's share of the configured rate
+    state: RunState = field(default_factory=RunState)
+    signals: Signals = field(default_factory=Signals)
+    tasks: dict[asyncio.Task[Any], str] = field(default_factory=dict)
+
+    @property
+    def stopping(self) -> bool:
+        return self.signals.stop.is_set()
+
+    def loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Start a named task; kept (in creation order) until it finishes."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"dripline-{name}")
+        self.tasks[task] = name
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.pop(task, None)
+
+    async def sleep(self, seconds: float, *events: asyncio.Event) -> None:
+        """Sleep, waking early on stop or any of `events`."""
+        if seconds <= 0:
+            return
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self.signals.stop, *events)]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def retry_db(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run a store call, retrying with backoff while the database is unreachable."""
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except (TransientStoreError, OSError) as exc:
+                delay = min(DB_RETRY_CAP_S, DB_RETRY_BASE_S * 2**attempt)
+                delay *= self.rng.uniform(0.5, 1.0)
+                attempt += 1
+                log.warning(
+                    "database unavailable, retrying",
+                    what=what,
+                    error=str(exc),
+                    retry_in_s=round(delay, 2),
+                    attempt=attempt,
+                )
+                if self.stopping and attempt > 5:
+                    raise
+                await asyncio.sleep(delay)
+
+    def emit_limits(self, rate_per_s: float) -> None:
+        self.observer.on_limits(self.concurrency, rate_per_s)

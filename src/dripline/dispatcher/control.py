@@ -1,0 +1,177 @@
+"""The side tasks: the heartbeat (workers share the rate) and the controller (rates creep
+back after throttles, adaptive concurrency, the seed's tiers, a progress line)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime
+
+import structlog
+
+from dripline.dispatcher.constants import CONTROLLER_INTERVAL_S, PROGRESS_LOG_S
+from dripline.dispatcher.context import Context
+from dripline.dispatcher.pacing import SenderPacing
+from dripline.dispatcher.policies import AimdState, aimd_step, tier_limits
+from dripline.dispatcher.responses import Responder
+from dripline.errors import DatabaseUnavailable, StoreError
+from dripline.settings import Policy
+from dripline.store.base import WorkerInfo
+
+__all__ = ["Controller", "Heartbeat"]
+
+log = structlog.get_logger("dripline.dispatcher")
+
+_Counts = tuple[int, int, int, int, int]
+
+
+class Heartbeat:
+    """Registers this worker, learns how many are live, and keeps queued leases alive."""
+
+    def __init__(self, ctx: Context, pacing: SenderPacing, started: datetime) -> None:
+        self._ctx = ctx
+        self._pacing = pacing
+        self.started = started
+
+    async def beat(self) -> None:
+        ctx = self._ctx
+        now = ctx.clock.now()
+        stats = ctx.stats
+        info = WorkerInfo(
+            id=ctx.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self.started,
+            heartbeat_at=now,
+            rate_per_s=ctx.rate_share,
+            concurrency=ctx.concurrency,
+            policy=ctx.policy.value,
+            stats={
+                "sent": stats.sent,
+                "failed": stats.failed,
+                "throttled": stats.throttled,
+                "retries": stats.retries,
+                "in_flight": ctx.state.in_flight,
+            },
+        )
+        live = await ctx.store.heartbeat(info, live_after_s=3 * ctx.settings.heartbeat_s)
+        if ctx.policy is not Policy.SEED_CRON:
+            share = ctx.settings.rate_per_s / max(1, len(live))
+            if abs(share - ctx.rate_share) > 1e-9:
+                log.info("rate share", workers=len(live), rate_per_s=round(share, 2))
+                ctx.rate_share = share
+                self._pacing.set_share(share)
+                ctx.emit_limits(self._pacing.total_rate())
+        # Keep the leases of rows still waiting in the queue alive.
+        waiting = sorted(c.id for c in ctx.state.queue)
+        if waiting:
+            await ctx.store.extend_leases(waiting, ctx.worker_id, ctx.settings.lease_ttl_s, now)
+
+    async def run(self) -> None:
+        ctx = self._ctx
+        while not ctx.stopping:
+            await ctx.sleep(ctx.settings.heartbeat_s)
+            if ctx.stopping:
+                return
+            try:
+                await self.beat()
+            except (DatabaseUnavailable, StoreError, OSError) as exc:
+                log.warning("heartbeat failed", error=str(exc))
+
+
+class Controller:
+    """Twice a second: rates, adaptive concurrency, and every 10 s a progress line."""
+
+    def __init__(self, ctx: Context, pacing: SenderPacing, responder: Responder) -> None:
+        self._ctx = ctx
+        self._pacing = pacing
+        self._responder = responder
+        s = ctx.settings
+        self._aimd = AimdState(limit=float(ctx.concurrency), floor=1, ceiling=s.max_concurrency)
+        self._latency_baseline: float | None = None
+
+    async def run(self) -> None:
+        ctx = self._ctx
+        last_log = ctx.loop_time()
+        last: _Counts = (0, 0, 0, 0, 0)
+        while not ctx.stopping:
+            await ctx.sleep(CONTROLLER_INTERVAL_S)
+            loop_now = ctx.loop_time()
+            if loop_now - last_log >= PROGRESS_LOG_S:
+                last = self._log_progress(loop_now - last_log, last)
+                last_log = loop_now
+            self._pacing.tick(loop_now)
+            samples = list(self._responder.latencies)
+            self._responder.latencies.clear()
+            if ctx.policy is Policy.ADAPTIVE:
+                self._adapt_concurrency(samples)
+            self._responder.throttled_since_tick = False
+            ctx.emit_limits(self._pacing.total_rate())
+
+    async def apply_tiers(self) -> None:
+        """The seed's dynamic tiers: batch and concurrency from the due backlog."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        counts = await ctx.retry_db(lambda: ctx.store.backlog(now), "backlog")
+        limits = tier_limits(counts.due_now, ctx.settings.tier_thresholds)
+        if (limits.batch_limit, limits.concurrency) != (ctx.batch_limit, ctx.concurrency):
+            log.info(
+                "tier change",
+                due=counts.due_now,
+                batch_limit=limits.batch_limit,
+                concurrency=limits.concurrency,
+            )
+            ctx.batch_limit, ctx.concurrency = limits.batch_limit, limits.concurrency
+            ctx.emit_limits(self._pacing.total_rate())
+            ctx.signals.slot.set()
+
+    def _adapt_concurrency(self, samples: list[float]) -> None:
+        ctx = self._ctx
+        ratio = 1.0
+        if samples:
+            samples.sort()
+            p50 = samples[len(samples) // 2]
+            if self._latency_baseline is None:
+                self._latency_baseline = p50
+            else:
+                self._latency_baseline = min(self._latency_baseline * 1.01, p50)
+            ratio = p50 / self._latency_baseline if self._latency_baseline else 1.0
+        saturated = ctx.state.in_flight >= 0.9 * ctx.concurrency
+        self._aimd = aimd_step(
+            self._aimd,
+            throttled=self._responder.throttled_since_tick,
+            latency_ratio=ratio,
+            saturated=saturated,
+            increase=max(1.0, self._aimd.limit * 0.1),
+        )
+        new = int(self._aimd.limit)
+        if new != ctx.concurrency:
+            ctx.concurrency = new
+            ctx.signals.slot.set()
+
+    def _log_progress(self, window_s: float, last: _Counts) -> _Counts:
+        """One line per period: the seed guide's "Messages due" and "Processing took",
+        for a continuous dispatcher."""
+        ctx = self._ctx
+        st = ctx.stats
+        now = (st.claimed, st.sent, st.failed, st.throttled, st.claims)
+        claimed, sent, failed, throttled, claims = (a - b for a, b in zip(now, last, strict=True))
+        if claimed or sent or failed or ctx.state.in_flight:
+            lag50, lag99 = st.lag.quantiles(0.5, 0.99)
+            log.info(
+                "dispatch progress",
+                window_s=round(window_s, 1),
+                claims=claims,
+                claimed=claimed,
+                sent=sent,
+                failed=failed,
+                throttled=throttled,
+                per_s=round(sent / window_s, 1),
+                queued=len(ctx.state.queue),
+                in_flight=ctx.state.in_flight,
+                concurrency=ctx.concurrency,
+                rate_per_s=round(ctx.rate_share, 1),
+                lag_p50_s=round(lag50, 3),
+                lag_p99_s=round(lag99, 3),
+            )
+        return now

@@ -1,0 +1,191 @@
+"""The launcher: turns queued claims into HTTP calls at the sender's rate.
+
+For each queued conversation it takes a concurrency slot and a rate token, asks the flow
+what to send (`prepare`), and reserves the messages rows of a group of sends in one
+transaction just before their calls (`reserve_and_start`). Conversations that need no
+send (quiet hours, a reply timeout, pair pacing) go straight to the recorder. Each
+reserved send becomes its own task (`send.send_one`); no database connection is held
+while a call is in flight.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+
+from dripline.dispatcher import outcomes
+from dripline.dispatcher.claimer import low_water
+from dripline.dispatcher.constants import GROUP_SPAN_S, MAX_GROUP, RESERVE_LEAD_S
+from dripline.dispatcher.context import Context
+from dripline.dispatcher.pacing import SenderPacing
+from dripline.dispatcher.ratelimit import RecipientPacer
+from dripline.dispatcher.reconcile import needs_evidence, proven_unaccepted
+from dripline.dispatcher.recorder import Recorder
+from dripline.dispatcher.responses import Responder, SendJob
+from dripline.dispatcher.send import Sender, send_one
+from dripline.errors import DriplineError
+from dripline.settings import Delivery
+from dripline.store.base import ClaimedConversation, Reservation, ReservationResult
+
+__all__ = ["Launcher"]
+
+log = structlog.get_logger("dripline.dispatcher")
+
+
+class Launcher:
+    def __init__(
+        self,
+        ctx: Context,
+        client: Sender,
+        pacing: SenderPacing,
+        recorder: Recorder,
+        responder: Responder,
+    ) -> None:
+        self._ctx = ctx
+        self._client = client
+        self._pacing = pacing
+        self._recorder = recorder
+        self._responder = responder
+        self._recipients = RecipientPacer(ctx.settings.pair_interval_s)
+        self._default_sender = ctx.settings.whatsapp_phone_number_id
+
+    def sender_key(self, conv: ClaimedConversation) -> str:
+        return conv.sender or self._default_sender
+
+    async def run(self) -> None:
+        ctx = self._ctx
+        state, signals = ctx.state, ctx.signals
+        while True:
+            if not state.queue:
+                if ctx.stopping:
+                    return
+                signals.queued.clear()
+                await signals.queued.wait()
+                continue
+            if ctx.stopping:
+                return
+            if not signals.breaker_closed.is_set():
+                await signals.breaker_closed.wait()
+                continue
+            group = await self._take_group()
+            if group:
+                state.launching = len(group)
+                try:
+                    await self._reserve_and_start(group)
+                finally:
+                    state.launching = 0
+
+    async def _take_group(self) -> list[SendJob]:
+        """Pop the sends that may start within GROUP_SPAN_S of the first, a slot each."""
+        ctx = self._ctx
+        state = ctx.state
+        group: list[SendJob] = []
+        horizon = RESERVE_LEAD_S
+        while state.queue and len(group) < MAX_GROUP and not ctx.stopping:
+            if state.in_flight + len(group) >= ctx.concurrency:
+                if group:
+                    break
+                ctx.signals.slot.clear()
+                await ctx.sleep(1.0, ctx.signals.slot)
+                continue
+            conv = state.queue[0]
+            key = self.sender_key(conv)
+            now_m = ctx.loop_time()
+            wait = self._pacing.peek(key, now_m)
+            if wait > horizon:
+                if group:
+                    break
+                # Wait for the token outside any slot, then look again.
+                await ctx.sleep(wait - RESERVE_LEAD_S)
+                continue
+            if not group:
+                horizon = wait + GROUP_SPAN_S
+            state.queue.popleft()
+            if len(state.queue) < low_water(ctx.batch_limit, ctx.rate_share):
+                ctx.signals.room.set()
+            job = self._prepare(conv, key, now_m)
+            if job is None:
+                continue
+            ready = self._recipients.ready_at(conv.phone, now_m)
+            if ready > now_m + horizon:
+                when = ctx.clock.now() + timedelta(seconds=ready - now_m)
+                self._recorder.finish(
+                    conv,
+                    outcomes.rescheduled(conv, when, "pair pacing: recipient was sent to recently"),
+                )
+                continue
+            job.start_at = now_m + self._pacing.reserve(key, now_m)
+            self._recipients.mark(conv.phone, job.start_at)
+            group.append(job)
+        return group
+
+    def _prepare(self, conv: ClaimedConversation, key: str, now_m: float) -> SendJob | None:
+        """Resolve what to send; conversations needing no send are recorded directly."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        try:
+            flow = ctx.flows.get(conv.flow)
+            quiet = flow.quiet_until(conv, now)
+            if quiet is not None and quiet > now:
+                self._recorder.finish(conv, outcomes.rescheduled(conv, quiet))
+                return None
+            if conv.purpose == "timeout":
+                self._recorder.finish(conv, outcomes.transitioned(conv, flow.on_timeout(conv, now)))
+                return None
+            message = flow.message(conv, conv.purpose)
+        except DriplineError as exc:
+            self._responder.fail(conv, f"flow error: {exc}")
+            return None
+        return SendJob(conv, conv.purpose, message, key, now_m)
+
+    async def _reserve(self, group: list[SendJob], *, resend: bool) -> list[ReservationResult]:
+        ctx = self._ctx
+        now = ctx.clock.now()
+        reservations = [
+            Reservation(
+                conversation_id=j.conv.id,
+                step=j.conv.step,
+                purpose=j.purpose,
+                due_at=j.conv.next_send_at,
+                sender=j.conv.sender,
+                resend_unknown=resend,
+            )
+            for j in group
+        ]
+        return await ctx.retry_db(
+            lambda: ctx.store.reserve(reservations, ctx.worker_id, now), "reserve"
+        )
+
+    async def _reserve_and_start(self, group: list[SendJob]) -> None:
+        ctx = self._ctx
+        group.sort(key=lambda j: j.conv.id)  # lock order, see Recorder.flush
+        at_least_once = ctx.settings.delivery is Delivery.AT_LEAST_ONCE
+        results = await self._reserve(group, resend=at_least_once)
+        refused = [r for r in results if not r.ok]
+        proven = await self._proven(refused) if refused else set()
+        if proven:
+            again = await self._reserve([j for j in group if j.conv.id in proven], resend=True)
+            retried = {r.conversation_id: r for r in again}
+            results = [retried.get(r.conversation_id, r) for r in results]
+        for job, res in zip(group, results, strict=True):
+            if res.ok:
+                job.message_id = res.message_id
+                ctx.state.in_flight += 1
+                ctx.spawn(send_one(ctx, self._client, self._responder, job), "send")
+            else:
+                self._responder.on_refused(job, res)
+        ctx.observer.on_in_flight(ctx.state.in_flight)
+
+    async def _proven(self, refused: list[ReservationResult]) -> set[int]:
+        """Conversation ids whose unknown sends the evidence shows were never accepted."""
+        ctx = self._ctx
+        now = ctx.clock.now()
+        window_s = ctx.settings.unknown_after_s
+        if not needs_evidence(refused, now, window_s):
+            return set()
+        last = await ctx.retry_db(ctx.store.last_webhook_at, "last webhook")
+        proven = set(proven_unaccepted(refused, last, now, window_s))
+        if proven:
+            log.info("resending sends that webhooks show were never accepted", count=len(proven))
+        return proven

@@ -1,0 +1,147 @@
+"""Outcome rows for the recorder, built from a conversation and a decision. Pure.
+
+Every way a claimed conversation leaves the dispatcher ends in one `Outcome`: the
+conversation's new values (the write also releases the lease) and, when a message row
+was reserved, that row's new status.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from dripline.dispatcher.reactions import Action, Failure, Reaction
+from dripline.flows.base import Transition
+from dripline.store.base import ClaimedConversation, ConversationUpdate, MessageUpdate, Outcome
+
+__all__ = ["after_failure", "failed", "rescheduled", "sent", "transitioned", "unchanged"]
+
+
+def _update(
+    conv: ClaimedConversation,
+    *,
+    state: str | None = None,
+    purpose: str | None = None,
+    next_send_at: datetime | None,
+    attempts: int | None = None,
+    last_error: str | None = None,
+) -> ConversationUpdate:
+    return ConversationUpdate(
+        conversation_id=conv.id,
+        state=state or conv.state,
+        step=conv.step,
+        purpose=purpose or conv.purpose,
+        next_send_at=next_send_at,
+        attempts=conv.attempts if attempts is None else attempts,
+        last_error=last_error,
+    )
+
+
+def unchanged(conv: ClaimedConversation) -> Outcome:
+    """Give the claim back untouched (the breaker opened: the backlog is not at fault)."""
+    return Outcome(_update(conv, next_send_at=conv.next_send_at))
+
+
+def rescheduled(
+    conv: ClaimedConversation,
+    when: datetime,
+    why: str | None = None,
+    *,
+    attempts: int | None = None,
+    message: MessageUpdate | None = None,
+) -> Outcome:
+    return Outcome(_update(conv, next_send_at=when, attempts=attempts, last_error=why), message)
+
+
+def failed(
+    conv: ClaimedConversation,
+    reason: str,
+    *,
+    attempts: int | None = None,
+    message: MessageUpdate | None = None,
+) -> Outcome:
+    return Outcome(
+        _update(conv, state="failed", next_send_at=None, attempts=attempts, last_error=reason),
+        message,
+    )
+
+
+def transitioned(
+    conv: ClaimedConversation, t: Transition, message: MessageUpdate | None = None
+) -> Outcome:
+    """The flow moved on (a send was accepted, a timeout fired): attempts start over."""
+    return Outcome(
+        ConversationUpdate(
+            conversation_id=conv.id,
+            state=t.state,
+            step=t.step,
+            purpose=t.purpose,
+            next_send_at=t.next_send_at,
+            attempts=0,
+            last_error=t.note,
+        ),
+        message,
+    )
+
+
+def sent(
+    conv: ClaimedConversation,
+    t: Transition,
+    *,
+    message_id: int,
+    wamid: str,
+    sent_at: datetime,
+    latency_s: float,
+) -> Outcome:
+    return transitioned(
+        conv,
+        t,
+        MessageUpdate(
+            message_id=message_id,
+            status="sent",
+            wamid=wamid,
+            sent_at=sent_at,
+            latency_ms=latency_s * 1000.0,
+        ),
+    )
+
+
+def after_failure(
+    conv: ClaimedConversation,
+    failure: Failure,
+    reaction: Reaction,
+    *,
+    message_id: int | None,
+    now: datetime,
+) -> Outcome:
+    """The conversation and message row after `reaction` to a failed send.
+
+    TRIP leaves the conversation exactly as it was; FAIL ends it with the reason;
+    FALLBACK makes the step's template due now; the rest retry after `delay_s`.
+    """
+    msg = (
+        MessageUpdate(
+            message_id=message_id,
+            status=reaction.message_status,
+            error_code=failure.code,
+            error_title=failure.message[:500],
+        )
+        if message_id
+        else None
+    )
+    if reaction.action is Action.TRIP:
+        return Outcome(_update(conv, next_send_at=conv.next_send_at), msg)
+    if reaction.action is Action.FAIL:
+        return failed(conv, reaction.reason, attempts=conv.attempts + 1, message=msg)
+    if reaction.action is Action.FALLBACK:
+        return Outcome(
+            _update(conv, purpose="fallback", next_send_at=now, last_error=reaction.reason),
+            msg,
+        )
+    attempts = conv.attempts + 1 if reaction.counts_attempt else conv.attempts
+    return rescheduled(
+        conv,
+        now + timedelta(seconds=reaction.delay_s),
+        reaction.reason,
+        attempts=attempts,
+        message=msg,
+    )

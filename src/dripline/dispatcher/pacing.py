@@ -1,0 +1,122 @@
+"""How fast each sender number may send: its token bucket, its AIMD rate and its throttle
+pauses, as one small state object per number. Pure: time (monotonic seconds) and the
+random source are passed in, so the simulator and unit tests drive it directly.
+
+The Cloud API limits each business phone number separately, so everything here is per
+number (`key`). Workers split the configured rate (`set_share`); a throttle (130429)
+from the API cuts one number's rate to just under what it was seen to accept and pauses
+it; the rate then creeps back up (`tick`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from dripline.dispatcher.backoff import throttle_backoff_s
+from dripline.dispatcher.constants import THROTTLE_BASE_S, THROTTLE_CAP_S, THROTTLE_MIN_PAUSE_S
+from dripline.dispatcher.ratelimit import RateController, RateLimiter
+
+__all__ = ["SenderPacing", "ThrottleEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleEvent:
+    """What one throttled response means for its message and its number."""
+
+    delay_s: float  # how long this message waits before it is due again
+    new_event: bool  # the first throttled response of a burst (others join its pause)
+    streak: int  # throttle events in a row without an accepted send
+    rate_per_s: float  # the number's rate after the event
+
+
+@dataclass(slots=True)
+class _Number:
+    limiter: RateLimiter
+    controller: RateController
+    streak: int = 0  # throttle events (not responses) since the last accepted send
+    pause_until: float = 0.0
+
+
+@dataclass(slots=True)
+class SenderPacing:
+    """Token buckets and throttle state for every sender number this worker uses."""
+
+    share_per_s: float  # this worker's share of the configured rate, per number
+    burst_s: float = 0.05
+    _numbers: dict[str, _Number] = field(default_factory=dict)
+
+    def _number(self, key: str) -> _Number:
+        number = self._numbers.get(key)
+        if number is None:
+            number = self._numbers[key] = _Number(
+                RateLimiter(self.share_per_s, self.burst_s),
+                RateController(ceiling=self.share_per_s, current=self.share_per_s),
+            )
+        return number
+
+    # ------------------------------------------------------------ the send path
+    def peek(self, key: str, now: float) -> float:
+        """Seconds until `key` has a token, without taking it."""
+        return self._number(key).limiter.peek(now)
+
+    def reserve(self, key: str, now: float) -> float:
+        """Take a token for `key`; the seconds to wait before using it."""
+        return self._number(key).limiter.reserve(now)
+
+    def on_accept(self, key: str) -> None:
+        number = self._number(key)
+        number.streak = 0
+        number.controller.record_accept()
+
+    def on_throttle(
+        self, key: str, now: float, retry_after_s: float | None, rng: random.Random
+    ) -> ThrottleEvent:
+        """A throughput error (130429) for `key`.
+
+        All sends in flight when the API's bucket ran dry come back throttled together:
+        that is one event. The first one pauses the number (Retry-After when given, else
+        THROTTLE_BASE_S doubling per consecutive event, jittered, at most THROTTLE_CAP_S)
+        and lowers its rate; the rest only wait out the same pause.
+        """
+        number = self._number(key)
+        new_event = now >= number.pause_until
+        if new_event:
+            number.streak += 1
+            pause = throttle_backoff_s(
+                number.streak - 1,
+                retry_after_s,
+                base_s=THROTTLE_BASE_S,
+                cap_s=THROTTLE_CAP_S,
+                rng=rng,
+            )
+            number.pause_until = now + max(THROTTLE_MIN_PAUSE_S, pause)
+            number.limiter.pause_until(number.pause_until)
+            number.limiter.set_rate(number.controller.on_throttle(now))
+        delay = number.pause_until - now + rng.uniform(0.0, 0.1)
+        return ThrottleEvent(delay, new_event, number.streak, number.limiter.rate_per_s)
+
+    def pause_all(self, until: float) -> None:
+        """No number sends before `until` (a suspected API outage)."""
+        for number in self._numbers.values():
+            number.limiter.pause_until(until)
+
+    # ------------------------------------------------------------- control loop
+    def tick(self, now: float) -> None:
+        """About twice a second: each number's rate creeps back towards its ceiling."""
+        for number in self._numbers.values():
+            number.limiter.set_rate(number.controller.tick(now))
+
+    def set_share(self, share_per_s: float) -> None:
+        """A new share of the global rate (workers joined or left)."""
+        self.share_per_s = share_per_s
+        for number in self._numbers.values():
+            number.limiter.set_rate(number.controller.set_ceiling(share_per_s))
+
+    def total_rate(self) -> float:
+        """The sum of every number's current rate (this worker's share when none yet)."""
+        rates = [n.limiter.rate_per_s for n in self._numbers.values()]
+        return sum(rates) if rates else self.share_per_s
+
+    def rate_of(self, key: str) -> float:
+        return self._number(key).limiter.rate_per_s

@@ -1,0 +1,241 @@
+"""What a send's result does: the success path and every failure path, in one place.
+
+A send ends in exactly one of: accepted (the flow moves on), a failure (the reaction
+table decides, `reactions.react`), or a refused reservation (`reconcile.settle`). Each
+becomes one outcome for the recorder, and may update the sender's pacing (throttle),
+the outage detector, the unknown-code streak and the breaker.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from dripline.dispatcher import outcomes
+from dripline.dispatcher.breaker import Breaker
+from dripline.dispatcher.constants import LATENCY_WINDOW
+from dripline.dispatcher.context import Context
+from dripline.dispatcher.outage import CodeStreak, OutageDetector
+from dripline.dispatcher.pacing import SenderPacing
+from dripline.dispatcher.reactions import Action, Failure, Reaction, react
+from dripline.dispatcher.reconcile import Settle, settle
+from dripline.dispatcher.recorder import Recorder
+from dripline.flows.base import OutboundMessage
+from dripline.store.base import ClaimedConversation, ReservationResult
+from dripline.whatsapp.errors import classify
+
+__all__ = ["Responder", "SendJob"]
+
+log = structlog.get_logger("dripline.dispatcher")
+
+_PAIR_HITS_MAX = 100_000
+
+
+@dataclass(slots=True)
+class SendJob:
+    """One send: what, to whom, from which number, when its rate token is good."""
+
+    conv: ClaimedConversation
+    purpose: str
+    message: OutboundMessage
+    sender_key: str
+    start_at: float  # loop time
+    message_id: int = 0
+
+
+class Responder:
+    def __init__(
+        self,
+        ctx: Context,
+        recorder: Recorder,
+        pacing: SenderPacing,
+        *,
+        trip: Callable[[str], None],
+        close_breaker: Callable[[int], None],
+        breaker: Breaker,
+    ) -> None:
+        self._ctx = ctx
+        self._recorder = recorder
+        self._pacing = pacing
+        self._trip = trip
+        self._close_breaker = close_breaker
+        self._breaker = breaker
+        self.outage = OutageDetector()
+        self._codes = CodeStreak()
+        # 131056 answers per recipient since its last accepted send (Meta's 4^X backoff).
+        self._pair_hits: OrderedDict[str, int] = OrderedDict()
+        # Recent send latencies for the adaptive policy: a ring, so memory stays flat
+        # whatever the policy (an unbounded list grew ~18 MB per 100,000 sends).
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.throttled_since_tick = False
+
+    # ------------------------------------------------------------ accepted
+    def on_success(
+        self, job: SendJob, wamid: str, sent_at: datetime, latency_s: float, lag_s: float
+    ) -> None:
+        ctx = self._ctx
+        conv = job.conv
+        if self.outage.on_success():
+            log.info("API answering again after an outage")
+        self._codes.reset()
+        self._pair_hits.pop(conv.phone, None)
+        self._pacing.on_accept(job.sender_key)
+        self.latencies.append(latency_s)
+        ctx.observer.on_sent(latency_s, lag_s)
+        t = ctx.flows.get(conv.flow).after_send(conv, job.purpose, sent_at)
+        self._recorder.finish(
+            conv,
+            outcomes.sent(
+                conv,
+                t,
+                message_id=job.message_id,
+                wamid=wamid,
+                sent_at=sent_at,
+                latency_s=latency_s,
+            ),
+        )
+        restore = self._breaker.on_success()
+        if restore is not None:
+            self._close_breaker(restore)
+
+    # ------------------------------------------------------------- failures
+    def on_failure(self, job: SendJob, failure: Failure, *, message_id: int | None) -> None:
+        ctx = self._ctx
+        conv = job.conv
+        flow = ctx.flows.get(conv.flow)
+        reaction = react(
+            failure,
+            attempts=conv.attempts,
+            max_attempts=ctx.settings.max_attempts,
+            delivery=ctx.settings.delivery,
+            purpose=job.purpose,
+            has_fallback=flow.has_fallback(conv),
+            retry_base_s=ctx.settings.retry_base_s,
+            retry_cap_s=ctx.settings.retry_cap_s,
+            pair_hits=self._pair_hits.get(conv.phone, 0),
+            unknown_after_s=ctx.settings.unknown_after_s,
+            rng=ctx.rng,
+        )
+        reaction = self._sender_wide(job, failure, reaction)
+        ctx.observer.on_failure(failure.error_class, failure.code, reaction.action.value)
+        now = ctx.clock.now()
+        self._recorder.finish(
+            conv, outcomes.after_failure(conv, failure, reaction, message_id=message_id, now=now)
+        )
+        if reaction.action is Action.TRIP:
+            code = "" if failure.code is None else f"{failure.code}: "
+            self._trip(f"{code}{failure.message}")
+
+    def _sender_wide(self, job: SendJob, failure: Failure, reaction: Reaction) -> Reaction:
+        """What the failure says about the sender number or the API as a whole."""
+        ctx = self._ctx
+        loop_now = ctx.loop_time()
+        cls = failure.error_class
+        if cls == "pair_throttle":
+            hits = self._pair_hits
+            hits[job.conv.phone] = hits.get(job.conv.phone, 0) + 1
+            hits.move_to_end(job.conv.phone)
+            if len(hits) > _PAIR_HITS_MAX:
+                hits.popitem(last=False)
+        if reaction.action is Action.THROTTLE:
+            self.throttled_since_tick = True
+            event = self._pacing.on_throttle(
+                job.sender_key, loop_now, failure.retry_after_s, ctx.rng
+            )
+            if event.new_event:
+                if event.streak in (5, 20, 100):
+                    log.warning(
+                        "sustained throttling",
+                        sender=job.sender_key,
+                        throttle_events_in_a_row=event.streak,
+                        rate_per_s=round(event.rate_per_s, 1),
+                    )
+                ctx.emit_limits(self._pacing.total_rate())
+            return _with_delay(reaction, event.delay_s)
+        if cls == "unknown" and self._codes.on_unknown_code(failure.code):
+            log.error(
+                "the same unclassified error code keeps coming back",
+                code=failure.code,
+                times=self._codes.count,
+            )
+            return Reaction(
+                Action.TRIP,
+                0.0,
+                False,
+                "pending",
+                f"error code {failure.code} (not in dripline's table) on "
+                f"{self._codes.count} sends in a row",
+            )
+        # Only known-transient errors can mean an outage: an unclassified code repeating
+        # must fail its messages (and trip the breaker above), never pause-and-probe
+        # forever without charging attempts.
+        if cls == "transient" and reaction.action is not Action.UNKNOWN:
+            verdict = self.outage.on_transient(loop_now)
+            if verdict.pause_until is not None:
+                if verdict.new_pause:
+                    self._pacing.pause_all(verdict.pause_until)
+                    log.warning(
+                        "API outage suspected: pausing sends",
+                        failures_in_a_row=verdict.streak,
+                        pause_s=round(verdict.pause_until - loop_now, 2),
+                    )
+                delay = verdict.pause_until - loop_now + ctx.rng.uniform(0, 0.5)
+                return Reaction(Action.RETRY, delay, False, "pending", reaction.reason)
+        return reaction
+
+    # ------------------------------------------------- refused reservations
+    def on_refused(self, job: SendJob, res: ReservationResult) -> None:
+        """The message row exists from an earlier attempt: decide without sending."""
+        ctx = self._ctx
+        conv = job.conv
+        decision = settle(
+            res, step=conv.step, attempts=conv.attempts, max_attempts=ctx.settings.max_attempts
+        )
+        if decision.action is Settle.DROP:
+            ctx.state.held.pop(conv.id, None)
+            return
+        if decision.action is Settle.ACCEPTED:
+            sent_at = decision.sent_at or ctx.clock.now()
+            t = ctx.flows.get(conv.flow).after_send(conv, job.purpose, sent_at)
+            self._recorder.finish(conv, outcomes.transitioned(conv, t))
+            return
+        if decision.action is Settle.GIVE_UP:
+            self.fail(conv, decision.reason or "outcome unknown")
+            return
+        if decision.action is Settle.WAIT:
+            ctx.observer.on_failure("transient", None, "unknown")
+            when = ctx.clock.now() + timedelta(seconds=ctx.settings.unknown_after_s)
+            self._recorder.finish(
+                conv,
+                outcomes.rescheduled(conv, when, decision.reason, attempts=conv.attempts + 1),
+            )
+            return
+        # A status webhook reported it failed before our own result was written. A
+        # window error still gets its template fallback; anything else ends the
+        # conversation with the reason, since the row cannot be resent under its key.
+        code = decision.error_code
+        cls = str(classify(code, None))
+        if cls == "window":
+            self.on_failure(job, Failure(cls, code, decision.reason or ""), message_id=None)
+            return
+        prefix = f"{code}: " if code is not None else ""
+        self.fail(conv, f"{prefix}delivery failed after the API accepted it")
+
+    def fail(self, conv: ClaimedConversation, reason: str) -> None:
+        log.warning("conversation failed", conversation_id=conv.id, reason=reason)
+        self._ctx.observer.on_failure("permanent", None, "fail")
+        self._recorder.finish(conv, outcomes.failed(conv, reason))
+
+
+def _with_delay(reaction: Reaction, delay_s: float) -> Reaction:
+    return Reaction(
+        reaction.action,
+        delay_s,
+        reaction.counts_attempt,
+        reaction.message_status,
+        reaction.reason,
+    )
