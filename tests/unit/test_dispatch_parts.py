@@ -3,6 +3,7 @@ refused reservations, and the outcome rows they produce. No I/O, time passed in.
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -133,7 +134,7 @@ def test_outage_pauses_double_per_probe_and_a_success_ends_it() -> None:
             assert v.pause_until is not None
             pauses.append(v.pause_until - now)
         now += 0.1
-    assert all(b >= a - 1e-9 for a, b in zip(pauses, pauses[1:], strict=False))
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(pauses))
     assert abs(max(pauses) - OUTAGE_PAUSE_CAP_S) < 1e-9
     assert d.on_success() is True
     assert d.on_success() is False
