@@ -18,6 +18,8 @@ from dripline.store.schema import ACTIVE_STATES
 
 __all__ = ["Recorder"]
 
+_IDLE_S = 3600.0  # an idle recorder waits for an outcome (or stop), not for a timer
+
 
 class Recorder:
     def __init__(self, ctx: Context) -> None:
@@ -34,7 +36,8 @@ class Recorder:
         """`conv` leaves the dispatcher with `outcome` (written at the next flush)."""
         self._ctx.state.held.pop(conv.id, None)
         self._outcomes.append(outcome)
-        if len(self._outcomes) >= RECORD_BATCH_MAX:
+        if len(self._outcomes) in (1, RECORD_BATCH_MAX):
+            # The first outcome starts a batch; a full batch is written at once.
             self._ctx.signals.record.set()
 
     def reset(self) -> None:
@@ -83,10 +86,18 @@ class Recorder:
             asyncio.get_running_loop().call_later(delay, resched.set)
 
     async def run(self) -> None:
-        signals = self._ctx.signals
-        while not self._ctx.stopping:
-            signals.record.clear()
-            await self._ctx.sleep(RECORD_INTERVAL_S, signals.record)
+        """Sleep until an outcome arrives, give others RECORD_INTERVAL_S to join it (or
+        until the batch is full), write them. An idle dispatcher never wakes for this."""
+        ctx = self._ctx
+        record = ctx.signals.record
+        while not ctx.stopping:
+            if not self._outcomes:
+                record.clear()
+                await ctx.sleep(_IDLE_S, record)
+                continue
+            if len(self._outcomes) < RECORD_BATCH_MAX:
+                record.clear()
+                await ctx.sleep(RECORD_INTERVAL_S, record)
             await self.flush()
 
     def wake_in(self, seconds: float) -> datetime:
