@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-
 import pytest
 
 from dripline.errors import InputError
@@ -15,33 +10,13 @@ from dripline.flows import (
     TemplateButton,
     TemplateHeader,
     TemplateMessage,
-    YamlFlow,
     parse_flow_text,
     template_params,
     template_value_problem,
 )
 from dripline.flows.params import sanitize, value_problem
 from dripline.whatsapp.payloads import template_payload, text_payload
-
-
-@dataclass(frozen=True)
-class Conv:
-    id: int = 7
-    phone: str = "+4915112345678"
-    flow: str = "t"
-    step: int = 0
-    purpose: str = "question"
-    state: str = "pending"
-    attempts: int = 0
-    name: str | None = "Ana"
-    timezone: str | None = None
-    fields: Mapping[str, Any] | None = field(default_factory=dict)
-    last_inbound_at: datetime | None = None
-
-
-def flow(text: str) -> YamlFlow:
-    loaded = parse_flow_text(text, "t.yaml", "t")
-    return YamlFlow(loaded.spec, loaded.source)
+from tests.unit.test_flows_transitions import Conv, flow
 
 
 def problem(text: str) -> str:
