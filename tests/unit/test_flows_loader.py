@@ -75,7 +75,7 @@ def problem(text: str) -> str:
         (
             "steps:\n  - fallback: {name: w, extra: 1}\n    text: a\n",
             "flows/trial.yaml:2: steps[0].fallback.extra: unknown field 'extra' "
-            "(allowed: name, language, body_params)",
+            "(allowed: name, language, body_params, named_params, header, buttons)",
         ),
         (
             "quiet_hours:\n  start: '21:00'\n  end: '8pm'\n steps:\n",

@@ -120,3 +120,85 @@ def test_inbound_from_unknown_numbers_is_recorded_never_raises(messages: Any) ->
     plan = plan_inbound(events, {}, set(), load_flows(None), ("STOP",), NOW)
     assert len(plan.inserts) == len(events) and not plan.changes
     assert all(i.conversation_id is None for i in plan.inserts)
+
+
+# --- tolerance: one corrupted item never costs the delivery its other items ----------
+
+ids = st.text(min_size=1, max_size=12)
+good_status = st.fixed_dictionaries(
+    {
+        "id": ids,
+        "status": st.sampled_from(["sent", "delivered", "read", "failed", "played"]),
+        "timestamp": st.integers(0, 2**33).map(str),
+        "recipient_id": st.integers(10**6, 10**15).map(str),
+    },
+    optional={
+        "errors": st.lists(st.fixed_dictionaries({"code": st.integers(0, 10**7)}), max_size=2)
+    },
+)
+good_message = st.fixed_dictionaries(
+    {
+        "from": st.integers(10**6, 10**15).map(str),
+        "id": ids,
+        "timestamp": st.integers(0, 2**33).map(str),
+        "type": st.sampled_from(["text", "button", "interactive", "image", "reaction"]),
+    },
+    optional={"text": st.fixed_dictionaries({"body": st.text(max_size=20)})},
+)
+junk = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5), st.lists(st.none()))
+
+
+@st.composite
+def corrupted(draw: st.DrawFn, item: dict[str, Any]) -> Any:
+    """`item` broken one way: not an object, no usable id, or a field of the wrong type."""
+    how = draw(st.sampled_from(["replace", "drop_id", "bad_id", "bad_field", "extra"]))
+    if how == "replace":
+        return draw(junk)
+    broken = dict(item)
+    if how == "drop_id":
+        del broken["id"]
+    elif how == "bad_id":
+        broken["id"] = draw(st.one_of(st.none(), st.booleans(), st.just(""), st.lists(ids)))
+    elif how == "bad_field":
+        key = draw(st.sampled_from(["status", "timestamp", "errors", "text", "from", "type"]))
+        broken[key] = draw(junk | st.dictionaries(st.text(max_size=3), junk, max_size=2))
+    else:
+        broken[draw(st.text(max_size=6))] = draw(json_values)
+    return broken
+
+
+@settings(max_examples=200)
+@given(st.lists(good_status, max_size=5), st.lists(good_message, max_size=5), st.data())
+def test_corrupting_one_item_leaves_the_others_parsed(
+    statuses: list[dict[str, Any]], messages: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    items = [("statuses", i) for i in range(len(statuses))]
+    items += [("messages", i) for i in range(len(messages))]
+    if not items:
+        return
+    kind, n = data.draw(st.sampled_from(items))
+    target = statuses if kind == "statuses" else messages
+    broken = [*target]
+    broken[n] = data.draw(corrupted(target[n]))
+    body = shaped(*(([broken, messages]) if kind == "statuses" else ([statuses, broken])))
+    want_statuses = [s["id"] for i, s in enumerate(statuses) if (kind, i) != ("statuses", n)]
+    want_messages = [m["id"] for i, m in enumerate(messages) if (kind, i) != ("messages", n)]
+    try:
+        batch = parse_webhook(json.dumps(body))
+    except InputError:
+        # Only when the broken item was the delivery's only item.
+        assert not want_statuses and not want_messages
+        return
+    got_statuses = [s.id for s in batch.statuses]
+    got_messages = [m.id for m in batch.messages]
+    # Every intact item is there, in order; the broken one is either parsed or rejected.
+    assert _subsequence(want_statuses, got_statuses)
+    assert _subsequence(want_messages, got_messages)
+    extra = len(got_statuses) + len(got_messages) - len(want_statuses) - len(want_messages)
+    assert extra in (0, 1)
+    assert extra == 1 or batch.rejected  # a dropped item is always explained
+
+
+def _subsequence(want: list[str], got: list[str]) -> bool:
+    it = iter(got)
+    return all(any(g == w for g in it) for w in want)

@@ -131,36 +131,97 @@ def test_parses_inbound_messages(message: dict[str, Any], text: str | None) -> N
         (b"{not json", "webhook body"),
         ([], "webhook"),
         ({"entry": []}, "webhook.object"),
-        (batch({"statuses": [{"id": "w", "status": "sent", "recipient_id": "1"}]}), "timestamp"),
-        (
-            batch(
-                {"statuses": [{"id": "w", "status": "zap", "timestamp": 1, "recipient_id": "1"}]}
-            ),
-            "status",
-        ),
-        (batch({"messages": [{"id": "w", "timestamp": 1, "type": "text"}]}), "from"),
-        (
-            batch(
-                {
-                    "statuses": [
-                        {
-                            "id": "w",
-                            "status": "failed",
-                            "timestamp": 1,
-                            "recipient_id": "1",
-                            "errors": [{"title": "no code"}],
-                        }
-                    ]
-                }
-            ),
-            "errors.0.code",
-        ),
+        ({"object": "whatsapp_business_account", "entry": {}}, "webhook.entry"),
     ],
 )
-def test_malformed_payloads_name_the_field(payload: Any, field: str) -> None:
+def test_a_body_that_is_no_webhook_names_the_field(payload: Any, field: str) -> None:
     body = payload if isinstance(payload, bytes) else json.dumps(payload)
     with pytest.raises(InputError, match=field.replace(".", r"\.")):
         parse_webhook(body)
+
+
+GOOD_STATUS = {"id": "wamid.ok", "status": "read", "timestamp": "1", "recipient_id": "1"}
+GOOD_MESSAGE = {"from": "15551234567", "id": "wamid.in", "timestamp": "1", "type": "text",
+                "text": {"body": "hi"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "rejected"),
+    [
+        # an item without an id cannot be matched to anything: skipped, named
+        ({"statuses": [{"status": "sent", "timestamp": 1}]}, ["statuses.0.id"]),
+        ({"statuses": [{"id": "w", "timestamp": 1}]}, ["statuses.0.status"]),
+        ({"messages": [{"from": "1", "timestamp": 1, "type": "text"}]}, ["messages.0.id"]),
+        ({"statuses": ["not an object"]}, ["statuses.0"]),
+        ({"statuses": {"id": "w"}}, ["statuses"]),
+        # errors without a code: the error is skipped, its status kept
+        (
+            {"statuses": [{"id": "w", "status": "failed", "errors": [{"title": "no code"}]}]},
+            ["statuses.0.errors.0.code"],
+        ),
+        ({"errors": [{"title": "value-level, no code"}]}, ["errors.0.code"]),
+        # tolerated without a rejection: Meta adds values and omits fields
+        ({"statuses": [{"id": "w", "status": "zap", "recipient_id": "1"}]}, []),
+        ({"statuses": [{"id": "w", "status": "failed"}]}, []),
+        ({"messages": [{"id": "w", "type": "text", "text": "not an object"}]}, []),
+        ({"messages": [{"id": "w", "timestamp": "x", "type": "hologram"}]}, []),
+    ],
+)
+def test_one_bad_item_never_discards_the_others(value: dict[str, Any], rejected: list[str]) -> None:
+    bad = value.get("statuses", [])
+    statuses = [*bad, GOOD_STATUS] if isinstance(bad, list) else bad
+    messages = [*value.get("messages", []), GOOD_MESSAGE]
+    body = batch({**value, "metadata": META, "statuses": statuses, "messages": messages})
+    result = parse_webhook(json.dumps(body))
+    assert [r.where.split("value.", 1)[1] for r in result.rejected] == rejected
+    assert all(r.reason for r in result.rejected)
+    assert any(m.id == "wamid.in" and m.text == "hi" for m in result.messages)
+    if isinstance(bad, list):
+        assert any(s.id == "wamid.ok" for s in result.statuses)
+
+
+def test_unknown_statuses_and_senders_without_from_are_returned() -> None:
+    body = batch(
+        {
+            "metadata": META,
+            "contacts": [{"profile": {"name": "N", "username": "@n"}, "user_id": "US.13491208"}],
+            "statuses": [{"id": "w", "status": "zap", "timestamp": "5", "recipient_user_id": "U"}],
+            "messages": [
+                {
+                    "from_user_id": "US.13491208",
+                    "id": "w2",
+                    "timestamp": "5",
+                    "type": "text",
+                    "text": {"body": "by username"},
+                },
+            ],
+        }
+    )
+    result = parse_webhook(body)
+    (status,) = result.statuses
+    assert (status.status, status.known_status, status.recipient_id) == ("zap", False, "")
+    assert status.recipient_user_id == "U"
+    (msg,) = result.messages
+    assert (msg.from_, msg.from_user_id, msg.text) == ("", "US.13491208", "by username")
+    assert (msg.contact_name, msg.username) == ("N", "@n")
+    assert result.rejected == ()
+
+
+def test_value_level_errors_are_returned_with_their_number() -> None:
+    body = batch(
+        {
+            "metadata": META,
+            "errors": [
+                {"code": 130429, "title": "Rate limit hit", "error_data": {"details": "throughput"}}
+            ],
+            "statuses": [GOOD_STATUS],
+        }
+    )
+    result = parse_webhook(body)
+    (err,) = result.errors
+    assert (err.error.code, err.error.details) == (130429, "throughput")
+    assert (err.phone_number_id, err.account_id) == ("111", "WABA")
+    assert len(result.statuses) == 1
 
 
 json_values = st.recursive(

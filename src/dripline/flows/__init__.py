@@ -13,11 +13,14 @@ from dripline.flows.base import (
     FlowRegistry,
     OutboundMessage,
     Question,
+    TemplateButton,
+    TemplateHeader,
     TemplateMessage,
     TextMessage,
     Transition,
 )
 from dripline.flows.durations import format_duration, parse_duration
+from dripline.flows.enrollment import template_params, template_value_problem
 from dripline.flows.flow import YamlFlow
 from dripline.flows.loader import FlowFileError, parse_flow_text
 from dripline.flows.model import FlowSpec, QuietHours, StepSpec, TemplateSpec
@@ -35,6 +38,8 @@ __all__ = [
     "Question",
     "QuietHours",
     "StepSpec",
+    "TemplateButton",
+    "TemplateHeader",
     "TemplateMessage",
     "TemplateSpec",
     "TextMessage",
@@ -45,4 +50,6 @@ __all__ = [
     "load_flows",
     "parse_duration",
     "parse_flow_text",
+    "template_params",
+    "template_value_problem",
 ]

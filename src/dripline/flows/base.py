@@ -26,6 +26,8 @@ __all__ = [
     "FlowRegistry",
     "OutboundMessage",
     "Question",
+    "TemplateButton",
+    "TemplateHeader",
     "TemplateMessage",
     "TextMessage",
     "Transition",
@@ -69,10 +71,41 @@ class TextMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateHeader:
+    """A template header's parameter: `kind` text (value is the text) or image, video,
+    document (value is the media link); `parameter_name` for a named text parameter."""
+
+    kind: str
+    value: str
+    parameter_name: str | None = None
+    filename: str | None = None  # documents only
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateButton:
+    """A button parameter: `sub_type` quick_reply (value = payload) or url (value = the
+    suffix appended to the template's URL), at the button's `index` (0-based)."""
+
+    index: int
+    sub_type: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class TemplateMessage:
+    """An approved template and its parameter values.
+
+    `body_params` fill {{1}}, {{2}}, ...; `named_body_params` ((name, value) pairs) fill a
+    template created with named parameters ({{first_name}}). A template uses one or the
+    other, never both.
+    """
+
     name: str
     language: str
     body_params: tuple[str, ...] = ()
+    named_body_params: tuple[tuple[str, str], ...] = ()
+    header: TemplateHeader | None = None
+    buttons: tuple[TemplateButton, ...] = ()
 
 
 OutboundMessage = TextMessage | TemplateMessage

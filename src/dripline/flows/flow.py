@@ -38,12 +38,15 @@ from dripline.flows.base import (
     ConversationLike,
     OutboundMessage,
     Question,
+    TemplateButton,
+    TemplateHeader,
     TemplateMessage,
     TextMessage,
     Transition,
 )
 from dripline.flows.durations import format_duration
 from dripline.flows.model import FlowSpec, MessageSpec, QuietHours, StepSpec, TemplateSpec
+from dripline.flows.params import sanitize
 from dripline.flows.placeholders import render
 from dripline.flows.quiet import quiet_window_end, recipient_zone
 
@@ -221,11 +224,38 @@ class YamlFlow:
         return TextMessage(self._fill(spec.text, conv, f"{where}.text"))
 
     def _template(self, spec: TemplateSpec, conv: ConversationLike, where: str) -> TemplateMessage:
-        params = tuple(
-            self._fill(param, conv, f"{where}.body_params[{i}]")
-            for i, param in enumerate(spec.body_params)
+        # Text parameters are cleaned of what Meta refuses (132018); enrollment rejects
+        # such values first, this only catches older enrollments and defaults.
+        def text(param: str, at: str) -> str:
+            return sanitize(self._fill(param, conv, at))
+
+        header = None
+        if spec.header is not None:
+            h = spec.header
+            value = self._fill(h.value, conv, f"{where}.header.{h.kind}")
+            header = TemplateHeader(
+                kind=h.kind,
+                value=sanitize(value) if h.kind == "text" else value,
+                parameter_name=h.parameter_name,
+                filename=h.filename,
+            )
+        return TemplateMessage(
+            name=spec.name,
+            language=spec.language,
+            body_params=tuple(
+                text(p, f"{where}.body_params[{i}]") for i, p in enumerate(spec.body_params)
+            ),
+            named_body_params=tuple(
+                (k, text(p, f"{where}.named_params.{k}")) for k, p in spec.named_params.items()
+            ),
+            header=header,
+            buttons=tuple(
+                TemplateButton(
+                    b.index, b.sub_type, self._fill(b.value, conv, f"{where}.buttons[{i}]")
+                )
+                for i, b in enumerate(spec.buttons)
+            ),
         )
-        return TemplateMessage(name=spec.name, language=spec.language, body_params=params)
 
     def _fill(self, text: str, conv: ConversationLike, where: str) -> str:
         values = self._values(conv)

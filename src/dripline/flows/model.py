@@ -8,7 +8,7 @@
     steps:
       - id: q1                    # optional, default q1, q2, ...: the export column
         title: ...                # optional, for people and the export
-        text: "Hi {name}"         # or template: {name, language, body_params}
+        text: "Hi {name}"         # or template: {name, language, body_params, ...}
         after: 10m                # delay after the previous step (default 0s)
         wait_for_reply: true
         reply_timeout: 1d         # required with wait_for_reply
@@ -17,7 +17,8 @@
         fallback: {...}           # this step's template for a closed 24-hour window
         quiet_hours: off          # or {start, end}: overrides the flow's
 
-See docs/flows.md for the meaning of each field.
+A template's keys (header, buttons, named_params) are in `template_spec.py`; see
+docs/flows.md for the meaning of each field.
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ from pydantic import (
 )
 
 from dripline.flows.durations import format_duration, parse_duration
+from dripline.flows.params import field_value_problems
 from dripline.flows.placeholders import placeholders_in
+from dripline.flows.template_spec import ButtonSpec, HeaderSpec, TemplateSpec
 
 __all__ = [
+    "ButtonSpec",
     "FlowSpec",
+    "HeaderSpec",
     "Loc",
     "MessageSpec",
     "QuietHours",
@@ -52,10 +57,6 @@ __all__ = [
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 _STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
-# Meta's template names: lowercase letters, digits and underscores.
-_TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
-# Meta's language codes: `en`, `en_US`, `zh_Hant`, `fil`.
-_LANGUAGE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2}|_[A-Z][a-z]{3})?")
 _CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 _TEXT_LIMIT = 4096  # Cloud API: a text message body holds at most 4096 characters
 
@@ -83,39 +84,6 @@ def _check_text(value: str) -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TemplateSpec(_Model):
-    """An approved WhatsApp template: the only message a closed 24-hour window accepts."""
-
-    name: str
-    language: str = "en_US"
-    body_params: tuple[str, ...] = ()
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _TEMPLATE_NAME.fullmatch(value):
-            raise ValueError(
-                f"template name {value!r} must be lowercase letters, digits and underscores"
-            )
-        return value
-
-    @field_validator("language")
-    @classmethod
-    def _language(cls, value: str) -> str:
-        if not _LANGUAGE.fullmatch(value):
-            raise ValueError(f"language {value!r} is not a code like en, en_US or pt_BR")
-        return value
-
-    @field_validator("body_params")
-    @classmethod
-    def _params(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for param in value:
-            if not param.strip():
-                raise ValueError("a body parameter is empty; WhatsApp rejects empty parameters")
-            placeholders_in(param)
-        return value
 
 
 class MessageSpec(_Model):
@@ -248,6 +216,11 @@ class FlowSpec(_Model):
 Loc = tuple[str | int, ...]
 
 
+def _step_templates(step: StepSpec) -> list[TemplateSpec | None]:
+    reminder = step.reminder.template if step.reminder is not None else None
+    return [step.template, reminder, step.fallback]
+
+
 def semantic_problems(spec: FlowSpec) -> list[tuple[Loc, str]]:
     """Rules across fields, each with the location of the field to fix."""
     problems: list[tuple[Loc, str]] = []
@@ -259,6 +232,10 @@ def semantic_problems(spec: FlowSpec) -> list[tuple[Loc, str]]:
                 "the first step is sent at enrollment; delay it with the enrollment's `at`",
             )
         )
+    templates = [spec.fallback, *(t for s in spec.steps for t in _step_templates(s))]
+    texts = [p for t in templates if t is not None for p in t.text_params()]
+    for key, why in field_value_problems(texts, spec.defaults):
+        problems.append((("defaults", key), f"the default {why}"))
     seen: dict[str, int] = {}
     for index, step in enumerate(spec.steps):
         here: Loc = ("steps", index)

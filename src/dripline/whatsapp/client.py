@@ -35,6 +35,7 @@ from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
 from dripline.settings import HttpClient, Settings
 from dripline.whatsapp.errors import describe, parse_retry_after
 from dripline.whatsapp.http1 import Http1Transport, RawResponse
+from dripline.whatsapp.payloads import MAX_CALLBACK_DATA_CHARS, template_payload, text_payload
 
 __all__ = [
     "MAX_CALLBACK_DATA_CHARS",
@@ -47,8 +48,6 @@ __all__ = [
     "build_error",
     "parse_send_response",
 ]
-
-MAX_CALLBACK_DATA_CHARS = 512
 
 Transport = Callable[[str, bytes], Awaitable[RawResponse]]
 
@@ -211,15 +210,6 @@ def build_error(status: int, raw: bytes, retry_after: str | None) -> WhatsAppErr
     )
 
 
-def _check_callback_data(callback_data: str) -> str:
-    if len(callback_data) > MAX_CALLBACK_DATA_CHARS:
-        raise InputError(
-            f"longer than {MAX_CALLBACK_DATA_CHARS} characters ({len(callback_data)})",
-            where="callback_data",
-        )
-    return callback_data
-
-
 class CloudApiClient:
     """Sends messages through `POST /{version}/{phone_number_id}/messages`.
 
@@ -303,16 +293,7 @@ class CloudApiClient:
         callback_data: str | None = None,
     ) -> SendResult:
         """Send a free-form text (only inside the recipient's 24 h window)."""
-        payload: dict[str, Any] = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": to,
-            "type": "text",
-            "text": {"preview_url": False, "body": body},
-        }
-        if callback_data is not None:
-            payload["biz_opaque_callback_data"] = _check_callback_data(callback_data)
-        return await self._post(sender, payload)
+        return await self._post(sender, text_payload(to, body, callback_data=callback_data))
 
     async def send_template(
         self,
@@ -324,24 +305,11 @@ class CloudApiClient:
         sender: str | None = None,
         callback_data: str | None = None,
     ) -> SendResult:
-        """Send an approved template; `body_params` fill {{1}}, {{2}}, ... in its body."""
-        template: dict[str, Any] = {"name": name, "language": {"code": language}}
-        if body_params:
-            template["components"] = [
-                {
-                    "type": "body",
-                    "parameters": [{"type": "text", "text": p} for p in body_params],
-                }
-            ]
-        payload: dict[str, Any] = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": to,
-            "type": "template",
-            "template": template,
-        }
-        if callback_data is not None:
-            payload["biz_opaque_callback_data"] = _check_callback_data(callback_data)
+        """Send an approved template; `body_params` fill {{1}}, {{2}}, ... in its body.
+
+        For header, button and named parameters, `send` a `TemplateMessage`."""
+        message = TemplateMessage(name, language, tuple(body_params))
+        payload = template_payload(to, message, callback_data=callback_data)
         return await self._post(sender, payload)
 
     async def send(
@@ -358,14 +326,8 @@ class CloudApiClient:
                 to, message.body, sender=sender, callback_data=callback_data
             )
         if isinstance(message, TemplateMessage):
-            return await self.send_template(
-                to,
-                message.name,
-                message.language,
-                message.body_params,
-                sender=sender,
-                callback_data=callback_data,
-            )
+            payload = template_payload(to, message, callback_data=callback_data)
+            return await self._post(sender, payload)
         raise InputError(f"unsupported message type {type(message).__name__}", where="message")
 
     async def _post(self, sender: str | None, payload: dict[str, Any]) -> SendResult:

@@ -1,0 +1,95 @@
+"""The JSON bodies of `POST /{phone-number-id}/messages`, built from flow messages.
+
+Pure functions, no I/O: the client posts what these return. Shapes follow Meta's send
+messages and send template messages references (templates/components for header,
+body and button parameters, named parameters via `parameter_name`); see docs/flows.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dripline.errors import InputError
+from dripline.flows.base import TemplateMessage
+
+__all__ = ["MAX_CALLBACK_DATA_CHARS", "template_components", "template_payload", "text_payload"]
+
+# biz_opaque_callback_data: at most 512 characters (send messages reference).
+MAX_CALLBACK_DATA_CHARS = 512
+
+
+def _envelope(to: str, kind: str, callback_data: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": kind,
+    }
+    if callback_data is not None:
+        if len(callback_data) > MAX_CALLBACK_DATA_CHARS:
+            raise InputError(
+                f"longer than {MAX_CALLBACK_DATA_CHARS} characters ({len(callback_data)})",
+                where="callback_data",
+            )
+        payload["biz_opaque_callback_data"] = callback_data
+    return payload
+
+
+def text_payload(to: str, body: str, *, callback_data: str | None = None) -> dict[str, Any]:
+    """A free-form text message (only inside the recipient's 24 h window)."""
+    payload = _envelope(to, "text", callback_data)
+    payload["text"] = {"preview_url": False, "body": body}
+    return payload
+
+
+def template_components(message: TemplateMessage) -> list[dict[str, Any]]:
+    """The `components` array: header, body, then one entry per button parameter."""
+    components: list[dict[str, Any]] = []
+    header = message.header
+    if header is not None:
+        param: dict[str, Any]
+        if header.kind == "text":
+            param = {"type": "text", "text": header.value}
+            if header.parameter_name is not None:
+                param["parameter_name"] = header.parameter_name
+        else:
+            media: dict[str, Any] = {"link": header.value}
+            if header.filename is not None:
+                media["filename"] = header.filename
+            param = {"type": header.kind, header.kind: media}
+        components.append({"type": "header", "parameters": [param]})
+    body = [{"type": "text", "text": p} for p in message.body_params]
+    body += [
+        {"type": "text", "parameter_name": name, "text": value}
+        for name, value in message.named_body_params
+    ]
+    if body:
+        components.append({"type": "body", "parameters": body})
+    for button in message.buttons:
+        param = (
+            {"type": "payload", "payload": button.value}
+            if button.sub_type == "quick_reply"
+            else {"type": "text", "text": button.value}
+        )
+        components.append(
+            {
+                "type": "button",
+                "sub_type": button.sub_type,
+                "index": str(button.index),  # Meta's examples send the index as a string
+                "parameters": [param],
+            }
+        )
+    return components
+
+
+def template_payload(
+    to: str, message: TemplateMessage, *, callback_data: str | None = None
+) -> dict[str, Any]:
+    """An approved template with its parameters."""
+    payload = _envelope(to, "template", callback_data)
+    template: dict[str, Any] = {"name": message.name, "language": {"code": message.language}}
+    components = template_components(message)
+    if components:
+        template["components"] = components
+    payload["template"] = template
+    return payload
