@@ -28,18 +28,12 @@ from sqlalchemy.engine import make_url
 
 from dripline.fake import FakeConfig, running_fake
 from tests.e2e.test_dispatcher_processes import DRIPLINE, worker_env
+from tests.e2e.test_run_serve import free_port
 from tests.fixtures.dispatch import TOKEN
 
 pytestmark = pytest.mark.postgres
 
 API_TOKEN = "pgbouncer-test-api-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _pgbouncer_binary() -> str:
