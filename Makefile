@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean wheel-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 test: lint
 	$(BIN)/pytest -q
+
+# Build the sdist and wheel, install the wheel in a fresh virtualenv outside the tree and
+# run dripline from it (about 45 s; CI runs it after `make test`).
+wheel-check: $(STAMP)
+	PYTHON=$(BIN)/python .ci/wheel-smoke
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

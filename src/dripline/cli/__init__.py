@@ -34,6 +34,7 @@ _COMMAND_MODULES = [
     "status",
     "serve",
     "export",
+    "openapi_cmd",
 ]
 
 

@@ -24,8 +24,11 @@ def _cell(text: str | None) -> str:
     return "'" + text if text.startswith(_FORMULA) else text
 
 
-async def write_answers(database_url: str, flow_name: str, flows_dir: Path, out: TextIO) -> int:
+async def write_answers(
+    database_url: str, flow_name: str, flows_dir: Path, out: TextIO, *, pooler: bool = False
+) -> int:
     """Stream the answers of `flow_name` to `out` as CSV; returns the rows written.
+    `pooler`: settings.db_pooler (a transaction-mode pooler in front of PostgreSQL).
 
     Reads one keyset page at a time, so memory stays flat whatever the row count.
     """
@@ -34,7 +37,7 @@ async def write_answers(database_url: str, flow_name: str, flows_dir: Path, out:
     from dripline.store.api import answer_pages
 
     questions = load_flows(flows_dir).get(flow_name).questions()
-    store = await open_store(database_url, pool_size=1, auto_migrate=False)
+    store = await open_store(database_url, pool_size=1, pooler=pooler, auto_migrate=False)
     writer = csv.writer(out)
     writer.writerow([*BASE_COLUMNS, *(q.id for q in questions)])
     count = 0
@@ -90,11 +93,23 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"no database at {path}")
         if output == "-":
             count = asyncio.run(
-                write_answers(settings.database_url, flow, settings.flows_dir, sys.stdout)
+                write_answers(
+                    settings.database_url,
+                    flow,
+                    settings.flows_dir,
+                    sys.stdout,
+                    pooler=settings.db_pooler,
+                )
             )
         else:
             with open(output, "w", newline="", encoding="utf-8") as handle:
                 count = asyncio.run(
-                    write_answers(settings.database_url, flow, settings.flows_dir, handle)
+                    write_answers(
+                        settings.database_url,
+                        flow,
+                        settings.flows_dir,
+                        handle,
+                        pooler=settings.db_pooler,
+                    )
                 )
             err_console.print(f"wrote {count} conversations to {output}", highlight=False)

@@ -23,12 +23,17 @@ from dripline.errors import ConfigError
 __all__ = ["load_status", "register", "render_status"]
 
 
-async def load_status(database_url: str, *, live_after_s: float) -> dict[str, Any]:
-    """Open the database without migrating it and gather status (nothing is written)."""
+async def load_status(
+    database_url: str, *, live_after_s: float, pooler: bool = False
+) -> dict[str, Any]:
+    """Open the database without migrating it and gather status (nothing is written).
+
+    `pooler`: behind a transaction-mode pooler (settings.db_pooler), as every command
+    that opens the store must say, or asyncpg's named statements collide there."""
     from dripline.metrics import gather_status
     from dripline.store import open_store
 
-    store = await open_store(database_url, pool_size=1, auto_migrate=False)
+    store = await open_store(database_url, pool_size=1, pooler=pooler, auto_migrate=False)
     try:
         data = await gather_status(store, live_after_s=live_after_s)
         data["database"] = store.target
@@ -189,7 +194,9 @@ def register(app: typer.Typer) -> None:
         """
         settings = settings_from(database_url=database_url)
         _require_database(settings.database_url)
-        data = asyncio.run(load_status(settings.database_url, live_after_s=live_after))
+        data = asyncio.run(
+            load_status(settings.database_url, live_after_s=live_after, pooler=settings.db_pooler)
+        )
         if as_json:
             print_json(data)
         else:
