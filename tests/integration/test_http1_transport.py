@@ -14,6 +14,7 @@ from aiohttp import web
 
 from dripline.errors import TransportError
 from dripline.whatsapp.http1 import Http1Transport
+from tests.fixtures.http_servers import scripted_server
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -62,6 +63,44 @@ async def raw_server(reply: bytes, *, close: bool) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/x"
     finally:
         server.close()
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nRetry-After: 9\r\n\r\n"
+FINAL = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"final":1}'
+)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        (CONTINUE, FINAL),  # the 100 arrives on its own, the answer later
+        (CONTINUE + FINAL,),  # both in one segment
+        (CONTINUE, EARLY_HINTS, FINAL),
+    ],
+    ids=["100-then-200", "100+200-together", "100-103-200"],
+)
+async def test_interim_1xx_answers_are_skipped(parts: tuple[bytes, ...]) -> None:
+    """RFC 9110 section 15.2: a client must accept 1xx answers before the final one and
+    read on. Taking a 100 as the answer made the send look failed, and it was resent."""
+    transport = Http1Transport(access_token="tok")
+    async with scripted_server(*parts) as url:
+        for _ in range(2):  # the connection stays usable after the interim answers
+            # The 103's Retry-After belongs to the 103, not to the final answer.
+            assert await transport(url, b"{}") == (200, b'{"final":1}', None)
+        assert len(transport._all) == 1
+    await transport.close()
+
+
+async def test_101_switching_protocols_is_a_maybe_sent_protocol_error() -> None:
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    transport = Http1Transport(access_token="tok")
+    async with scripted_server(switch, FINAL) as url:
+        with pytest.raises(TransportError, match="101") as info:
+            await transport(url, b"{}")
+    await transport.close()
+    assert info.value.maybe_sent is True
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -219,3 +258,4 @@ async def test_https_verifies_the_certificate() -> None:
             await system(url, b"1")
         assert info.value.maybe_sent is False
         await system.close()
+

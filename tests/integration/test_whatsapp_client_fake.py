@@ -12,6 +12,7 @@ from dripline.flows.base import TemplateMessage, TextMessage
 from dripline.whatsapp import CloudApiClient
 from dripline.whatsapp.client import HttpClient
 from tests.fixtures.fake import FAKE_NUMBER, FAKE_TOKEN
+from tests.fixtures.http_servers import scripted_server
 
 TO = "+15551234567"
 
@@ -159,6 +160,25 @@ async def test_outage_503_then_recovery(fake_api: RunningFake, fake_client: Clou
     assert (info.value.error_class, info.value.http_status) == ("transient", 503)
     fake_api.state.start_outage(0)
     await fake_client.send_text(TO, "back")
+
+
+async def test_an_interim_100_before_the_answer_is_a_success_on_both_stacks(
+    http_client: HttpClient,
+) -> None:
+    """Reproduced before the fix: the builtin stack took the 100 as the answer, the send
+    was classed as a retryable failure although the API had accepted it."""
+    body = b'{"messaging_product":"whatsapp","messages":[{"id":"wamid.ONE"}]}'
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    async with (
+        scripted_server(b"HTTP/1.1 100 Continue\r\n\r\n", final) as url,
+        CloudApiClient(
+            base_url=url.removesuffix("/x"),
+            access_token=FAKE_TOKEN,
+            phone_number_id="1",
+            http_client=http_client,
+        ) as client,
+    ):
+        assert (await client.send_text(TO, "hi")).wamid == "wamid.ONE"
 
 
 async def test_outage_reset_mode(fake_api: RunningFake, fake_client: CloudApiClient) -> None:

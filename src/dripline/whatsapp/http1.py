@@ -10,9 +10,11 @@ fake, webhook delivery, tests) and as `AiohttpTransport`, selected with
 `DRIPLINE_WHATSAPP_HTTP_CLIENT=aiohttp`.
 
 What it does: http and https (TLS verified against the system's CA store),
-Content-Length and chunked responses, keep-alive (idle connections are reused newest
-first and dropped after `keepalive_s`, before a server would close them under a
-request), `Connection: close` honoured, a connect timeout and a response timeout.
+Content-Length and chunked responses, interim 1xx responses skipped (RFC 9110 section
+15.2; a 101 is a protocol error here, nothing asks to switch), keep-alive (idle
+connections are reused newest first and dropped after `keepalive_s`, before a server
+would close them under a request), `Connection: close` honoured, a connect timeout and
+a response timeout.
 What it does not: proxies, redirects, compression, responses delimited only by the
 connection closing (the Graph API always sends a length). One request at a time per
 connection, never pipelined.
@@ -93,6 +95,12 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                self._fail("the server switched protocols (HTTP 101) after the request")
+            # 100 Continue, 103 Early Hints: interim answers; the final one follows.
+            return
         waiter, self._waiter = self._waiter, None
         if self._timer is not None:
             self._timer.cancel()
@@ -100,7 +108,7 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             self.close()  # an answer nobody asked for: the connection is out of step
             return
-        waiter.set_result((self._parser.get_status_code(), b"".join(self._body), self._retry_after))
+        waiter.set_result((status, b"".join(self._body), self._retry_after))
         self._body = []
         if self._parser.should_keep_alive() and not self.closed:
             self._release(self)
