@@ -733,8 +733,13 @@ class Dispatcher:
             unknown_after_s=self.settings.unknown_after_s,
             rng=self._rng,
         )
-        if failure.error_class == "transient" and reaction.action is not Action.UNKNOWN:
-            reaction = self._outage_reaction(send.sender_key, reaction)
+        if failure.error_class == "transient":
+            # A send whose outcome is unknown (a bare 5xx, a timeout) counts towards an
+            # outage too, so an API answering only that pauses the sender instead of
+            # turning the whole backlog unknown; its own reaction stays `unknown`.
+            held = self._outage_reaction(send.sender_key, reaction)
+            if reaction.action is not Action.UNKNOWN:
+                reaction = held
         self.observer.on_failure(failure.error_class, failure.code, reaction.action.value)
         msg = (
             MessageUpdate(

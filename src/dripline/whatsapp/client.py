@@ -13,6 +13,22 @@ idempotency key, so a resend can deliver twice):
     reset / disconnect before the response      maybe_sent=True   (the server may have
                                                  accepted it; aiohttp never resends a POST)
     2xx with a malformed body                   maybe_sent=True   (2xx means accepted)
+    5xx without Meta's JSON error (bare 5xx)    maybe_sent=True   (see below)
+    a final 1xx (101 Switching Protocols)       maybe_sent=True   (a protocol error)
+
+A non-2xx answer that carries Meta's JSON error (`{"error": {"code": N, ...}}`) is Meta's
+own decision and is classified by its code, whatever the status: code 1, 2 or 131000
+on a 500 or 503 is transient and retried, because the Graph API said so. A 5xx without
+that body was written by something between us and the Graph API (a load balancer, a
+gateway, a TLS-inspecting proxy), and no status tells whether it had passed the
+request on: RFC 9110 defines 502 and 504 as a gateway's answer about an upstream it
+contacted for this request (sections 15.6.3, 15.6.5); a 503 (15.6.4) is as often the
+gateway's answer after forwarding (Envoy answers 503 when the upstream resets or
+closes mid-request: response flags UR and UC) as a shed request; and a client "SHOULD
+NOT automatically retry a request with a non-idempotent method unless it has some means
+to know ... that the original request was never applied" (section 9.2.2). So every bare
+5xx is `TransportError(maybe_sent=True, http_status=...)`: the dispatcher holds the
+message as `unknown` until a status webhook settles it (docs/reliability.md).
 
 The HTTP layer is a `Transport`: an async callable `(url, body) -> (status, body,
 retry_after)` raising `TransportError`. `Http1Transport` (`http1.py`, the default) and
@@ -173,7 +189,8 @@ def parse_send_response(status: int, raw: bytes) -> SendResult:
 
 
 def build_error(status: int, raw: bytes, retry_after: str | None) -> WhatsAppError:
-    """The WhatsAppError for a non-2xx answer, classified by `error.code` when present."""
+    """The error for a non-2xx answer: Meta's JSON error is classified by `error.code`;
+    a bare 5xx or a final 1xx is `TransportError(maybe_sent=True)` (module docstring)."""
     code: int | None = None
     api_message = ""
     details: str | None = None
@@ -193,6 +210,14 @@ def build_error(status: int, raw: bytes, retry_after: str | None) -> WhatsAppErr
             details = str(error_data["details"])[:_MAX_ERROR_TEXT]
         if error.get("fbtrace_id") is not None:
             fbtrace_id = str(error["fbtrace_id"])
+    if code is None and (status >= 500 or status < 200):
+        what = "a protocol error" if status < 200 else "not an answer from the Graph API"
+        return TransportError(
+            f"HTTP {status} without a Cloud API error body ({what}); "
+            "the message may have been sent",
+            maybe_sent=True,
+            http_status=status,
+        )
     info = describe(code, status)
     if code is None:
         message = f"Cloud API answered HTTP {status} without an error code ({info.meaning})"
