@@ -9,6 +9,8 @@
 idempotency key, so a resend can deliver twice):
 
     connect refused / DNS / connect timeout     maybe_sent=False  (nothing was written)
+    the proxy refused or failed CONNECT         maybe_sent=False  (a 407 is an `auth`
+                                                 WhatsAppError: fix the credentials)
     read timeout after the request was written  maybe_sent=True
     reset / disconnect before the response      maybe_sent=True   (the server may have
                                                  accepted it; aiohttp never resends a POST)
@@ -31,17 +33,21 @@ to know ... that the original request was never applied" (section 9.2.2). So eve
 message as `unknown` until a status webhook settles it (docs/reliability.md).
 
 The HTTP layer is a `Transport`: an async callable `(url, body) -> (status, body,
-retry_after)` raising `TransportError`. `Http1Transport` (`http1.py`, the default) and
-`AiohttpTransport` are the real ones; unit tests inject a plain function instead.
+retry_after)` raising `TransportError` (or an `auth` WhatsAppError for a proxy's 407).
+`Http1Transport` (`http1.py`, the default) and `AiohttpTransport` are the real ones;
+both go through the HTTPS proxy in `ProxyConfig` (`proxy.py`); unit tests inject a plain
+function instead.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import SecretStr
@@ -51,6 +57,7 @@ from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
 from dripline.settings import HttpClient, Settings
 from dripline.whatsapp.errors import describe, parse_retry_after
 from dripline.whatsapp.http1 import Http1Transport, RawResponse
+from dripline.whatsapp.proxy import ProxyConfig
 
 __all__ = [
     "MAX_CALLBACK_DATA_CHARS",
@@ -103,7 +110,18 @@ class AiohttpTransport:
         read_timeout_s: float = 15.0,
         connector_limit: int = 0,
         session: aiohttp.ClientSession | None = None,
+        proxy: ProxyConfig | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self._proxy = proxy or ProxyConfig()
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        # Per URL: the proxy arguments for aiohttp (none when the URL goes direct).
+        self._routes: dict[str, dict[str, Any]] = {}
+        # Sent per request, never as the session's default headers: aiohttp copies a
+        # session's defaults into the CONNECT request to a proxy and turns an
+        # `Authorization` there into `Proxy-Authorization`, which would hand the access
+        # token to the proxy in clear (aio-libs/aiohttp#9368: "default headers apply to
+        # proxy as well").
         self._headers = {
             "Authorization": f"Bearer {access_token}",
             "Content-Type": "application/json",
@@ -115,12 +133,28 @@ class AiohttpTransport:
         self._owns_session = session is None
 
     def __repr__(self) -> str:
-        return f"AiohttpTransport(connector_limit={self._connector_limit})"
+        return (
+            f"AiohttpTransport(connector_limit={self._connector_limit}, proxy={self._proxy.https})"
+        )
+
+    def _route(self, url: str) -> dict[str, Any]:
+        route = self._routes.get(url)
+        if route is None:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            proxy = self._proxy.for_target(parts.scheme, parts.hostname or "", port)
+            route = {}
+            if proxy is not None:
+                route["proxy"] = proxy.url
+                if proxy.authorization is not None:
+                    route["proxy_headers"] = {"Proxy-Authorization": proxy.authorization}
+            self._routes[url] = route
+        return route
 
     def _open(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside the running loop.
         connector = aiohttp.TCPConnector(
-            limit=self._connector_limit, limit_per_host=0, ttl_dns_cache=300
+            limit=self._connector_limit, limit_per_host=0, ttl_dns_cache=300, ssl=self._ssl
         )
         timeout = aiohttp.ClientTimeout(
             total=None,
@@ -128,21 +162,20 @@ class AiohttpTransport:
             sock_read=self._read_timeout_s,
         )
         self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers=self._headers,
-            raise_for_status=False,
+            connector=connector, timeout=timeout, raise_for_status=False
         )
         return self._session
 
     async def __call__(self, url: str, body: bytes) -> RawResponse:
         session = self._session or self._open()
-        # Our own session carries the headers already; an injected one gets them per call.
-        headers = None if self._owns_session else self._headers
         try:
-            async with session.post(url, data=body, headers=headers) as resp:
+            async with session.post(
+                url, data=body, headers=self._headers, **self._route(url)
+            ) as resp:
                 raw = await resp.read()
                 return resp.status, raw, resp.headers.get("Retry-After")
+        except aiohttp.ClientHttpProxyError as exc:
+            raise _proxy_refused(exc.status, exc.message, self._proxy, url) from None
         except aiohttp.ConnectionTimeoutError:
             raise TransportError(
                 f"connect timeout after {self._connect_timeout_s}s", maybe_sent=False
@@ -168,6 +201,24 @@ class AiohttpTransport:
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None
+
+
+def _proxy_refused(status: int, reason: str, proxy: ProxyConfig, url: str) -> WhatsAppError:
+    """aiohttp's CONNECT failure as `http1.py` reports it: nothing reached the API."""
+    shown = proxy.https.display if proxy.https is not None else "(none)"
+    if status in (401, 407):
+        return WhatsAppError(
+            f"the proxy at {shown} wants credentials (HTTP {status} {reason}); "
+            "put them in HTTPS_PROXY as http://user:password@host:port",
+            code=None,
+            error_class="auth",
+            http_status=status,
+        )
+    return TransportError(
+        f"the proxy at {shown} did not open a tunnel to {urlsplit(url).hostname}: "
+        f"HTTP {status} {reason}",
+        maybe_sent=False,
+    )
 
 
 def parse_send_response(status: int, raw: bytes) -> SendResult:
@@ -265,6 +316,7 @@ class CloudApiClient:
         transport: Transport | None = None,
         session: aiohttp.ClientSession | None = None,
         http_client: HttpClient = "builtin",
+        proxy: ProxyConfig | None = None,
     ) -> None:
         token = (
             access_token.get_secret_value() if isinstance(access_token, SecretStr) else access_token
@@ -282,12 +334,14 @@ class CloudApiClient:
                     read_timeout_s=read_timeout_s,
                     connector_limit=connector_limit,
                     session=session,
+                    proxy=proxy,
                 )
             else:
                 self._own_transport = Http1Transport(
                     access_token=token,
                     connect_timeout_s=connect_timeout_s,
                     read_timeout_s=read_timeout_s,
+                    proxy=proxy,
                 )
             transport = self._own_transport
         self._transport: Transport = transport
@@ -303,6 +357,7 @@ class CloudApiClient:
             "connect_timeout_s": settings.http_connect_timeout_s,
             "read_timeout_s": settings.http_read_timeout_s,
             "http_client": settings.whatsapp_http_client,
+            "proxy": ProxyConfig.from_strings(settings.proxy_url, settings.no_proxy),
         }
         kwargs.update(overrides)
         return cls(**kwargs)
