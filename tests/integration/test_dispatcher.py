@@ -11,22 +11,20 @@ from dripline.clock import utcnow
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import load_flows
-from dripline.server.app import create_app
-from dripline.server.testing import running_server
 from dripline.store import SqlStore, open_store
 from tests.fixtures.dispatch import (
     TOKEN,
+    WEBHOOK_SECRET,
     client_for,
     conversation_rows,
     enroll,
+    fake_with_webhooks,
     fast_settings,
     message_rows,
     phones,
     received,
     run_until_sent,
 )
-
-SECRET = "app-secret-for-tests"
 
 
 async def test_every_due_question_is_sent_exactly_once(store: SqlStore, store_url: str) -> None:
@@ -63,43 +61,39 @@ async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url
         # An unknown send is checked every second while it waits for webhook evidence;
         # the 20 s outage must not use up its checks.
         max_attempts=100,
-        whatsapp_app_secret=SECRET,
+        whatsapp_app_secret=WEBHOOK_SECRET,
     )
-    app = create_app(settings, store=store, flows=load_flows(None))
-    async with running_server(app) as base:
-        config = FakeConfig(
-            access_token=TOKEN,
-            rate_per_s=400,
-            burst=50,
-            pair_interval_s=0,
-            fail_500_fraction=0.05,
-            fail_500_bare_fraction=0.05,
-            latency_ms=10,
-            webhook_url=f"{base}/webhook",
-            app_secret=SECRET,
-            # Read receipts 4 s after each acceptance keep webhooks coming after the last
-            # send, the evidence that settles the last unknown ones.
-            read_fraction=1.0,
-            read_delay_s=4.0,
-            seed=3,
-        )
-        async with running_fake(config) as fake:
-            client = client_for(fake)
-            d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
-            task = asyncio.ensure_future(d.run(max_seconds=240))
-            try:
-                while len(fake.state.messages) < 1000:
-                    await asyncio.sleep(0.02)
-                fake.state.start_outage(20.0)
-                while not task.done() and len(received(fake)) < len(numbers):
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(0.3)
-            finally:
-                d.request_stop()
-                summary = await task
-                await client.close()
-            errors = dict(fake.state.errors_by_code)
-            outage_rejections = fake.state.stats.outage_rejections
+    config = FakeConfig(
+        access_token=TOKEN,
+        rate_per_s=400,
+        burst=50,
+        pair_interval_s=0,
+        fail_500_fraction=0.05,
+        fail_500_bare_fraction=0.05,
+        latency_ms=10,
+        # Read receipts 4 s after each acceptance keep webhooks coming after the last
+        # send, the evidence that settles the last unknown ones.
+        read_fraction=1.0,
+        read_delay_s=4.0,
+        seed=3,
+    )
+    async with fake_with_webhooks(store, settings, config) as fake:
+        client = client_for(fake)
+        d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
+        task = asyncio.ensure_future(d.run(max_seconds=240))
+        try:
+            while len(fake.state.messages) < 1000:
+                await asyncio.sleep(0.02)
+            fake.state.start_outage(20.0)
+            while not task.done() and len(received(fake)) < len(numbers):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+        finally:
+            d.request_stop()
+            summary = await task
+            await client.close()
+        errors = dict(fake.state.errors_by_code)
+        outage_rejections = fake.state.stats.outage_rejections
     assert outage_rejections > 0
     assert errors.get(130429, 0) > 0 and errors.get(1, 0) > 0 and errors.get(500, 0) > 0
     assert summary.stats.unknown > 0  # the bare 5xx were held, not blindly resent

@@ -17,7 +17,7 @@ from dripline.errors import TransportError, WhatsAppError
 from dripline.whatsapp.client import AiohttpTransport
 from dripline.whatsapp.http1 import Http1Transport
 from dripline.whatsapp.proxy import ProxyConfig
-from tests.fixtures.http_servers import scripted_server
+from tests.fixtures.http_servers import raw_server, scripted_server, serving_tcp
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -45,27 +45,6 @@ async def serving(
         yield f"{scheme}://127.0.0.1:{port}/v23.0/1/messages", peers
     finally:
         await runner.cleanup()
-
-
-@asynccontextmanager
-async def raw_server(reply: bytes, *, close: bool) -> AsyncIterator[str]:
-    """A TCP server that answers every request with `reply` bytes (then closes)."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(reply)
-        await writer.drain()
-        if close:
-            writer.close()
-        else:
-            await asyncio.sleep(30)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/x"
-    finally:
-        server.close()
 
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -280,12 +259,8 @@ async def connect_proxy(answer: bytes | None) -> AsyncIterator[tuple[str, list[b
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving_tcp(handle) as port:
         yield f"http://ana:pr0xy-secret@127.0.0.1:{port}", heads
-    finally:
-        server.close()
 
 
 TARGET = "https://graph.example:443/v23.0/1/messages"

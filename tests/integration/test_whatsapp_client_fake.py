@@ -2,6 +2,8 @@
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -163,15 +165,11 @@ async def test_bare_503_outage_may_have_been_sent_then_recovery(
     await fake_client.send_text(TO, "back")
 
 
-@pytest.mark.parametrize(
-    ("status", "reason"), [(502, "Bad Gateway"), (503, "Service Unavailable"), (504, "Timeout")]
-)
-async def test_a_gateways_bare_5xx_is_maybe_sent_on_both_stacks(
-    http_client: HttpClient, status: int, reason: str
-) -> None:
-    answer = f"HTTP/1.1 {status} {reason}\r\nContent-Length: 5\r\n\r\noops!".encode()
+@asynccontextmanager
+async def scripted_client(http_client: HttpClient, *parts: bytes) -> AsyncIterator[CloudApiClient]:
+    """A client on `http_client` whose every request is answered with `parts`."""
     async with (
-        scripted_server(answer) as url,
+        scripted_server(*parts) as url,
         CloudApiClient(
             base_url=url.removesuffix("/x"),
             access_token=FAKE_TOKEN,
@@ -179,6 +177,17 @@ async def test_a_gateways_bare_5xx_is_maybe_sent_on_both_stacks(
             http_client=http_client,
         ) as client,
     ):
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(502, "Bad Gateway"), (503, "Service Unavailable"), (504, "Timeout")]
+)
+async def test_a_gateways_bare_5xx_is_maybe_sent_on_both_stacks(
+    http_client: HttpClient, status: int, reason: str
+) -> None:
+    answer = f"HTTP/1.1 {status} {reason}\r\nContent-Length: 5\r\n\r\noops!".encode()
+    async with scripted_client(http_client, answer) as client:
         with pytest.raises(TransportError) as info:
             await client.send_text(TO, "hi")
     assert (info.value.maybe_sent, info.value.http_status) == (True, status)
@@ -191,15 +200,7 @@ async def test_an_interim_100_before_the_answer_is_a_success_on_both_stacks(
     was classed as a retryable failure although the API had accepted it."""
     body = b'{"messaging_product":"whatsapp","messages":[{"id":"wamid.ONE"}]}'
     final = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
-    async with (
-        scripted_server(b"HTTP/1.1 100 Continue\r\n\r\n", final) as url,
-        CloudApiClient(
-            base_url=url.removesuffix("/x"),
-            access_token=FAKE_TOKEN,
-            phone_number_id="1",
-            http_client=http_client,
-        ) as client,
-    ):
+    async with scripted_client(http_client, b"HTTP/1.1 100 Continue\r\n\r\n", final) as client:
         assert (await client.send_text(TO, "hi")).wamid == "wamid.ONE"
 
 

@@ -1,4 +1,5 @@
-"""The Cloud API client: one pooled aiohttp session, sends text and template messages.
+"""The Cloud API client: sends text and template messages, maps every answer to a result
+or a typed error.
 
     CloudApiClient.send / send_text / send_template
         -> SendResult(wamid, raw, http_status)          HTTP 2xx with messages[0].id
@@ -24,30 +25,30 @@ on a 500 or 503 is transient and retried, because the Graph API said so. A 5xx w
 that body was written by something between us and the Graph API (a load balancer, a
 gateway, a TLS-inspecting proxy), and no status tells whether it had passed the
 request on: RFC 9110 defines 502 and 504 as a gateway's answer about an upstream it
-contacted for this request (sections 15.6.3, 15.6.5); a 503 (15.6.4) is as often the
-gateway's answer after forwarding (Envoy answers 503 when the upstream resets or
-closes mid-request: response flags UR and UC) as a shed request; and a client "SHOULD
-NOT automatically retry a request with a non-idempotent method unless it has some means
-to know ... that the original request was never applied" (section 9.2.2). So every bare
-5xx is `TransportError(maybe_sent=True, http_status=...)`: the dispatcher holds the
-message as `unknown` until a status webhook settles it (docs/reliability.md).
+contacted for this request (sections 15.6.3, 15.6.5); a 503 (15.6.4) may be a shed
+request, but gateways also send it after forwarding (Envoy answers 503 when the
+upstream resets or closes mid-request: access-log flags UR and UC); and a client
+"SHOULD NOT automatically retry a request with a non-idempotent method unless it has
+some means to know ... that the original request was never applied" (section 9.2.2),
+which no status code is. So every bare 5xx is `TransportError(maybe_sent=True,
+http_status=...)`: the dispatcher holds the message as `unknown` until a status webhook
+settles it (docs/reliability.md).
 
 The HTTP layer is a `Transport`: an async callable `(url, body) -> (status, body,
-retry_after)` raising `TransportError` (or an `auth` WhatsAppError for a proxy's 407).
-`Http1Transport` (`http1.py`, the default) and `AiohttpTransport` are the real ones;
-both go through the HTTPS proxy in `ProxyConfig` (`proxy.py`); unit tests inject a plain
+retry_after)` raising `TransportError` (or an `auth` WhatsAppError when the proxy
+refuses its credentials: 407, or 401 from tinyproxy). `Http1Transport` (`http1.py`, the
+default) and `AiohttpTransport` (`aiohttp_transport.py`) are the real ones; both go
+through the HTTPS proxy in `ProxyConfig` (`proxy.py`); unit tests inject a plain
 function instead.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import SecretStr
@@ -55,6 +56,7 @@ from pydantic import SecretStr
 from dripline.errors import InputError, TransportError, WhatsAppError
 from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
 from dripline.settings import HttpClient, Settings
+from dripline.whatsapp.aiohttp_transport import AiohttpTransport
 from dripline.whatsapp.errors import describe, parse_retry_after
 from dripline.whatsapp.http1 import Http1Transport, RawResponse
 from dripline.whatsapp.proxy import ProxyConfig
@@ -93,132 +95,6 @@ class SendResult:
     wamid: str
     raw: dict[str, Any]
     http_status: int
-
-
-class AiohttpTransport:
-    """POSTs JSON over one shared aiohttp session with keep-alive pooling.
-
-    `connector_limit=0` means no pool cap: concurrency is the dispatcher's job, and a cap
-    here would queue requests invisibly behind the semaphore it already has.
-    """
-
-    def __init__(
-        self,
-        *,
-        access_token: str,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 15.0,
-        connector_limit: int = 0,
-        session: aiohttp.ClientSession | None = None,
-        proxy: ProxyConfig | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self._proxy = proxy or ProxyConfig()
-        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
-        # Per URL: the proxy arguments for aiohttp (none when the URL goes direct).
-        self._routes: dict[str, dict[str, Any]] = {}
-        # Sent per request, never as the session's default headers: aiohttp copies a
-        # session's defaults into the CONNECT request to a proxy and turns an
-        # `Authorization` there into `Proxy-Authorization`, which would hand the access
-        # token to the proxy in clear (aio-libs/aiohttp#9368: "default headers apply to
-        # proxy as well").
-        self._headers = {
-            "Authorization": f"Bearer {access_token}",
-            "Content-Type": "application/json",
-        }
-        self._connect_timeout_s = connect_timeout_s
-        self._read_timeout_s = read_timeout_s
-        self._connector_limit = connector_limit
-        self._session = session
-        self._owns_session = session is None
-
-    def __repr__(self) -> str:
-        return (
-            f"AiohttpTransport(connector_limit={self._connector_limit}, proxy={self._proxy.https})"
-        )
-
-    def _route(self, url: str) -> dict[str, Any]:
-        route = self._routes.get(url)
-        if route is None:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            proxy = self._proxy.for_target(parts.scheme, parts.hostname or "", port)
-            route = {}
-            if proxy is not None:
-                route["proxy"] = proxy.url
-                if proxy.authorization is not None:
-                    route["proxy_headers"] = {"Proxy-Authorization": proxy.authorization}
-            self._routes[url] = route
-        return route
-
-    def _open(self) -> aiohttp.ClientSession:
-        # Created lazily: an aiohttp session must be born inside the running loop.
-        connector = aiohttp.TCPConnector(
-            limit=self._connector_limit, limit_per_host=0, ttl_dns_cache=300, ssl=self._ssl
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self._connect_timeout_s,
-            sock_read=self._read_timeout_s,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, raise_for_status=False
-        )
-        return self._session
-
-    async def __call__(self, url: str, body: bytes) -> RawResponse:
-        session = self._session or self._open()
-        try:
-            async with session.post(
-                url, data=body, headers=self._headers, **self._route(url)
-            ) as resp:
-                raw = await resp.read()
-                return resp.status, raw, resp.headers.get("Retry-After")
-        except aiohttp.ClientHttpProxyError as exc:
-            raise _proxy_refused(exc.status, exc.message, self._proxy, url) from None
-        except aiohttp.ConnectionTimeoutError:
-            raise TransportError(
-                f"connect timeout after {self._connect_timeout_s}s", maybe_sent=False
-            ) from None
-        except aiohttp.SocketTimeoutError:
-            raise TransportError(
-                f"read timeout after {self._read_timeout_s}s; the message may have been sent",
-                maybe_sent=True,
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise TransportError(
-                f"cannot connect to the Cloud API: {exc.os_error or exc}", maybe_sent=False
-            ) from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(
-                f"connection lost before the response ({type(exc).__name__}); "
-                "the message may have been sent",
-                maybe_sent=True,
-            ) from None
-
-    async def close(self) -> None:
-        """Close the session if this transport created it."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
-
-
-def _proxy_refused(status: int, reason: str, proxy: ProxyConfig, url: str) -> WhatsAppError:
-    """aiohttp's CONNECT failure as `http1.py` reports it: nothing reached the API."""
-    shown = proxy.https.display if proxy.https is not None else "(none)"
-    if status in (401, 407):
-        return WhatsAppError(
-            f"the proxy at {shown} wants credentials (HTTP {status} {reason}); "
-            "put them in HTTPS_PROXY as http://user:password@host:port",
-            code=None,
-            error_class="auth",
-            http_status=status,
-        )
-    return TransportError(
-        f"the proxy at {shown} did not open a tunnel to {urlsplit(url).hostname}: "
-        f"HTTP {status} {reason}",
-        maybe_sent=False,
-    )
 
 
 def parse_send_response(status: int, raw: bytes) -> SendResult:
