@@ -12,7 +12,7 @@ from dripline.dispatcher.engine import Dispatcher, RunSummary
 from dripline.dispatcher.stats import DispatchObserver
 from dripline.flows import FlowRegistry, load_flows
 from dripline.logs import configure_logging
-from dripline.settings import SECRET_FIELDS, Settings
+from dripline.settings import Settings
 from dripline.store import Store, open_store
 from dripline.whatsapp.client import CloudApiClient
 
@@ -21,12 +21,9 @@ __all__ = ["Runtime", "configure_from_settings", "open_runtime", "run_dispatcher
 
 def configure_from_settings(settings: Settings) -> None:
     """Logging as the settings say, with every configured secret scrubbed."""
-    secrets = []
-    for name in SECRET_FIELDS:
-        value = getattr(settings, name)
-        if value is not None:
-            secrets.append(value.get_secret_value())
-    configure_logging(fmt=settings.log_format, level=settings.log_level, secrets=secrets)
+    configure_logging(
+        fmt=settings.log_format, level=settings.log_level, secrets=settings.secret_values()
+    )
 
 
 @dataclass

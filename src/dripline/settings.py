@@ -2,7 +2,8 @@
 
 Precedence, highest first: CLI flags (passed as keyword arguments), `DRIPLINE_*`
 environment variables, `dripline.toml` (or the file named by `DRIPLINE_CONFIG`), presets,
-defaults.
+defaults. `https_proxy` and `no_proxy` fall back to the standard `HTTPS_PROXY` and
+`NO_PROXY` variables (lower-case spellings first) when nothing above sets them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 # Which HTTP stack sends: "builtin" is `whatsapp.http1.Http1Transport`, about 3x less CPU
-# per request than "aiohttp" (kept for what the builtin one lacks, e.g. proxies).
+# per request than "aiohttp" (kept as a second, independent implementation).
 HttpClient = Literal["builtin", "aiohttp"]
 
 
@@ -126,6 +127,15 @@ class Settings(BaseSettings):
     whatsapp_http_client: HttpClient = "builtin"
     http_connect_timeout_s: float = Field(5.0, gt=0)
     http_read_timeout_s: float = Field(15.0, gt=0)
+    # A SecretStr: the URL may carry the proxy's password (shown redacted by `redacted()`).
+    https_proxy: SecretStr | None = Field(
+        None,
+        description="CONNECT proxy for the Cloud API, http://[user:password@]host:port; "
+        "default: HTTPS_PROXY",
+    )
+    no_proxy: str | None = Field(
+        None, description="hosts reached without the proxy; default: NO_PROXY"
+    )
 
     # Flows and server
     flows_dir: Path = Path("./flows")
@@ -170,6 +180,25 @@ class Settings(BaseSettings):
             self.max_concurrency = self.concurrency
         return self
 
+    @model_validator(mode="after")
+    def _proxy_from_env(self) -> Settings:
+        # Imported here: `dripline.whatsapp` imports settings at import time.
+        from dripline.whatsapp.proxy import Proxy, proxy_env
+
+        env_proxy, env_no_proxy = proxy_env()
+        if self.https_proxy is None and env_proxy is not None:
+            self.https_proxy = SecretStr(env_proxy)
+        if self.no_proxy is None:
+            self.no_proxy = env_no_proxy
+        if self.proxy_url:
+            Proxy.from_url(self.proxy_url)  # a ConfigError that never shows the password
+        return self
+
+    @property
+    def proxy_url(self) -> str | None:
+        """The https proxy URL in force, credentials included (None or "" for none)."""
+        return self.https_proxy.get_secret_value() if self.https_proxy is not None else None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -200,7 +229,25 @@ class Settings(BaseSettings):
         from dripline.store.urls import redact_url
 
         data["database_url"] = redact_url(self.database_url)
+        if self.proxy_url:
+            from dripline.whatsapp.proxy import redact_proxy_url
+
+            data["https_proxy"] = redact_proxy_url(self.proxy_url)
         return data
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log scrubber: tokens, and the proxy's password
+        and its encoded `Proxy-Authorization` value."""
+        values = []
+        for name in SECRET_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value.get_secret_value():
+                values.append(value.get_secret_value())
+        if self.proxy_url:
+            from dripline.whatsapp.proxy import Proxy
+
+            values.extend(Proxy.from_url(self.proxy_url).secrets())
+        return values
 
     def preset_values(self) -> dict[str, int]:
         """What the chosen preset set (empty without a preset)."""

@@ -14,9 +14,11 @@ from dripline.flows import load_flows
 from dripline.store import SqlStore, open_store
 from tests.fixtures.dispatch import (
     TOKEN,
+    WEBHOOK_SECRET,
     client_for,
     conversation_rows,
     enroll,
+    fake_with_webhooks,
     fast_settings,
     message_rows,
     phones,
@@ -46,10 +48,21 @@ async def test_every_due_question_is_sent_exactly_once(store: SqlStore, store_ur
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url: str) -> None:
-    """10% HTTP 500s, throttling (the fake's limit under the dispatcher's rate), a 20 s
-    outage: every conversation still receives its question exactly once."""
+    """5% HTTP 500s with Meta's error body (retried), 5% bare 500s and a 20 s outage of
+    bare 503s (both `unknown`: settled by status webhooks, then resent), throttling (the
+    fake's limit under the dispatcher's rate): every conversation still receives its
+    question exactly once, and none fails."""
     numbers = phones(5000)
     await enroll(store, numbers)
+    settings = fast_settings(
+        store_url,
+        rate_per_s=2000,
+        concurrency=200,
+        # An unknown send is checked every second while it waits for webhook evidence;
+        # the 20 s outage must not use up its checks.
+        max_attempts=100,
+        whatsapp_app_secret=WEBHOOK_SECRET,
+    )
     config = FakeConfig(
         access_token=TOKEN,
         rate_per_s=400,
@@ -58,18 +71,21 @@ async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url
         fail_500_fraction=0.05,
         fail_500_bare_fraction=0.05,
         latency_ms=10,
+        # Read receipts 4 s after each acceptance keep webhooks coming after the last
+        # send, the evidence that settles the last unknown ones.
+        read_fraction=1.0,
+        read_delay_s=4.0,
         seed=3,
     )
-    settings = fast_settings(store_url, rate_per_s=2000, concurrency=200)
-    async with running_fake(config) as fake:
+    async with fake_with_webhooks(store, settings, config) as fake:
         client = client_for(fake)
         d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
-        task = asyncio.ensure_future(d.run(max_seconds=180))
+        task = asyncio.ensure_future(d.run(max_seconds=240))
         try:
             while len(fake.state.messages) < 1000:
                 await asyncio.sleep(0.02)
             fake.state.start_outage(20.0)
-            while not task.done() and len(fake.state.messages) < len(numbers):
+            while not task.done() and len(received(fake)) < len(numbers):
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.3)
         finally:
@@ -79,13 +95,37 @@ async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url
         errors = dict(fake.state.errors_by_code)
         outage_rejections = fake.state.stats.outage_rejections
     assert outage_rejections > 0
-    assert errors.get(130429, 0) > 0 and errors.get(1, 0) > 0
+    assert errors.get(130429, 0) > 0 and errors.get(1, 0) > 0 and errors.get(500, 0) > 0
+    assert summary.stats.unknown > 0  # the bare 5xx were held, not blindly resent
     assert received(fake) == Counter({p: 1 for p in numbers})
     rows = await message_rows(store)
-    assert {r.status for r in rows} == {"sent"}
+    assert {r.status for r in rows} <= {"sent", "delivered", "read"}
     assert summary.stats.failed == 0
     convs = await conversation_rows(store)
     assert {c.state for c in convs} == {"in_progress"}
+
+
+async def test_an_outage_of_bare_503s_pauses_sending_instead_of_spending_the_backlog(
+    store: SqlStore, store_url: str
+) -> None:
+    """A bare 503 leaves its send `unknown`; a run of them is an outage like any other
+    transient failure, so the sender pauses and probes rather than sending (and holding
+    as unknown) every due message."""
+    numbers = phones(3000)
+    await enroll(store, numbers)
+    config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0)
+    settings = fast_settings(store_url, rate_per_s=500, concurrency=50)
+    async with running_fake(config) as fake:
+        fake.state.start_outage(3600)
+        async with client_for(fake) as client:
+            d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
+            summary = await d.run(max_seconds=4)
+        tried = fake.state.stats.outage_rejections
+    # Without the pause, 4 s at 500/s would have sent (and held unknown) about 2,000.
+    assert 0 < tried < 1000
+    assert summary.stats.unknown == tried
+    convs = await conversation_rows(store)
+    assert len([c for c in convs if c.attempts == 0 and c.state == "pending"]) >= 2000
 
 
 async def test_auth_failure_stops_sending_and_fails_nothing(

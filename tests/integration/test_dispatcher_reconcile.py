@@ -14,22 +14,20 @@ from collections import Counter
 import pytest
 
 from dripline.dispatcher.engine import Dispatcher
-from dripline.fake import FakeConfig, running_fake
+from dripline.fake import FakeConfig
 from dripline.flows import load_flows
-from dripline.server.app import create_app
-from dripline.server.testing import running_server
 from dripline.store import SqlStore
 from tests.fixtures.dispatch import (
     TOKEN,
+    WEBHOOK_SECRET,
     client_for,
     enroll,
+    fake_with_webhooks,
     fast_settings,
     message_rows,
     phones,
     received,
 )
-
-SECRET = "app-secret-for-tests"
 
 
 @pytest.mark.slow
@@ -45,36 +43,32 @@ async def test_hung_sends_are_resent_once_webhooks_prove_they_never_landed(
         concurrency=100,
         unknown_after_s=1.0,
         http_read_timeout_s=0.5,
-        whatsapp_app_secret=SECRET,
+        whatsapp_app_secret=WEBHOOK_SECRET,
     )
-    app = create_app(settings, store=store, flows=load_flows(None))
-    async with running_server(app) as base:
-        config = FakeConfig(
-            access_token=TOKEN,
-            rate_per_s=0,
-            pair_interval_s=0,
-            latency_ms=5,
-            hang_fraction=0.03,
-            hang_s=2.0,
-            webhook_url=f"{base}/webhook",
-            app_secret=SECRET,
-            read_fraction=1.0,
-            read_delay_s=4.0,
-            seed=11,
-        )
-        async with running_fake(config) as fake:
-            client = client_for(fake, read_timeout_s=0.5)
-            d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
-            task = asyncio.ensure_future(d.run(max_seconds=120))
-            try:
-                while not task.done() and len(received(fake)) < len(numbers):
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(0.5)
-            finally:
-                d.request_stop()
-                summary = await task
-                await client.close()
-            hangs = fake.state.stats.hangs
+    config = FakeConfig(
+        access_token=TOKEN,
+        rate_per_s=0,
+        pair_interval_s=0,
+        latency_ms=5,
+        hang_fraction=0.03,
+        hang_s=2.0,
+        read_fraction=1.0,
+        read_delay_s=4.0,
+        seed=11,
+    )
+    async with fake_with_webhooks(store, settings, config) as fake:
+        client = client_for(fake, read_timeout_s=0.5)
+        d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
+        task = asyncio.ensure_future(d.run(max_seconds=120))
+        try:
+            while not task.done() and len(received(fake)) < len(numbers):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+        finally:
+            d.request_stop()
+            summary = await task
+            await client.close()
+        hangs = fake.state.stats.hangs
     assert hangs > 10
     assert summary.stats.unknown >= hangs // 2
     assert received(fake) == Counter({p: 1 for p in numbers})

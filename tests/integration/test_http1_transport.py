@@ -4,6 +4,7 @@ fake does not exercise (chunked bodies, keep-alive, closes, timeouts, TLS)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,8 +13,11 @@ import pytest
 import trustme
 from aiohttp import web
 
-from dripline.errors import TransportError
+from dripline.errors import TransportError, WhatsAppError
+from dripline.whatsapp.client import AiohttpTransport
 from dripline.whatsapp.http1 import Http1Transport
+from dripline.whatsapp.proxy import ProxyConfig
+from tests.fixtures.http_servers import raw_server, scripted_server, serving_tcp
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,25 +47,42 @@ async def serving(
         await runner.cleanup()
 
 
-@asynccontextmanager
-async def raw_server(reply: bytes, *, close: bool) -> AsyncIterator[str]:
-    """A TCP server that answers every request with `reply` bytes (then closes)."""
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nRetry-After: 9\r\n\r\n"
+FINAL = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"final":1}'
+)
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(reply)
-        await writer.drain()
-        if close:
-            writer.close()
-        else:
-            await asyncio.sleep(30)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/x"
-    finally:
-        server.close()
+@pytest.mark.parametrize(
+    "parts",
+    [
+        (CONTINUE, FINAL),  # the 100 arrives on its own, the answer later
+        (CONTINUE + FINAL,),  # both in one segment
+        (CONTINUE, EARLY_HINTS, FINAL),
+    ],
+    ids=["100-then-200", "100+200-together", "100-103-200"],
+)
+async def test_interim_1xx_answers_are_skipped(parts: tuple[bytes, ...]) -> None:
+    """RFC 9110 section 15.2: a client must accept 1xx answers before the final one and
+    read on. Taking a 100 as the answer made the send look failed, and it was resent."""
+    transport = Http1Transport(access_token="tok")
+    async with scripted_server(*parts) as url:
+        for _ in range(2):  # the connection stays usable after the interim answers
+            # The 103's Retry-After belongs to the 103, not to the final answer.
+            assert await transport(url, b"{}") == (200, b'{"final":1}', None)
+        assert len(transport._all) == 1
+    await transport.close()
+
+
+async def test_101_switching_protocols_is_a_maybe_sent_protocol_error() -> None:
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    transport = Http1Transport(access_token="tok")
+    async with scripted_server(switch, FINAL) as url:
+        with pytest.raises(TransportError, match="101") as info:
+            await transport(url, b"{}")
+    await transport.close()
+    assert info.value.maybe_sent is True
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -219,3 +240,77 @@ async def test_https_verifies_the_certificate() -> None:
             await system(url, b"1")
         assert info.value.maybe_sent is False
         await system.close()
+
+
+# -- the CONNECT handshake with a scripted proxy (tinyproxy covers the happy path) -------
+
+
+@asynccontextmanager
+async def connect_proxy(answer: bytes | None) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A proxy that reads one CONNECT request head, then sends `answer` and closes
+    (None: stays silent). Yields its URL (with credentials) and the heads it read."""
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        if answer is None:
+            await asyncio.sleep(30)
+        writer.write(answer or b"")
+        await writer.drain()
+        writer.close()
+
+    async with serving_tcp(handle) as port:
+        yield f"http://ana:pr0xy-secret@127.0.0.1:{port}", heads
+
+
+TARGET = "https://graph.example:443/v23.0/1/messages"
+
+
+@pytest.mark.parametrize("stack", ["builtin", "aiohttp"])
+async def test_the_connect_request_carries_proxy_credentials_and_never_the_token(
+    stack: str,
+) -> None:
+    """aiohttp copies a session's default headers into CONNECT and turns `Authorization`
+    into `Proxy-Authorization`: the access token would reach the proxy in clear."""
+    answer = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    async with connect_proxy(answer) as (proxy_url, heads):
+        proxy = ProxyConfig.from_strings(proxy_url, None)
+        transport = (
+            Http1Transport(access_token="SECRET-TOKEN", proxy=proxy)
+            if stack == "builtin"
+            else AiohttpTransport(access_token="SECRET-TOKEN", proxy=proxy)
+        )
+        with pytest.raises(WhatsAppError) as info:
+            await transport(TARGET, b"{}")
+        await transport.close()
+    assert (info.value.error_class, info.value.http_status) == ("auth", 407)
+    head = heads[0].decode()
+    assert head.startswith("CONNECT graph.example:443 HTTP/1.1\r\n")
+    expected = base64.b64encode(b"ana:pr0xy-secret").decode()
+    assert f"Proxy-Authorization: Basic {expected}\r\n" in head
+    assert "SECRET-TOKEN" not in head and "Bearer" not in head
+    assert "pr0xy-secret" not in str(info.value) and expected not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        (b"", "closed before answering CONNECT"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "not HTTP"),
+        (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n", "HTTP 502 Bad Gateway"),
+        (b"HTTP/1.1 200 Connection established\r\n\r\nEXTRA", "sent data into the tunnel"),
+        (None, "connect timeout after 0.3s through the proxy"),
+    ],
+)
+async def test_a_failed_tunnel_is_not_sent(answer: bytes | None, match: str) -> None:
+    async with connect_proxy(answer) as (proxy_url, _):
+        transport = Http1Transport(
+            access_token="tok",
+            connect_timeout_s=0.3,
+            proxy=ProxyConfig.from_strings(proxy_url, None),
+        )
+        with pytest.raises(TransportError, match=match) as info:
+            await transport(TARGET, b"{}")
+        await transport.close()
+    assert info.value.maybe_sent is False
+    assert "pr0xy-secret" not in str(info.value)

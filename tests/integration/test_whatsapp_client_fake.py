@@ -2,6 +2,8 @@
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -12,6 +14,7 @@ from dripline.flows.base import TemplateMessage, TextMessage
 from dripline.whatsapp import CloudApiClient
 from dripline.whatsapp.client import HttpClient
 from tests.fixtures.fake import FAKE_NUMBER, FAKE_TOKEN
+from tests.fixtures.http_servers import scripted_server
 
 TO = "+15551234567"
 
@@ -141,24 +144,64 @@ async def test_500_with_body_is_transient(
     assert fake_api.state.stats.accepted == 0
 
 
-async def test_bare_500_is_transient(fake_api: RunningFake, fake_client: CloudApiClient) -> None:
+async def test_bare_500_may_have_been_sent(
+    fake_api: RunningFake, fake_client: CloudApiClient
+) -> None:
+    """No Cloud API error body: not Meta's answer, so not proof it was refused."""
     fake_api.state.config.fail_500_bare_fraction = 1.0
-    with pytest.raises(WhatsAppError) as info:
+    with pytest.raises(TransportError) as info:
         await fake_client.send_text(TO, "hi")
-    assert (info.value.code, info.value.error_class, info.value.http_status) == (
-        None,
-        "transient",
-        500,
-    )
+    assert (info.value.maybe_sent, info.value.http_status, info.value.code) == (True, 500, None)
 
 
-async def test_outage_503_then_recovery(fake_api: RunningFake, fake_client: CloudApiClient) -> None:
+async def test_bare_503_outage_may_have_been_sent_then_recovery(
+    fake_api: RunningFake, fake_client: CloudApiClient
+) -> None:
     fake_api.state.start_outage(3600)
-    with pytest.raises(WhatsAppError) as info:
+    with pytest.raises(TransportError) as info:
         await fake_client.send_text(TO, "hi")
-    assert (info.value.error_class, info.value.http_status) == ("transient", 503)
+    assert (info.value.maybe_sent, info.value.http_status) == (True, 503)
     fake_api.state.start_outage(0)
     await fake_client.send_text(TO, "back")
+
+
+@asynccontextmanager
+async def scripted_client(http_client: HttpClient, *parts: bytes) -> AsyncIterator[CloudApiClient]:
+    """A client on `http_client` whose every request is answered with `parts`."""
+    async with (
+        scripted_server(*parts) as url,
+        CloudApiClient(
+            base_url=url.removesuffix("/x"),
+            access_token=FAKE_TOKEN,
+            phone_number_id="1",
+            http_client=http_client,
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(502, "Bad Gateway"), (503, "Service Unavailable"), (504, "Timeout")]
+)
+async def test_a_gateways_bare_5xx_is_maybe_sent_on_both_stacks(
+    http_client: HttpClient, status: int, reason: str
+) -> None:
+    answer = f"HTTP/1.1 {status} {reason}\r\nContent-Length: 5\r\n\r\noops!".encode()
+    async with scripted_client(http_client, answer) as client:
+        with pytest.raises(TransportError) as info:
+            await client.send_text(TO, "hi")
+    assert (info.value.maybe_sent, info.value.http_status) == (True, status)
+
+
+async def test_an_interim_100_before_the_answer_is_a_success_on_both_stacks(
+    http_client: HttpClient,
+) -> None:
+    """Reproduced before the fix: the builtin stack took the 100 as the answer, the send
+    was classed as a retryable failure although the API had accepted it."""
+    body = b'{"messaging_product":"whatsapp","messages":[{"id":"wamid.ONE"}]}'
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    async with scripted_client(http_client, b"HTTP/1.1 100 Continue\r\n\r\n", final) as client:
+        assert (await client.send_text(TO, "hi")).wamid == "wamid.ONE"
 
 
 async def test_outage_reset_mode(fake_api: RunningFake, fake_client: CloudApiClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from dripline.settings import Policy, Preset, load_settings
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
-        if key.startswith("DRIPLINE_"):
+        if key.startswith("DRIPLINE_") or key.lower() in ("https_proxy", "no_proxy"):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)  # no stray dripline.toml
 
@@ -84,3 +85,35 @@ def test_secrets_are_redacted() -> None:
     for secret in ("EAAG-very-secret", "app-secret", "pw-secret"):
         assert secret not in shown
     assert "EAAG-very-secret" not in repr(s)
+
+
+def test_the_proxy_comes_from_the_standard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (load_settings().proxy_url, load_settings().no_proxy) == (None, None)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    s = load_settings()
+    assert (s.proxy_url, s.no_proxy) == ("http://proxy.internal:3128", "localhost")
+    # dripline's own setting wins; an empty one turns the proxy off.
+    monkeypatch.setenv("DRIPLINE_HTTPS_PROXY", "http://other:8080")
+    assert load_settings().proxy_url == "http://other:8080"
+    assert load_settings(https_proxy="").proxy_url == ""
+
+
+def test_proxy_credentials_are_redacted_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("https_proxy", "http://ana:pr0xy-secret@proxy.internal:3128")
+    s = load_settings()
+    assert s.redacted()["https_proxy"] == "http://***:***@proxy.internal:3128"
+    for shown in (str(s.redacted()), repr(s), str(s)):
+        assert "pr0xy-secret" not in shown and "ana:" not in shown
+    # The log scrubber gets the password and the encoded Proxy-Authorization value.
+    encoded = base64.b64encode(b"ana:pr0xy-secret").decode()
+    assert {"pr0xy-secret", encoded} <= set(s.secret_values())
+
+
+def test_a_bad_proxy_url_is_a_config_error_without_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://ana:pr0xy-secret@proxy.internal:1080")
+    with pytest.raises(ConfigError, match="only http:// proxies") as info:
+        load_settings()
+    assert "pr0xy-secret" not in str(info.value)

@@ -122,8 +122,11 @@ def error(code: int, details: str = "why") -> bytes:
         (401, error(190), None, 190, "auth", None),
         (400, error(368), None, 368, "account", None),
         (500, error(131000), None, 131000, "transient", None),
-        (503, b"", None, None, "transient", None),
-        (502, b"<html>bad gateway</html>", None, None, "transient", None),
+        # Meta's own JSON error on a 5xx keeps its code's class (and is retried).
+        (500, error(1), None, 1, "transient", None),
+        (503, error(2), "3", 2, "transient", 3.0),
+        (502, error(131016), None, 131016, "transient", None),
+        (504, error(190), None, 190, "auth", None),
         (429, b"", "2", None, "throttle", 2.0),
         (400, b'{"error": "not an object"}', None, None, "transient", None),
         (400, b'{"error": {"code": "100"}}', None, None, "transient", None),
@@ -150,6 +153,33 @@ async def test_errors_are_classified(
     if code is not None:
         assert exc.details == "why"
         assert exc.fbtrace_id == "Atrace"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry_after"),
+    [
+        (500, b"", None),
+        (500, b"Internal Server Error", None),
+        (502, b"<html>bad gateway</html>", None),
+        (503, b"", None),
+        (503, b"Service Unavailable", "30"),  # Retry-After does not prove it was not applied
+        (504, b"<html>gateway timeout</html>", None),
+        (503, b'{"error": "overloaded"}', None),  # JSON, but not Meta's error object
+        (501, b"", None),
+        (101, b"", None),  # a final 1xx is a protocol error after the request was written
+    ],
+)
+async def test_an_answer_without_metas_error_body_may_have_been_sent(
+    status: int, body: bytes, retry_after: str | None
+) -> None:
+    """Something between us and the Graph API answered: it may have passed the request
+    on, so the send is `unknown`, never resent blindly (the client's docstring)."""
+    with pytest.raises(TransportError) as info:
+        await make(Recorder((status, body, retry_after))).send_text("+1555", "x")
+    assert info.value.maybe_sent is True
+    assert info.value.http_status == status
+    assert info.value.code is None
+    assert "may have been sent" in str(info.value)
 
 
 @pytest.mark.parametrize(

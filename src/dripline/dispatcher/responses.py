@@ -172,8 +172,10 @@ class Responder:
             )
         # Only known-transient errors can mean an outage: an unclassified code repeating
         # must fail its messages (and trip the breaker above), never pause-and-probe
-        # forever without charging attempts.
-        if cls == "transient" and reaction.action is not Action.UNKNOWN:
+        # forever without charging attempts. A send whose outcome is unknown (a bare
+        # 5xx, a timeout) counts too, so an API answering only that pauses the sender
+        # instead of turning the whole backlog unknown; its own reaction stays UNKNOWN.
+        if cls == "transient":
             verdict = self.outage.on_transient(loop_now)
             if verdict.pause_until is not None:
                 if verdict.new_pause:
@@ -183,8 +185,9 @@ class Responder:
                         failures_in_a_row=verdict.streak,
                         pause_s=round(verdict.pause_until - loop_now, 2),
                     )
-                delay = verdict.pause_until - loop_now + ctx.rng.uniform(0, 0.5)
-                return Reaction(Action.RETRY, delay, False, "pending", reaction.reason)
+                if reaction.action is not Action.UNKNOWN:
+                    delay = verdict.pause_until - loop_now + ctx.rng.uniform(0, 0.5)
+                    return Reaction(Action.RETRY, delay, False, "pending", reaction.reason)
         return reaction
 
     # ------------------------------------------------- refused reservations

@@ -10,6 +10,8 @@ from dripline.whatsapp.client import (
     Transport,
 )
 from dripline.whatsapp.errors import ERROR_TABLE, ErrorClass, ErrorInfo, classify, parse_retry_after
+from dripline.whatsapp.http1 import Http1Transport
+from dripline.whatsapp.proxy import Proxy, ProxyConfig
 from dripline.whatsapp.webhooks import (
     InboundMessage,
     StatusEvent,
@@ -25,7 +27,10 @@ __all__ = [
     "CloudApiClient",
     "ErrorClass",
     "ErrorInfo",
+    "Http1Transport",
     "InboundMessage",
+    "Proxy",
+    "ProxyConfig",
     "RawResponse",
     "SendResult",
     "StatusEvent",

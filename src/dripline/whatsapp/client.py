@@ -1,4 +1,5 @@
-"""The Cloud API client: one pooled aiohttp session, sends text and template messages.
+"""The Cloud API client: sends text and template messages, maps every answer to a result
+or a typed error.
 
     CloudApiClient.send / send_text / send_template
         -> SendResult(wamid, raw, http_status)          HTTP 2xx with messages[0].id
@@ -9,14 +10,36 @@
 idempotency key, so a resend can deliver twice):
 
     connect refused / DNS / connect timeout     maybe_sent=False  (nothing was written)
+    the proxy refused or failed CONNECT         maybe_sent=False  (a 407 is an `auth`
+                                                 WhatsAppError: fix the credentials)
     read timeout after the request was written  maybe_sent=True
     reset / disconnect before the response      maybe_sent=True   (the server may have
                                                  accepted it; aiohttp never resends a POST)
     2xx with a malformed body                   maybe_sent=True   (2xx means accepted)
+    5xx without Meta's JSON error (bare 5xx)    maybe_sent=True   (see below)
+    a final 1xx (101 Switching Protocols)       maybe_sent=True   (a protocol error)
+
+A non-2xx answer that carries Meta's JSON error (`{"error": {"code": N, ...}}`) is Meta's
+own decision and is classified by its code, whatever the status: code 1, 2 or 131000
+on a 500 or 503 is transient and retried, because the Graph API said so. A 5xx without
+that body was written by something between us and the Graph API (a load balancer, a
+gateway, a TLS-inspecting proxy), and no status tells whether it had passed the
+request on: RFC 9110 defines 502 and 504 as a gateway's answer about an upstream it
+contacted for this request (sections 15.6.3, 15.6.5); a 503 (15.6.4) may be a shed
+request, but gateways also send it after forwarding (Envoy answers 503 when the
+upstream resets or closes mid-request: access-log flags UR and UC); and a client
+"SHOULD NOT automatically retry a request with a non-idempotent method unless it has
+some means to know ... that the original request was never applied" (section 9.2.2),
+which no status code is. So every bare 5xx is `TransportError(maybe_sent=True,
+http_status=...)`: the dispatcher holds the message as `unknown` until a status webhook
+settles it (docs/reliability.md).
 
 The HTTP layer is a `Transport`: an async callable `(url, body) -> (status, body,
-retry_after)` raising `TransportError`. `Http1Transport` (`http1.py`, the default) and
-`AiohttpTransport` are the real ones; unit tests inject a plain function instead.
+retry_after)` raising `TransportError` (or an `auth` WhatsAppError when the proxy
+refuses its credentials: 407, or 401 from tinyproxy). `Http1Transport` (`http1.py`, the
+default) and `AiohttpTransport` (`aiohttp_transport.py`) are the real ones; both go
+through the HTTPS proxy in `ProxyConfig` (`proxy.py`); unit tests inject a plain
+function instead.
 """
 
 from __future__ import annotations
@@ -33,9 +56,11 @@ from pydantic import SecretStr
 from dripline.errors import InputError, TransportError, WhatsAppError
 from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
 from dripline.settings import HttpClient, Settings
+from dripline.whatsapp.aiohttp_transport import AiohttpTransport
 from dripline.whatsapp.errors import describe, parse_retry_after
 from dripline.whatsapp.http1 import Http1Transport, RawResponse
 from dripline.whatsapp.payloads import MAX_CALLBACK_DATA_CHARS, template_payload, text_payload
+from dripline.whatsapp.proxy import ProxyConfig
 
 __all__ = [
     "MAX_CALLBACK_DATA_CHARS",
@@ -71,88 +96,6 @@ class SendResult:
     http_status: int
 
 
-class AiohttpTransport:
-    """POSTs JSON over one shared aiohttp session with keep-alive pooling.
-
-    `connector_limit=0` means no pool cap: concurrency is the dispatcher's job, and a cap
-    here would queue requests invisibly behind the semaphore it already has.
-    """
-
-    def __init__(
-        self,
-        *,
-        access_token: str,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 15.0,
-        connector_limit: int = 0,
-        session: aiohttp.ClientSession | None = None,
-    ) -> None:
-        self._headers = {
-            "Authorization": f"Bearer {access_token}",
-            "Content-Type": "application/json",
-        }
-        self._connect_timeout_s = connect_timeout_s
-        self._read_timeout_s = read_timeout_s
-        self._connector_limit = connector_limit
-        self._session = session
-        self._owns_session = session is None
-
-    def __repr__(self) -> str:
-        return f"AiohttpTransport(connector_limit={self._connector_limit})"
-
-    def _open(self) -> aiohttp.ClientSession:
-        # Created lazily: an aiohttp session must be born inside the running loop.
-        connector = aiohttp.TCPConnector(
-            limit=self._connector_limit, limit_per_host=0, ttl_dns_cache=300
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self._connect_timeout_s,
-            sock_read=self._read_timeout_s,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers=self._headers,
-            raise_for_status=False,
-        )
-        return self._session
-
-    async def __call__(self, url: str, body: bytes) -> RawResponse:
-        session = self._session or self._open()
-        # Our own session carries the headers already; an injected one gets them per call.
-        headers = None if self._owns_session else self._headers
-        try:
-            async with session.post(url, data=body, headers=headers) as resp:
-                raw = await resp.read()
-                return resp.status, raw, resp.headers.get("Retry-After")
-        except aiohttp.ConnectionTimeoutError:
-            raise TransportError(
-                f"connect timeout after {self._connect_timeout_s}s", maybe_sent=False
-            ) from None
-        except aiohttp.SocketTimeoutError:
-            raise TransportError(
-                f"read timeout after {self._read_timeout_s}s; the message may have been sent",
-                maybe_sent=True,
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise TransportError(
-                f"cannot connect to the Cloud API: {exc.os_error or exc}", maybe_sent=False
-            ) from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(
-                f"connection lost before the response ({type(exc).__name__}); "
-                "the message may have been sent",
-                maybe_sent=True,
-            ) from None
-
-    async def close(self) -> None:
-        """Close the session if this transport created it."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
-
-
 def parse_send_response(status: int, raw: bytes) -> SendResult:
     """A 2xx answer's wamid; TransportError(maybe_sent=True) when the body is unusable."""
     try:
@@ -172,7 +115,8 @@ def parse_send_response(status: int, raw: bytes) -> SendResult:
 
 
 def build_error(status: int, raw: bytes, retry_after: str | None) -> WhatsAppError:
-    """The WhatsAppError for a non-2xx answer, classified by `error.code` when present."""
+    """The error for a non-2xx answer: Meta's JSON error is classified by `error.code`;
+    a bare 5xx or a final 1xx is `TransportError(maybe_sent=True)` (module docstring)."""
     code: int | None = None
     api_message = ""
     details: str | None = None
@@ -192,6 +136,14 @@ def build_error(status: int, raw: bytes, retry_after: str | None) -> WhatsAppErr
             details = str(error_data["details"])[:_MAX_ERROR_TEXT]
         if error.get("fbtrace_id") is not None:
             fbtrace_id = str(error["fbtrace_id"])
+    if code is None and (status >= 500 or status < 200):
+        what = "a protocol error" if status < 200 else "not an answer from the Graph API"
+        return TransportError(
+            f"HTTP {status} without a Cloud API error body ({what}); "
+            "the message may have been sent",
+            maybe_sent=True,
+            http_status=status,
+        )
     info = describe(code, status)
     if code is None:
         message = f"Cloud API answered HTTP {status} without an error code ({info.meaning})"
@@ -230,6 +182,7 @@ class CloudApiClient:
         transport: Transport | None = None,
         session: aiohttp.ClientSession | None = None,
         http_client: HttpClient = "builtin",
+        proxy: ProxyConfig | None = None,
     ) -> None:
         token = (
             access_token.get_secret_value() if isinstance(access_token, SecretStr) else access_token
@@ -247,12 +200,14 @@ class CloudApiClient:
                     read_timeout_s=read_timeout_s,
                     connector_limit=connector_limit,
                     session=session,
+                    proxy=proxy,
                 )
             else:
                 self._own_transport = Http1Transport(
                     access_token=token,
                     connect_timeout_s=connect_timeout_s,
                     read_timeout_s=read_timeout_s,
+                    proxy=proxy,
                 )
             transport = self._own_transport
         self._transport: Transport = transport
@@ -268,6 +223,7 @@ class CloudApiClient:
             "connect_timeout_s": settings.http_connect_timeout_s,
             "read_timeout_s": settings.http_read_timeout_s,
             "http_client": settings.whatsapp_http_client,
+            "proxy": ProxyConfig.from_strings(settings.proxy_url, settings.no_proxy),
         }
         kwargs.update(overrides)
         return cls(**kwargs)

@@ -10,20 +10,25 @@ fake, webhook delivery, tests) and as `AiohttpTransport`, selected with
 `DRIPLINE_WHATSAPP_HTTP_CLIENT=aiohttp`.
 
 What it does: http and https (TLS verified against the system's CA store),
-Content-Length and chunked responses, keep-alive (idle connections are reused newest
-first and dropped after `keepalive_s`, before a server would close them under a
-request), `Connection: close` honoured, a connect timeout and a response timeout.
-What it does not: proxies, redirects, compression, responses delimited only by the
-connection closing (the Graph API always sends a length). One request at a time per
-connection, never pipelined.
+Content-Length and chunked responses, interim 1xx responses skipped (RFC 9110 section
+15.2; a 101 is a protocol error here, nothing asks to switch), keep-alive (idle
+connections are reused newest first and dropped after `keepalive_s`, before a server
+would close them under a request), `Connection: close` honoured, a connect timeout and
+a response timeout, and an HTTPS proxy (`proxy.py`): a CONNECT tunnel with TLS to the
+Cloud API inside it, `Proxy-Authorization` from the proxy URL's credentials.
+What it does not: redirects, compression, responses delimited only by the connection
+closing (the Graph API always sends a length), proxies for plain http targets. One
+request at a time per connection, never pipelined.
 
 Errors follow the client's contract (see `client.py`): a failure before the request
-was written is `TransportError(maybe_sent=False)`; after it, `maybe_sent=True`.
+was written is `TransportError(maybe_sent=False)` (that includes everything a proxy
+answers to CONNECT); after it, `maybe_sent=True`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +37,8 @@ from urllib.parse import urlsplit
 import httptools
 
 from dripline import __version__
-from dripline.errors import InputError, TransportError
+from dripline.errors import InputError, TransportError, WhatsAppError
+from dripline.whatsapp.proxy import Proxy, ProxyConfig
 
 __all__ = ["Http1Transport", "RawResponse"]
 
@@ -40,6 +46,8 @@ __all__ = ["Http1Transport", "RawResponse"]
 RawResponse = tuple[int, bytes, str | None]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_PROXY_HEAD = 16_384  # a CONNECT answer is a status line and a few headers
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: ([^\r\n]*))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,12 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                self._fail("the server switched protocols (HTTP 101) after the request")
+            # 100 Continue, 103 Early Hints: interim answers; the final one follows.
+            return
         waiter, self._waiter = self._waiter, None
         if self._timer is not None:
             self._timer.cancel()
@@ -100,7 +114,7 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             self.close()  # an answer nobody asked for: the connection is out of step
             return
-        waiter.set_result((self._parser.get_status_code(), b"".join(self._body), self._retry_after))
+        waiter.set_result((status, b"".join(self._body), self._retry_after))
         self._body = []
         if self._parser.should_keep_alive() and not self.closed:
             self._release(self)
@@ -136,11 +150,40 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
+class _TunnelHandshake(asyncio.Protocol):
+    """Collects a proxy's answer to CONNECT; TLS takes the connection over after a 2xx."""
+
+    def __init__(self, answered: asyncio.Future[tuple[bytes, bool]]) -> None:
+        self._answered = answered
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if self._answered.done():
+            return
+        if end >= 0:
+            # (the head, whether bytes followed it: a tunnel must stay silent until TLS)
+            self._answered.set_result((bytes(self._buffer[:end]), len(self._buffer) > end + 4))
+        elif len(self._buffer) > _MAX_PROXY_HEAD:
+            self._answered.set_exception(ConnectionError("answer to CONNECT too long"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._answered.done():
+            self._answered.set_exception(ConnectionError("closed before answering CONNECT"))
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class Http1Transport:
     """POSTs JSON with keep-alive pooling; a drop-in `Transport` for `CloudApiClient`.
 
     There is no cap on connections: concurrency is the dispatcher's job, and a cap here
-    would queue requests invisibly behind the limit it already enforces.
+    would queue requests invisibly behind the limit it already enforces. `proxy` says
+    which https targets go through a CONNECT proxy (default: none; `CloudApiClient`
+    passes the one from settings, that is `HTTPS_PROXY` / `NO_PROXY`).
     """
 
     def __init__(
@@ -151,22 +194,24 @@ class Http1Transport:
         read_timeout_s: float = 15.0,
         keepalive_s: float = 15.0,
         ssl_context: ssl.SSLContext | None = None,
+        proxy: ProxyConfig | None = None,
     ) -> None:
         self._token = access_token
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._keepalive_s = keepalive_s
-        self._targets: dict[str, tuple[_Origin, bytes]] = {}
+        self._proxy = proxy or ProxyConfig()
+        self._targets: dict[str, tuple[_Origin, bytes, Proxy | None]] = {}
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._all: set[_Connection] = set()
         # None: the system's CA store, made on the first https connection.
         self._ssl = ssl_context
 
     def __repr__(self) -> str:
-        return f"Http1Transport(connections={len(self._all)})"
+        return f"Http1Transport(connections={len(self._all)}, proxy={self._proxy.https})"
 
-    def _target(self, url: str) -> tuple[_Origin, bytes]:
-        """The origin and the request head up to the Content-Length value, per URL."""
+    def _target(self, url: str) -> tuple[_Origin, bytes, Proxy | None]:
+        """The origin, the request head up to the Content-Length value and the proxy, per URL."""
         cached = self._targets.get(url)
         if cached is not None:
             return cached
@@ -176,7 +221,9 @@ class Http1Transport:
             raise InputError(f"not an http(s) URL: {url!r}", where="whatsapp_base_url")
         port = parts.port or _DEFAULT_PORTS[scheme]
         origin = _Origin(scheme, parts.hostname, port)
-        host = parts.hostname if port == _DEFAULT_PORTS[scheme] else f"{parts.hostname}:{port}"
+        host = _authority(parts.hostname, port)
+        if port == _DEFAULT_PORTS[scheme]:
+            host = host.rsplit(":", 1)[0]  # the default port is left out of Host
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         head = (
             f"POST {path} HTTP/1.1\r\n"
@@ -186,8 +233,9 @@ class Http1Transport:
             "Content-Type: application/json\r\n"
             "Content-Length: "
         ).encode("latin-1")
-        self._targets[url] = (origin, head)
-        return origin, head
+        target = (origin, head, self._proxy.for_target(scheme, origin.host, port))
+        self._targets[url] = target
+        return target
 
     def _release(self, conn: _Connection) -> None:
         assert conn.origin is not None
@@ -210,38 +258,79 @@ class Http1Transport:
         conn.close()
         self._all.discard(conn)
 
-    async def _connect(self, origin: _Origin) -> _Connection:
-        loop = asyncio.get_running_loop()
+    async def _connect(self, origin: _Origin, proxy: Proxy | None) -> _Connection:
         context = None
         if origin.scheme == "https":
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
+        via = f" through the proxy at {proxy.display}" if proxy is not None else ""
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self._release),
-                    origin.host,
-                    origin.port,
-                    ssl=context,
-                    server_hostname=origin.host if context is not None else None,
-                )
+                if proxy is None:
+                    conn = await self._open_direct(origin, context)
+                else:
+                    assert context is not None  # only https targets are proxied
+                    conn = await self._open_tunnel(origin, proxy, context)
         except TimeoutError:
             raise TransportError(
-                f"connect timeout after {self._connect_timeout_s}s", maybe_sent=False
+                f"connect timeout after {self._connect_timeout_s}s{via}", maybe_sent=False
             ) from None
         except (OSError, ssl.SSLError) as exc:
             raise TransportError(
-                f"cannot connect to the Cloud API at {origin.host}:{origin.port}: {exc}",
+                f"cannot connect to the Cloud API at {origin.host}:{origin.port}{via}: {exc}",
                 maybe_sent=False,
             ) from None
         conn.origin = origin
         self._all.add(conn)
         return conn
 
+    async def _open_direct(self, origin: _Origin, context: ssl.SSLContext | None) -> _Connection:
+        _, conn = await asyncio.get_running_loop().create_connection(
+            lambda: _Connection(self._release),
+            origin.host,
+            origin.port,
+            ssl=context,
+            server_hostname=origin.host if context is not None else None,
+        )
+        return conn
+
+    async def _open_tunnel(
+        self, origin: _Origin, proxy: Proxy, context: ssl.SSLContext
+    ) -> _Connection:
+        """CONNECT through `proxy`, then TLS with the Cloud API inside the tunnel."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[tuple[bytes, bool]] = loop.create_future()
+        raw, _ = await loop.create_connection(
+            lambda: _TunnelHandshake(answered), proxy.host, proxy.port
+        )
+        try:
+            authority = _authority(origin.host, origin.port)
+            request = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+            request += f"User-Agent: dripline/{__version__}\r\n"
+            if proxy.authorization is not None:
+                request += f"Proxy-Authorization: {proxy.authorization}\r\n"
+            raw.write(f"{request}\r\n".encode("latin-1"))
+            try:
+                head, trailing = await answered
+            except ConnectionError as exc:
+                raise TransportError(
+                    f"the proxy at {proxy.display} {exc}", maybe_sent=False
+                ) from None
+            _check_tunnel(head, trailing, proxy, authority)
+            conn = _Connection(self._release)
+            tls = await loop.start_tls(raw, conn, context, server_hostname=origin.host)
+            if tls is None:  # the proxy closed the tunnel during the handshake
+                raise ConnectionError("the tunnel closed during the TLS handshake")
+        except BaseException:
+            raw.close()
+            raise
+        conn.connection_made(tls)
+        return conn
+
     async def __call__(self, url: str, body: bytes) -> RawResponse:
-        origin, head = self._target(url)
-        conn = self._take_idle(origin) or await self._connect(origin)
+        origin, head, proxy = self._target(url)
+        conn = self._take_idle(origin) or await self._connect(origin, proxy)
         waiter = conn.request(b"%b%d\r\n\r\n%b" % (head, len(body), body), self._read_timeout_s)
         try:
             return await waiter
@@ -261,3 +350,39 @@ class Http1Transport:
         self._idle.clear()
         # Let the transports run their connection_lost callbacks before the loop ends.
         await asyncio.sleep(0)
+
+
+def _check_tunnel(head: bytes, trailing: bool, proxy: Proxy, authority: str) -> None:
+    """Raise unless the proxy's answer to CONNECT opened the tunnel (any 2xx, RFC 9110
+    section 9.3.6). Nothing has reached the Cloud API yet, so nothing here is maybe-sent;
+    a 407 means the credentials in the proxy URL are missing or wrong: an operator's
+    problem that retrying cannot fix, so it stops sending like a rejected token. A 401
+    gets the same treatment: only the proxy can have sent it (tinyproxy 1.11 does)."""
+    match = _STATUS_LINE.match(head.split(b"\r\n", 1)[0])
+    if match is None:
+        raise TransportError(
+            f"the proxy at {proxy.display} answered CONNECT with something that is not HTTP",
+            maybe_sent=False,
+        )
+    status = int(match.group(1))
+    reason = (match.group(2) or b"").decode("latin-1")[:80]
+    if status in (401, 407):
+        hint = "wrong user or password" if proxy.username is not None else "none are set"
+        raise WhatsAppError(
+            f"the proxy at {proxy.display} wants credentials (HTTP {status} {reason}): {hint}; "
+            "put them in HTTPS_PROXY as http://user:password@host:port",
+            code=None,
+            error_class="auth",
+            http_status=status,
+        )
+    if not 200 <= status < 300:
+        raise TransportError(
+            f"the proxy at {proxy.display} did not open a tunnel to {authority}: "
+            f"HTTP {status} {reason}",
+            maybe_sent=False,
+        )
+    if trailing:
+        raise TransportError(
+            f"the proxy at {proxy.display} sent data into the tunnel before TLS started",
+            maybe_sent=False,
+        )
