@@ -18,7 +18,7 @@ import asyncio
 import contextvars
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 __all__ = ["SimClock", "SimStuck", "TaskTag", "VirtualTimeLoop", "run_virtual"]
 
@@ -59,7 +59,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         self._max_time_s = max_time_s
         self._selector = _VirtualSelector(self)
         self._tagged: dict[asyncio.Task[Any], str] = {}
-        self.set_task_factory(self._task_factory)
+        self.set_task_factory(cast(Any, self._task_factory))
 
     def time(self) -> float:
         return self._now
