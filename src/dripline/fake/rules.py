@@ -18,8 +18,8 @@ docs/fake-cloud-api.md lists the sources in full. Abbreviations used below:
 
 from __future__ import annotations
 
+import hashlib
 import random
-import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -262,11 +262,14 @@ def is_undeliverable(wa_id: str, fraction: float) -> bool:
     """Whether this number is one of the `fraction` that cannot receive messages.
 
     Decided by a stable hash of the ID (not by chance per message): a number that is not
-    on WhatsApp fails every time. Salted so that it is independent of the reply choice.
+    on WhatsApp fails every time. A keyed BLAKE2 rather than the CRC that picks repliers
+    (`webhooks.reply_for`): CRC32 is affine, so a salted CRC would pick a set tied to
+    the repliers instead of an independent one.
     """
     if fraction <= 0:
         return False
-    return zlib.crc32(b"undeliverable:" + wa_id.encode()) / 2**32 < fraction
+    digest = hashlib.blake2b(wa_id.encode(), digest_size=8, person=b"undeliver").digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
 # ------------------------------------------------------------------ status webhooks
