@@ -60,7 +60,6 @@ async def test_hung_sends_are_resent_once_webhooks_prove_they_never_landed(
             app_secret=SECRET,
             read_fraction=1.0,
             read_delay_s=4.0,
-            window="off",  # until window-aware sending lands (issue 12)
             seed=11,
         )
         async with running_fake(config) as fake:
