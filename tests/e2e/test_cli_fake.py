@@ -19,67 +19,10 @@ pytestmark = pytest.mark.slow
 DRIPLINE = str(Path(sys.executable).with_name("dripline"))
 
 
-def test_fake_whatsapp_serves(tmp_path: Path) -> None:
-    env = {**os.environ, "DRIPLINE_WHATSAPP_ACCESS_TOKEN": "cli-token"}
-    env.pop("DRIPLINE_CONFIG", None)
-    proc = subprocess.Popen(
-        [DRIPLINE, "fake-whatsapp", "--rate", "80", "--latency-ms", "150", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    try:
-        assert proc.stdout is not None
-        base_url = None
-        for _ in range(50):  # poll the output until it says where it serves
-            line = proc.stdout.readline()
-            match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
-            if match:
-                base_url = match.group(1)
-            if "ready" in line or not line:
-                break
-        assert base_url, "the fake never said where it serves"
-        body = json.dumps(
-            {
-                "messaging_product": "whatsapp",
-                "to": "+15551234567",
-                "type": "text",
-                "text": {"body": "hi"},
-            }
-        ).encode()
-        request = urllib.request.Request(
-            f"{base_url}/v23.0/123/messages",
-            data=body,
-            headers={"Authorization": "Bearer cli-token", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            answer = json.loads(resp.read())
-        assert answer["messages"][0]["id"].startswith("wamid.")
-        bad = urllib.request.Request(
-            f"{base_url}/v23.0/123/messages", data=body, headers={"Authorization": "Bearer x"}
-        )
-        with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(bad, timeout=10)
-        assert info.value.code == 401
-        assert json.loads(info.value.read())["error"]["code"] == 190
-        with urllib.request.urlopen(f"{base_url}/_fake/stats", timeout=10) as resp:
-            assert json.loads(resp.read())["accepted"] == 1
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=15) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    out = proc.stdout.read() if proc.stdout else ""
-    assert "cli-token" not in out
-
-
 @contextmanager
-def serving(tmp_path: Path, *flags: str) -> Iterator[str]:
-    """`dripline fake-whatsapp FLAGS` on a free port; yields its base URL."""
+def serving(tmp_path: Path, *flags: str, output: list[str] | None = None) -> Iterator[str]:
+    """`dripline fake-whatsapp FLAGS` on a free port; yields its base URL. It must stop
+    cleanly on SIGTERM; `output` collects everything it printed."""
     env = {**os.environ, "DRIPLINE_WHATSAPP_ACCESS_TOKEN": "cli-token"}
     env.pop("DRIPLINE_CONFIG", None)
     proc = subprocess.Popen(
@@ -109,6 +52,8 @@ def serving(tmp_path: Path, *flags: str) -> Iterator[str]:
         finally:
             if proc.poll() is None:
                 proc.kill()
+            if output is not None and proc.stdout is not None:
+                output.append(proc.stdout.read())
 
 
 def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
@@ -169,3 +114,20 @@ def test_fake_whatsapp_rejects_bad_flags(tmp_path: Path) -> None:
         )
         assert result.returncode != 0
         assert flags[0] in result.stderr + result.stdout
+
+
+def test_fake_whatsapp_serves(tmp_path: Path) -> None:
+    printed: list[str] = []
+    with serving(tmp_path, "--rate", "80", "--latency-ms", "150", output=printed) as base_url:
+        status, answer = send(base_url, "text", text={"body": "hi"})
+        assert status == 200
+        assert answer["messages"][0]["id"].startswith("wamid.")
+        bad = urllib.request.Request(
+            f"{base_url}/v23.0/123/messages", data=b"{}", headers={"Authorization": "Bearer x"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(bad, timeout=10)
+        assert info.value.code == 401
+        assert json.loads(info.value.read())["error"]["code"] == 190
+        assert call(f"{base_url}/_fake/stats")[1]["accepted"] == 1
+    assert "cli-token" not in "".join(printed)

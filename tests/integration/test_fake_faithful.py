@@ -15,7 +15,7 @@ from dripline.fake import FakeConfig, RunningFake, TemplateRegistry, running_fak
 from dripline.flows import load_flows
 from dripline.flows.base import TemplateMessage, TextMessage
 from dripline.whatsapp import CloudApiClient, verify_signature
-from tests.fixtures.fake import FAKE_NUMBER, FAKE_TOKEN, WebhookReceiver
+from tests.fixtures.fake import FAKE_NUMBER, FAKE_TOKEN, WebhookReceiver, webhook_config
 
 SECRET = "fake-app-secret"
 USER = "+15551234567"
@@ -24,19 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def config_for(receiver: WebhookReceiver, **overrides: object) -> FakeConfig:
-    base: dict[str, object] = {
-        "access_token": FAKE_TOKEN,
-        "webhook_url": receiver.url,
-        "app_secret": SECRET,
-        "sent_delay_s": 0.0,
-        "delivered_delay_s": 0.01,
-        "read_fraction": 0.0,
-        "reply_delay_s": 0.02,
-        "webhook_flush_s": 0.01,
-        "seed": 3,
-    }
-    base.update(overrides)
-    return FakeConfig(**base)  # type: ignore[arg-type]
+    return webhook_config(receiver, SECRET, **{"read_fraction": 0.0, "seed": 3, **overrides})
 
 
 def client_for(fake: RunningFake, number: str = FAKE_NUMBER) -> CloudApiClient:
@@ -109,21 +97,6 @@ async def test_the_window_opens_per_business_number_when_the_user_writes(
     }
     [inbound] = items(webhook_receiver, "messages")
     assert inbound["from"] == "15551234567"
-
-
-async def test_sync_window_refuses_with_131047_and_templates_still_go(
-    fake_api: RunningFake, fake_client: CloudApiClient
-) -> None:
-    fake_api.state.config.window = "sync"
-    with pytest.raises(WhatsAppError) as info:
-        await fake_client.send_text(USER, "hi")
-    assert (info.value.code, info.value.http_status, info.value.error_class) == (
-        131047,
-        400,
-        "window",
-    )
-    await fake_client.send(USER, CHECKIN)  # a template needs no window
-    assert fake_api.state.snapshot()["window_rejected"] == 1
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from dripline.fake import FakeConfig, RunningFake, running_fake
 from dripline.flows.base import TemplateMessage
 from dripline.whatsapp import CloudApiClient, parse_webhook, verify_signature
 from tests.fixtures.fake import FAKE_NUMBER, FAKE_TOKEN, WebhookReceiver
+from tests.fixtures.fake import webhook_config as fixture_webhook_config
 
 SECRET = "fake-app-secret"
 CHECKIN = TemplateMessage("trial_checkin", "en_US", ("friend",))  # in the default registry
@@ -78,20 +79,8 @@ async def test_stats_messages_and_reset_endpoints(
 
 
 def webhook_config(receiver: WebhookReceiver, **overrides: object) -> FakeConfig:
-    base: dict[str, object] = {
-        "access_token": FAKE_TOKEN,
-        "webhook_url": receiver.url,
-        "app_secret": SECRET,
-        "sent_delay_s": 0.0,
-        "delivered_delay_s": 0.02,
-        "read_delay_s": 0.04,
-        "read_fraction": 1.0,
-        "reply_delay_s": 0.05,
-        "webhook_flush_s": 0.01,
-        "seed": 5,
-    }
-    base.update(overrides)
-    return FakeConfig(**base)  # type: ignore[arg-type]
+    base = {"read_delay_s": 0.04, "read_fraction": 1.0, "reply_delay_s": 0.05, "seed": 5}
+    return fixture_webhook_config(receiver, SECRET, **{**base, **overrides})
 
 
 def parsed_posts(receiver: WebhookReceiver) -> list[tuple[str, str]]:

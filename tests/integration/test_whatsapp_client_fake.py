@@ -128,7 +128,12 @@ async def test_window_is_131047_until_the_user_writes(
     fake_api.state.config.window = "sync"
     with pytest.raises(WhatsAppError) as info:
         await fake_client.send_text(TO, "hi")
-    assert (info.value.code, info.value.error_class) == (131047, "window")
+    assert (info.value.code, info.value.error_class, info.value.http_status) == (
+        131047,
+        "window",
+        400,
+    )
+    assert fake_api.state.snapshot()["window_rejected"] == 1
     await fake_client.send_template(TO, "trial_checkin", "en_US", ("Ana",))  # allowed
     fake_api.webhooks.schedule_inbound(FAKE_NUMBER, "15551234567", "hello")
     await fake_client.send_text(TO, "now inside the window")

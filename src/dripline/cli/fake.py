@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -15,6 +15,7 @@ from dripline.fake.rules import THROUGHPUT_LEVELS, THROUGHPUT_RATES, BrazilRule,
 from dripline.fake.templates import TemplateRegistry, parse_template_spec
 from dripline.settings import Settings
 
+_C = TypeVar("_C", bound=str)
 _WINDOW_MODES: tuple[WindowMode, ...] = ("async", "sync", "off")
 _BRAZIL_RULES: tuple[BrazilRule, ...] = ("regional", "all", "none")
 
@@ -142,9 +143,9 @@ def fake_whatsapp(
         burst=burst,
         pair_interval_s=pair_interval_s,
         pair_burst=pair_burst,
-        window=_window(window, no_window),
+        window="off" if no_window else _choice("--window", window, _WINDOW_MODES),
         templates=_templates(template, any_template),
-        brazil_ninth_digit=_brazil(brazil_ninth_digit),
+        brazil_ninth_digit=_choice("--brazil-ninth-digit", brazil_ninth_digit, _BRAZIL_RULES),
         undeliverable_fraction=_fraction("undeliverable-fraction", undeliverable_fraction),
         latency_ms=latency_ms,
         latency_p99_ms=latency_p99_ms,
@@ -184,20 +185,11 @@ def _rate(rate: float | None, level: str | None) -> float:
     return THROUGHPUT_RATES.get((level or "STANDARD").upper(), THROUGHPUT_RATES["STANDARD"])
 
 
-def _window(window: str, no_window: bool) -> WindowMode:
-    if no_window:
-        return "off"
-    for mode in _WINDOW_MODES:
-        if window == mode:
-            return mode
-    raise fail(f"--window must be async, sync or off, got {window!r}")
-
-
-def _brazil(rule: str) -> BrazilRule:
-    for choice in _BRAZIL_RULES:
-        if rule == choice:
+def _choice(flag: str, value: str, choices: tuple[_C, ...]) -> _C:
+    for choice in choices:
+        if value == choice:
             return choice
-    raise fail(f"--brazil-ninth-digit must be regional, all or none, got {rule!r}")
+    raise fail(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _templates(specs: list[str] | None, any_template: bool) -> TemplateRegistry | None:
