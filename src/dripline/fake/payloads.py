@@ -108,6 +108,8 @@ def inbound_message(
             "mime_type": _MIME[kind],
             "sha256": "SfInY0gGKTsJlUWbwxC1k+FAD0FZHvzwfpvO0zX0GUI=",
             "id": media_id,
+            # The image reference: `url` is being released gradually from November 2025.
+            "url": f"https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid={media_id}",
         }
         if inbound.text and kind not in ("audio", "sticker"):
             media["caption"] = inbound.text
