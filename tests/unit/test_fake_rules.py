@@ -13,6 +13,7 @@ from dripline.fake.rules import (
     WindowBook,
     api_error,
     callback_data_echoed,
+    conversation_for,
     decide_send,
     is_undeliverable,
     pricing_for,
@@ -196,6 +197,19 @@ def test_pricing_for_service_and_template_messages() -> None:
     assert pricing_for("sent", "template", "utility", True)["type"] == "free_customer_service"
     assert pricing_for("sent", "template", "marketing", True)["billable"] is True
     assert pricing_for("read", "text", "utility", True) is None
+
+
+def test_conversation_object_only_before_v24() -> None:
+    pricing = pricing_for("sent", "text", "utility", True)
+    sent = conversation_for(pricing, "sent", "wamid.ABC", 1000.0, 23)
+    assert sent == {
+        "id": "CONVwamid.ABC",
+        "origin": {"type": "service"},
+        "expiration_timestamp": str(1000 + 24 * 3600),
+    }
+    assert "expiration_timestamp" not in (conversation_for(pricing, "delivered", "w", 0, 23) or {})
+    assert conversation_for(pricing, "sent", "w", 0, 24) is None
+    assert conversation_for(None, "read", "w", 0, 23) is None
 
 
 def test_throughput_level() -> None:

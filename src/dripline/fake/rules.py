@@ -38,6 +38,7 @@ __all__ = [
     "WindowMode",
     "api_error",
     "callback_data_echoed",
+    "conversation_for",
     "decide_send",
     "is_undeliverable",
     "pricing_for",
@@ -339,6 +340,23 @@ def pricing_for(
         "type": kind,
         "category": category,
     }
+
+
+def conversation_for(
+    pricing: dict[str, Any] | None, status: str, wamid: str, sent_at: float, api_version: int
+) -> dict[str, Any] | None:
+    """[ST] `conversation`: with `pricing`, for API v23.0 and lower only ("omitted
+    entirely for v24.0+ unless the webhook is for a free entry point conversation"); its
+    id unique per message; `expiration_timestamp` on `sent` only."""
+    if pricing is None or api_version >= 24:
+        return None
+    conversation: dict[str, Any] = {
+        "id": f"CONV{wamid[-16:]}",
+        "origin": {"type": pricing["category"]},
+    }
+    if status == "sent":
+        conversation["expiration_timestamp"] = str(int(sent_at + WINDOW_S))
+    return conversation
 
 
 def value_error(code: int = 130429, details: str | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dripline.fake.payloads import Inbound, inbound_contacts, inbound_message, s
 from dripline.fake.rules import (
     ApiError,
     StatusTimings,
+    conversation_for,
     pricing_for,
     status_sequence,
     value_error,
@@ -127,16 +128,7 @@ class WebhookSender:
                 if event.error is None
                 else None
             )
-            conversation = None
-            if pricing is not None and api_version < 24:
-                # Status reference: v23.0 and lower carry a `conversation` (a unique id per
-                # message), v24.0+ omit it outside free entry point windows.
-                conversation = {
-                    "id": f"CONV{msg.wamid[-16:]}",
-                    "origin": {"type": pricing["category"]},
-                }
-                if event.status == "sent":
-                    conversation["expiration_timestamp"] = str(int(wall + 24 * 3600))
+            conversation = conversation_for(pricing, event.status, msg.wamid, wall, api_version)
             body = status_item(
                 wamid=msg.wamid,
                 status=event.status,
