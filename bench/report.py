@@ -129,6 +129,10 @@ def markdown(doc: dict[str, Any], rows: list[Row]) -> str:
         "cost taken off in brackets; PG CPU = all PostgreSQL server processes during the "
         "run (the machine is shared, so this includes any other load); RSS = peak "
         "resident set; DB conns = peak pg_stat_activity rows for the run's database.",
+        "",
+        "The fake ran with `--no-window`: every message is free-form text to a number "
+        "that never wrote, which Meta would accept and then fail with 131047, so these "
+        "runs measure raw throughput, not deliveries (issue 12).",
     ]
     return "\n".join(out) + "\n"
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from dripline.fake import FakeConfig, FakeState, TokenBucket, check_message, lognormal_params
 from dripline.fake.app import Parsed, Problem
+from dripline.fake.templates import TemplateParams
 from dripline.fake.webhooks import reply_for
 
 
@@ -50,10 +51,11 @@ def test_pair_limit_can_be_disabled() -> None:
 
 def test_window_opens_on_inbound_and_closes_after_24h() -> None:
     state = FakeState(FakeConfig())
-    assert not state.window_open("u", 100.0)
-    state.open_window("u", 100.0)
-    assert state.window_open("u", 100.0 + 24 * 3600 - 1)
-    assert not state.window_open("u", 100.0 + 24 * 3600)
+    assert not state.window_open("111", "u", 100.0)
+    state.open_window("111", "u", 100.0)
+    assert state.window_open("111", "u", 100.0 + 24 * 3600 - 1)
+    assert not state.window_open("111", "u", 100.0 + 24 * 3600)
+    assert not state.window_open("222", "u", 100.0)  # per business number
 
 
 @given(
@@ -87,7 +89,7 @@ TEXT = {"messaging_product": "whatsapp", "to": "+1 (555) 123-4567", "type": "tex
     [
         (
             {**TEXT, "text": {"body": "hi"}},
-            Parsed("15551234567", TEXT["to"], "text", "hi", 0, None),
+            Parsed("15551234567", TEXT["to"], "text", "hi", None),
         ),
         ([], Problem),
         ({**TEXT, "messaging_product": "sms", "text": {"body": "hi"}}, Problem),
@@ -110,7 +112,7 @@ TEXT = {"messaging_product": "whatsapp", "to": "+1 (555) 123-4567", "type": "tex
                     "components": [{"type": "body", "parameters": [{}, {}]}],
                 },
             },
-            Parsed("15551234567", TEXT["to"], "template", "t", 2, None),
+            Parsed("15551234567", TEXT["to"], "template", "t", None, "en", TemplateParams(body=2)),
         ),
     ],
 )

@@ -9,10 +9,13 @@ import pytest
 
 from dripline.errors import WhatsAppError
 from dripline.fake import FakeConfig, RunningFake, running_fake
+from dripline.flows.base import TemplateMessage
 from dripline.whatsapp import CloudApiClient, parse_webhook, verify_signature
 from tests.fixtures.fake import FAKE_NUMBER, FAKE_TOKEN, WebhookReceiver
+from tests.fixtures.fake import webhook_config as fixture_webhook_config
 
 SECRET = "fake-app-secret"
+CHECKIN = TemplateMessage("trial_checkin", "en_US", ("friend",))  # in the default registry
 
 
 def client_for(fake: RunningFake) -> CloudApiClient:
@@ -76,20 +79,8 @@ async def test_stats_messages_and_reset_endpoints(
 
 
 def webhook_config(receiver: WebhookReceiver, **overrides: object) -> FakeConfig:
-    base: dict[str, object] = {
-        "access_token": FAKE_TOKEN,
-        "webhook_url": receiver.url,
-        "app_secret": SECRET,
-        "sent_delay_s": 0.0,
-        "delivered_delay_s": 0.02,
-        "read_delay_s": 0.04,
-        "read_fraction": 1.0,
-        "reply_delay_s": 0.05,
-        "webhook_flush_s": 0.01,
-        "seed": 5,
-    }
-    base.update(overrides)
-    return FakeConfig(**base)  # type: ignore[arg-type]
+    base = {"read_delay_s": 0.04, "read_fraction": 1.0, "reply_delay_s": 0.05, "seed": 5}
+    return fixture_webhook_config(receiver, SECRET, **{**base, **overrides})
 
 
 def parsed_posts(receiver: WebhookReceiver) -> list[tuple[str, str]]:
@@ -106,7 +97,13 @@ async def test_status_webhooks_are_signed_and_echo_callback_data(
 ) -> None:
     config = webhook_config(webhook_receiver, reply_fraction=1.0, reply_text="Sure")
     async with running_fake(config) as fake, client_for(fake) as client:
-        result = await client.send_text("+15551234567", "Q1?", callback_data="conv:42")
+        # A template: the user never wrote, so nothing else may open the conversation.
+        result = await client.send(
+            "+15551234567",
+            TemplateMessage("trial_checkin", "en_US", ("Ana",)),
+            callback_data="conv:42",
+        )
+        assert not fake.state.window_open(FAKE_NUMBER, "15551234567", time.monotonic())
         await webhook_receiver.wait_for(lambda: len(parsed_posts(webhook_receiver)) >= 4)
     for body, signature in webhook_receiver.posts:
         assert verify_signature(body, signature, SECRET)
@@ -125,7 +122,9 @@ async def test_status_webhooks_are_signed_and_echo_callback_data(
     )
     statuses = [s for body, _ in webhook_receiver.posts for s in parse_webhook(body).statuses]
     assert {s.biz_opaque_callback_data for s in statuses} == {"conv:42"}
-    assert fake.state.window_open("15551234567", time.monotonic())  # the reply opened it
+    # The reply opened the window with this number only.
+    assert fake.state.window_open(FAKE_NUMBER, "15551234567", time.monotonic())
+    assert not fake.state.window_open("another-number", "15551234567", time.monotonic())
 
 
 async def test_a_changed_byte_fails_the_fakes_signature(
@@ -136,21 +135,27 @@ async def test_a_changed_byte_fails_the_fakes_signature(
         await webhook_receiver.wait_for(lambda: len(webhook_receiver.posts) >= 1)
     body, signature = webhook_receiver.posts[0]
     assert verify_signature(body, signature, SECRET)
-    tampered = body.replace(b'"sent"', b'"read"', 1)
+    tampered = body.replace(b"whatsapp_business_account", b"whatsapp_business_accounT", 1)
     assert tampered != body
     assert not verify_signature(tampered, signature, SECRET)
 
 
-async def test_failed_statuses_carry_errors(webhook_receiver: WebhookReceiver) -> None:
-    config = webhook_config(webhook_receiver, failed_fraction=1.0)
+async def test_undeliverable_numbers_fail_by_webhook_without_callback_data(
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    config = webhook_config(webhook_receiver, undeliverable_fraction=1.0)
     async with running_fake(config) as fake, client_for(fake) as client:
-        await client.send_text("+15551234567", "hi", callback_data="c")
-        await webhook_receiver.wait_for(lambda: len(parsed_posts(webhook_receiver)) >= 2)
+        sent = await client.send(
+            "+15551234567", TemplateMessage("trial_checkin", "en_US", ("x",)), callback_data="c"
+        )
+        await webhook_receiver.wait_for(lambda: len(parsed_posts(webhook_receiver)) >= 1)
+        await asyncio.sleep(0.1)  # nothing else follows
     statuses = [s for body, _ in webhook_receiver.posts for s in parse_webhook(body).statuses]
-    failed = [s for s in statuses if s.status == "failed"]
-    assert failed[0].errors[0].code == 131026
-    assert failed[0].biz_opaque_callback_data == "c"
-    assert "delivered" not in {s.status for s in statuses}
+    assert [(s.status, s.id) for s in statuses] == [("failed", sent.wamid)]
+    assert statuses[0].errors[0].code == 131026
+    # Meta echoes biz_opaque_callback_data on sent/delivered/read only.
+    assert statuses[0].biz_opaque_callback_data is None
+    assert fake.state.snapshot()["failed_by_code"] == {"131026": 1}
 
 
 async def test_duplicates_batching_and_stop_replies(webhook_receiver: WebhookReceiver) -> None:
@@ -166,7 +171,7 @@ async def test_duplicates_batching_and_stop_replies(webhook_receiver: WebhookRec
         webhook_flush_s=0.05,
     )
     async with running_fake(config) as fake, client_for(fake) as client:
-        await asyncio.gather(*(client.send_text(f"+1555000{i:04d}", "hi") for i in range(5)))
+        await asyncio.gather(*(client.send(f"+1555000{i:04d}", CHECKIN) for i in range(5)))
         # 5 x (sent + delivered + STOP), each delivered twice.
         await webhook_receiver.wait_for(lambda: len(parsed_posts(webhook_receiver)) >= 30)
     events = parsed_posts(webhook_receiver)
@@ -182,7 +187,7 @@ async def test_failed_webhook_posts_are_retried(webhook_receiver: WebhookReceive
     webhook_receiver.fail_next = 1
     config = webhook_config(webhook_receiver, read_fraction=0.0, delivered_delay_s=0.0)
     async with running_fake(config) as fake, client_for(fake) as client:
-        result = await client.send_text("+15551234567", "hi")
+        result = await client.send("+15551234567", CHECKIN)
         await webhook_receiver.wait_for(lambda: len(parsed_posts(webhook_receiver)) >= 2)
     assert sorted(parsed_posts(webhook_receiver)) == [
         ("delivered", result.wamid),
@@ -204,14 +209,15 @@ async def test_a_dead_webhook_receiver_never_slows_sends() -> None:
 
 
 async def test_inbound_endpoint_opens_the_window(fake_api: RunningFake) -> None:
-    fake_api.state.config.enforce_window = True
+    fake_api.state.config.window = "sync"
     async with client_for(fake_api) as client:
         with pytest.raises(WhatsAppError):
             await client.send_text("+15551234567", "hi")
         async with (
             aiohttp.ClientSession() as session,
             session.post(
-                f"{fake_api.base_url}/_fake/inbound", json={"from": "+15551234567", "text": "hey"}
+                f"{fake_api.base_url}/_fake/inbound",
+                json={"from": "+15551234567", "text": "hey", "phone_number_id": FAKE_NUMBER},
             ) as resp,
         ):
             assert resp.status == 200

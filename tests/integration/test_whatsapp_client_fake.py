@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from dripline.errors import TransportError, WhatsAppError
-from dripline.fake import FakeConfig, RunningFake
+from dripline.fake import FakeConfig, RunningFake, TemplateRegistry, TemplateSpec
 from dripline.flows.base import TemplateMessage, TextMessage
 from dripline.whatsapp import CloudApiClient
 from dripline.whatsapp.client import HttpClient
@@ -29,7 +29,7 @@ async def test_text_and_template_are_accepted_and_recorded(
     fake_api: RunningFake, fake_client: CloudApiClient
 ) -> None:
     first = await fake_client.send(TO, TextMessage("Hello"), callback_data="conv:1")
-    second = await fake_client.send(TO, TemplateMessage("welcome", "en_US", ("Ana",)))
+    second = await fake_client.send(TO, TemplateMessage("trial_checkin", "en_US", ("Ana",)))
     assert first.wamid != second.wamid
     assert first.wamid.startswith("wamid.")
     assert first.raw["contacts"] == [{"input": TO, "wa_id": "15551234567"}]
@@ -37,7 +37,7 @@ async def test_text_and_template_are_accepted_and_recorded(
     recorded = fake_api.state.messages
     assert [(m.wamid, m.to, m.type, m.body, m.callback_data) for m in recorded] == [
         (first.wamid, "15551234567", "text", "Hello", "conv:1"),
-        (second.wamid, "15551234567", "template", "welcome", None),
+        (second.wamid, "15551234567", "template", "trial_checkin", None),
     ]
     assert recorded[0].phone_number_id == FAKE_NUMBER
 
@@ -81,13 +81,20 @@ async def test_empty_text_is_100(fake_client: CloudApiClient) -> None:
 async def test_unknown_template_is_132001(
     fake_api: RunningFake, fake_client: CloudApiClient
 ) -> None:
-    fake_api.state.config.templates = {"welcome": 1}
+    fake_api.state.config.templates = TemplateRegistry([TemplateSpec("welcome", "en_US", 1)])
     with pytest.raises(WhatsAppError) as info:
         await fake_client.send_template(TO, "nope", "en_US")
-    assert (info.value.code, info.value.error_class) == (132001, "permanent")
+    assert (info.value.code, info.value.error_class, info.value.http_status) == (
+        132001,
+        "permanent",
+        404,
+    )
+    with pytest.raises(WhatsAppError) as info:
+        await fake_client.send_template(TO, "welcome", "pt_BR", ("Ana",))
+    assert info.value.code == 132001  # the template exists, but not in that language
     with pytest.raises(WhatsAppError) as info:
         await fake_client.send_template(TO, "welcome", "en_US")
-    assert info.value.code == 132000
+    assert (info.value.code, info.value.http_status) == (132000, 400)
     await fake_client.send_template(TO, "welcome", "en_US", ("Ana",))
 
 
@@ -121,11 +128,16 @@ async def test_pair_limit_is_131056_pair_throttle(
 async def test_window_is_131047_until_the_user_writes(
     fake_api: RunningFake, fake_client: CloudApiClient
 ) -> None:
-    fake_api.state.config.enforce_window = True
+    fake_api.state.config.window = "sync"
     with pytest.raises(WhatsAppError) as info:
         await fake_client.send_text(TO, "hi")
-    assert (info.value.code, info.value.error_class) == (131047, "window")
-    await fake_client.send_template(TO, "reengage", "en_US")  # templates are allowed
+    assert (info.value.code, info.value.error_class, info.value.http_status) == (
+        131047,
+        "window",
+        400,
+    )
+    assert fake_api.state.snapshot()["window_rejected"] == 1
+    await fake_client.send_template(TO, "trial_checkin", "en_US", ("Ana",))  # allowed
     fake_api.webhooks.schedule_inbound(FAKE_NUMBER, "15551234567", "hello")
     await fake_client.send_text(TO, "now inside the window")
 

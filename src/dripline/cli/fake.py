@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from dripline.cli.common import fail, handle_errors, settings_from
 from dripline.fake import FakeConfig, running_fake
+from dripline.fake.rules import THROUGHPUT_LEVELS, THROUGHPUT_RATES, BrazilRule, WindowMode
+from dripline.fake.templates import TemplateRegistry, parse_template_spec
 from dripline.settings import Settings
+
+_C = TypeVar("_C", bound=str)
+_WINDOW_MODES: tuple[WindowMode, ...] = ("async", "sync", "off")
+_BRAZIL_RULES: tuple[BrazilRule, ...] = ("regional", "all", "none")
 
 
 def _fraction(name: str, value: float) -> float:
@@ -25,8 +31,16 @@ def fake_whatsapp(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8089,
     rate: Annotated[
-        float, typer.Option(help="Messages per second per phone number id (0: no limit).")
-    ] = 80.0,
+        float | None,
+        typer.Option(
+            help="Messages per second per phone number id (0: no limit; default: the "
+            "--throughput-level's rate, 80)."
+        ),
+    ] = None,
+    throughput_level: Annotated[
+        str | None,
+        typer.Option(help="Level GET /{id}?fields=throughput reports: STANDARD, HIGH."),
+    ] = None,
     burst: Annotated[
         float | None, typer.Option(help="Throughput bucket size (default: one second).")
     ] = None,
@@ -42,13 +56,36 @@ def fake_whatsapp(
         float, typer.Option(help="Pair limit: seconds per message to one user (0: off).")
     ] = 6.0,
     pair_burst: Annotated[int, typer.Option(help="Pair limit burst.")] = 45,
-    enforce_window: Annotated[
-        bool, typer.Option(help="Refuse free-form text outside the 24 h window (131047).")
+    window: Annotated[
+        str,
+        typer.Option(
+            help="24 h window for free-form messages: async (accepted, then failed 131047 "
+            "by webhook), sync (refused with 131047), off."
+        ),
+    ] = "async",
+    no_window: Annotated[
+        bool, typer.Option("--no-window", help="Same as --window off (raw benchmarks).")
     ] = False,
     template: Annotated[
         list[str] | None,
-        typer.Option(help="Known template as NAME or NAME:PARAMS (repeat); default: any."),
+        typer.Option(
+            help="Approved template NAME[@LANG][:BODY[:HEADER[:BUTTONS]]] (repeat); "
+            "replaces the default registry (the shipped flows' templates)."
+        ),
     ] = None,
+    any_template: Annotated[
+        bool, typer.Option("--any-template", help="Accept every template name and language.")
+    ] = False,
+    brazil_ninth_digit: Annotated[
+        str,
+        typer.Option(
+            help="Drop a Brazilian mobile's ninth digit in its WhatsApp ID: "
+            "regional (area codes 31+), all, none."
+        ),
+    ] = "regional",
+    undeliverable_fraction: Annotated[
+        float, typer.Option(help="Fraction of numbers that fail with 131026 by webhook.")
+    ] = 0.0,
     webhook_url: Annotated[
         str | None, typer.Option(help="Where to POST status and reply webhooks.")
     ] = None,
@@ -57,8 +94,13 @@ def fake_whatsapp(
         typer.Option(help="Webhook signing secret (default: DRIPLINE_WHATSAPP_APP_SECRET)."),
     ] = None,
     read_fraction: Annotated[float, typer.Option(help="Fraction of messages read.")] = 0.5,
-    failed_fraction: Annotated[float, typer.Option(help="Fraction failing (131026).")] = 0.0,
     reply_fraction: Annotated[float, typer.Option(help="Fraction of users who reply.")] = 0.0,
+    reply_context_fraction: Annotated[
+        float, typer.Option(help="Fraction of replies quoting our message (context).")
+    ] = 0.5,
+    value_error_fraction: Annotated[
+        float, typer.Option(help="Fraction of sends followed by a value.errors webhook.")
+    ] = 0.0,
     stop_fraction: Annotated[float, typer.Option(help="Fraction of users replying STOP.")] = 0.0,
     reply_text: Annotated[str, typer.Option(help="What replying users write.")] = "yes",
     reply_delay_s: Annotated[float, typer.Option(help="Seconds before a reply.")] = 1.0,
@@ -94,20 +136,17 @@ def fake_whatsapp(
     secret_text = secret if isinstance(secret, str) else secret.get_secret_value()
     if outage_mode not in ("503", "reset"):
         raise fail("--outage-mode must be 503 or reset")
-    templates: dict[str, int] | None = None
-    if template:
-        templates = {}
-        for item in template:
-            name, _, params = item.partition(":")
-            templates[name] = int(params) if params.isdigit() else 0
     config = FakeConfig(
         access_token=token,
-        rate_per_s=rate,
+        rate_per_s=_rate(rate, throughput_level),
+        throughput_level=throughput_level.upper() if throughput_level else None,
         burst=burst,
         pair_interval_s=pair_interval_s,
         pair_burst=pair_burst,
-        enforce_window=enforce_window,
-        templates=templates,
+        window="off" if no_window else _choice("--window", window, _WINDOW_MODES),
+        templates=_templates(template, any_template),
+        brazil_ninth_digit=_choice("--brazil-ninth-digit", brazil_ninth_digit, _BRAZIL_RULES),
+        undeliverable_fraction=_fraction("undeliverable-fraction", undeliverable_fraction),
         latency_ms=latency_ms,
         latency_p99_ms=latency_p99_ms,
         fail_500_fraction=_fraction("fail-500", fail_500),
@@ -123,8 +162,9 @@ def fake_whatsapp(
         webhook_url=webhook_url,
         app_secret=secret_text,
         read_fraction=_fraction("read-fraction", read_fraction),
-        failed_fraction=_fraction("failed-fraction", failed_fraction),
         reply_fraction=_fraction("reply-fraction", reply_fraction),
+        reply_context_fraction=_fraction("reply-context-fraction", reply_context_fraction),
+        value_error_fraction=_fraction("value-error-fraction", value_error_fraction),
         stop_fraction=_fraction("stop-fraction", stop_fraction),
         reply_text=reply_text,
         reply_delay_s=reply_delay_s,
@@ -135,6 +175,32 @@ def fake_whatsapp(
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, host, port, token_hint=_token_hint(access_token, settings)))
+
+
+def _rate(rate: float | None, level: str | None) -> float:
+    if level is not None and level.upper() not in THROUGHPUT_LEVELS:
+        raise fail(f"--throughput-level must be one of {', '.join(THROUGHPUT_LEVELS)}")
+    if rate is not None:
+        return rate
+    return THROUGHPUT_RATES.get((level or "STANDARD").upper(), THROUGHPUT_RATES["STANDARD"])
+
+
+def _choice(flag: str, value: str, choices: tuple[_C, ...]) -> _C:
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise fail(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _templates(specs: list[str] | None, any_template: bool) -> TemplateRegistry | None:
+    if any_template:
+        return None
+    if not specs:
+        return TemplateRegistry.default()
+    try:
+        return TemplateRegistry(parse_template_spec(spec) for spec in specs)
+    except ValueError as exc:
+        raise fail(f"--template: {exc}") from None
 
 
 def _token_hint(flag: str | None, settings: Settings) -> str:
@@ -149,12 +215,20 @@ def _token_hint(flag: str | None, settings: Settings) -> str:
 async def _serve(config: FakeConfig, host: str, port: int, *, token_hint: str) -> None:
     async with running_fake(config, host=host, port=port) as fake:
         limit = f"{config.rate_per_s:g}/s per number" if config.rate_per_s > 0 else "no limit"
+        templates = "any" if config.templates is None else str(len(config.templates))
         typer.echo(f"fake WhatsApp Cloud API serving on {fake.base_url}")
         typer.echo(
             f"  POST {fake.base_url}/<version>/<phone_number_id>/messages  "
             f"(throughput {limit}, latency {config.latency_ms:g} ms)"
         )
-        typer.echo(f"  GET  {fake.base_url}/_fake/stats | /_fake/messages   POST /_fake/reset")
+        typer.echo(
+            f"  24 h window: {config.window}; templates: {templates}; "
+            f"throughput level: {config.reported_throughput_level}"
+        )
+        typer.echo(
+            f"  GET  {fake.base_url}/_fake/stats | /_fake/messages   "
+            "POST /_fake/reset | /_fake/inbound | /_fake/value-error"
+        )
         if config.webhook_url:
             typer.echo(f"  webhooks -> {config.webhook_url}")
         typer.echo(

@@ -4,6 +4,10 @@ async with running_fake(FakeConfig(rate_per_s=80, latency_ms=150)) as fake:
     client = CloudApiClient(base_url=fake.base_url, access_token="test-token", ...)
     ...
     assert fake.state.stats.accepted == 1
+
+Meta's rules themselves (the window, WhatsApp IDs, templates, errors, status sequences)
+are pure functions in `dripline.fake.rules`, `dripline.fake.templates` and
+`dripline.fake.payloads`, for reuse without HTTP.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from dripline.fake.app import (
     running_fake,
 )
 from dripline.fake.config import FakeConfig, lognormal_params
+from dripline.fake.payloads import Inbound
 from dripline.fake.state import AcceptedMessage, FakeState, FakeStats, TokenBucket
+from dripline.fake.templates import TemplateRegistry, TemplateSpec
 from dripline.fake.webhooks import WebhookSender, reply_for
 
 __all__ = [
@@ -28,7 +34,10 @@ __all__ = [
     "FakeConfig",
     "FakeState",
     "FakeStats",
+    "Inbound",
     "RunningFake",
+    "TemplateRegistry",
+    "TemplateSpec",
     "TokenBucket",
     "WebhookSender",
     "check_message",

@@ -4,22 +4,25 @@
 
     outage -> injected faults -> latency -> bearer token (190) -> token expiry (190)
     -> body (100) -> throughput per number (130429) -> pair limit (131056)
-    -> 24 h window for free-form text (131047) -> template (132001 / 132000) -> 200
+    -> template registry (132001 / 132000) -> 24 h window for free-form messages
+    (131047: refused now with window="sync", else accepted and failed by webhook)
+    -> deliverability (131026 by webhook) -> 200
 
 Only the 200 path records the message. Injected hangs and resets happen before
 acceptance, so they are never recorded (the client's `maybe_sent=True` is a worst case
 there); `lost_response_fraction` is the opposite case: recorded, then the connection
-is reset before the answer.
+is reset before the answer. The decisions themselves are `rules` and `templates`.
 
-Test endpoints: `GET /_fake/stats`, `GET /_fake/messages[?to=&limit=]`,
-`POST /_fake/reset`, `POST /_fake/inbound {"from", "text", "phone_number_id"}`.
+`GET /{version}/{phone_number_id}?fields=...` answers the phone number node (the
+`throughput` level among its fields). Test endpoints (see `control`): `GET
+/_fake/stats`, `GET /_fake/messages[?to=&limit=]`, `POST /_fake/reset`, `POST
+/_fake/inbound`, `POST /_fake/value-error`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import struct
 import time
@@ -31,12 +34,17 @@ from typing import Any
 from aiohttp import web
 
 from dripline.fake.config import FakeConfig, lognormal_params
+from dripline.fake.control import Control
+from dripline.fake.rules import ApiError, api_error, decide_send, is_undeliverable, wa_id_for
 from dripline.fake.state import AcceptedMessage, FakeState
+from dripline.fake.validate import Parsed, Problem, check_message
 from dripline.fake.webhooks import WebhookSender
 
 __all__ = [
     "SENDER_KEY",
     "STATE_KEY",
+    "Parsed",
+    "Problem",
     "RunningFake",
     "check_message",
     "create_app",
@@ -49,114 +57,25 @@ SENDER_KEY = web.AppKey("fake_webhooks", WebhookSender)
 _STOPPING_KEY = web.AppKey("fake_stopping", asyncio.Event)
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_PHONE = re.compile(r"^\+?[0-9 ()\-.]{5,24}$")
-_OTHER_TYPES = frozenset(
-    {
-        "audio",
-        "contacts",
-        "document",
-        "image",
-        "interactive",
-        "location",
-        "reaction",
-        "sticker",
-        "video",
-    }
+# Fields of the phone number node the fake knows (Phone Numbers API reference).
+_NUMBER_FIELDS = frozenset(
+    {"id", "display_phone_number", "verified_name", "quality_rating", "status", "throughput"}
 )
-_TITLES = {
-    1: "An unknown error occurred",
-    100: "Invalid parameter",
-    130429: "Rate limit hit",
-    131047: "Re-engagement message",
-    131056: "(Business Account, Consumer Account) pair rate limit hit",
-    132000: "Number of parameters does not match the expected number of params",
-    132001: "Template name does not exist in the translation",
-}
-_MAX_TEXT_CHARS = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A request the real API would refuse: Meta's code and a `details` text."""
-
-    code: int
-    details: str
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    to: str  # digits only, as Meta's wa_id
-    to_input: str
-    type: str
-    body: str  # text body or template name
-    params: int  # template body parameters
-    callback_data: str | None
-
-
-def _digits(phone: str) -> str:
-    return "".join(ch for ch in phone if ch.isdigit())
-
-
-def check_message(data: Any) -> Parsed | Problem:
-    """Validate a `/messages` body like the Cloud API does (code 100 for bad input)."""
-    if not isinstance(data, dict):
-        return Problem(100, "The request body must be a JSON object")
-    if data.get("messaging_product") != "whatsapp":
-        return Problem(100, "The parameter messaging_product is required and must be whatsapp")
-    to = data.get("to")
-    if not isinstance(to, str) or not _PHONE.match(to) or not 5 <= len(_digits(to)) <= 15:
-        return Problem(100, "Invalid parameter: to must be a phone number")
-    kind = data.get("type", "text")
-    callback = data.get("biz_opaque_callback_data")
-    if callback is not None and (not isinstance(callback, str) or len(callback) > 512):
-        return Problem(100, "biz_opaque_callback_data must be a string of at most 512 chars")
-    if kind == "text":
-        text = data.get("text")
-        body = text.get("body") if isinstance(text, dict) else None
-        if not isinstance(body, str) or not body.strip():
-            return Problem(100, "The parameter text['body'] is required")
-        if len(body) > _MAX_TEXT_CHARS:
-            return Problem(100, f"text['body'] is longer than {_MAX_TEXT_CHARS} characters")
-        return Parsed(_digits(to), to, "text", body, 0, callback)
-    if kind == "template":
-        template = data.get("template")
-        if not isinstance(template, dict):
-            return Problem(100, "The parameter template is required")
-        name = template.get("name")
-        language = template.get("language")
-        code = language.get("code") if isinstance(language, dict) else None
-        if not isinstance(name, str) or not name:
-            return Problem(100, "The parameter template['name'] is required")
-        if not isinstance(code, str) or not code:
-            return Problem(100, "The parameter template['language']['code'] is required")
-        params = 0
-        components = template.get("components", [])
-        if not isinstance(components, list):
-            return Problem(100, "template['components'] must be an array")
-        for component in components:
-            if isinstance(component, dict) and component.get("type") == "body":
-                parameters = component.get("parameters", [])
-                if not isinstance(parameters, list):
-                    return Problem(100, "template body parameters must be an array")
-                params += len(parameters)
-        return Parsed(_digits(to), to, "template", name, params, callback)
-    if isinstance(kind, str) and kind in _OTHER_TYPES:
-        if not isinstance(data.get(kind), dict):
-            return Problem(100, f"The parameter {kind} is required")
-        return Parsed(_digits(to), to, kind, kind, 0, callback)
-    return Problem(100, "Invalid parameter: type")
+_DEFAULT_NUMBER_FIELDS = ("display_phone_number", "verified_name", "quality_rating")
 
 
 def error_body(code: int, details: str, fbtrace_id: str, message: str | None = None) -> bytes:
     """Meta's error JSON for `code`."""
-    error: dict[str, Any] = {
-        "message": message or f"(#{code}) {_TITLES.get(code, 'Error')}",
-        "type": "OAuthException",
-        "code": code,
-        "error_data": {"messaging_product": "whatsapp", "details": details},
-        "fbtrace_id": fbtrace_id,
-    }
-    return _encode({"error": error}).encode()
+    body = api_error(code, details).graph_body(fbtrace_id)
+    if message is not None:
+        body["error"]["message"] = message
+    return _encode(body).encode()
+
+
+def _api_version(version: str) -> int:
+    """The major Graph API version in the path (`v23.0` -> 23); unknown -> newest."""
+    head = version.lstrip("v").partition(".")[0]
+    return int(head) if head.isdigit() else 99
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -265,30 +184,27 @@ class _Handlers:
 
         number = request.match_info["phone_number_id"]
         now = time.monotonic()
+        wa_id = wa_id_for(parsed.to, cfg.brazil_ninth_digit)
         if not state.take_throughput(number, now):
             return self._error(130429, "Message throughput for this phone number was reached")
-        if not state.take_pair(number, parsed.to, now):
+        if not state.take_pair(number, wa_id, now):
             return self._error(131056, "Too many messages sent to this recipient too fast")
-        if (
-            cfg.enforce_window
-            and parsed.type != "template"
-            and not state.window_open(parsed.to, now)
-        ):
-            return self._error(
-                131047, "Message failed to send because more than 24 hours have passed"
-            )
         if parsed.type == "template" and cfg.templates is not None:
-            expected = cfg.templates.get(parsed.body)
-            if expected is None:
-                return self._error(132001, f"template name ({parsed.body}) does not exist")
-            if expected != parsed.params:
-                return self._error(
-                    132000, f"expected {expected} body parameters, got {parsed.params}"
-                )
-
-        wamid = state.new_wamid()
+            problem = cfg.templates.check(parsed.body, parsed.language or "", parsed.params)
+            if problem is not None:
+                return self._error(problem.code, problem.details, problem.http_status)
+        in_window = state.window_open(number, wa_id, now)
+        decision = decide_send(
+            message_type=parsed.type,
+            window_is_open=in_window,
+            window_mode=cfg.window,
+            undeliverable=is_undeliverable(wa_id, cfg.undeliverable_fraction),
+        )
+        if decision.refuse is not None:
+            refused = decision.refuse
+            return self._error(refused.code, refused.details, refused.http_status)
         message = AcceptedMessage(
-            wamid,
+            state.new_wamid(),
             number,
             parsed.to,
             parsed.type,
@@ -297,7 +213,23 @@ class _Handlers:
             now,
             time.time(),
             arrived_wall,
+            wa_id=wa_id,
+            failure_code=decision.fail_later.code if decision.fail_later else None,
+            language=parsed.language,
+            in_window=in_window,
         )
+        return self._accept(request, data, parsed, message, decision.fail_later)
+
+    def _accept(
+        self,
+        request: web.Request,
+        data: dict[str, Any],
+        parsed: Parsed,
+        message: AcceptedMessage,
+        failure: ApiError | None,
+    ) -> web.Response:
+        state = self.state
+        cfg = state.config
         dup_key = (
             parsed.body
             if parsed.type == "text"
@@ -305,61 +237,56 @@ class _Handlers:
         )
         state.record(message, dup_key)
         if cfg.webhook_url:
-            self.sender.schedule_statuses(message)
+            version = _api_version(request.match_info["version"])
+            self.sender.schedule_statuses(message, failure, version)
         if cfg.lost_response_fraction and state.rng.random() < cfg.lost_response_fraction:
-            stats.lost_responses += 1
+            state.stats.lost_responses += 1
             _reset_connection(request)
             return web.Response(status=500)
-        result: dict[str, Any] = {"id": wamid}
+        result: dict[str, Any] = {"id": message.wamid}
         if parsed.type == "template":
             result["message_status"] = "accepted"
+        # Send messages reference: `contacts[0].input` is the number as sent, `wa_id`
+        # the user's WhatsApp ID, which may differ (rules.wa_id_for).
         return _json(
             _encode(
                 {
                     "messaging_product": "whatsapp",
-                    "contacts": [{"input": parsed.to_input, "wa_id": parsed.to}],
+                    "contacts": [{"input": parsed.to_input, "wa_id": message.wa_id}],
                     "messages": [result],
                 }
             ).encode()
         )
 
-    async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.state.snapshot(self.sender.pending))
-
-    async def messages(self, request: web.Request) -> web.Response:
-        to = request.query.get("to")
-        items = self.state.messages
-        if to is not None:
-            digits = _digits(to)
-            items = [m for m in items if m.to == digits]
-        limit = request.query.get("limit")
-        if limit is not None and limit.isdigit():
-            items = items[-int(limit) :] if int(limit) else []
-        return web.json_response([m.as_dict() for m in items])
-
-    async def reset(self, request: web.Request) -> web.Response:
-        self.state.reset()
-        self.sender.clear()
-        return web.json_response({"reset": True})
-
-    async def inbound(self, request: web.Request) -> web.Response:
-        try:
-            data = await request.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or not isinstance(data.get("from"), str):
-            return web.json_response({"error": "body must be {from, text}"}, status=400)
-        user = _digits(data["from"])
-        text = str(data.get("text", "hi"))
-        number = str(data.get("phone_number_id", "000000000000000"))
-        self.sender.schedule_inbound(number, user, text, float(data.get("delay_s", 0.0)))
-        return web.json_response({"queued": True, "from": user})
-
     async def phone_number(self, request: web.Request) -> web.Response:
+        """The phone number node: `?fields=throughput` answers `{"throughput": {"level":
+        ...}, "id": ...}` (throughput page, "Get throughput level"); unknown fields are
+        100, as Graph API answers for a field a node does not have."""
         if request.headers.get("Authorization") != self.state.expected_auth:
             return self._auth_error("Invalid OAuth access token - Cannot parse access token")
+        cfg = self.state.config
         number = request.match_info["phone_number_id"]
-        return web.json_response({"id": number, "throughput": {"level": "STANDARD"}})
+        asked = request.query.get("fields")
+        fields = (
+            [f.strip() for f in asked.split(",") if f.strip()] if asked else _DEFAULT_NUMBER_FIELDS
+        )
+        unknown = [f for f in fields if f not in _NUMBER_FIELDS]
+        if unknown:
+            return self._error(
+                100,
+                f"Tried accessing nonexisting field ({unknown[0]}) on node type "
+                "(WhatsAppBusinessPhoneNumber)",
+            )
+        values: dict[str, Any] = {
+            "display_phone_number": cfg.display_phone_number,
+            "verified_name": "dripline fake",
+            "quality_rating": "GREEN",
+            "status": "CONNECTED",
+            "throughput": {"level": cfg.reported_throughput_level},
+        }
+        body = {f: values[f] for f in fields if f != "id"}
+        body["id"] = number  # Graph API always returns the node's id
+        return web.json_response(body)
 
 
 def create_app(config: FakeConfig | None = None) -> web.Application:
@@ -369,15 +296,13 @@ def create_app(config: FakeConfig | None = None) -> web.Application:
     sender = WebhookSender(state)
     stopping = asyncio.Event()
     handlers = _Handlers(state, sender, stopping)
+    control = Control(state, sender)
     app = web.Application()
     app[STATE_KEY] = state
     app[SENDER_KEY] = sender
     app[_STOPPING_KEY] = stopping
     app.router.add_post("/{version}/{phone_number_id}/messages", handlers.send)
-    app.router.add_get("/_fake/stats", handlers.stats)
-    app.router.add_get("/_fake/messages", handlers.messages)
-    app.router.add_post("/_fake/reset", handlers.reset)
-    app.router.add_post("/_fake/inbound", handlers.inbound)
+    control.add_routes(app.router)
     app.router.add_get("/{version}/{phone_number_id}", handlers.phone_number)
 
     async def webhook_task(app: web.Application) -> AsyncIterator[None]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from dripline.fake.rules import BrazilRule, WindowMode, throughput_level_for
+from dripline.fake.templates import TemplateRegistry
 
 __all__ = ["FakeConfig", "lognormal_params"]
 
@@ -15,8 +17,11 @@ _Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 class FakeConfig:
     """Every knob of the fake. Fractions are probabilities in [0, 1]; 0 disables.
 
-    Defaults mirror Meta: 80 msg/s per number with about one second of burst, and the
-    pair limit of one message per 6 s per recipient with bursts up to 45.
+    Defaults mirror Meta (docs/fake-cloud-api.md cites each): 80 msg/s per number with
+    about one second of burst; the pair limit of one message per 6 s per recipient with
+    bursts up to 45; free-form messages outside the 24-hour window accepted, then failed
+    with 131047 by webhook; only the registered templates; WhatsApp IDs that differ from
+    the number sent for Brazil, Mexico and Argentina.
     """
 
     # Auth: requests must carry `Authorization: Bearer <access_token>`.
@@ -27,11 +32,23 @@ class FakeConfig:
     # Pair limit per (phone number id, recipient); pair_interval_s=0 disables it.
     pair_interval_s: float = 6.0
     pair_burst: int = 45
-    # Free-form messages outside the 24 h window fail with 131047 when enforced.
-    enforce_window: bool = False
+    # The 24-hour customer-service window per (phone number id, user) for free-form
+    # messages: "async" accepts then fails them by webhook (131047), "sync" refuses
+    # them at once, "off" has no window (benchmarks of raw throughput only).
+    window: WindowMode = "async"
     window_s: float = 24 * 3600.0
-    # Known templates: name -> number of body parameters. None accepts any name.
-    templates: Mapping[str, int] | None = None
+    # Approved templates; others get 132001, wrong parameter counts 132000. None accepts
+    # any template (for callers that test something else).
+    templates: TemplateRegistry | None = field(default_factory=TemplateRegistry.default)
+    # Brazilian mobiles' WhatsApp ID without the ninth digit: "regional" (area codes 31
+    # and up), "all" or "none".
+    brazil_ninth_digit: BrazilRule = "regional"
+    # Numbers (by a stable hash) that cannot receive messages: accepted, then `failed`
+    # with 131026. 0 by default: Meta publishes no rate, and the demo and tests count
+    # every message (set it to see how dripline copes).
+    undeliverable_fraction: float = 0.0
+    # `GET /{phone_number_id}?fields=throughput`: None reports the level of `rate_per_s`.
+    throughput_level: str | None = None
     # Latency before answering: fixed, or lognormal with this mean when p99 is given.
     latency_ms: float = 0.0
     latency_p99_ms: float | None = None
@@ -53,8 +70,10 @@ class FakeConfig:
     delivered_delay_s: float = 0.2
     read_delay_s: float = 1.0
     read_fraction: float = 0.5
-    failed_fraction: float = 0.0  # a `failed` status (131026) instead of `delivered`
     reply_fraction: float = 0.0  # recipients (by hash) who answer every message
+    reply_context_fraction: float = 0.5  # replies that quote our message (`context`)
+    value_error_fraction: float = 0.0  # accepted messages followed by a `value.errors`
+    value_error_code: int = 130429
     stop_fraction: float = 0.0  # recipients (by hash) who answer "STOP"
     reply_text: str = "yes"
     reply_delay_s: float = 1.0
@@ -67,8 +86,15 @@ class FakeConfig:
     webhook_max_attempts: int = 8
     display_phone_number: str = "15550000000"
     waba_id: str = "100000000000000"
-    callback_data_on_failed: bool = True  # Meta: UNCONFIRMED; either answer is plausible
+    # Meta echoes biz_opaque_callback_data on sent/delivered/read only; True adds it to
+    # `failed` too (a receiver that relies on it there is relying on luck).
+    callback_data_on_failed: bool = False
     seed: int | None = None
+
+    @property
+    def reported_throughput_level(self) -> str:
+        """What `GET /{phone_number_id}?fields=throughput` answers."""
+        return self.throughput_level or throughput_level_for(self.rate_per_s)
 
     @property
     def bucket_size(self) -> float:

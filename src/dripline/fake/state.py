@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dripline.fake.config import FakeConfig
+from dripline.fake.rules import WindowBook
 
 __all__ = ["AcceptedMessage", "FakeState", "FakeStats", "TokenBucket"]
 
@@ -44,7 +45,7 @@ class AcceptedMessage:
 
     wamid: str
     phone_number_id: str
-    to: str
+    to: str  # the digits of the number sent
     type: str
     body: str  # the text, or the template name
     callback_data: str | None
@@ -53,15 +54,22 @@ class AcceptedMessage:
     # When the request reached the handler, before any simulated latency: the send's
     # start as the API saw it (the benchmarks' lag is this minus the due time).
     arrived_wall: float = 0.0
+    wa_id: str = ""  # the user's WhatsApp ID (may differ from `to`)
+    failure_code: int | None = None  # reported `failed` by webhook with this code
+    language: str | None = None  # a template's language
+    in_window: bool = False  # the customer-service window was open when it was sent
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "wamid": self.wamid,
             "phone_number_id": self.phone_number_id,
             "to": self.to,
+            "wa_id": self.wa_id,
             "type": self.type,
             "body": self.body,
+            "language": self.language,
             "callback_data": self.callback_data,
+            "failure_code": self.failure_code,
             "received_monotonic": self.received_monotonic,
             "received_wall": self.received_wall,
             "arrived_wall": self.arrived_wall,
@@ -81,6 +89,7 @@ class FakeStats:
     webhook_failures: int = 0
     webhook_statuses: int = 0
     webhook_inbound: int = 0
+    webhook_value_errors: int = 0
 
 
 class FakeState:
@@ -100,10 +109,16 @@ class FakeState:
         self.messages: list[AcceptedMessage] = []
         self.stats = FakeStats()
         self.errors_by_code: Counter[int] = Counter()
+        # Accepted (200), then reported `failed` by webhook with this code.
+        self.failed_by_code: Counter[int] = Counter()
         self.seen: Counter[tuple[str, str]] = Counter()
         self.buckets: dict[str, TokenBucket] = {}
         self.pair_buckets: dict[tuple[str, str], TokenBucket] = {}
-        self.windows: dict[str, float] = {}
+        self.windows = WindowBook(self.config.window_s)
+        # The latest message each number sent each user: replies quote it, and a user's
+        # message without a number goes to the last number that wrote to them.
+        self.last_sent: dict[tuple[str, str], str] = {}
+        self.last_number: dict[str, str] = {}
         self.outage_until: float | None = None
         if self.config.outage_start_s is not None:
             start = self.started_monotonic + self.config.outage_start_s
@@ -136,13 +151,14 @@ class FakeState:
             and self.outage_from <= now < self.outage_until
         )
 
-    def open_window(self, user: str, now: float | None = None) -> None:
-        """The user wrote to us: free-form messages are allowed for `window_s`."""
-        self.windows[user] = time.monotonic() if now is None else now
+    def open_window(self, phone_number_id: str, wa_id: str, now: float | None = None) -> None:
+        """The user wrote to this number: free-form messages are allowed for `window_s`."""
+        self.windows.window_s = self.config.window_s
+        self.windows.user_wrote(phone_number_id, wa_id, time.monotonic() if now is None else now)
 
-    def window_open(self, user: str, now: float) -> bool:
-        opened = self.windows.get(user)
-        return opened is not None and now - opened < self.config.window_s
+    def window_open(self, phone_number_id: str, wa_id: str, now: float) -> bool:
+        self.windows.window_s = self.config.window_s
+        return self.windows.is_open(phone_number_id, wa_id, now)
 
     def take_throughput(self, phone_number_id: str, now: float) -> bool:
         cfg = self.config
@@ -171,6 +187,10 @@ class FakeState:
         self.messages.append(message)
         self.stats.accepted += 1
         self.seen[(message.to, duplicate_key)] += 1
+        self.last_sent[(message.phone_number_id, message.wa_id)] = message.wamid
+        self.last_number[message.wa_id] = message.phone_number_id
+        if message.failure_code is not None:
+            self.failed_by_code[message.failure_code] += 1
 
     def snapshot(self, pending_webhooks: int = 0) -> dict[str, Any]:
         """The `/_fake/stats` document."""
@@ -183,6 +203,7 @@ class FakeState:
             "pair_throttled": self.errors_by_code.get(131056, 0),
             "window_rejected": self.errors_by_code.get(131047, 0),
             "errors_by_code": {str(code): n for code, n in sorted(self.errors_by_code.items())},
+            "failed_by_code": {str(code): n for code, n in sorted(self.failed_by_code.items())},
             "hangs": s.hangs,
             "resets": s.resets,
             "lost_responses": s.lost_responses,
@@ -197,6 +218,7 @@ class FakeState:
                 "updates": s.webhook_updates,
                 "statuses": s.webhook_statuses,
                 "inbound": s.webhook_inbound,
+                "value_errors": s.webhook_value_errors,
                 "failures": s.webhook_failures,
                 "pending": pending_webhooks,
             },

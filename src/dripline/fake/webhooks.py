@@ -1,10 +1,11 @@
-"""The fake's webhook side: status callbacks and simulated replies, POSTed in batches.
+"""The fake's webhook side: statuses, users' messages and value-level errors, in batches.
 
 The request path only pushes onto a heap (no await, no I/O); one background task pops
 what is due every `webhook_flush_s`, groups it per phone number id and kind, and POSTs
 each batch in its own task, so a slow or dead webhook receiver never slows the API.
 Failed POSTs are retried with exponential backoff, as Meta does (it retries for days;
-the fake gives up after `webhook_max_attempts`).
+the fake gives up after `webhook_max_attempts`). What each item contains is decided by
+the pure `rules` and `payloads` modules.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from typing import Any
 import aiohttp
 import structlog
 
+from dripline.fake.payloads import Inbound, inbound_contacts, inbound_message, status_item
+from dripline.fake.rules import (
+    ApiError,
+    StatusTimings,
+    conversation_for,
+    pricing_for,
+    status_sequence,
+    value_error,
+)
 from dripline.fake.state import AcceptedMessage, FakeState
 from dripline.whatsapp.webhooks import SIGNATURE_HEADER, sign
 
@@ -34,10 +44,11 @@ _MAX_IN_FLIGHT = 32
 class _Update:
     due: float
     seq: int
-    kind: str = field(compare=False)  # "statuses" or "messages"
+    kind: str = field(compare=False)  # "statuses", "messages" or "errors"
     phone_number_id: str = field(compare=False)
     payload: dict[str, Any] = field(compare=False)
     attempt: int = field(default=0, compare=False)
+    # A user's message opens their window with this number when it is due (they wrote).
     opens_window_for: str | None = field(default=None, compare=False)
 
 
@@ -96,73 +107,92 @@ class WebhookSender:
             again = due + rng.uniform(0.05, 1.0)
             self._push(_Update(again, self._seq, kind, phone_number_id, payload))
 
-    def schedule_statuses(self, msg: AcceptedMessage) -> None:
-        """Queue sent, then delivered (or failed), maybe read, maybe a reply."""
+    def schedule_statuses(
+        self, msg: AcceptedMessage, failure: ApiError | None = None, api_version: int = 99
+    ) -> None:
+        """Queue the message's statuses (`rules.status_sequence`), then maybe a reply."""
         cfg = self.state.config
         if not cfg.webhook_url:
             return
         rng = self.state.rng
         now = msg.received_monotonic
         wall = msg.received_wall
-
-        def status(name: str, delay_s: float, errors: list[dict[str, Any]] | None = None) -> None:
-            body: dict[str, Any] = {
-                "id": msg.wamid,
-                "status": name,
-                "timestamp": str(int(wall + delay_s)),
-                "recipient_id": msg.to,
-            }
-            if msg.callback_data is not None and (errors is None or cfg.callback_data_on_failed):
-                body["biz_opaque_callback_data"] = msg.callback_data
-            if errors is not None:
-                body["errors"] = errors
-            self._new(now + delay_s, "statuses", msg.phone_number_id, body)
-
-        status("sent", cfg.sent_delay_s)
-        if cfg.failed_fraction and rng.random() < cfg.failed_fraction:
-            status(
-                "failed",
-                cfg.delivered_delay_s,
-                [
-                    {
-                        "code": 131026,
-                        "title": "Message undeliverable",
-                        "message": "Message undeliverable",
-                        "error_data": {"details": "Message Undeliverable."},
-                    }
-                ],
+        timings = StatusTimings(cfg.sent_delay_s, cfg.delivered_delay_s, cfg.read_delay_s)
+        category = "utility"
+        if msg.type == "template" and cfg.templates is not None and msg.language is not None:
+            spec = cfg.templates.get(msg.body, msg.language)
+            category = spec.category if spec is not None else category
+        for event in status_sequence(failure, timings, cfg.read_fraction, rng):
+            pricing = (
+                pricing_for(event.status, msg.type, category, msg.in_window)
+                if event.error is None
+                else None
             )
-            return
-        status("delivered", cfg.delivered_delay_s)
-        if cfg.read_fraction and rng.random() < cfg.read_fraction:
-            status("read", cfg.read_delay_s)
-        text = reply_for(msg.to, cfg.reply_fraction, cfg.stop_fraction, cfg.reply_text)
+            conversation = conversation_for(pricing, event.status, msg.wamid, wall, api_version)
+            body = status_item(
+                wamid=msg.wamid,
+                status=event.status,
+                timestamp=int(wall + event.delay_s),
+                recipient_id=msg.wa_id or msg.to,
+                callback_data=msg.callback_data,
+                error=event.error,
+                pricing=pricing,
+                conversation=conversation,
+                callback_data_on_failed=cfg.callback_data_on_failed,
+            )
+            self._new(now + event.delay_s, "statuses", msg.phone_number_id, body)
+        if cfg.value_error_fraction and rng.random() < cfg.value_error_fraction:
+            self.schedule_value_error(msg.phone_number_id, cfg.value_error_code, now=now)
+        if failure is not None:
+            return  # an undelivered message gets no answer
+        text = reply_for(msg.wa_id or msg.to, cfg.reply_fraction, cfg.stop_fraction, cfg.reply_text)
         if text is not None:
-            self.schedule_inbound(msg.phone_number_id, msg.to, text, cfg.reply_delay_s, now)
+            quoted = rng.random() < cfg.reply_context_fraction
+            reply = Inbound("text", text, reply_to=msg.wamid if quoted else None)
+            self.schedule_inbound(
+                msg.phone_number_id, msg.wa_id or msg.to, reply, cfg.reply_delay_s, now
+            )
 
     def schedule_inbound(
         self,
         phone_number_id: str,
         user: str,
-        text: str,
+        message: str | Inbound,
         delay_s: float = 0.0,
         now: float | None = None,
     ) -> None:
-        """Queue a text from `user`; it opens their 24 h window when it is delivered."""
+        """Queue a message from `user` (a WhatsApp ID) to `phone_number_id`; it opens
+        their window with that number when they write it, `delay_s` from `now`."""
         start = time.monotonic() if now is None else now
-        if not self.state.config.webhook_url:
-            # Nobody to tell, but the user still wrote: their window opens all the same.
-            self.state.open_window(user, start)
-            return
+        inbound = message if isinstance(message, Inbound) else Inbound("text", message)
+        if delay_s <= 0:
+            # They write now: the window opens before this call returns.
+            self.state.open_window(phone_number_id, user, start)
+        if not self.state.config.webhook_url and delay_s <= 0:
+            return  # nobody to tell
         wall = time.time() + (start - time.monotonic()) + delay_s
-        message = {
-            "from": user,
-            "id": f"wamid.IN{self.state.next_id()}",
-            "timestamp": str(int(wall)),
-            "type": "text",
-            "text": {"body": text},
-        }
-        self._new(start + delay_s, "messages", phone_number_id, message, opens_window_for=user)
+        item = inbound_message(
+            inbound,
+            wa_id=user,
+            message_id=f"wamid.IN{self.state.next_id()}",
+            timestamp=int(wall),
+            business_number=self.state.config.display_phone_number,
+        )
+        opens = user if delay_s > 0 else None
+        self._new(start + delay_s, "messages", phone_number_id, item, opens_window_for=opens)
+
+    def schedule_value_error(
+        self,
+        phone_number_id: str,
+        code: int = 130429,
+        details: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Queue a value-level error (`value.errors`) for this number."""
+        if not self.state.config.webhook_url:
+            return
+        start = time.monotonic() if now is None else now
+        self._new(start, "errors", phone_number_id, value_error(code, details))
 
     def _body(self, phone_number_id: str, kind: str, items: list[dict[str, Any]]) -> bytes:
         cfg = self.state.config
@@ -174,9 +204,9 @@ class WebhookSender:
             },
         }
         if kind == "messages":
-            value["contacts"] = [
-                {"profile": {"name": "Fake User"}, "wa_id": m["from"]} for m in items
-            ]
+            contacts = inbound_contacts(items)
+            if contacts:
+                value["contacts"] = contacts
         value[kind] = items
         doc = {
             "object": "whatsapp_business_account",
@@ -198,7 +228,14 @@ class WebhookSender:
         groups: dict[tuple[str, str], list[_Update]] = {}
         while self._heap and self._heap[0].due <= now:
             update = heapq.heappop(self._heap)
+            if update.opens_window_for is not None:
+                # The user writes now (their message's due time), whether or not the
+                # webhook reaches us: the window is Meta's, not the receiver's.
+                self.state.open_window(update.phone_number_id, update.opens_window_for, update.due)
+                update.opens_window_for = None
             groups.setdefault((update.phone_number_id, update.kind), []).append(update)
+        if not cfg.webhook_url:
+            return
         size = max(cfg.webhook_batch_max, 1)
         for (number, kind), updates in groups.items():
             for i in range(0, len(updates), size):
@@ -233,14 +270,13 @@ class WebhookSender:
         if ok:
             stats.webhook_posts += 1
             stats.webhook_updates += len(batch)
-            now = time.monotonic()
-            for update in batch:
+            for _ in batch:
                 if kind == "statuses":
                     stats.webhook_statuses += 1
+                elif kind == "errors":
+                    stats.webhook_value_errors += 1
                 else:
                     stats.webhook_inbound += 1
-                if update.opens_window_for is not None:
-                    self.state.open_window(update.opens_window_for, now)
             return
         stats.webhook_failures += 1
         retry_at = time.monotonic() + min(0.5 * 2 ** batch[0].attempt, 30.0)
