@@ -11,7 +11,7 @@ from dripline.clock import utcnow
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import load_flows
-from dripline.store import SqlStore, open_store
+from dripline.store import Store, open_store
 from tests.fixtures.dispatch import (
     TOKEN,
     client_for,
@@ -25,7 +25,7 @@ from tests.fixtures.dispatch import (
 )
 
 
-async def test_every_due_question_is_sent_exactly_once(store: SqlStore, store_url: str) -> None:
+async def test_every_due_question_is_sent_exactly_once(store: Store, store_url: str) -> None:
     numbers = phones(600)
     await enroll(store, numbers)
     config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0)
@@ -45,7 +45,7 @@ async def test_every_due_question_is_sent_exactly_once(store: SqlStore, store_ur
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url: str) -> None:
+async def test_faults_lose_nothing_and_double_nothing(store: Store, store_url: str) -> None:
     """10% HTTP 500s, throttling (the fake's limit under the dispatcher's rate), a 20 s
     outage: every conversation still receives its question exactly once."""
     numbers = phones(5000)
@@ -88,9 +88,7 @@ async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url
     assert {c.state for c in convs} == {"in_progress"}
 
 
-async def test_auth_failure_stops_sending_and_fails_nothing(
-    store: SqlStore, store_url: str
-) -> None:
+async def test_auth_failure_stops_sending_and_fails_nothing(store: Store, store_url: str) -> None:
     numbers = phones(2000)
     await enroll(store, numbers)
     config = FakeConfig(

@@ -18,7 +18,7 @@ from dripline.fake import FakeConfig, running_fake
 from dripline.flows import load_flows
 from dripline.server.app import create_app
 from dripline.server.testing import running_server
-from dripline.store import SqlStore
+from dripline.store import Store
 from tests.fixtures.dispatch import (
     TOKEN,
     client_for,
@@ -35,7 +35,7 @@ SECRET = "app-secret-for-tests"
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_hung_sends_are_resent_once_webhooks_prove_they_never_landed(
-    store: SqlStore, store_url: str
+    store: Store, store_url: str
 ) -> None:
     numbers = phones(1000)
     await enroll(store, numbers)

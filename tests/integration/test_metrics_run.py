@@ -26,7 +26,7 @@ from dripline.metrics import (
 from dripline.server import metrics_http
 from dripline.server.testing import running_server
 from dripline.settings import load_settings
-from dripline.store import Enrollment, SqlStore
+from dripline.store import Enrollment, Store
 from dripline.whatsapp import CloudApiClient
 from tests.fixtures.dispatch import watch_flows
 
@@ -47,7 +47,7 @@ def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def run_dispatcher(
-    store: SqlStore, url: str, observer: PrometheusObserver, flows: FlowSet
+    store: Store, url: str, observer: PrometheusObserver, flows: FlowSet
 ) -> Dispatcher:
     """Enroll 40 due conversations and 3 for later; send once; a quarter of the calls fail
     with HTTP 500 (code 1, transient: retried in 10 to 20 minutes)."""
@@ -85,9 +85,7 @@ async def run_dispatcher(
     return dispatcher
 
 
-async def test_observer_counts_match_the_run(
-    store: SqlStore, store_url: str, tmp_path: Path
-) -> None:
+async def test_observer_counts_match_the_run(store: Store, store_url: str, tmp_path: Path) -> None:
     registry = CollectorRegistry()
     observer = PrometheusObserver(registry)
     dispatcher = await run_dispatcher(store, store_url, observer, watch_flows(tmp_path))
@@ -122,7 +120,7 @@ async def test_observer_counts_match_the_run(
     assert "+1555" not in text and TOKEN not in text
 
 
-async def test_metrics_endpoint_over_http(store: SqlStore, store_url: str, tmp_path: Path) -> None:
+async def test_metrics_endpoint_over_http(store: Store, store_url: str, tmp_path: Path) -> None:
     registry = new_registry()
     observer = PrometheusObserver(registry)
     dispatcher = await run_dispatcher(store, store_url, observer, watch_flows(tmp_path))
@@ -163,7 +161,7 @@ async def test_metrics_endpoint_over_http(store: SqlStore, store_url: str, tmp_p
     assert any(name.startswith("process_") or name.startswith("python_") for name, _ in samples)
 
 
-async def test_backlog_collector_caches_between_refreshes(store: SqlStore) -> None:
+async def test_backlog_collector_caches_between_refreshes(store: Store) -> None:
     registry = CollectorRegistry()
     collector = BacklogCollector(store, registry, refresh_s=3600)
     assert registry.get_sample_value("dripline_backlog_due_now") is None  # not read yet
@@ -177,7 +175,7 @@ async def test_backlog_collector_caches_between_refreshes(store: SqlStore) -> No
     assert registry.get_sample_value("dripline_backlog_due_now") == 1
 
 
-async def test_backlog_collector_keeps_values_when_the_database_fails(store: SqlStore) -> None:
+async def test_backlog_collector_keeps_values_when_the_database_fails(store: Store) -> None:
     registry = CollectorRegistry()
     collector = BacklogCollector(store, registry, refresh_s=0)
     await collector.refresh()
@@ -199,7 +197,7 @@ class _Broken:
         raise OSError("connection refused")
 
 
-async def test_timer_refresh(store: SqlStore) -> None:
+async def test_timer_refresh(store: Store) -> None:
     registry = CollectorRegistry()
     collector = BacklogCollector(store, registry, refresh_s=0.01)
     now = datetime.now(UTC)
@@ -212,7 +210,7 @@ async def test_timer_refresh(store: SqlStore) -> None:
     assert registry.get_sample_value("dripline_backlog_due_now") == 1
 
 
-async def test_metrics_exporter_for_dripline_run(store: SqlStore, store_url: str) -> None:
+async def test_metrics_exporter_for_dripline_run(store: Store, store_url: str) -> None:
     settings = load_settings(database_url=store_url)
     now = datetime.now(UTC)
     await store.enroll([Enrollment(phone="+15550000001", flow="watch", at=now)], now)

@@ -16,7 +16,7 @@ from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import FlowSet
 from dripline.settings import load_settings
-from dripline.store import Enrollment, SqlStore, WorkerInfo, open_store
+from dripline.store import Enrollment, Store, WorkerInfo, open_store
 from dripline.store.schema import conversations, messages
 from dripline.whatsapp import CloudApiClient
 from tests.fixtures.dispatch import watch_flows
@@ -24,7 +24,7 @@ from tests.fixtures.dispatch import watch_flows
 TOKEN = "tok"
 
 
-async def _dispatch(store: SqlStore, url: str, fake: FakeConfig, flows: FlowSet) -> None:
+async def _dispatch(store: Store, url: str, fake: FakeConfig, flows: FlowSet) -> None:
     async with (
         running_fake(fake) as api,
         CloudApiClient(phone_number_id="1", access_token=TOKEN, base_url=api.base_url) as client,
@@ -40,7 +40,7 @@ async def _dispatch(store: SqlStore, url: str, fake: FakeConfig, flows: FlowSet)
         await dispatcher.run(once=True)
 
 
-async def _scalar(store: SqlStore, stmt: object) -> int:
+async def _scalar(store: Store, stmt: object) -> int:
     async with store._engine.connect() as conn:
         return int((await conn.execute(stmt)).scalar_one())  # type: ignore[call-overload]
 

@@ -28,9 +28,8 @@ from dripline.store import (
     MessageUpdate,
     Outcome,
     Reservation,
-    SqlStore,
+    Store,
 )
-from dripline.store.webhook import inbox_backlog
 from dripline.whatsapp.webhooks import SIGNATURE_HEADER, sign
 
 SECRET = "bench-secret"
@@ -38,7 +37,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MESSAGES = 4_000
 
 
-async def seed(store: SqlStore, n: int) -> list[str]:
+async def seed(store: Store, n: int) -> list[str]:
     """n sent messages with wamids, the way the dispatcher leaves them."""
     wamids: list[str] = []
     for start in range(0, n, 1_000):
@@ -85,7 +84,7 @@ def body(wamids: list[str], status: str) -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("per_post", [1, 50])
-async def test_status_capacity(tmp_path: Path, store: SqlStore, per_post: int) -> None:
+async def test_status_capacity(tmp_path: Path, store: Store, per_post: int) -> None:
     wamids = await seed(store, MESSAGES)
     bodies = [
         body(wamids[i : i + per_post], status)
@@ -115,7 +114,7 @@ async def test_status_capacity(tmp_path: Path, store: SqlStore, per_post: int) -
         async with aiohttp.ClientSession() as http:
             await asyncio.gather(*(worker(http) for _ in range(32)))
         intake_s = time.perf_counter() - start
-        while (await inbox_backlog(store))[0]:
+        while (await store.inbox_backlog()).waiting:
             await asyncio.sleep(0.05)
         applied_s = time.perf_counter() - start
     acks.sort()

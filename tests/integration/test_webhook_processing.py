@@ -20,11 +20,9 @@ from dripline.store import (
     MessageUpdate,
     Outcome,
     Reservation,
-    SqlStore,
+    Store,
 )
-from dripline.store.api import conversation_detail
 from dripline.store.schema import inbound_messages, inbox
-from dripline.store.webhook import insert_inbox
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TS = str(int(NOW.timestamp()))
@@ -80,12 +78,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def processor(store: SqlStore, flows: FlowSet, clock: FakeClock) -> InboxProcessor:
+def processor(store: Store, flows: FlowSet, clock: FakeClock) -> InboxProcessor:
     return InboxProcessor(store, flows, clock, opt_out_keywords=("STOP", "Unsubscribe"))
 
 
 async def sent_question(
-    store: SqlStore, phone: str = PHONE, wamid: str | None = "wamid.Q1", status: str = "sent"
+    store: Store, phone: str = PHONE, wamid: str | None = "wamid.Q1", status: str = "sent"
 ) -> tuple[int, int]:
     """Enroll and send step 0 the way the dispatcher does; returns (conversation, message)."""
     [res] = await store.enroll([Enrollment(phone=phone, flow="survey")], NOW)
@@ -107,17 +105,17 @@ async def sent_question(
 
 
 async def run(processor: InboxProcessor, *bodies: str) -> Any:
-    await insert_inbox(processor.store, list(bodies), NOW)
+    await processor.store.insert_inbox(list(bodies), NOW)
     return await processor.drain()
 
 
-async def detail(store: SqlStore, cid: int) -> Any:
-    found = await conversation_detail(store, cid, NOW)
+async def detail(store: Store, cid: int) -> Any:
+    found = await store.conversation_detail(cid, NOW)
     assert found is not None
     return found
 
 
-async def test_statuses_only_move_forwards(store: SqlStore, processor: InboxProcessor) -> None:
+async def test_statuses_only_move_forwards(store: Store, processor: InboxProcessor) -> None:
     cid, _ = await sent_question(store)
     await run(processor, statuses({"id": "wamid.Q1", "status": "read"}))
     await run(processor, statuses({"id": "wamid.Q1", "status": "delivered"}))
@@ -139,7 +137,7 @@ async def test_statuses_only_move_forwards(store: SqlStore, processor: InboxProc
 
 
 async def test_failed_stores_the_error_and_delivered_outranks_it(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, _ = await sent_question(store)
     error = {"code": 131026, "title": "Message undeliverable"}
@@ -153,7 +151,7 @@ async def test_failed_stores_the_error_and_delivered_outranks_it(
 
 
 async def test_callback_data_resolves_an_unknown_send(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, mid = await sent_question(store, status="unknown")
     await run(
@@ -177,7 +175,7 @@ async def test_callback_data_resolves_an_unknown_send(
 
 
 async def test_a_reply_advances_a_waiting_conversation(
-    store: SqlStore, processor: InboxProcessor, clock: FakeClock
+    store: Store, processor: InboxProcessor, clock: FakeClock
 ) -> None:
     cid, _ = await sent_question(store)
     stats = await run(processor, inbound("  great  ", "wamid.IN1"))
@@ -189,7 +187,7 @@ async def test_a_reply_advances_a_waiting_conversation(
     assert [(a.step, a.body, a.kind) for a in answers] == [(0, "  great  ", "text")]
 
 
-async def test_redelivery_changes_nothing(store: SqlStore, processor: InboxProcessor) -> None:
+async def test_redelivery_changes_nothing(store: Store, processor: InboxProcessor) -> None:
     cid, _ = await sent_question(store)
     body = inbound("great", "wamid.IN1")
     await run(processor, body)
@@ -200,7 +198,7 @@ async def test_redelivery_changes_nothing(store: SqlStore, processor: InboxProce
 
 
 async def test_two_answers_in_one_batch_advance_once(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, _ = await sent_question(store)
     later = str(int(NOW.timestamp()) + 5)
@@ -215,9 +213,7 @@ async def test_two_answers_in_one_batch_advance_once(
 
 
 @pytest.mark.parametrize("word", ["STOP", " stop ", "unsubscribe"])
-async def test_opt_out_stops_everything(
-    store: SqlStore, processor: InboxProcessor, word: str
-) -> None:
+async def test_opt_out_stops_everything(store: Store, processor: InboxProcessor, word: str) -> None:
     cid, _ = await sent_question(store)
     [other] = await store.enroll([Enrollment(phone=PHONE, flow="demo")], NOW)
     stats = await run(processor, inbound(word, "wamid.STOP"))
@@ -241,7 +237,7 @@ async def test_opt_out_stops_everything(
     assert late.conversation_id == other.id and late.step is None  # the newest conversation
 
 
-async def test_unknown_numbers_are_recorded(store: SqlStore, processor: InboxProcessor) -> None:
+async def test_unknown_numbers_are_recorded(store: Store, processor: InboxProcessor) -> None:
     stats = await run(processor, inbound("who is this", "wamid.U", sender="447911123456"))
     assert stats.malformed == 0
     async with store._read() as conn:
@@ -254,7 +250,7 @@ async def test_unknown_numbers_are_recorded(store: SqlStore, processor: InboxPro
 
 
 async def test_a_leased_conversation_is_left_for_a_later_pass(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, _ = await sent_question(store)
     # The reminder is due and a dispatcher holds it.
@@ -275,7 +271,7 @@ async def test_a_leased_conversation_is_left_for_a_later_pass(
 
 
 async def test_a_reply_to_a_resolved_unknown_send_advances(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, mid = await sent_question(store, status="unknown")
     await run(
@@ -289,7 +285,7 @@ async def test_a_reply_to_a_resolved_unknown_send_advances(
 
 
 async def test_malformed_bodies_are_marked_not_retried(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     bodies = [
         "not json",

@@ -1,7 +1,7 @@
 """The inbox processor: applies stored webhook bodies to messages and conversations.
 
 It takes unprocessed inbox rows in batches (oldest first) and applies each batch in one
-transaction (`dripline.store.webhook`); every statement is idempotent, so a body Meta
+transaction (`Store.webhook_transaction`); every statement is idempotent, so a body Meta
 delivers twice, or a row processed again after a crash, changes nothing.
 
 Statuses move a `messages` row forwards only (see `STATUS_RANK`); a `failed` status
@@ -46,16 +46,15 @@ import structlog
 from dripline.clock import Clock
 from dripline.errors import DatabaseUnavailable, InputError
 from dripline.flows import FlowRegistry
-from dripline.store import SqlStore
-from dripline.store.api import OPT_OUT_KIND
-from dripline.store.schema import ACTIVE_STATES
-from dripline.store.webhook import (
+from dripline.store import (
+    ACTIVE_STATES,
+    OPT_OUT_KIND,
     ConversationChange,
     ConversationRow,
     NewInbound,
     PhoneConversations,
     StatusUpdate,
-    webhook_transaction,
+    Store,
 )
 from dripline.whatsapp.webhooks import InboundMessage, StatusEvent, parse_webhook
 
@@ -309,7 +308,7 @@ class InboxProcessor:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         flows: FlowRegistry,
         clock: Clock,
         *,
@@ -413,7 +412,7 @@ class InboxProcessor:
 
     async def _mark_failed(self, inbox_id: int, why: str) -> None:
         with contextlib.suppress(Exception):
-            async with webhook_transaction(self.store) as tx:
+            async with self.store.webhook_transaction() as tx:
                 await tx.finish_inbox([(inbox_id, why)], [], self.clock.now())
 
     async def process_batch(self, after_id: int = 0) -> PassStats:
@@ -423,7 +422,7 @@ class InboxProcessor:
         limit = 1 if after_id < self._single_until else self.batch_rows
         now = self.clock.now()
         self._taken = []
-        async with webhook_transaction(self.store) as tx:
+        async with self.store.webhook_transaction() as tx:
             rows = await tx.take_inbox(limit, after_id)
             if not rows:
                 self._single_until = 0

@@ -17,36 +17,81 @@ import os
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.errors import DatabaseUnavailable, DriplineError, StoreError
-from dripline.store.base import (
+from dripline.store.base import Store, WebhookTx
+from dripline.store.migrate import current_revision, head_revision, upgrade_connection
+from dripline.store.sql import SqlStore, first_line
+from dripline.store.types import (
+    ACTIVE_STATES,
+    CANCELLED,
+    CONVERSATION_STATES,
+    LEASE_LOST,
+    OPT_OUT_KIND,
+    STATUS_RANK,
+    THROUGHPUT_WINDOWS_S,
+    AnswerRecord,
     BacklogCounts,
+    BacklogSnapshot,
+    CancelOutcome,
     ClaimedConversation,
+    ConversationChange,
+    ConversationRecord,
+    ConversationRow,
     ConversationUpdate,
     Enrollment,
     EnrollResult,
+    ErrorCount,
+    InboxBacklog,
+    InboxRow,
+    LagSummary,
+    MessageRecord,
     MessageUpdate,
+    NewInbound,
     Outcome,
+    PhoneConversations,
+    PoolUsage,
     Reservation,
     ReservationResult,
-    Store,
+    StatusResult,
+    StatusUpdate,
     WorkerInfo,
 )
-from dripline.store.migrate import current_revision, head_revision, upgrade_connection
-from dripline.store.sql import LEASE_LOST, SqlStore, first_line
 from dripline.store.urls import DatabaseUrl, parse_database_url
 
 __all__ = [
+    "ACTIVE_STATES",
+    "CANCELLED",
+    "CONVERSATION_STATES",
     "LEASE_LOST",
+    "OPT_OUT_KIND",
+    "STATUS_RANK",
+    "THROUGHPUT_WINDOWS_S",
+    "AnswerRecord",
     "BacklogCounts",
+    "BacklogSnapshot",
+    "CancelOutcome",
     "ClaimedConversation",
+    "ConversationChange",
+    "ConversationRecord",
+    "ConversationRow",
     "ConversationUpdate",
     "EnrollResult",
     "Enrollment",
+    "ErrorCount",
+    "InboxBacklog",
+    "InboxRow",
+    "LagSummary",
+    "MessageRecord",
     "MessageUpdate",
+    "NewInbound",
     "Outcome",
+    "PhoneConversations",
+    "PoolUsage",
     "Reservation",
     "ReservationResult",
-    "SqlStore",
+    "StatusResult",
+    "StatusUpdate",
     "Store",
+    "WebhookTx",
     "WorkerInfo",
     "migrate_database",
     "open_store",
@@ -89,7 +134,7 @@ async def open_store(
     pool_size: int = 2,
     pooler: bool = False,
     auto_migrate: bool = True,
-) -> SqlStore:
+) -> Store:
     """Connect, check the schema (upgrading SQLite when `auto_migrate`) and return the store.
 
     Raises ConfigError for a malformed URL, DatabaseUnavailable when the database cannot

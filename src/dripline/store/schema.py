@@ -25,6 +25,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from dripline.store.types import (
+    ACTIVE_STATES,
+    CONVERSATION_STATES,
+    MESSAGE_STATUSES,
+    PURPOSES,
+)
+
 __all__ = [
     "ACTIVE_SQL",
     "ACTIVE_STATES",
@@ -40,23 +47,6 @@ __all__ = [
     "sqlite_timestamp",
     "workers",
 ]
-
-# Conversation states. Only the active ones are ever due.
-CONVERSATION_STATES = (
-    "pending",
-    "in_progress",
-    "awaiting_reply",
-    "completed",
-    "failed",
-    "opted_out",
-    "cancelled",  # by the operator, through the API
-)
-ACTIVE_STATES = ("pending", "in_progress", "awaiting_reply")
-# What a conversation's next due action is for.
-PURPOSES = ("question", "reminder", "fallback", "timeout")
-# Message statuses: `pending` = not sent yet, safe to (re)send; `sending` = the HTTP call
-# may be under way; `unknown` = a send whose outcome was lost (crash, read timeout).
-MESSAGE_STATUSES = ("pending", "sending", "sent", "delivered", "read", "failed", "unknown")
 
 # Literal, never bound: a planner can only prove a query implies a partial index
 # predicate when the query spells the same constants (bound parameters defeat it).
