@@ -110,7 +110,7 @@ async def run(processor: InboxProcessor, *bodies: str) -> Any:
 
 
 async def detail(store: Store, cid: int) -> Any:
-    found = await store.conversation_detail(cid, NOW)
+    found = await store.conversation_detail(cid)
     assert found is not None
     return found
 

@@ -654,7 +654,7 @@ class Dispatcher:
                 await asyncio.sleep(delay)
             started = loop.time()
             sent_at = self.clock.now()
-            lag_s = (sent_at - conv.next_send_at).total_seconds()
+            lag_s = (sent_at - (conv.next_send_at or sent_at)).total_seconds()
             try:
                 result = await self.client.send(
                     conv.phone,

@@ -29,10 +29,10 @@ from dripline.phones import normalize_phone
 from dripline.store import (
     CANCELLED,
     CONVERSATION_STATES,
-    AnswerRecord,
-    ConversationRecord,
+    Conversation,
     Enrollment,
-    MessageRecord,
+    Inbound,
+    Message,
     Store,
 )
 
@@ -297,7 +297,7 @@ def _step_id(flows: FlowRegistry, flow_name: str, step: int) -> str | None:
     return questions[step].id if 0 <= step < len(questions) else None
 
 
-def conversation_out(record: ConversationRecord, flows: FlowRegistry) -> ConversationOut:
+def conversation_out(record: Conversation, flows: FlowRegistry) -> ConversationOut:
     """The API's view of a stored conversation."""
     return ConversationOut(
         id=record.id,
@@ -319,7 +319,7 @@ def conversation_out(record: ConversationRecord, flows: FlowRegistry) -> Convers
     )
 
 
-def _message_out(m: MessageRecord) -> MessageOut:
+def _message_out(m: Message) -> MessageOut:
     return MessageOut(
         id=m.id,
         step=m.step,
@@ -334,7 +334,7 @@ def _message_out(m: MessageRecord) -> MessageOut:
     )
 
 
-def _answer_out(a: AnswerRecord, flows: FlowRegistry, flow: str) -> AnswerOut:
+def _answer_out(a: Inbound, flows: FlowRegistry, flow: str) -> AnswerOut:
     return AnswerOut(
         step=a.step,
         question_id=_step_id(flows, flow, a.step) if a.step is not None else None,
@@ -411,7 +411,7 @@ def build_router(
             raise HTTPException(422, detail=str(exc)) from None
         now = clock.now()
         results = await store.enroll(items, now)
-        records = await store.conversations_by_ids([r.id for r in results], now)
+        records = await store.conversations_by_ids([r.id for r in results])
         outs = [
             EnrollOut(
                 id=r.id, created=r.created, conversation=conversation_out(records[r.id], flows)
@@ -434,7 +434,7 @@ def build_router(
     ) -> ConversationDetail:
         store: Store = get_store()
         flows: FlowRegistry = get_flows()
-        found = await store.conversation_detail(conversation_id, clock.now())
+        found = await store.conversation_detail(conversation_id)
         if found is None:
             raise HTTPException(404, detail=f"conversation {conversation_id} does not exist")
         record, history, answers = found
@@ -501,7 +501,6 @@ def build_router(
             flow=flow,
             limit=limit + 1,
             after_id=after,
-            now=clock.now(),
         )
         page = records[:limit]
         more = len(records) > limit

@@ -49,8 +49,8 @@ from dripline.flows import FlowRegistry
 from dripline.store import (
     ACTIVE_STATES,
     OPT_OUT_KIND,
+    Conversation,
     ConversationChange,
-    ConversationRow,
     NewInbound,
     PhoneConversations,
     StatusUpdate,
@@ -161,7 +161,7 @@ def _is_opt_out(text: str | None, keywords: Iterable[str]) -> bool:
     return bool(said) and any(said == k.strip().casefold() for k in keywords)
 
 
-def _waits(row: ConversationRow, flows: FlowRegistry, sent: set[tuple[int, int]]) -> bool:
+def _waits(row: Conversation, flows: FlowRegistry, sent: set[tuple[int, int]]) -> bool:
     """True when a reply now answers the conversation's current step."""
     if row.state == "awaiting_reply":
         return True
@@ -178,7 +178,7 @@ def _waits(row: ConversationRow, flows: FlowRegistry, sent: set[tuple[int, int]]
         return False
 
 
-def _change(row: ConversationRow) -> ConversationChange:
+def _change(row: Conversation) -> ConversationChange:
     return ConversationChange(
         id=row.id,
         state=row.state,

@@ -22,21 +22,20 @@ from datetime import datetime
 
 from dripline.store.types import (
     THROUGHPUT_WINDOWS_S,
-    AnswerRecord,
     BacklogCounts,
     BacklogSnapshot,
     CancelOutcome,
-    ClaimedConversation,
+    Conversation,
     ConversationChange,
-    ConversationRecord,
     ConversationUpdate,
     Enrollment,
     EnrollResult,
     ErrorCount,
+    Inbound,
     InboxBacklog,
     InboxRow,
     LagSummary,
-    MessageRecord,
+    Message,
     MessageUpdate,
     NewInbound,
     Outcome,
@@ -49,9 +48,13 @@ from dripline.store.types import (
     WorkerInfo,
 )
 
+# The dispatcher's name for a claimed `Conversation` (kept while it moves to the new name).
+ClaimedConversation = Conversation
+
 __all__ = [
     "BacklogCounts",
     "ClaimedConversation",
+    "Conversation",
     "ConversationUpdate",
     "EnrollResult",
     "Enrollment",
@@ -170,7 +173,7 @@ class Store(ABC):
     @abstractmethod
     async def claim_due(
         self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
-    ) -> list[ClaimedConversation]:
+    ) -> list[Conversation]:
         """Atomically lease up to `limit` due active conversations, earliest first.
 
         Due: `next_send_at <= now` and no live lease (`lease_expires_at >= now`). A row is
@@ -237,15 +240,13 @@ class Store(ABC):
 
     # conversations: the API and the export ---------------------------------
     @abstractmethod
-    async def conversations_by_ids(
-        self, ids: Sequence[int], now: datetime | None = None
-    ) -> dict[int, ConversationRecord]:
+    async def conversations_by_ids(self, ids: Sequence[int]) -> dict[int, Conversation]:
         """The conversations with these ids (missing ones are absent)."""
 
     @abstractmethod
     async def conversation_detail(
-        self, conversation_id: int, now: datetime | None = None
-    ) -> tuple[ConversationRecord, list[MessageRecord], list[AnswerRecord]] | None:
+        self, conversation_id: int
+    ) -> tuple[Conversation, list[Message], list[Inbound]] | None:
         """One conversation with its messages (by id) and inbound messages (by
         received_at, then id), or None."""
 
@@ -257,8 +258,7 @@ class Store(ABC):
         flow: str | None = None,
         limit: int = 50,
         after_id: int = 0,
-        now: datetime | None = None,
-    ) -> list[ConversationRecord]:
+    ) -> list[Conversation]:
         """Conversations with id > `after_id`, in id order, filtered by state and flow
         (keyset paging: page ten thousand costs what page one does)."""
 
@@ -271,7 +271,7 @@ class Store(ABC):
     @abstractmethod
     def answer_pages(
         self, flow: str, *, page_size: int = 1_000
-    ) -> AsyncIterator[list[tuple[ConversationRecord, list[AnswerRecord]]]]:
+    ) -> AsyncIterator[list[tuple[Conversation, list[Inbound]]]]:
         """Every conversation of `flow` (by id) with its answers: inbound messages with a
         step, opt-out keywords excluded, by received_at then id. One page at a time,
         each its own short read, so a million rows never sit in memory."""

@@ -23,22 +23,20 @@ __all__ = [
     "PURPOSES",
     "STATUS_RANK",
     "THROUGHPUT_WINDOWS_S",
-    "AnswerRecord",
     "BacklogCounts",
     "BacklogSnapshot",
     "CancelOutcome",
-    "ClaimedConversation",
+    "Conversation",
     "ConversationChange",
-    "ConversationRecord",
-    "ConversationRow",
     "ConversationUpdate",
     "EnrollResult",
     "Enrollment",
     "ErrorCount",
+    "Inbound",
     "InboxBacklog",
     "InboxRow",
     "LagSummary",
-    "MessageRecord",
+    "Message",
     "MessageUpdate",
     "NewInbound",
     "Outcome",
@@ -93,6 +91,73 @@ OPT_OUT_KIND = "opt_out"
 THROUGHPUT_WINDOWS_S = (60, 300, 900)
 
 
+# the rows ---------------------------------------------------------------------------
+# One type per table row, every column, in the table's column order (the SQL backends
+# build them positionally; tests/unit/test_store_types.py checks the order).
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A conversation row: what a claim returns, the API shows, the webhook moves.
+
+    Satisfies flows' `ConversationLike`. `fields` is never None (empty when unset).
+    """
+
+    id: int
+    phone: str
+    flow: str
+    step: int
+    purpose: str
+    state: str
+    next_send_at: datetime | None
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_inbound_at: datetime | None
+    last_error: str | None
+    name: str | None
+    timezone: str | None
+    sender: str | None
+    fields: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A messages row: one (conversation, step, purpose) send, ever."""
+
+    id: int
+    conversation_id: int
+    step: int
+    purpose: str
+    sender: str | None
+    wamid: str | None
+    status: str
+    error_code: int | None
+    error_title: str | None
+    attempts: int
+    due_at: datetime | None
+    sent_at: datetime | None
+    latency_ms: float | None
+    status_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """An inbound_messages row: an answer, an opt-out keyword, or a message that
+    answers nothing (`step` None); `conversation_id` None for an unknown sender."""
+
+    id: int
+    wamid: str
+    conversation_id: int | None
+    phone: str
+    step: int | None
+    kind: str
+    body: str | None
+    received_at: datetime
+
+
 # enrollment ------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Enrollment:
@@ -114,26 +179,6 @@ class EnrollResult:
 
 
 # dispatch ----------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ClaimedConversation:
-    """A due conversation leased to one worker until `lease_expires_at`."""
-
-    id: int
-    phone: str
-    flow: str
-    step: int
-    purpose: str
-    state: str
-    attempts: int
-    next_send_at: datetime
-    lease_expires_at: datetime
-    last_inbound_at: datetime | None
-    name: str | None
-    timezone: str | None
-    sender: str | None
-    fields: Mapping[str, Any]
-
-
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """Mark (conversation, step, purpose) as `sending` just before its HTTP call."""
@@ -229,56 +274,12 @@ class WorkerInfo:
 
 # the API -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class ConversationRecord:
-    id: int
-    phone: str
-    flow: str
-    name: str | None
-    timezone: str | None
-    fields: Mapping[str, Any]
-    state: str
-    step: int
-    purpose: str
-    next_send_at: datetime | None
-    attempts: int
-    last_error: str | None
-    last_inbound_at: datetime | None
-    leased: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
-    id: int
-    step: int
-    purpose: str
-    status: str
-    wamid: str | None
-    error_code: int | None
-    error_title: str | None
-    sent_at: datetime | None
-    status_at: datetime | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerRecord:
-    conversation_id: int | None
-    step: int | None
-    kind: str
-    body: str | None
-    wamid: str
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class CancelOutcome:
     """`result`: 'cancelled' (now), 'already' (was cancelled), 'busy' (a dispatcher holds
     its lease right now), 'final' (completed, failed or opted out), 'missing'."""
 
     result: str
-    record: ConversationRecord | None
+    record: Conversation | None
 
 
 # webhooks: the inbox and its processing transaction ---------------------------------
@@ -309,32 +310,12 @@ class StatusResult:
 
 
 @dataclass(frozen=True, slots=True)
-class ConversationRow:
-    """A conversation as the webhook sees it (satisfies flows' `ConversationLike`)."""
-
-    id: int
-    phone: str
-    flow: str
-    step: int
-    purpose: str
-    state: str
-    attempts: int
-    name: str | None
-    timezone: str | None
-    fields: Mapping[str, Any] | None
-    last_inbound_at: datetime | None
-    next_send_at: datetime | None
-    lease_expires_at: datetime | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class PhoneConversations:
     """One sender's conversations: the active ones (locked for this transaction), whether
     any of them is busy (leased by a dispatcher or locked by another transaction), and
     the newest conversation of any state (for recording a message with no active one)."""
 
-    active: tuple[ConversationRow, ...]
+    active: tuple[Conversation, ...]
     busy: bool
     latest_id: int | None
 

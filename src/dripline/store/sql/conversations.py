@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
@@ -23,16 +22,27 @@ from dripline.store.schema import (
     inbound_messages,
     messages,
 )
-from dripline.store.sql.core import ACTIVE, INSERT_PAGE, SqlCore, chunks
+from dripline.store.sql.core import (
+    ACTIVE,
+    CONVERSATION_COLUMNS,
+    INBOUND_COLUMNS,
+    INSERT_PAGE,
+    MESSAGE_COLUMNS,
+    SqlCore,
+    chunks,
+    conversation_from_row,
+    inbound_from_row,
+    message_from_row,
+)
 from dripline.store.types import (
     CANCELLED,
     OPT_OUT_KIND,
-    AnswerRecord,
     CancelOutcome,
-    ConversationRecord,
+    Conversation,
     Enrollment,
     EnrollResult,
-    MessageRecord,
+    Inbound,
+    Message,
 )
 
 __all__ = ["ConversationSql"]
@@ -42,59 +52,6 @@ M = messages.c
 I = inbound_messages.c  # noqa: E741 -- mirrors C and M
 
 _ENROLL_RETRIES = 5
-
-_COLUMNS = (
-    C.id,
-    C.phone,
-    C.flow,
-    C.name,
-    C.timezone,
-    C.fields,
-    C.state,
-    C.step,
-    C.purpose,
-    C.next_send_at,
-    C.attempts,
-    C.last_error,
-    C.last_inbound_at,
-    C.lease_expires_at,
-    C.created_at,
-    C.updated_at,
-)
-
-
-def _record(r: Any, now: datetime | None) -> ConversationRecord:
-    leased = r.lease_expires_at is not None and (now is None or r.lease_expires_at > now)
-    return ConversationRecord(
-        id=r.id,
-        phone=r.phone,
-        flow=r.flow,
-        name=r.name,
-        timezone=r.timezone,
-        fields=r.fields or {},
-        state=r.state,
-        step=r.step,
-        purpose=r.purpose,
-        next_send_at=r.next_send_at,
-        attempts=r.attempts,
-        last_error=r.last_error,
-        last_inbound_at=r.last_inbound_at,
-        leased=leased,
-        created_at=r.created_at,
-        updated_at=r.updated_at,
-    )
-
-
-def _answer(r: Any) -> AnswerRecord:
-    return AnswerRecord(
-        conversation_id=r.conversation_id,
-        step=r.step,
-        kind=r.kind,
-        body=r.body,
-        wamid=r.wamid,
-        received_at=r.received_at,
-    )
-
 
 _CANCEL = (
     update(conversations)
@@ -114,7 +71,7 @@ _CANCEL = (
         last_error="cancelled through the API",
         updated_at=bindparam("b_now", type_=UTCDateTime),
     )
-    .returning(*_COLUMNS)
+    .returning(*CONVERSATION_COLUMNS)
 )
 
 
@@ -207,66 +164,37 @@ class ConversationSql(SqlCore):
         return ids, created, earliest
 
     # reading ---------------------------------------------------------------------
-    async def conversations_by_ids(
-        self, ids: Sequence[int], now: datetime | None = None
-    ) -> dict[int, ConversationRecord]:
-        out: dict[int, ConversationRecord] = {}
+    async def conversations_by_ids(self, ids: Sequence[int]) -> dict[int, Conversation]:
+        out: dict[int, Conversation] = {}
         unique = sorted(set(ids))
         async with self._read() as conn:
             for start in range(0, len(unique), 5_000):
                 chunk = unique[start : start + 5_000]
-                rows = await conn.execute(select(*_COLUMNS).where(C.id.in_(chunk)))
+                rows = await conn.execute(select(*CONVERSATION_COLUMNS).where(C.id.in_(chunk)))
                 for r in rows:
-                    out[r.id] = _record(r, now)
+                    out[r.id] = conversation_from_row(r)
         return out
 
     async def conversation_detail(
-        self, conversation_id: int, now: datetime | None = None
-    ) -> tuple[ConversationRecord, list[MessageRecord], list[AnswerRecord]] | None:
+        self, conversation_id: int
+    ) -> tuple[Conversation, list[Message], list[Inbound]] | None:
         async with self._read() as conn:
             row = (
-                await conn.execute(select(*_COLUMNS).where(C.id == conversation_id))
+                await conn.execute(select(*CONVERSATION_COLUMNS).where(C.id == conversation_id))
             ).one_or_none()
             if row is None:
                 return None
             msgs = await conn.execute(
-                select(
-                    M.id,
-                    M.step,
-                    M.purpose,
-                    M.status,
-                    M.wamid,
-                    M.error_code,
-                    M.error_title,
-                    M.sent_at,
-                    M.status_at,
-                    M.created_at,
-                )
-                .where(M.conversation_id == conversation_id)
-                .order_by(M.id)
+                select(*MESSAGE_COLUMNS).where(M.conversation_id == conversation_id).order_by(M.id)
             )
-            history = [
-                MessageRecord(
-                    id=m.id,
-                    step=m.step,
-                    purpose=m.purpose,
-                    status=m.status,
-                    wamid=m.wamid,
-                    error_code=m.error_code,
-                    error_title=m.error_title,
-                    sent_at=m.sent_at,
-                    status_at=m.status_at,
-                    created_at=m.created_at,
-                )
-                for m in msgs
-            ]
+            history = [message_from_row(m) for m in msgs]
             inbound = await conn.execute(
-                select(I.conversation_id, I.step, I.kind, I.body, I.wamid, I.received_at)
+                select(*INBOUND_COLUMNS)
                 .where(I.conversation_id == conversation_id)
                 .order_by(I.received_at, I.id)
             )
-            answers = [_answer(a) for a in inbound]
-        return _record(row, now), history, answers
+            answers = [inbound_from_row(a) for a in inbound]
+        return conversation_from_row(row), history, answers
 
     async def list_conversations(
         self,
@@ -275,16 +203,15 @@ class ConversationSql(SqlCore):
         flow: str | None = None,
         limit: int = 50,
         after_id: int = 0,
-        now: datetime | None = None,
-    ) -> list[ConversationRecord]:
-        stmt = select(*_COLUMNS).where(C.id > after_id).order_by(C.id).limit(limit)
+    ) -> list[Conversation]:
+        stmt = select(*CONVERSATION_COLUMNS).where(C.id > after_id).order_by(C.id).limit(limit)
         if state is not None:
             stmt = stmt.where(C.state == state)
         if flow is not None:
             stmt = stmt.where(C.flow == flow)
         async with self._read() as conn:
             rows = await conn.execute(stmt)
-            return [_record(r, now) for r in rows]
+            return [conversation_from_row(r) for r in rows]
 
     async def cancel_conversation(self, conversation_id: int, now: datetime) -> CancelOutcome:
         async with self._write() as conn:
@@ -292,13 +219,13 @@ class ConversationSql(SqlCore):
                 await conn.execute(_CANCEL, {"b_id": conversation_id, "b_now": now})
             ).one_or_none()
             if row is not None:
-                return CancelOutcome("cancelled", _record(row, now))
+                return CancelOutcome("cancelled", conversation_from_row(row))
             row = (
-                await conn.execute(select(*_COLUMNS).where(C.id == conversation_id))
+                await conn.execute(select(*CONVERSATION_COLUMNS).where(C.id == conversation_id))
             ).one_or_none()
         if row is None:
             return CancelOutcome("missing", None)
-        record = _record(row, now)
+        record = conversation_from_row(row)
         if record.state == CANCELLED:
             return CancelOutcome("already", record)
         if record.state in ACTIVE_STATES:
@@ -307,13 +234,13 @@ class ConversationSql(SqlCore):
 
     async def answer_pages(
         self, flow: str, *, page_size: int = 1_000
-    ) -> AsyncIterator[list[tuple[ConversationRecord, list[AnswerRecord]]]]:
+    ) -> AsyncIterator[list[tuple[Conversation, list[Inbound]]]]:
         after = 0
         while True:
             async with self._read() as conn:
                 rows = (
                     await conn.execute(
-                        select(*_COLUMNS)
+                        select(*CONVERSATION_COLUMNS)
                         .where(C.flow == flow, C.id > after)
                         .order_by(C.id)
                         .limit(page_size)
@@ -323,7 +250,7 @@ class ConversationSql(SqlCore):
                     return
                 ids = [r.id for r in rows]
                 inbound = await conn.execute(
-                    select(I.conversation_id, I.step, I.kind, I.body, I.wamid, I.received_at)
+                    select(*INBOUND_COLUMNS)
                     .where(
                         I.conversation_id.in_(ids),
                         I.step.is_not(None),
@@ -331,10 +258,10 @@ class ConversationSql(SqlCore):
                     )
                     .order_by(I.conversation_id, I.received_at, I.id)
                 )
-                by_conv: dict[int, list[AnswerRecord]] = {}
+                by_conv: dict[int, list[Inbound]] = {}
                 for a in inbound:
-                    by_conv.setdefault(a.conversation_id, []).append(_answer(a))
-            yield [(_record(r, None), by_conv.get(r.id, [])) for r in rows]
+                    by_conv.setdefault(a.conversation_id, []).append(inbound_from_row(a))
+            yield [(conversation_from_row(r), by_conv.get(r.id, [])) for r in rows]
             after = ids[-1]
 
     async def flows_in_use(self) -> set[str]:

@@ -19,9 +19,30 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dripline.errors import DatabaseUnavailable, StoreError, TransientStoreError
-from dripline.store.schema import ACTIVE_SQL, UTCDateTime
+from dripline.store.schema import (
+    ACTIVE_SQL,
+    UTCDateTime,
+    conversations,
+    inbound_messages,
+    messages,
+)
+from dripline.store.types import Conversation, Inbound, Message, WorkerInfo
 
-__all__ = ["CHUNK", "INSERT_PAGE", "SqlCore", "chunks", "first_line", "ts"]
+__all__ = [
+    "CHUNK",
+    "CONVERSATION_COLUMNS",
+    "INBOUND_COLUMNS",
+    "INSERT_PAGE",
+    "MESSAGE_COLUMNS",
+    "SqlCore",
+    "chunks",
+    "conversation_from_row",
+    "first_line",
+    "inbound_from_row",
+    "message_from_row",
+    "ts",
+    "worker_from_row",
+]
 
 T = TypeVar("T")
 
@@ -40,6 +61,45 @@ ACTIVE = text(ACTIVE_SQL)
 CHUNK = 5_000
 # Rows per multi-row INSERT: 2,000 x 13 columns stays under those limits too.
 INSERT_PAGE = 2_000
+
+
+# Every column, in table order: the rows' types take them positionally.
+CONVERSATION_COLUMNS = tuple(conversations.c)
+MESSAGE_COLUMNS = tuple(messages.c)
+INBOUND_COLUMNS = tuple(inbound_messages.c)
+_FIELDS = [c.name for c in CONVERSATION_COLUMNS].index("fields")
+
+
+def conversation_from_row(r: Any) -> Conversation:
+    """A row of CONVERSATION_COLUMNS (JSON `fields` NULL becomes {})."""
+    values = list(r)
+    values[_FIELDS] = values[_FIELDS] or {}
+    return Conversation(*values)
+
+
+def message_from_row(r: Any) -> Message:
+    """A row of MESSAGE_COLUMNS."""
+    return Message(*r)
+
+
+def inbound_from_row(r: Any) -> Inbound:
+    """A row of INBOUND_COLUMNS."""
+    return Inbound(*r)
+
+
+def worker_from_row(r: Any) -> WorkerInfo:
+    """A row of the workers table."""
+    return WorkerInfo(
+        id=r.id,
+        hostname=r.hostname,
+        pid=r.pid,
+        started_at=r.started_at,
+        heartbeat_at=r.heartbeat_at,
+        rate_per_s=float(r.rate_per_s),
+        concurrency=int(r.concurrency),
+        policy=r.policy,
+        stats=r.stats or {},
+    )
 
 
 def ts(name: str) -> Any:

@@ -31,11 +31,21 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dripline.store.schema import conversations, inbox, messages, workers
-from dripline.store.sql.core import ACTIVE, CHUNK, INSERT_PAGE, SqlCore, chunks, ts
+from dripline.store.sql.core import (
+    ACTIVE,
+    CHUNK,
+    CONVERSATION_COLUMNS,
+    INSERT_PAGE,
+    SqlCore,
+    chunks,
+    conversation_from_row,
+    ts,
+    worker_from_row,
+)
 from dripline.store.types import (
     LEASE_LOST,
     NONFINAL_STATUSES,
-    ClaimedConversation,
+    Conversation,
     Outcome,
     Reservation,
     ReservationResult,
@@ -93,22 +103,7 @@ class DispatchSql(SqlCore):
             update(conversations)
             .where(C.id.in_(self._due_ids()))
             .values(lease_owner=bindparam("b_w"), lease_expires_at=ts("b_until"))
-            .returning(
-                C.id,
-                C.phone,
-                C.flow,
-                C.step,
-                C.purpose,
-                C.state,
-                C.attempts,
-                C.next_send_at,
-                C.lease_expires_at,
-                C.last_inbound_at,
-                C.name,
-                C.timezone,
-                C.sender,
-                C.fields,
-            )
+            .returning(*CONVERSATION_COLUMNS)
         )
 
     def _due_select(self) -> Select[Any]:
@@ -155,7 +150,7 @@ class DispatchSql(SqlCore):
     # dispatch ----------------------------------------------------------------
     async def claim_due(
         self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
-    ) -> list[ClaimedConversation]:
+    ) -> list[Conversation]:
         if limit <= 0:
             return []
         params = {
@@ -166,25 +161,7 @@ class DispatchSql(SqlCore):
         }
         async with self._write() as conn:
             rows = (await conn.execute(self._claim, params)).all()
-        claimed = [
-            ClaimedConversation(
-                id=r[0],
-                phone=r[1],
-                flow=r[2],
-                step=r[3],
-                purpose=r[4],
-                state=r[5],
-                attempts=r[6],
-                next_send_at=r[7],
-                lease_expires_at=r[8],
-                last_inbound_at=r[9],
-                name=r[10],
-                timezone=r[11],
-                sender=r[12],
-                fields=r[13] or {},
-            )
-            for r in rows
-        ]
+        claimed = [conversation_from_row(r) for r in rows]
         claimed.sort(key=lambda c: (c.next_send_at, c.id))
         return claimed
 
@@ -388,23 +365,7 @@ class DispatchSql(SqlCore):
         async with self._write() as conn:
             await conn.execute(self._upsert_worker(), values)
             rows = (await conn.execute(self._live_workers, {"b_since": since})).all()
-        return sorted(
-            (
-                WorkerInfo(
-                    id=r.id,
-                    hostname=r.hostname,
-                    pid=r.pid,
-                    started_at=r.started_at,
-                    heartbeat_at=r.heartbeat_at,
-                    rate_per_s=r.rate_per_s,
-                    concurrency=r.concurrency,
-                    policy=r.policy,
-                    stats=r.stats or {},
-                )
-                for r in rows
-            ),
-            key=lambda w: w.id,
-        )
+        return sorted((worker_from_row(r) for r in rows), key=lambda w: w.id)
 
     async def unregister(self, worker_id: str) -> None:
         async with self._write() as conn:

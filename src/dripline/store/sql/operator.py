@@ -28,7 +28,7 @@ from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.pool import QueuePool
 
 from dripline.store.schema import CONVERSATION_STATES, conversations, messages, workers
-from dripline.store.sql.core import ACTIVE, SqlCore, ts
+from dripline.store.sql.core import ACTIVE, SqlCore, ts, worker_from_row
 from dripline.store.types import (
     THROUGHPUT_WINDOWS_S,
     BacklogCounts,
@@ -215,20 +215,7 @@ class OperatorSql(SqlCore):
         )
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [
-            WorkerInfo(
-                id=r.id,
-                hostname=r.hostname,
-                pid=r.pid,
-                started_at=r.started_at,
-                heartbeat_at=r.heartbeat_at,
-                rate_per_s=float(r.rate_per_s),
-                concurrency=int(r.concurrency),
-                policy=r.policy,
-                stats=r.stats or {},
-            )
-            for r in rows
-        ]
+        return [worker_from_row(r) for r in rows]
 
     async def latency_samples_ms(self, *, limit: int = 20_000) -> list[float]:
         async with self._read() as conn:

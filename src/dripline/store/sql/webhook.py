@@ -37,11 +37,17 @@ from dripline.store.schema import (
     inbox,
     messages,
 )
-from dripline.store.sql.core import SqlCore, chunks, ts
+from dripline.store.sql.core import (
+    CONVERSATION_COLUMNS,
+    SqlCore,
+    chunks,
+    conversation_from_row,
+    ts,
+)
 from dripline.store.types import (
     STATUS_RANK,
+    Conversation,
     ConversationChange,
-    ConversationRow,
     InboxBacklog,
     InboxRow,
     NewInbound,
@@ -89,23 +95,6 @@ def _status_update_statement(target: str) -> Any:
 
 _STATUS_UPDATES = {target: _status_update_statement(target) for target in (*_SENT, "failed")}
 
-_CONV_COLUMNS = (
-    C.id,
-    C.phone,
-    C.flow,
-    C.step,
-    C.purpose,
-    C.state,
-    C.attempts,
-    C.name,
-    C.timezone,
-    C.fields,
-    C.last_inbound_at,
-    C.next_send_at,
-    C.lease_expires_at,
-    C.updated_at,
-)
-
 _UPDATE_CONVERSATION = (
     update(conversations)
     .where(C.id == bindparam("b_id"))
@@ -138,8 +127,6 @@ class SqlWebhookTx(WebhookTx):
 
     # inbox -----------------------------------------------------------------
     async def take_inbox(self, limit: int, after_id: int = 0) -> list[InboxRow]:
-        """Up to `limit` unprocessed rows with id > `after_id`, oldest first (PostgreSQL:
-        rows another processor holds are skipped)."""
         stmt = (
             select(X.id, X.body)
             .where(X.processed_at.is_(None), X.id > after_id)
@@ -157,8 +144,6 @@ class SqlWebhookTx(WebhookTx):
         waiting: Sequence[tuple[int, str]],
         now: datetime,
     ) -> None:
-        """Mark rows processed (with an error for malformed ones); note why `waiting`
-        rows stay unprocessed (they are retried on a later pass)."""
         params = [{"b_id": i, "b_done": now, "b_error": e} for i, e in done]
         params += [{"b_id": i, "b_done": None, "b_error": note[:500]} for i, note in waiting]
         if params:
@@ -166,12 +151,8 @@ class SqlWebhookTx(WebhookTx):
 
     # statuses --------------------------------------------------------------
     async def apply_statuses(self, updates: Sequence[StatusUpdate], now: datetime) -> StatusResult:
-        """Move message rows forwards; never backwards, repeats change nothing.
-
-        A status finds its row by wamid, else by the callback id (a send whose response
-        was lost has no wamid yet); a callback id only matches a row without a wamid or
-        with the same one, so a stray id cannot touch another message.
-        """
+        """The rank rule is in each UPDATE's WHERE clause, so a concurrent writer cannot
+        be overtaken; PostgreSQL skips rows another transaction holds (busy)."""
         if not updates:
             return StatusResult(0, 0, 0, frozenset())
         wamids = sorted({u.wamid for u in updates})
@@ -251,7 +232,6 @@ class SqlWebhookTx(WebhookTx):
 
     # inbound ---------------------------------------------------------------
     async def existing_inbound(self, wamids: Sequence[str]) -> set[str]:
-        """The wamids already recorded (a redelivery): they change nothing again."""
         found: set[str] = set()
         for chunk in chunks(sorted(set(wamids))):
             rows = await self._conn.execute(select(I.wamid).where(I.wamid.in_(list(chunk))))
@@ -263,32 +243,17 @@ class SqlWebhookTx(WebhookTx):
     ) -> dict[str, PhoneConversations]:
         """Each phone's conversations; active ones are locked until commit (PostgreSQL)."""
         phones = sorted(set(phones))
-        active: dict[str, list[ConversationRow]] = {p: [] for p in phones}
+        active: dict[str, list[Conversation]] = {p: [] for p in phones}
         latest: dict[str, int] = {}
         busy: set[str] = set()
         for chunk in chunks(phones):
             rows = await self._conn.execute(
-                select(*_CONV_COLUMNS)
+                select(*CONVERSATION_COLUMNS)
                 .where(C.phone.in_(list(chunk)), C.state.in_(ACTIVE_STATES))
                 .order_by(C.id)
             )
             for r in rows:
-                row = ConversationRow(
-                    id=r.id,
-                    phone=r.phone,
-                    flow=r.flow,
-                    step=r.step,
-                    purpose=r.purpose,
-                    state=r.state,
-                    attempts=r.attempts,
-                    name=r.name,
-                    timezone=r.timezone,
-                    fields=r.fields,
-                    last_inbound_at=r.last_inbound_at,
-                    next_send_at=r.next_send_at,
-                    lease_expires_at=r.lease_expires_at,
-                    updated_at=r.updated_at,
-                )
+                row = conversation_from_row(r)
                 active[r.phone].append(row)
                 if row.lease_expires_at is not None and row.lease_expires_at > now:
                     busy.add(r.phone)
@@ -315,7 +280,6 @@ class SqlWebhookTx(WebhookTx):
         return {p: PhoneConversations(tuple(active[p]), p in busy, latest.get(p)) for p in phones}
 
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
-        """The (conversation, step) pairs whose question (or its fallback) went out."""
         found: set[tuple[int, int]] = set()
         ids = sorted({cid for cid, _ in keys})
         wanted = set(keys)
@@ -333,7 +297,7 @@ class SqlWebhookTx(WebhookTx):
         return found
 
     async def insert_inbound(self, rows: Sequence[NewInbound]) -> set[str]:
-        """Insert messages not seen before; returns the wamids actually inserted."""
+        """ON CONFLICT DO NOTHING on the unique wamid: a concurrent processor's insert wins."""
         inserted: set[str] = set()
         maker = pg_insert if self._pg else sqlite_insert
         for page in chunks(list(rows), 2_000):
