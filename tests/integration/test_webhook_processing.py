@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from dripline.clock import FakeClock
 from dripline.flows import FlowSet, load_flows
-from dripline.server.inbox import InboxProcessor
+from dripline.inbox import InboxProcessor
 from dripline.store import (
     ConversationUpdate,
     Enrollment,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dripline.errors import InputError
 from dripline.flows import load_flows
-from dripline.server.inbox import inbound_event, plan_inbound, status_update
+from dripline.inbox import inbound_event, plan_inbound, status_update
 from dripline.store import STATUS_RANK
 from dripline.whatsapp.webhooks import parse_webhook
 

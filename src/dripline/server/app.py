@@ -32,9 +32,9 @@ from dripline import __version__
 from dripline.clock import Clock, SystemClock
 from dripline.errors import DatabaseUnavailable, StoreError
 from dripline.flows import FlowRegistry, load_flows
+from dripline.inbox import InboxProcessor
 from dripline.server.api import ErrorOut, build_router
 from dripline.server.auth import TokenAuth, check_auth_settings
-from dripline.server.inbox import InboxProcessor
 from dripline.server.webhook import InboxWriter, build_webhook_router
 from dripline.settings import Settings
 from dripline.store import Store, open_store

@@ -11,7 +11,7 @@ POST /webhook, in order, before anything is parsed:
 A correctly signed body is always stored and answered 200, even when it turns out to
 be malformed: the signature proves Meta (or whoever holds the app secret) sent it, a
 4xx would only make Meta redeliver it for days, and the stored copy is evidence for the
-operator. The processor marks such rows with an error (see `server/inbox.py`).
+operator. The processor marks such rows with an error (see `dripline.inbox`).
 
 Writes are group-committed: concurrent POSTs wait on one shared transaction, so a burst
 of deliveries costs a few commits, not one each, and the median acknowledgement stays
