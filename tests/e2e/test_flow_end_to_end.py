@@ -102,7 +102,7 @@ async def wait_until_final(store: Store, timeout_s: float = 90.0) -> None:
 
 @pytest.mark.slow
 async def test_two_hundred_users_through_a_three_question_flow(
-    tmp_path: Path, store: Store, store_url: str
+    tmp_path: Path, store: Store
 ) -> None:
     flows_dir = tmp_path / "flows"
     flows_dir.mkdir()
@@ -145,7 +145,7 @@ async def test_two_hundred_users_through_a_three_question_flow(
                     store=store,
                     client=client,
                     flows=flows,
-                    settings=fast_settings(store_url, flows_dir, fake.base_url),
+                    settings=fast_settings("sqlite:///unused.db", flows_dir, fake.base_url),
                 )
                 run = asyncio.create_task(dispatcher.run())
                 try:

@@ -1,4 +1,4 @@
-"""The dispatcher against the fake Cloud API over loopback, on SQLite and PostgreSQL."""
+"""The dispatcher against the fake Cloud API over loopback, on every store backend."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dripline.flows import load_flows
 from dripline.store import Store, open_store
 from tests.fixtures.dispatch import (
     TOKEN,
+    UNUSED_URL,
     client_for,
     conversation_rows,
     enroll,
@@ -25,12 +26,12 @@ from tests.fixtures.dispatch import (
 )
 
 
-async def test_every_due_question_is_sent_exactly_once(store: Store, store_url: str) -> None:
+async def test_every_due_question_is_sent_exactly_once(store: Store) -> None:
     numbers = phones(600)
     await enroll(store, numbers)
     config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0)
     async with running_fake(config) as fake:
-        summary = await run_until_sent(store, fake, fast_settings(store_url), len(numbers))
+        summary = await run_until_sent(store, fake, fast_settings(UNUSED_URL), len(numbers))
     assert received(fake) == Counter({p: 1 for p in numbers})
     assert summary.stats.sent == len(numbers)
     rows = await message_rows(store)
@@ -45,7 +46,7 @@ async def test_every_due_question_is_sent_exactly_once(store: Store, store_url: 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-async def test_faults_lose_nothing_and_double_nothing(store: Store, store_url: str) -> None:
+async def test_faults_lose_nothing_and_double_nothing(store: Store) -> None:
     """10% HTTP 500s, throttling (the fake's limit under the dispatcher's rate), a 20 s
     outage: every conversation still receives its question exactly once."""
     numbers = phones(5000)
@@ -60,7 +61,7 @@ async def test_faults_lose_nothing_and_double_nothing(store: Store, store_url: s
         latency_ms=10,
         seed=3,
     )
-    settings = fast_settings(store_url, rate_per_s=2000, concurrency=200)
+    settings = fast_settings(UNUSED_URL, rate_per_s=2000, concurrency=200)
     async with running_fake(config) as fake:
         client = client_for(fake)
         d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
@@ -88,13 +89,13 @@ async def test_faults_lose_nothing_and_double_nothing(store: Store, store_url: s
     assert {c.state for c in convs} == {"in_progress"}
 
 
-async def test_auth_failure_stops_sending_and_fails_nothing(store: Store, store_url: str) -> None:
+async def test_auth_failure_stops_sending_and_fails_nothing(store: Store) -> None:
     numbers = phones(2000)
     await enroll(store, numbers)
     config = FakeConfig(
         access_token=TOKEN, rate_per_s=0, pair_interval_s=0, token_expires_after=300, latency_ms=5
     )
-    settings = fast_settings(store_url, batch_limit=100, concurrency=50)
+    settings = fast_settings(UNUSED_URL, batch_limit=100, concurrency=50)
     async with running_fake(config) as fake:
         async with client_for(fake) as client:
             d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)

@@ -21,6 +21,7 @@ from dripline.server.testing import running_server
 from dripline.store import Store
 from tests.fixtures.dispatch import (
     TOKEN,
+    UNUSED_URL,
     client_for,
     enroll,
     fast_settings,
@@ -35,12 +36,12 @@ SECRET = "app-secret-for-tests"
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_hung_sends_are_resent_once_webhooks_prove_they_never_landed(
-    store: Store, store_url: str
+    store: Store,
 ) -> None:
     numbers = phones(1000)
     await enroll(store, numbers)
     settings = fast_settings(
-        store_url,
+        UNUSED_URL,
         rate_per_s=300,
         concurrency=100,
         unknown_after_s=1.0,

@@ -1,4 +1,5 @@
-"""The store contract, run unchanged on SQLite and PostgreSQL (the `store` fixture)."""
+"""The store contract, run unchanged on SQLite, PostgreSQL and in memory (the `store`
+fixture): enrollment, claims, reservations, results, leases, timing, workers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dripline.store import (
     LEASE_LOST,
     ConversationUpdate,
     Enrollment,
+    MemoryDatabase,
+    MemoryStore,
     MessageUpdate,
     Outcome,
     Reservation,
@@ -325,9 +328,7 @@ async def test_naive_datetimes_are_refused(store: Store) -> None:
 
 
 # wake-ups -------------------------------------------------------------------
-async def test_enroll_wakes_another_store_on_the_same_database(store_url: str) -> None:
-    sleeper = await open_store(store_url)
-    enroller = await open_store(store_url)
+async def _wakes(sleeper: Store, enroller: Store) -> None:
     try:
         wake = sleeper.wakeup_event()
         await sleeper.wakeup_ready()
@@ -342,3 +343,12 @@ async def test_enroll_wakes_another_store_on_the_same_database(store_url: str) -
     finally:
         await sleeper.close()
         await enroller.close()
+
+
+async def test_enroll_wakes_another_store_on_the_same_database(store_url: str) -> None:
+    await _wakes(await open_store(store_url), await open_store(store_url))
+
+
+async def test_enroll_wakes_another_memory_store_on_the_same_database() -> None:
+    database = MemoryDatabase()
+    await _wakes(MemoryStore(database), MemoryStore(database))

@@ -1,4 +1,4 @@
-"""The inbox processor on SQLite and PostgreSQL: statuses, answers, opt-out, leases,
+"""The inbox processor on every store backend: statuses, answers, opt-out, leases,
 redelivery and malformed bodies."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from dripline.clock import FakeClock
 from dripline.flows import FlowSet, load_flows
@@ -22,7 +21,6 @@ from dripline.store import (
     Reservation,
     Store,
 )
-from dripline.store.schema import inbound_messages, inbox
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TS = str(int(NOW.timestamp()))
@@ -228,21 +226,15 @@ async def test_opt_out_stops_everything(store: Store, processor: InboxProcessor,
     await run(processor, inbound("hello again", "wamid.LATE"))
     conv, _, _ = await detail(store, cid)
     assert conv.state == "opted_out"
-    async with store._read() as conn:
-        late = (
-            await conn.execute(
-                select(inbound_messages).where(inbound_messages.c.wamid == "wamid.LATE")
-            )
-        ).one()
+    [late] = [i for i in (await store.snapshot()).inbound if i.wamid == "wamid.LATE"]
     assert late.conversation_id == other.id and late.step is None  # the newest conversation
 
 
 async def test_unknown_numbers_are_recorded(store: Store, processor: InboxProcessor) -> None:
     stats = await run(processor, inbound("who is this", "wamid.U", sender="447911123456"))
     assert stats.malformed == 0
-    async with store._read() as conn:
-        rows = (await conn.execute(select(inbound_messages))).all()
-        done = (await conn.execute(select(inbox.c.processed_at, inbox.c.error))).all()
+    state = await store.snapshot()
+    rows, done = state.inbound, state.inbox
     assert [(r.phone, r.conversation_id, r.body) for r in rows] == [
         ("+447911123456", None, "who is this")
     ]
@@ -260,9 +252,9 @@ async def test_a_leased_conversation_is_left_for_a_later_pass(
     assert stats.waiting == 1 and stats.advanced == 0
     conv, _, answers = await detail(store, cid)
     assert conv.state == "awaiting_reply" and answers == []
-    async with store._read() as conn:
-        row = (await conn.execute(select(inbox.c.processed_at, inbox.c.error))).one()
-    assert row.processed_at is None and row.error.startswith("waiting")
+    [row] = (await store.snapshot()).inbox
+    assert row.processed_at is None and row.error is not None
+    assert row.error.startswith("waiting")
     await store.release([cid], "w")
     stats = await processor.drain()
     assert stats.advanced == 1
@@ -298,11 +290,8 @@ async def test_malformed_bodies_are_marked_not_retried(
     ]
     stats = await run(processor, *bodies)
     assert stats.rows == len(bodies) and stats.malformed == 3
-    async with store._read() as conn:
-        rows = (
-            await conn.execute(select(inbox.c.processed_at, inbox.c.error).order_by(inbox.c.id))
-        ).all()
-        recorded = (await conn.execute(select(inbound_messages.c.body))).scalars().all()
+    state = await store.snapshot()
+    rows, recorded = state.inbox, [i.body for i in state.inbound]
     assert all(r.processed_at is not None for r in rows)
     assert [bool(r.error) for r in rows] == [True, True, True, True, True, False, False]
     assert recorded == ["xy"]

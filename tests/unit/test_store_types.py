@@ -9,13 +9,18 @@ from dataclasses import fields
 import pytest
 
 from dripline.flows import ConversationLike
-from dripline.store import Conversation, Inbound, Message
-from dripline.store.schema import conversations, inbound_messages, messages
+from dripline.store import Conversation, Inbound, InboxEntry, Message
+from dripline.store.schema import conversations, inbound_messages, inbox, messages
 
 
 @pytest.mark.parametrize(
     ("row_type", "table"),
-    [(Conversation, conversations), (Message, messages), (Inbound, inbound_messages)],
+    [
+        (Conversation, conversations),
+        (Message, messages),
+        (Inbound, inbound_messages),
+        (InboxEntry, inbox),
+    ],
 )
 def test_row_types_have_every_column_in_table_order(row_type: type, table: object) -> None:
     assert [f.name for f in fields(row_type)] == [c.name for c in table.c]  # type: ignore[attr-defined]

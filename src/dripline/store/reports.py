@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from dripline.errors import ConfigError, DatabaseUnavailable, StoreError
 from dripline.store.sql.operator import LATENCY_SAMPLES
-from dripline.store.urls import DatabaseUrl, parse_database_url, redact_url
+from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url, redact_url
 
 __all__ = ["latency_samples_ms"]
 
@@ -58,6 +58,8 @@ async def latency_samples_ms(database_url: str, *, limit: int = 20_000) -> list[
 
 
 def _require_sqlite_file(url: DatabaseUrl) -> None:
+    if url.backend == "memory":
+        raise ConfigError(f"no sends to read in {MEMORY_ONLY}")
     # Connecting to a missing SQLite file would create an empty database there.
     if url.backend == "sqlite" and url.sqlite_path and not os.path.isfile(url.sqlite_path):
         raise ConfigError(f"no SQLite database at {url.sqlite_path!r}")

@@ -34,6 +34,7 @@ __all__ = [
     "ErrorCount",
     "Inbound",
     "InboxBacklog",
+    "InboxEntry",
     "InboxRow",
     "LagSummary",
     "Message",
@@ -46,6 +47,7 @@ __all__ = [
     "ReservationResult",
     "StatusResult",
     "StatusUpdate",
+    "StoreSnapshot",
     "WorkerInfo",
 ]
 
@@ -156,6 +158,17 @@ class Inbound:
     kind: str
     body: str | None
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An inbox row: one stored webhook body and what processing made of it."""
+
+    id: int
+    received_at: datetime
+    body: str
+    processed_at: datetime | None
+    error: str | None
 
 
 # enrollment ------------------------------------------------------------------
@@ -398,3 +411,14 @@ class PoolUsage:
 class InboxBacklog:
     waiting: int  # stored, not yet processed (including rows left waiting on a lease)
     errors: int  # processed with an error (malformed, or could not be applied)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """Every row of every table, by id (workers by id), for tests and invariant checks."""
+
+    conversations: tuple[Conversation, ...]
+    messages: tuple[Message, ...]
+    inbound: tuple[Inbound, ...]
+    inbox: tuple[InboxEntry, ...]
+    workers: tuple[WorkerInfo, ...]

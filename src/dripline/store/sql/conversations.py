@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dripline.errors import StoreError
+from dripline.store.base import enroll_results
 from dripline.store.schema import (
     ACTIVE_STATES,
     UTCDateTime,
@@ -109,13 +110,7 @@ class ConversationSql(SqlCore):
                     raise
         if earliest is not None:
             self._after_enroll_commit()
-        seen: set[tuple[str, str]] = set()
-        results = []
-        for item in items:
-            key = (item.phone, item.flow)
-            results.append(EnrollResult(ids[key], key in created and key not in seen))
-            seen.add(key)
-        return results
+        return enroll_results(items, ids, created)
 
     async def _enroll_once(
         self, first: Mapping[tuple[str, str], Enrollment], now: datetime

@@ -27,19 +27,33 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.pool import QueuePool
 
-from dripline.store.schema import CONVERSATION_STATES, conversations, messages, workers
-from dripline.store.sql.core import ACTIVE, SqlCore, ts, worker_from_row
+from dripline.store.base import summarize_sends
+from dripline.store.schema import CONVERSATION_STATES, conversations, inbox, messages, workers
+from dripline.store.sql.core import (
+    ACTIVE,
+    CONVERSATION_COLUMNS,
+    INBOUND_COLUMNS,
+    MESSAGE_COLUMNS,
+    SqlCore,
+    conversation_from_row,
+    inbound_from_row,
+    message_from_row,
+    ts,
+    worker_from_row,
+)
 from dripline.store.types import (
     THROUGHPUT_WINDOWS_S,
     BacklogCounts,
     BacklogSnapshot,
     ErrorCount,
+    InboxEntry,
     LagSummary,
     PoolUsage,
+    StoreSnapshot,
     WorkerInfo,
 )
 
-__all__ = ["LATENCY_SAMPLES", "OperatorSql", "nearest_rank"]
+__all__ = ["LATENCY_SAMPLES", "OperatorSql"]
 
 C = conversations.c
 M = messages.c
@@ -55,13 +69,6 @@ LATENCY_SAMPLES = (
     .order_by(M.sent_at.desc())
     .limit(bindparam("b_limit"))
 )
-
-
-def nearest_rank(ordered: Sequence[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    rank = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[rank]
 
 
 def _count(cond: Any) -> Any:
@@ -153,11 +160,6 @@ class OperatorSql(SqlCore):
     async def lag_summary(
         self, now: datetime, *, window_s: float = 300.0, sample: int = 10_000
     ) -> LagSummary:
-        """Lag and latency percentiles of the newest `sample` sends within `window_s`.
-
-        Percentiles are computed here rather than in SQL: SQLite has no percentile function,
-        and the sample is bounded, so the result is the same on both backends.
-        """
         stmt = (
             select(M.sent_at, M.due_at, M.latency_ms)
             .where(M.sent_at > now - timedelta(seconds=window_s), M.sent_at <= now)
@@ -166,19 +168,7 @@ class OperatorSql(SqlCore):
         )
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
-        lags = sorted(
-            max(0.0, (sent - due).total_seconds()) for sent, due, _ in rows if due is not None
-        )
-        latencies = sorted(float(lat) for _, _, lat in rows if lat is not None)
-        return LagSummary(
-            samples=len(lags),
-            p50_s=nearest_rank(lags, 0.5),
-            p90_s=nearest_rank(lags, 0.9),
-            p99_s=nearest_rank(lags, 0.99),
-            max_s=lags[-1] if lags else 0.0,
-            latency_p50_ms=nearest_rank(latencies, 0.5),
-            latency_p99_ms=nearest_rank(latencies, 0.99),
-        )
+        return summarize_sends((sent, due, lat) for sent, due, lat in rows)
 
     async def error_counts(
         self, now: datetime, *, window_s: float = 900.0, error_scan: int = 200_000
@@ -221,3 +211,18 @@ class OperatorSql(SqlCore):
         async with self._read() as conn:
             rows = (await conn.execute(LATENCY_SAMPLES, {"b_limit": limit})).scalars().all()
         return [float(v) for v in rows]
+
+    async def snapshot(self) -> StoreSnapshot:
+        async with self._read() as conn:
+            convs = await conn.execute(select(*CONVERSATION_COLUMNS).order_by(C.id))
+            msgs = await conn.execute(select(*MESSAGE_COLUMNS).order_by(M.id))
+            inbound = await conn.execute(select(*INBOUND_COLUMNS).order_by(INBOUND_COLUMNS[0]))
+            rows = await conn.execute(select(*inbox.c).order_by(inbox.c.id))
+            live = await conn.execute(select(workers).order_by(W.id))
+            return StoreSnapshot(
+                conversations=tuple(conversation_from_row(r) for r in convs),
+                messages=tuple(message_from_row(r) for r in msgs),
+                inbound=tuple(inbound_from_row(r) for r in inbound),
+                inbox=tuple(InboxEntry(*r) for r in rows),
+                workers=tuple(worker_from_row(r) for r in live),
+            )
