@@ -100,18 +100,25 @@ async def test_statuses_move_forwards_only(store: Store) -> None:
     assert await message(store, b) == ("failed", "wamid.B", at, 131026, "Undeliverable", at)
 
 
-async def test_applied_counts_a_batch_of_rows(store: Store, request: pytest.FixtureRequest) -> None:
+async def test_counts_cover_every_row_of_a_batch(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
     if store.backend == "postgresql":
-        # asyncpg reports no rowcount for executemany: `applied` reads 0 (and `unchanged`
-        # counts the applied rows). Reported; the statuses themselves are written.
+        # asyncpg reports no rowcount for executemany: `applied` and the rows written read
+        # 0 (and `unchanged` counts the applied rows). Reported; the rows are written.
         request.applymarker(pytest.mark.xfail(strict=True, reason="executemany rowcount"))
     cids = [r.id for r in await store.enroll([Enrollment(phone(i), "f") for i in (1, 2)], NOW)]
     for cid in cids:
         await sent(store, cid, wamid=f"wamid.{cid}")
+    changes = [
+        ConversationChange(c, "in_progress", 1, "question", LATER, 0, None, NOW) for c in cids
+    ]
     async with store.webhook_transaction() as tx:
         res = await tx.apply_statuses([status(f"wamid.{c}", "delivered") for c in cids], LATER)
+        written = await tx.update_conversations(changes, NOW)
     assert [(await message(store, c))[0] for c in cids] == ["delivered", "delivered"]
-    assert (res.applied, res.unchanged) == (2, 0)
+    assert {c.state for c in (await store.conversations_by_ids(cids)).values()} == {"in_progress"}
+    assert (res.applied, res.unchanged, written) == (2, 0, 2)
 
 
 async def test_inbound_is_recorded_once(store: Store) -> None:

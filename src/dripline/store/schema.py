@@ -176,7 +176,9 @@ conversations = Table(
     Column("name", String(200), nullable=True),
     Column("timezone", String(64), nullable=True),
     Column("sender", String(64), nullable=True),
-    Column("fields", JSON, nullable=True),
+    # No fields is SQL NULL, not JSON 'null': a claim then decodes no JSON for the
+    # (common) rows without fields. Reads treat both alike.
+    Column("fields", JSON(none_as_null=True), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     # The due query reads `WHERE state IN (active) AND next_send_at <= now ORDER BY
