@@ -34,7 +34,6 @@ from dripline.flows import load_flows
 from dripline.planner import LatencyModel, PlanSettings, simulate
 from dripline.settings import Policy, Settings
 from dripline.store import Enrollment, open_store
-from dripline.store.admin import flows_in_use
 from dripline.store.urls import parse_database_url
 from dripline.whatsapp.client import CloudApiClient
 
@@ -125,7 +124,7 @@ async def _prepare_database(settings: Settings, console: Console) -> None:
         return
     store = await open_store(settings.database_url, pool_size=1)
     try:
-        other = await flows_in_use(store) - {DEMO_FLOW}
+        other = await store.flows_in_use() - {DEMO_FLOW}
     finally:
         await store.close()
     if other:

@@ -47,20 +47,13 @@ from prometheus_client.registry import Collector
 from dripline.dispatcher.stats import DispatchObserver
 from dripline.errors import DriplineError
 from dripline.settings import Settings
-from dripline.store import Store
-from dripline.store.status import (
+from dripline.store import (
     THROUGHPUT_WINDOWS_S,
     BacklogSnapshot,
     ErrorCount,
     LagSummary,
-    LiveWorker,
-    backlog_snapshot,
-    conversations_by_state,
-    error_counts,
-    lag_summary,
-    live_workers,
-    pool_usage,
-    sent_counts,
+    Store,
+    WorkerInfo,
 )
 from dripline.whatsapp.errors import ERROR_TABLE, ErrorClass, describe
 
@@ -319,9 +312,9 @@ class BacklogCollector(Collector):
         so one failed refresh does not blank the gauges."""
         async with self._lock:
             try:
-                backlog = await backlog_snapshot(self.store, self._clock())
+                backlog = await self.store.backlog_snapshot(self._clock())
                 if time.monotonic() - self._states_mono >= self.states_every_s:
-                    self._states = await conversations_by_state(self.store)
+                    self._states = await self.store.conversations_by_state()
                     self._states_mono = time.monotonic()
             except DriplineError:
                 self._errors += 1
@@ -394,7 +387,7 @@ class BacklogCollector(Collector):
             "Backlog reads that failed (the gauges keep their last values).",
             value=self._errors,
         )
-        pool = pool_usage(self.store)
+        pool = self.store.pool_usage()
         if pool is not None:
             yield GaugeMetricFamily(
                 "dripline_db_pool_in_use",
@@ -494,12 +487,12 @@ async def gather_status(
     Everything comes from the database, so it describes every worker, wherever it runs.
     """
     now = now or datetime.now(UTC)
-    backlog = await backlog_snapshot(store, now)
-    states = await conversations_by_state(store)
-    sent = await sent_counts(store, now, windows_s)
-    lag = await lag_summary(store, now, window_s=lag_window_s)
-    errors = await error_counts(store, now, window_s=error_window_s)
-    live = await live_workers(store, now, live_after_s=live_after_s)
+    backlog = await store.backlog_snapshot(now)
+    states = await store.conversations_by_state()
+    sent = await store.sent_counts(now, windows_s)
+    lag = await store.lag_summary(now, window_s=lag_window_s)
+    errors = await store.error_counts(now, window_s=error_window_s)
+    live = await store.live_workers(now, live_after_s=live_after_s)
     return status_document(
         now=now,
         backlog=backlog,
@@ -549,7 +542,7 @@ def status_document(
     sent: Mapping[int, int],
     lag: LagSummary,
     errors: Iterable[ErrorCount],
-    workers: Iterable[LiveWorker],
+    workers: Iterable[WorkerInfo],
     lag_window_s: float,
     error_window_s: float,
     live_after_s: float,

@@ -153,9 +153,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_url(cls, value: str) -> str:
         # Imported here: the store imports settings' types, not the reverse at import time.
-        from dripline.store.urls import parse_database_url
+        from dripline.store.urls import MEMORY_ONLY, parse_database_url
 
-        parse_database_url(value)
+        if parse_database_url(value).backend == "memory":
+            # Every command opens the database by URL in its own process.
+            raise ConfigError(f"database_url {MEMORY_ONLY}")
         return value
 
     @model_validator(mode="before")

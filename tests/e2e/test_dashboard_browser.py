@@ -26,7 +26,7 @@ from dripline.metrics import gather_status
 from dripline.server import dashboard, metrics_http
 from dripline.server.testing import running_server
 from dripline.settings import load_settings
-from dripline.store import Enrollment, SqlStore, open_store
+from dripline.store import Enrollment, Store, open_store
 from dripline.whatsapp import CloudApiClient
 from tests.fixtures.dispatch import watch_flows
 
@@ -57,7 +57,7 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-async def _settled(store: SqlStore) -> None:
+async def _settled(store: Store) -> None:
     """Until every claim is recorded and nothing falls due within the next minute."""
     while True:
         now = datetime.now(UTC)

@@ -25,8 +25,7 @@ from dripline.flows import load_flows
 from dripline.server.app import create_app
 from dripline.server.testing import running_server
 from dripline.settings import load_settings
-from dripline.store import SqlStore
-from dripline.store.api import answer_pages
+from dripline.store import Store
 from dripline.whatsapp import CloudApiClient
 
 SECRET = "e2e-app-secret"
@@ -92,7 +91,7 @@ def fast_settings(url: str, flows_dir: Path, base_url: str) -> Any:
     )
 
 
-async def wait_until_final(store: SqlStore, timeout_s: float = 90.0) -> None:
+async def wait_until_final(store: Store, timeout_s: float = 90.0) -> None:
     async with asyncio.timeout(timeout_s):
         while True:
             counts = (await store.backlog(datetime.now(UTC) + timedelta(days=365))).by_state
@@ -103,7 +102,7 @@ async def wait_until_final(store: SqlStore, timeout_s: float = 90.0) -> None:
 
 @pytest.mark.slow
 async def test_two_hundred_users_through_a_three_question_flow(
-    tmp_path: Path, store: SqlStore, store_url: str
+    tmp_path: Path, store: Store
 ) -> None:
     flows_dir = tmp_path / "flows"
     flows_dir.mkdir()
@@ -147,7 +146,7 @@ async def test_two_hundred_users_through_a_three_question_flow(
                     store=store,
                     client=client,
                     flows=flows,
-                    settings=fast_settings(store_url, flows_dir, fake.base_url),
+                    settings=fast_settings("sqlite:///unused.db", flows_dir, fake.base_url),
                 )
                 run = asyncio.create_task(dispatcher.run())
                 try:
@@ -167,7 +166,7 @@ async def test_two_hundred_users_through_a_three_question_flow(
     assert all(len(bodies) == len(set(bodies)) for bodies in per_user.values())
 
     rows = {}
-    async for page in answer_pages(store, "trial"):
+    async for page in store.answer_pages("trial"):
         for conv, answers in page:
             rows[conv.phone] = (conv, answers)
     for user, kind in kinds.items():

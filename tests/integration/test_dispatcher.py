@@ -1,4 +1,4 @@
-"""The dispatcher against the fake Cloud API over loopback, on SQLite and PostgreSQL."""
+"""The dispatcher against the fake Cloud API over loopback, on every store backend."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from dripline.clock import utcnow
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import load_flows
-from dripline.store import SqlStore, open_store
+from dripline.store import Store, open_store
 from tests.fixtures.dispatch import (
     TOKEN,
+    UNUSED_URL,
     WEBHOOK_SECRET,
     client_for,
     conversation_rows,
@@ -27,12 +28,12 @@ from tests.fixtures.dispatch import (
 )
 
 
-async def test_every_due_question_is_sent_exactly_once(store: SqlStore, store_url: str) -> None:
+async def test_every_due_question_is_sent_exactly_once(store: Store) -> None:
     numbers = phones(600)
     await enroll(store, numbers)
     config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0)
     async with running_fake(config) as fake:
-        summary = await run_until_sent(store, fake, fast_settings(store_url), len(numbers))
+        summary = await run_until_sent(store, fake, fast_settings(UNUSED_URL), len(numbers))
     assert received(fake) == Counter({p: 1 for p in numbers})
     assert summary.stats.sent == len(numbers)
     rows = await message_rows(store)
@@ -47,7 +48,7 @@ async def test_every_due_question_is_sent_exactly_once(store: SqlStore, store_ur
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url: str) -> None:
+async def test_faults_lose_nothing_and_double_nothing(store: Store) -> None:
     """5% HTTP 500s with Meta's error body (retried), 5% bare 500s and a 20 s outage of
     bare 503s (both `unknown`: settled by status webhooks, then resent), throttling (the
     fake's limit under the dispatcher's rate): every conversation still receives its
@@ -55,7 +56,7 @@ async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url
     numbers = phones(5000)
     await enroll(store, numbers)
     settings = fast_settings(
-        store_url,
+        UNUSED_URL,
         rate_per_s=2000,
         concurrency=200,
         # An unknown send is checked every second while it waits for webhook evidence;
@@ -107,7 +108,7 @@ async def test_faults_lose_nothing_and_double_nothing(store: SqlStore, store_url
 
 
 async def test_an_outage_of_bare_503s_pauses_sending_instead_of_spending_the_backlog(
-    store: SqlStore, store_url: str
+    store: Store,
 ) -> None:
     """A bare 503 leaves its send `unknown`; a run of them is an outage like any other
     transient failure, so the sender pauses and probes rather than sending (and holding
@@ -115,7 +116,7 @@ async def test_an_outage_of_bare_503s_pauses_sending_instead_of_spending_the_bac
     numbers = phones(3000)
     await enroll(store, numbers)
     config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0)
-    settings = fast_settings(store_url, rate_per_s=500, concurrency=50)
+    settings = fast_settings(UNUSED_URL, rate_per_s=500, concurrency=50)
     async with running_fake(config) as fake:
         fake.state.start_outage(3600)
         async with client_for(fake) as client:
@@ -129,15 +130,13 @@ async def test_an_outage_of_bare_503s_pauses_sending_instead_of_spending_the_bac
     assert len([c for c in convs if c.attempts == 0 and c.state == "pending"]) >= 2000
 
 
-async def test_auth_failure_stops_sending_and_fails_nothing(
-    store: SqlStore, store_url: str
-) -> None:
+async def test_auth_failure_stops_sending_and_fails_nothing(store: Store) -> None:
     numbers = phones(2000)
     await enroll(store, numbers)
     config = FakeConfig(
         access_token=TOKEN, rate_per_s=0, pair_interval_s=0, token_expires_after=300, latency_ms=5
     )
-    settings = fast_settings(store_url, batch_limit=100, concurrency=50)
+    settings = fast_settings(UNUSED_URL, batch_limit=100, concurrency=50)
     async with running_fake(config) as fake:
         async with client_for(fake) as client:
             d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)

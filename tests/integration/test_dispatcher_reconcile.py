@@ -16,9 +16,10 @@ import pytest
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig
 from dripline.flows import load_flows
-from dripline.store import SqlStore
+from dripline.store import Store
 from tests.fixtures.dispatch import (
     TOKEN,
+    UNUSED_URL,
     WEBHOOK_SECRET,
     client_for,
     enroll,
@@ -33,12 +34,12 @@ from tests.fixtures.dispatch import (
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_hung_sends_are_resent_once_webhooks_prove_they_never_landed(
-    store: SqlStore, store_url: str
+    store: Store,
 ) -> None:
     numbers = phones(1000)
     await enroll(store, numbers)
     settings = fast_settings(
-        store_url,
+        UNUSED_URL,
         rate_per_s=300,
         concurrency=100,
         unknown_after_s=1.0,

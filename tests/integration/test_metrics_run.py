@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dripline.dispatcher.engine import Dispatcher
+from dripline.errors import DatabaseUnavailable
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import FlowSet
 from dripline.metrics import (
@@ -26,7 +27,7 @@ from dripline.metrics import (
 from dripline.server import metrics_http
 from dripline.server.testing import running_server
 from dripline.settings import load_settings
-from dripline.store import Enrollment, SqlStore
+from dripline.store import Enrollment, MemoryStore, Store
 from dripline.whatsapp import CloudApiClient
 from tests.fixtures.dispatch import watch_flows
 
@@ -47,7 +48,7 @@ def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def run_dispatcher(
-    store: SqlStore, url: str, observer: PrometheusObserver, flows: FlowSet
+    store: Store, url: str, observer: PrometheusObserver, flows: FlowSet
 ) -> Dispatcher:
     """Enroll 40 due conversations and 3 for later; send once; a quarter of the calls fail
     with HTTP 500 (code 1, transient: retried in 10 to 20 minutes)."""
@@ -86,11 +87,11 @@ async def run_dispatcher(
 
 
 async def test_observer_counts_match_the_run(
-    store: SqlStore, store_url: str, tmp_path: Path
+    sql_store: Store, store_url: str, tmp_path: Path
 ) -> None:
     registry = CollectorRegistry()
     observer = PrometheusObserver(registry)
-    dispatcher = await run_dispatcher(store, store_url, observer, watch_flows(tmp_path))
+    dispatcher = await run_dispatcher(sql_store, store_url, observer, watch_flows(tmp_path))
     stats = dispatcher.stats
     assert stats.sent > 0 and stats.retries > 0
 
@@ -122,7 +123,8 @@ async def test_observer_counts_match_the_run(
     assert "+1555" not in text and TOKEN not in text
 
 
-async def test_metrics_endpoint_over_http(store: SqlStore, store_url: str, tmp_path: Path) -> None:
+async def test_metrics_endpoint_over_http(sql_store: Store, store_url: str, tmp_path: Path) -> None:
+    store = sql_store
     registry = new_registry()
     observer = PrometheusObserver(registry)
     dispatcher = await run_dispatcher(store, store_url, observer, watch_flows(tmp_path))
@@ -163,7 +165,7 @@ async def test_metrics_endpoint_over_http(store: SqlStore, store_url: str, tmp_p
     assert any(name.startswith("process_") or name.startswith("python_") for name, _ in samples)
 
 
-async def test_backlog_collector_caches_between_refreshes(store: SqlStore) -> None:
+async def test_backlog_collector_caches_between_refreshes(store: Store) -> None:
     registry = CollectorRegistry()
     collector = BacklogCollector(store, registry, refresh_s=3600)
     assert registry.get_sample_value("dripline_backlog_due_now") is None  # not read yet
@@ -177,29 +179,24 @@ async def test_backlog_collector_caches_between_refreshes(store: SqlStore) -> No
     assert registry.get_sample_value("dripline_backlog_due_now") == 1
 
 
-async def test_backlog_collector_keeps_values_when_the_database_fails(store: SqlStore) -> None:
+async def test_backlog_collector_keeps_values_when_the_database_fails() -> None:
+    down = False
+
+    async def outage(_method: str) -> None:
+        if down:
+            raise DatabaseUnavailable("database memory is unavailable: connection refused")
+
+    store = MemoryStore(hook=outage)
     registry = CollectorRegistry()
     collector = BacklogCollector(store, registry, refresh_s=0)
     await collector.refresh()
-    # The database goes away: the next connect fails.
-    original = store._engine
-    try:
-        store._engine = _Broken()  # type: ignore[assignment]
-        await collector.refresh()
-    finally:
-        store._engine = original
+    down = True  # the database goes away: the next read fails
+    await collector.refresh()
     assert registry.get_sample_value("dripline_backlog_refresh_errors_total") == 1
     assert registry.get_sample_value("dripline_backlog_due_now") == 0
 
 
-class _Broken:
-    pool = None
-
-    def connect(self) -> object:
-        raise OSError("connection refused")
-
-
-async def test_timer_refresh(store: SqlStore) -> None:
+async def test_timer_refresh(store: Store) -> None:
     registry = CollectorRegistry()
     collector = BacklogCollector(store, registry, refresh_s=0.01)
     now = datetime.now(UTC)
@@ -212,7 +209,8 @@ async def test_timer_refresh(store: SqlStore) -> None:
     assert registry.get_sample_value("dripline_backlog_due_now") == 1
 
 
-async def test_metrics_exporter_for_dripline_run(store: SqlStore, store_url: str) -> None:
+async def test_metrics_exporter_for_dripline_run(sql_store: Store, store_url: str) -> None:
+    store = sql_store
     settings = load_settings(database_url=store_url)
     now = datetime.now(UTC)
     await store.enroll([Enrollment(phone="+15550000001", flow="watch", at=now)], now)

@@ -17,7 +17,7 @@ from dripline.errors import ConfigError
 from dripline.server.app import create_app
 from dripline.server.testing import running_server
 from dripline.settings import Settings, load_settings
-from dripline.store import SqlStore
+from dripline.store import Store
 
 TOKEN = "api-token-for-tests"
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -59,7 +59,7 @@ def make_settings(tmp_path: Path, url: str, **extra: Any) -> Settings:
 class Api:
     base: str
     http: aiohttp.ClientSession
-    store: SqlStore
+    store: Store
     app: FastAPI
     clock: FakeClock
 
@@ -72,7 +72,7 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path, store: SqlStore) -> AsyncIterator[Api]:
+async def api(tmp_path: Path, store: Store) -> AsyncIterator[Api]:
     clock = FakeClock(NOW)
     settings = make_settings(tmp_path, "sqlite:///unused.db")
     app = create_app(settings, store=store, clock=clock, process_inbox=False)

@@ -15,12 +15,12 @@ from dripline.server import dashboard
 from dripline.server.dashboard import DashboardSampler
 from dripline.server.testing import running_server
 from dripline.settings import load_settings
-from dripline.store import Enrollment, SqlStore, WorkerInfo
+from dripline.store import Enrollment, Store, WorkerInfo
 
 SECRET = "dashboard-secret-token"
 
 
-async def _seed(store: SqlStore) -> None:
+async def _seed(store: Store) -> None:
     now = datetime.now(UTC)
     overdue = now - timedelta(minutes=2)
     soon = now + timedelta(minutes=5)
@@ -45,7 +45,7 @@ async def _seed(store: SqlStore) -> None:
     )
 
 
-async def test_sampler_history_and_status(store: SqlStore) -> None:
+async def test_sampler_history_and_status(store: Store) -> None:
     await _seed(store)
     sampler = DashboardSampler(store, None, interval_s=60, history=3, slow_every=2)
     for _ in range(5):
@@ -66,14 +66,14 @@ async def test_sampler_history_and_status(store: SqlStore) -> None:
     assert status["workers"]["list"] == expected["workers"]["list"]
 
 
-async def test_rate_limit_falls_back_to_settings_without_workers(store: SqlStore) -> None:
+async def test_rate_limit_falls_back_to_settings_without_workers(store: Store) -> None:
     settings = load_settings(rate_per_s=33)
     sampler = DashboardSampler(store, settings, interval_s=60)
     sample = await sampler.sample_once()
     assert sample.rate_limit_per_s == 33
 
 
-async def test_dashboard_json_and_page(store: SqlStore) -> None:
+async def test_dashboard_json_and_page(store: Store) -> None:
     await _seed(store)
     app = FastAPI()
     app.state.store = store

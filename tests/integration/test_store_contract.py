@@ -1,4 +1,5 @@
-"""The store contract, run unchanged on SQLite and PostgreSQL (the `store` fixture)."""
+"""The store contract, run unchanged on SQLite, PostgreSQL and in memory (the `store`
+fixture): enrollment, claims, reservations, results, leases, timing, workers."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from dripline.store import (
     LEASE_LOST,
     ConversationUpdate,
     Enrollment,
+    MemoryDatabase,
+    MemoryStore,
     MessageUpdate,
     Outcome,
     Reservation,
-    SqlStore,
+    Store,
     WorkerInfo,
     open_store,
 )
@@ -30,7 +33,7 @@ def sec(s: float) -> timedelta:
     return timedelta(seconds=s)
 
 
-async def enroll_due(store: SqlStore, n: int, *, flow: str = "f") -> list[int]:
+async def enroll_due(store: Store, n: int, *, flow: str = "f") -> list[int]:
     """n conversations due one second apart, the first at NOW - n s."""
     items = [Enrollment(phone(i), flow, at=NOW - sec(n - i)) for i in range(n)]
     return [r.id for r in await store.enroll(items, NOW)]
@@ -41,7 +44,7 @@ def done(cid: int, *, state: str = "completed", next_at: datetime | None = None)
 
 
 # enrollment -----------------------------------------------------------------
-async def test_enroll_bulk_keeps_input_order_and_fields(store: SqlStore) -> None:
+async def test_enroll_bulk_keeps_input_order_and_fields(store: Store) -> None:
     items = [
         Enrollment(phone(i), "f", name=f"n{i}", timezone="Europe/Paris", fields={"k": str(i)})
         for i in range(3000)
@@ -64,7 +67,7 @@ async def test_enroll_bulk_keeps_input_order_and_fields(store: SqlStore) -> None
         assert c.next_send_at == NOW
 
 
-async def test_enroll_is_idempotent_per_active_phone_and_flow(store: SqlStore) -> None:
+async def test_enroll_is_idempotent_per_active_phone_and_flow(store: Store) -> None:
     first = await store.enroll([Enrollment(phone(1), "a"), Enrollment(phone(2), "a")], NOW)
     again = await store.enroll(
         [
@@ -85,7 +88,7 @@ async def test_enroll_is_idempotent_per_active_phone_and_flow(store: SqlStore) -
     assert renewed.created and renewed.id != first[0].id
 
 
-async def test_enroll_at_sets_next_send_at(store: SqlStore) -> None:
+async def test_enroll_at_sets_next_send_at(store: Store) -> None:
     later = NOW + timedelta(hours=2)
     await store.enroll([Enrollment(phone(1), "f", at=later)], NOW)
     assert await store.claim_due(10, 60, "w", NOW) == []
@@ -94,25 +97,26 @@ async def test_enroll_at_sets_next_send_at(store: SqlStore) -> None:
     assert c.next_send_at == later
 
 
-async def test_enroll_of_nothing(store: SqlStore) -> None:
+async def test_enroll_of_nothing(store: Store) -> None:
     assert await store.enroll([], NOW) == []
 
 
 # claiming -------------------------------------------------------------------
-async def test_claim_returns_earliest_first_up_to_limit(store: SqlStore) -> None:
+async def test_claim_returns_earliest_first_up_to_limit(store: Store) -> None:
     ids = await enroll_due(store, 50)
     await store.enroll([Enrollment(phone(999), "f", at=NOW + sec(1))], NOW)  # not due
     first = await store.claim_due(20, 60, "w1", NOW)
     assert [c.id for c in first] == ids[:20]
     assert [c.next_send_at for c in first] == sorted(c.next_send_at for c in first)
-    assert all(c.lease_expires_at == NOW + sec(60) for c in first)
+    assert all(c.lease_expires_at == NOW + sec(60) and c.lease_owner == "w1" for c in first)
+    assert all((c.created_at, c.updated_at, c.last_error) == (NOW, NOW, None) for c in first)
     rest = await store.claim_due(100, 60, "w2", NOW)
     assert [c.id for c in rest] == ids[20:]
     assert await store.claim_due(100, 60, "w3", NOW) == []
     assert await store.claim_due(0, 60, "w3", NOW) == []
 
 
-async def test_live_lease_is_never_claimed_again_and_lapsed_one_is(store: SqlStore) -> None:
+async def test_live_lease_is_never_claimed_again_and_lapsed_one_is(store: Store) -> None:
     ids = await enroll_due(store, 3)
     claimed = await store.claim_due(10, 30, "w1", NOW)
     assert {c.id for c in claimed} == set(ids)
@@ -126,7 +130,7 @@ async def test_live_lease_is_never_claimed_again_and_lapsed_one_is(store: SqlSto
     assert await store.record_results([done(ids[0])], "w2", NOW + sec(31)) == 1
 
 
-async def test_inactive_states_are_never_due(store: SqlStore) -> None:
+async def test_inactive_states_are_never_due(store: Store) -> None:
     ids = await enroll_due(store, 3)
     await store.claim_due(10, 60, "w", NOW)
     await store.record_results(
@@ -142,7 +146,7 @@ async def test_inactive_states_are_never_due(store: SqlStore) -> None:
 
 
 # reserving ------------------------------------------------------------------
-async def test_reserve_new_pending_sending_and_final(store: SqlStore) -> None:
+async def test_reserve_new_pending_sending_and_final(store: Store) -> None:
     [a, b] = await enroll_due(store, 2)
     await store.claim_due(10, 60, "w", NOW)
     [r] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
@@ -182,7 +186,7 @@ async def test_reserve_new_pending_sending_and_final(store: SqlStore) -> None:
     assert (new_b.conversation_id, new_b.ok, new_b.prior_status) == (b, True, None)
 
 
-async def test_reserve_needs_the_lease(store: SqlStore) -> None:
+async def test_reserve_needs_the_lease(store: Store) -> None:
     [a] = await enroll_due(store, 1)
     await store.claim_due(10, 60, "owner", NOW)
     [r] = await store.reserve([Reservation(a, 0, "question", NOW)], "intruder", NOW)
@@ -191,7 +195,7 @@ async def test_reserve_needs_the_lease(store: SqlStore) -> None:
     assert ok.ok
 
 
-async def test_reserve_results_follow_input_order(store: SqlStore) -> None:
+async def test_reserve_results_follow_input_order(store: Store) -> None:
     ids = await enroll_due(store, 300)
     await store.claim_due(300, 60, "w", NOW)
     items = [Reservation(cid, 0, "question", NOW) for cid in reversed(ids)]
@@ -202,7 +206,7 @@ async def test_reserve_results_follow_input_order(store: SqlStore) -> None:
 
 
 # recording ------------------------------------------------------------------
-async def test_record_results_writes_batch_and_releases(store: SqlStore) -> None:
+async def test_record_results_writes_batch_and_releases(store: Store) -> None:
     ids = await enroll_due(store, 4)
     await store.claim_due(10, 60, "w", NOW)
     res = await store.reserve([Reservation(cid, 0, "question", NOW) for cid in ids], "w", NOW)
@@ -223,7 +227,7 @@ async def test_record_results_writes_batch_and_releases(store: SqlStore) -> None
     assert (again.ok, again.prior_status, again.wamid) == (False, "sent", f"wamid.{c.id}")
 
 
-async def test_record_results_never_downgrades_a_webhook_status(store: SqlStore) -> None:
+async def test_record_results_never_downgrades_a_webhook_status(store: Store) -> None:
     [a] = await enroll_due(store, 1)
     await store.claim_due(10, 60, "w", NOW)
     [r] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
@@ -238,7 +242,7 @@ async def test_record_results_never_downgrades_a_webhook_status(store: SqlStore)
     assert (seen.prior_status, seen.wamid) == ("read", "wamid.late")
 
 
-async def test_a_worker_that_lost_its_lease_cannot_write(store: SqlStore) -> None:
+async def test_a_worker_that_lost_its_lease_cannot_write(store: Store) -> None:
     [a, b] = await enroll_due(store, 2)
     await store.claim_due(10, 10, "old", NOW)
     await store.claim_due(10, 10, "new", NOW + sec(11))  # re-claims both
@@ -249,7 +253,7 @@ async def test_a_worker_that_lost_its_lease_cannot_write(store: SqlStore) -> Non
 
 
 # leases -----------------------------------------------------------------------
-async def test_release_gives_back_only_own_leases(store: SqlStore) -> None:
+async def test_release_gives_back_only_own_leases(store: Store) -> None:
     ids = await enroll_due(store, 3)
     await store.claim_due(2, 60, "w1", NOW)
     await store.claim_due(1, 60, "w2", NOW)
@@ -258,7 +262,7 @@ async def test_release_gives_back_only_own_leases(store: SqlStore) -> None:
     assert [c.id for c in await store.claim_due(10, 60, "w3", NOW)] == ids[:2]
 
 
-async def test_extend_pushes_out_own_leases(store: SqlStore) -> None:
+async def test_extend_pushes_out_own_leases(store: Store) -> None:
     ids = await enroll_due(store, 2)
     await store.claim_due(1, 30, "w1", NOW)
     await store.claim_due(1, 30, "w2", NOW)
@@ -268,7 +272,7 @@ async def test_extend_pushes_out_own_leases(store: SqlStore) -> None:
 
 
 # timing and views -----------------------------------------------------------
-async def test_next_due_at_skips_leased_and_inactive(store: SqlStore) -> None:
+async def test_next_due_at_skips_leased_and_inactive(store: Store) -> None:
     assert await store.next_due_at(NOW) is None
     ids = await enroll_due(store, 2)
     await store.enroll([Enrollment(phone(50), "f", at=NOW + sec(90))], NOW)
@@ -281,7 +285,7 @@ async def test_next_due_at_skips_leased_and_inactive(store: SqlStore) -> None:
     assert await store.next_due_at(NOW + sec(61)) == NOW + sec(90)
 
 
-async def test_backlog_counts(store: SqlStore) -> None:
+async def test_backlog_counts(store: Store) -> None:
     await store.enroll(
         [
             Enrollment(phone(1), "f", at=NOW - sec(120)),  # overdue by 2 min
@@ -303,7 +307,7 @@ async def test_backlog_counts(store: SqlStore) -> None:
     assert counts.by_state["completed"] == 1 and counts.by_state["pending"] == 4
 
 
-async def test_heartbeat_lists_live_workers(store: SqlStore) -> None:
+async def test_heartbeat_lists_live_workers(store: Store) -> None:
     def worker(wid: str, at: datetime, rate: float = 40.0) -> WorkerInfo:
         return WorkerInfo(wid, "host", 123, NOW, at, rate, 8, "static", {"sent": 1})
 
@@ -318,15 +322,13 @@ async def test_heartbeat_lists_live_workers(store: SqlStore) -> None:
     assert [w.id for w in await store.heartbeat(worker("a", NOW + sec(16)), 10)] == ["a"]
 
 
-async def test_naive_datetimes_are_refused(store: SqlStore) -> None:
+async def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(Exception, match="naive"):
         await store.claim_due(1, 60, "w", datetime(2026, 1, 1))
 
 
 # wake-ups -------------------------------------------------------------------
-async def test_enroll_wakes_another_store_on_the_same_database(store_url: str) -> None:
-    sleeper = await open_store(store_url)
-    enroller = await open_store(store_url)
+async def _wakes(sleeper: Store, enroller: Store) -> None:
     try:
         wake = sleeper.wakeup_event()
         await sleeper.wakeup_ready()
@@ -341,3 +343,12 @@ async def test_enroll_wakes_another_store_on_the_same_database(store_url: str) -
     finally:
         await sleeper.close()
         await enroller.close()
+
+
+async def test_enroll_wakes_another_store_on_the_same_database(store_url: str) -> None:
+    await _wakes(await open_store(store_url), await open_store(store_url))
+
+
+async def test_enroll_wakes_another_memory_store_on_the_same_database() -> None:
+    database = MemoryDatabase()
+    await _wakes(MemoryStore(database), MemoryStore(database))

@@ -13,6 +13,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,9 +29,8 @@ from dripline.store import (
     MessageUpdate,
     Outcome,
     Reservation,
-    SqlStore,
+    Store,
 )
-from dripline.store.webhook import inbox_backlog
 from dripline.whatsapp.webhooks import SIGNATURE_HEADER, sign
 
 SECRET = "bench-secret"
@@ -38,7 +38,7 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MESSAGES = 4_000
 
 
-async def seed(store: SqlStore, n: int) -> list[str]:
+async def seed(store: Store, n: int) -> list[str]:
     """n sent messages with wamids, the way the dispatcher leaves them."""
     wamids: list[str] = []
     for start in range(0, n, 1_000):
@@ -85,7 +85,7 @@ def body(wamids: list[str], status: str) -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("per_post", [1, 50])
-async def test_status_capacity(tmp_path: Path, store: SqlStore, per_post: int) -> None:
+async def test_status_capacity(tmp_path: Path, store: Store, per_post: int) -> None:
     wamids = await seed(store, MESSAGES)
     bodies = [
         body(wamids[i : i + per_post], status)
@@ -115,7 +115,7 @@ async def test_status_capacity(tmp_path: Path, store: SqlStore, per_post: int) -
         async with aiohttp.ClientSession() as http:
             await asyncio.gather(*(worker(http) for _ in range(32)))
         intake_s = time.perf_counter() - start
-        while (await inbox_backlog(store))[0]:
+        while (await store.inbox_backlog()).waiting:
             await asyncio.sleep(0.05)
         applied_s = time.perf_counter() - start
     acks.sort()
@@ -125,12 +125,5 @@ async def test_status_capacity(tmp_path: Path, store: SqlStore, per_post: int) -
         f"applied {total / applied_s:,.0f} statuses/s; ack p50 "
         f"{statistics.median(acks) * 1000:.1f} ms, p99 {acks[int(len(acks) * 0.99)] * 1000:.1f} ms"
     )
-    async with store._read() as conn:
-        from sqlalchemy import func, select
-
-        from dripline.store.schema import messages
-
-        rows = (
-            await conn.execute(select(messages.c.status, func.count()).group_by(messages.c.status))
-        ).all()
-    assert dict(rows) == {"read": MESSAGES}
+    statuses = Counter(m.status for m in (await store.snapshot()).messages)
+    assert statuses == {"read": MESSAGES}

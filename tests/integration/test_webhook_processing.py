@@ -1,4 +1,4 @@
-"""The inbox processor on SQLite and PostgreSQL: statuses, answers, opt-out, leases,
+"""The inbox processor on every store backend: statuses, answers, opt-out, leases,
 redelivery and malformed bodies."""
 
 from __future__ import annotations
@@ -9,22 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from dripline.clock import FakeClock
 from dripline.flows import FlowSet, load_flows
-from dripline.server.inbox import InboxProcessor
+from dripline.inbox import InboxProcessor
 from dripline.store import (
     ConversationUpdate,
     Enrollment,
     MessageUpdate,
     Outcome,
     Reservation,
-    SqlStore,
+    Store,
 )
-from dripline.store.api import conversation_detail
-from dripline.store.schema import inbound_messages, inbox
-from dripline.store.webhook import insert_inbox
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 TS = str(int(NOW.timestamp()))
@@ -80,12 +76,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def processor(store: SqlStore, flows: FlowSet, clock: FakeClock) -> InboxProcessor:
+def processor(store: Store, flows: FlowSet, clock: FakeClock) -> InboxProcessor:
     return InboxProcessor(store, flows, clock, opt_out_keywords=("STOP", "Unsubscribe"))
 
 
 async def sent_question(
-    store: SqlStore, phone: str = PHONE, wamid: str | None = "wamid.Q1", status: str = "sent"
+    store: Store, phone: str = PHONE, wamid: str | None = "wamid.Q1", status: str = "sent"
 ) -> tuple[int, int]:
     """Enroll and send step 0 the way the dispatcher does; returns (conversation, message)."""
     [res] = await store.enroll([Enrollment(phone=phone, flow="survey")], NOW)
@@ -107,17 +103,17 @@ async def sent_question(
 
 
 async def run(processor: InboxProcessor, *bodies: str) -> Any:
-    await insert_inbox(processor.store, list(bodies), NOW)
+    await processor.store.insert_inbox(list(bodies), NOW)
     return await processor.drain()
 
 
-async def detail(store: SqlStore, cid: int) -> Any:
-    found = await conversation_detail(store, cid, NOW)
+async def detail(store: Store, cid: int) -> Any:
+    found = await store.conversation_detail(cid)
     assert found is not None
     return found
 
 
-async def test_statuses_only_move_forwards(store: SqlStore, processor: InboxProcessor) -> None:
+async def test_statuses_only_move_forwards(store: Store, processor: InboxProcessor) -> None:
     cid, _ = await sent_question(store)
     await run(processor, statuses({"id": "wamid.Q1", "status": "read"}))
     await run(processor, statuses({"id": "wamid.Q1", "status": "delivered"}))
@@ -139,7 +135,7 @@ async def test_statuses_only_move_forwards(store: SqlStore, processor: InboxProc
 
 
 async def test_failed_stores_the_error_and_delivered_outranks_it(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, _ = await sent_question(store)
     error = {"code": 131026, "title": "Message undeliverable"}
@@ -153,7 +149,7 @@ async def test_failed_stores_the_error_and_delivered_outranks_it(
 
 
 async def test_callback_data_resolves_an_unknown_send(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, mid = await sent_question(store, status="unknown")
     await run(
@@ -177,7 +173,7 @@ async def test_callback_data_resolves_an_unknown_send(
 
 
 async def test_a_reply_advances_a_waiting_conversation(
-    store: SqlStore, processor: InboxProcessor, clock: FakeClock
+    store: Store, processor: InboxProcessor, clock: FakeClock
 ) -> None:
     cid, _ = await sent_question(store)
     stats = await run(processor, inbound("  great  ", "wamid.IN1"))
@@ -189,7 +185,7 @@ async def test_a_reply_advances_a_waiting_conversation(
     assert [(a.step, a.body, a.kind) for a in answers] == [(0, "  great  ", "text")]
 
 
-async def test_redelivery_changes_nothing(store: SqlStore, processor: InboxProcessor) -> None:
+async def test_redelivery_changes_nothing(store: Store, processor: InboxProcessor) -> None:
     cid, _ = await sent_question(store)
     body = inbound("great", "wamid.IN1")
     await run(processor, body)
@@ -200,7 +196,7 @@ async def test_redelivery_changes_nothing(store: SqlStore, processor: InboxProce
 
 
 async def test_two_answers_in_one_batch_advance_once(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, _ = await sent_question(store)
     later = str(int(NOW.timestamp()) + 5)
@@ -215,9 +211,7 @@ async def test_two_answers_in_one_batch_advance_once(
 
 
 @pytest.mark.parametrize("word", ["STOP", " stop ", "unsubscribe"])
-async def test_opt_out_stops_everything(
-    store: SqlStore, processor: InboxProcessor, word: str
-) -> None:
+async def test_opt_out_stops_everything(store: Store, processor: InboxProcessor, word: str) -> None:
     cid, _ = await sent_question(store)
     [other] = await store.enroll([Enrollment(phone=PHONE, flow="demo")], NOW)
     stats = await run(processor, inbound(word, "wamid.STOP"))
@@ -232,21 +226,15 @@ async def test_opt_out_stops_everything(
     await run(processor, inbound("hello again", "wamid.LATE"))
     conv, _, _ = await detail(store, cid)
     assert conv.state == "opted_out"
-    async with store._read() as conn:
-        late = (
-            await conn.execute(
-                select(inbound_messages).where(inbound_messages.c.wamid == "wamid.LATE")
-            )
-        ).one()
+    [late] = [i for i in (await store.snapshot()).inbound if i.wamid == "wamid.LATE"]
     assert late.conversation_id == other.id and late.step is None  # the newest conversation
 
 
-async def test_unknown_numbers_are_recorded(store: SqlStore, processor: InboxProcessor) -> None:
+async def test_unknown_numbers_are_recorded(store: Store, processor: InboxProcessor) -> None:
     stats = await run(processor, inbound("who is this", "wamid.U", sender="447911123456"))
     assert stats.malformed == 0
-    async with store._read() as conn:
-        rows = (await conn.execute(select(inbound_messages))).all()
-        done = (await conn.execute(select(inbox.c.processed_at, inbox.c.error))).all()
+    state = await store.snapshot()
+    rows, done = state.inbound, state.inbox
     assert [(r.phone, r.conversation_id, r.body) for r in rows] == [
         ("+447911123456", None, "who is this")
     ]
@@ -254,7 +242,7 @@ async def test_unknown_numbers_are_recorded(store: SqlStore, processor: InboxPro
 
 
 async def test_a_leased_conversation_is_left_for_a_later_pass(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, _ = await sent_question(store)
     # The reminder is due and a dispatcher holds it.
@@ -264,9 +252,9 @@ async def test_a_leased_conversation_is_left_for_a_later_pass(
     assert stats.waiting == 1 and stats.advanced == 0
     conv, _, answers = await detail(store, cid)
     assert conv.state == "awaiting_reply" and answers == []
-    async with store._read() as conn:
-        row = (await conn.execute(select(inbox.c.processed_at, inbox.c.error))).one()
-    assert row.processed_at is None and row.error.startswith("waiting")
+    [row] = (await store.snapshot()).inbox
+    assert row.processed_at is None and row.error is not None
+    assert row.error.startswith("waiting")
     await store.release([cid], "w")
     stats = await processor.drain()
     assert stats.advanced == 1
@@ -275,7 +263,7 @@ async def test_a_leased_conversation_is_left_for_a_later_pass(
 
 
 async def test_a_reply_to_a_resolved_unknown_send_advances(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     cid, mid = await sent_question(store, status="unknown")
     await run(
@@ -289,7 +277,7 @@ async def test_a_reply_to_a_resolved_unknown_send_advances(
 
 
 async def test_malformed_bodies_are_marked_not_retried(
-    store: SqlStore, processor: InboxProcessor
+    store: Store, processor: InboxProcessor
 ) -> None:
     bodies = [
         "not json",
@@ -302,11 +290,8 @@ async def test_malformed_bodies_are_marked_not_retried(
     ]
     stats = await run(processor, *bodies)
     assert stats.rows == len(bodies) and stats.malformed == 3
-    async with store._read() as conn:
-        rows = (
-            await conn.execute(select(inbox.c.processed_at, inbox.c.error).order_by(inbox.c.id))
-        ).all()
-        recorded = (await conn.execute(select(inbound_messages.c.body))).scalars().all()
+    state = await store.snapshot()
+    rows, recorded = state.inbox, [i.body for i in state.inbound]
     assert all(r.processed_at is not None for r in rows)
     assert [bool(r.error) for r in rows] == [True, True, True, True, True, False, False]
     assert recorded == ["xy"]

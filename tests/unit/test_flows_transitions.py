@@ -20,7 +20,7 @@ from dripline.flows import (
     parse_flow_text,
 )
 from dripline.flows.base import ConversationLike
-from dripline.store.base import ClaimedConversation
+from dripline.store import Conversation
 
 T0 = datetime(2026, 1, 12, 10, 0, tzinfo=UTC)  # a Monday, 11:00 in Berlin
 
@@ -344,21 +344,25 @@ def test_quiet_hours_across_the_dst_change() -> None:
 
 # -- the protocol and the built-in -------------------------------------------------------
 def test_claimed_conversations_are_accepted() -> None:
-    claimed = ClaimedConversation(
+    claimed = Conversation(
         id=1,
         phone="+4915112345678",
         flow="demo",
         step=0,
         purpose="question",
         state="pending",
-        attempts=0,
         next_send_at=T0,
+        attempts=0,
+        lease_owner="w",
         lease_expires_at=T0,
         last_inbound_at=None,
+        last_error=None,
         name=None,
         timezone=None,
         sender=None,
         fields={},
+        created_at=T0,
+        updated_at=T0,
     )
     conv: ConversationLike = claimed
     demo = load_flows(None).get("demo")

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from dripline.errors import InputError
 from dripline.flows import load_flows
-from dripline.server.inbox import inbound_event, plan_inbound, status_update
-from dripline.store.webhook import STATUS_RANK
+from dripline.inbox import inbound_event, plan_inbound, status_update
+from dripline.store import STATUS_RANK
 from dripline.whatsapp.webhooks import parse_webhook
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

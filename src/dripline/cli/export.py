@@ -34,7 +34,6 @@ async def write_answers(
     """
     from dripline.flows import load_flows
     from dripline.store import open_store
-    from dripline.store.api import answer_pages
 
     questions = load_flows(flows_dir).get(flow_name).questions()
     store = await open_store(database_url, pool_size=1, pooler=pooler, auto_migrate=False)
@@ -42,7 +41,7 @@ async def write_answers(
     writer.writerow([*BASE_COLUMNS, *(q.id for q in questions)])
     count = 0
     try:
-        async for page in answer_pages(store, flow_name):
+        async for page in store.answer_pages(flow_name):
             rows: list[list[Any]] = []
             for conv, answers in page:
                 first: dict[int, str | None] = {}

@@ -44,7 +44,7 @@ async def send_one(ctx: Context, client: Sender, responder: Responder, job: Send
             await asyncio.sleep(delay)
         started = ctx.loop_time()
         sent_at = ctx.clock.now()
-        lag_s = (sent_at - conv.next_send_at).total_seconds()
+        lag_s = (sent_at - (conv.next_send_at or sent_at)).total_seconds()
         try:
             result = await client.send(
                 conv.phone, job.message, sender=conv.sender, callback_data=str(job.message_id)

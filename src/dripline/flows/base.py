@@ -37,8 +37,8 @@ __all__ = [
 class ConversationLike(Protocol):
     """The conversation fields a flow reads.
 
-    Satisfied by the store's `ClaimedConversation` (dispatcher) and by plain
-    conversation rows (webhook). Read-only properties, so frozen dataclasses fit.
+    Satisfied by the store's `Conversation` (what a claim returns and what the webhook
+    reads). Read-only properties, so frozen dataclasses fit.
     """
 
     @property

@@ -26,18 +26,15 @@ from dripline.flows import FlowRegistry, YamlFlow
 from dripline.flows.model import MessageSpec, TemplateSpec
 from dripline.flows.placeholders import placeholders_in
 from dripline.phones import normalize_phone
-from dripline.store import Enrollment, SqlStore
-from dripline.store.api import (
+from dripline.store import (
     CANCELLED,
-    AnswerRecord,
-    ConversationRecord,
-    MessageRecord,
-    cancel_conversation,
-    conversation_detail,
-    conversations_by_ids,
-    list_conversations,
+    CONVERSATION_STATES,
+    Conversation,
+    Enrollment,
+    Inbound,
+    Message,
+    Store,
 )
-from dripline.store.schema import CONVERSATION_STATES
 
 __all__ = [
     "MAX_BATCH",
@@ -300,7 +297,7 @@ def _step_id(flows: FlowRegistry, flow_name: str, step: int) -> str | None:
     return questions[step].id if 0 <= step < len(questions) else None
 
 
-def conversation_out(record: ConversationRecord, flows: FlowRegistry) -> ConversationOut:
+def conversation_out(record: Conversation, flows: FlowRegistry) -> ConversationOut:
     """The API's view of a stored conversation."""
     return ConversationOut(
         id=record.id,
@@ -322,7 +319,7 @@ def conversation_out(record: ConversationRecord, flows: FlowRegistry) -> Convers
     )
 
 
-def _message_out(m: MessageRecord) -> MessageOut:
+def _message_out(m: Message) -> MessageOut:
     return MessageOut(
         id=m.id,
         step=m.step,
@@ -337,7 +334,7 @@ def _message_out(m: MessageRecord) -> MessageOut:
     )
 
 
-def _answer_out(a: AnswerRecord, flows: FlowRegistry, flow: str) -> AnswerOut:
+def _answer_out(a: Inbound, flows: FlowRegistry, flow: str) -> AnswerOut:
     return AnswerOut(
         step=a.step,
         question_id=_step_id(flows, flow, a.step) if a.step is not None else None,
@@ -405,7 +402,7 @@ def build_router(
         summary="Enroll one conversation or a list (all or nothing)",
     )
     async def enroll(request: Request) -> JSONResponse:
-        store: SqlStore = get_store()
+        store: Store = get_store()
         flows: FlowRegistry = get_flows()
         raw = await request.body()
         try:
@@ -414,7 +411,7 @@ def build_router(
             raise HTTPException(422, detail=str(exc)) from None
         now = clock.now()
         results = await store.enroll(items, now)
-        records = await conversations_by_ids(store, [r.id for r in results], now)
+        records = await store.conversations_by_ids([r.id for r in results])
         outs = [
             EnrollOut(
                 id=r.id, created=r.created, conversation=conversation_out(records[r.id], flows)
@@ -435,9 +432,9 @@ def build_router(
     async def get_conversation(
         conversation_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     ) -> ConversationDetail:
-        store: SqlStore = get_store()
+        store: Store = get_store()
         flows: FlowRegistry = get_flows()
-        found = await conversation_detail(store, conversation_id, clock.now())
+        found = await store.conversation_detail(conversation_id)
         if found is None:
             raise HTTPException(404, detail=f"conversation {conversation_id} does not exist")
         record, history, answers = found
@@ -457,11 +454,11 @@ def build_router(
     async def cancel(
         conversation_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     ) -> ConversationOut:
-        store: SqlStore = get_store()
+        store: Store = get_store()
         flows: FlowRegistry = get_flows()
         deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_S
         while True:
-            outcome = await cancel_conversation(store, conversation_id, clock.now())
+            outcome = await store.cancel_conversation(conversation_id, clock.now())
             if outcome.result != "busy" or asyncio.get_running_loop().time() >= deadline:
                 break
             # A dispatcher is sending to it right now; its lease ends within moments.
@@ -494,18 +491,16 @@ def build_router(
             Query(max_length=32, pattern=r"^[0-9]{1,18}$", description="from next_cursor"),
         ] = None,
     ) -> ConversationPage:
-        store: SqlStore = get_store()
+        store: Store = get_store()
         flows: FlowRegistry = get_flows()
         after = int(cursor) if cursor else 0
         if flow is not None and "\x00" in flow:
             raise HTTPException(422, detail="query.flow: must not contain NUL characters")
-        records = await list_conversations(
-            store,
+        records = await store.list_conversations(
             state=state,
             flow=flow,
             limit=limit + 1,
             after_id=after,
-            now=clock.now(),
         )
         page = records[:limit]
         more = len(records) > limit

@@ -30,14 +30,14 @@ from fastapi.responses import JSONResponse
 
 from dripline import __version__
 from dripline.clock import Clock, SystemClock
-from dripline.errors import ConfigError, DatabaseUnavailable, StoreError
+from dripline.errors import DatabaseUnavailable, StoreError
 from dripline.flows import FlowRegistry, load_flows
+from dripline.inbox import InboxProcessor
 from dripline.server.api import ErrorOut, build_router
 from dripline.server.auth import TokenAuth, check_auth_settings
-from dripline.server.inbox import InboxProcessor
 from dripline.server.webhook import InboxWriter, build_webhook_router
 from dripline.settings import Settings
-from dripline.store import SqlStore, Store, open_store
+from dripline.store import Store, open_store
 
 __all__ = [
     "OPTIONAL_ROUTERS",
@@ -58,7 +58,7 @@ SERVER_POOL_SIZE = 4
 
 @dataclass
 class _Parts:
-    store: SqlStore | None = None
+    store: Store | None = None
     writer: InboxWriter | None = None
     processor: InboxProcessor | None = None
 
@@ -100,13 +100,11 @@ def create_app(
     the inbox to the caller (tests drain it with `app.state.processor.drain()`).
     """
     token = check_auth_settings(settings)
-    if store is not None and not isinstance(store, SqlStore):
-        raise ConfigError("the server needs an SQL store (SQLite or PostgreSQL)")
     registry: FlowRegistry = flows if flows is not None else load_flows(settings.flows_dir)
     clk: Clock = clock or SystemClock()
     parts = _Parts(store=store)
 
-    def get_store() -> SqlStore:
+    def get_store() -> Store:
         assert parts.store is not None, "the app has not started"
         return parts.store
 

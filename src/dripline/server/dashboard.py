@@ -38,18 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from dripline.errors import DriplineError
 from dripline.metrics import status_document
 from dripline.settings import Settings
-from dripline.store import Store
-from dripline.store.status import (
-    BacklogSnapshot,
-    ErrorCount,
-    LagSummary,
-    backlog_snapshot,
-    conversations_by_state,
-    error_counts,
-    lag_summary,
-    live_workers,
-    sent_counts,
-)
+from dripline.store import BacklogSnapshot, ErrorCount, LagSummary, Store
 
 __all__ = ["DashboardSampler", "Sample", "router"]
 
@@ -115,14 +104,14 @@ class DashboardSampler:
         now = self._clock()
         slow = self._ticks % self._slow_every == 0
         self._ticks += 1
-        backlog: BacklogSnapshot = await backlog_snapshot(self.store, now)
-        short = await sent_counts(self.store, now, (RATE_WINDOW_S, 60))
-        lag: LagSummary = await lag_summary(self.store, now, window_s=LAG_WINDOW_S, sample=5_000)
-        workers = await live_workers(self.store, now, live_after_s=LIVE_AFTER_S)
+        backlog: BacklogSnapshot = await self.store.backlog_snapshot(now)
+        short = await self.store.sent_counts(now, (RATE_WINDOW_S, 60))
+        lag: LagSummary = await self.store.lag_summary(now, window_s=LAG_WINDOW_S, sample=5_000)
+        workers = await self.store.live_workers(now, live_after_s=LIVE_AFTER_S)
         if slow:
-            self._long_sent = await sent_counts(self.store, now, (300, 900))
-            self._errors = await error_counts(self.store, now, window_s=ERROR_WINDOW_S)
-            self._states = await conversations_by_state(self.store)
+            self._long_sent = await self.store.sent_counts(now, (300, 900))
+            self._errors = await self.store.error_counts(now, window_s=ERROR_WINDOW_S)
+            self._states = await self.store.conversations_by_state()
         doc = status_document(
             now=now,
             backlog=backlog,

@@ -11,7 +11,7 @@ POST /webhook, in order, before anything is parsed:
 A correctly signed body is always stored and answered 200, even when it turns out to
 be malformed: the signature proves Meta (or whoever holds the app secret) sent it, a
 4xx would only make Meta redeliver it for days, and the stored copy is evidence for the
-operator. The processor marks such rows with an error (see `server/inbox.py`).
+operator. The processor marks such rows with an error (see `dripline.inbox`).
 
 Writes are group-committed: concurrent POSTs wait on one shared transaction, so a burst
 of deliveries costs a few commits, not one each, and the median acknowledgement stays
@@ -33,8 +33,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from dripline.clock import Clock
 from dripline.errors import DriplineError
 from dripline.settings import Settings
-from dripline.store import SqlStore
-from dripline.store.webhook import insert_inbox
+from dripline.store import Store
 from dripline.whatsapp.webhooks import SIGNATURE_HEADER, verify_signature
 
 __all__ = ["InboxWriter", "build_webhook_router"]
@@ -50,7 +49,7 @@ class InboxWriter:
     """Commits webhook bodies to the inbox in groups; `write` returns once durable."""
 
     def __init__(
-        self, store: SqlStore, clock: Clock, on_commit: Callable[[], None] | None = None
+        self, store: Store, clock: Clock, on_commit: Callable[[], None] | None = None
     ) -> None:
         self._store = store
         self._clock = clock
@@ -95,7 +94,7 @@ class InboxWriter:
                 continue
             group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             try:
-                await insert_inbox(self._store, [body for body, _ in group], self._clock.now())
+                await self._store.insert_inbox([body for body, _ in group], self._clock.now())
             except Exception as exc:  # the callers answer 503; Meta will redeliver
                 log.warning("webhook.inbox_write_failed", error=str(exc)[:200], bodies=len(group))
                 for _, future in group:

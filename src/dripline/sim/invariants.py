@@ -24,6 +24,7 @@ properties that need history; the rest are checked on the final state.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ class Observer:
     first_status_at: dict[int, float] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
 
-    def sample(self, t: float, conversations: list[Any], messages: list[Any]) -> None:
+    def sample(self, t: float, conversations: Sequence[Any], messages: Sequence[Any]) -> None:
         for c in conversations:
             self.first_state.setdefault((c.id, c.state), t)
             seen = self.terminal.get(c.id)
@@ -90,7 +91,7 @@ def _at_most_once(accepted: list[Accepted], messages: dict[int, Any]) -> list[st
     return out
 
 
-def _settled(conversations: list[Any], messages: list[Any]) -> list[str]:
+def _settled(conversations: Sequence[Any], messages: Sequence[Any]) -> list[str]:
     out = []
     convs = {c.id: c for c in conversations}
     for c in conversations:
@@ -118,8 +119,8 @@ def _no_blind_give_up(
     cfg: SimConfig,
     obs: Observer,
     accepted: list[Accepted],
-    conversations: list[Any],
-    messages: list[Any],
+    conversations: Sequence[Any],
+    messages: Sequence[Any],
 ) -> list[str]:
     if not cfg.statuses:
         return []  # no status webhooks at all: giving up is all that is left
@@ -195,8 +196,8 @@ def check_final(
     accepted: list[Accepted],
     arrivals: dict[str, list[float]],
     pair_refusals: int,
-    conversations: list[Any],
-    messages: list[Any],
+    conversations: Sequence[Any],
+    messages: Sequence[Any],
 ) -> list[str]:
     by_id = {m.id: m for m in messages}
     out = list(obs.violations)

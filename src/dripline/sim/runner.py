@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import structlog
-from dripline.inbox.processor import InboxProcessor
-from dripline.store.memory import MemoryStore
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.errors import DriplineError
+from dripline.inbox.processor import InboxProcessor
 from dripline.settings import Settings
 from dripline.sim.api import SimCloudApi, User
 from dripline.sim.channel import WebhookChannel
@@ -30,6 +29,7 @@ from dripline.sim.loop import SimClock, VirtualTimeLoop, run_virtual
 from dripline.sim.process import Faults, Killed, SimProcess, StoreView
 from dripline.sim.trace import Trace
 from dripline.store.base import Enrollment, Store
+from dripline.store.memory import MemoryStore
 from dripline.whatsapp.client import CloudApiClient
 
 __all__ = ["SimReport", "run_config", "run_seed"]
@@ -293,7 +293,7 @@ class _World:
             if (
                 all(c.state in TERMINAL for c in snap.conversations)
                 and self.channel.idle
-                and not snap.unprocessed_inbox
+                and all(e.processed_at is not None for e in snap.inbox)
             ):
                 return True
         return False

@@ -3,11 +3,14 @@
     store = await open_store("sqlite:///./dripline.db")           # embedded default
     store = await open_store("postgresql://u@db:5432/dripline")    # several workers
     store = await open_store(url, pooler=True)                     # behind PgBouncer
+    store = await open_store("memory://")                          # tests, the simulator
 
 Schema: an SQLite database is created or upgraded on first use (`auto_migrate`). A
 PostgreSQL database is never migrated implicitly, because several workers on several
 machines would race the DDL against live traffic: `open_store` raises `StoreError`
-until the operator runs `dripline db upgrade` once.
+until the operator runs `dripline db upgrade` once. `memory://` opens a new, empty
+in-memory store (`MemoryStore`; several processes' worth over one `MemoryDatabase` are
+built directly); settings refuse it, since every command opens the database anew.
 """
 
 from __future__ import annotations
@@ -16,37 +19,86 @@ import os
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dripline.errors import DatabaseUnavailable, DriplineError, StoreError
-from dripline.store.base import (
+from dripline.errors import ConfigError, DatabaseUnavailable, DriplineError, StoreError
+from dripline.store.base import ClaimedConversation, Store, WebhookTx
+from dripline.store.memory import MemoryDatabase, MemoryStore
+from dripline.store.migrate import current_revision, head_revision, upgrade_connection
+from dripline.store.sql import SqlStore, first_line
+from dripline.store.types import (
+    ACTIVE_STATES,
+    CANCELLED,
+    CONVERSATION_STATES,
+    LEASE_LOST,
+    OPT_OUT_KIND,
+    STATUS_RANK,
+    THROUGHPUT_WINDOWS_S,
     BacklogCounts,
-    ClaimedConversation,
+    BacklogSnapshot,
+    CancelOutcome,
+    Conversation,
+    ConversationChange,
     ConversationUpdate,
     Enrollment,
     EnrollResult,
+    ErrorCount,
+    Inbound,
+    InboxBacklog,
+    InboxEntry,
+    InboxRow,
+    LagSummary,
+    Message,
     MessageUpdate,
+    NewInbound,
     Outcome,
+    PhoneConversations,
+    PoolUsage,
     Reservation,
     ReservationResult,
-    Store,
+    StatusResult,
+    StatusUpdate,
+    StoreSnapshot,
     WorkerInfo,
 )
-from dripline.store.migrate import current_revision, head_revision, upgrade_connection
-from dripline.store.sql import LEASE_LOST, SqlStore, first_line
-from dripline.store.urls import DatabaseUrl, parse_database_url
+from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url
 
 __all__ = [
+    "ACTIVE_STATES",
+    "CANCELLED",
+    "CONVERSATION_STATES",
     "LEASE_LOST",
+    "OPT_OUT_KIND",
+    "STATUS_RANK",
+    "THROUGHPUT_WINDOWS_S",
     "BacklogCounts",
+    "BacklogSnapshot",
+    "CancelOutcome",
     "ClaimedConversation",
+    "Conversation",
+    "ConversationChange",
     "ConversationUpdate",
     "EnrollResult",
     "Enrollment",
+    "ErrorCount",
+    "Inbound",
+    "InboxBacklog",
+    "InboxEntry",
+    "InboxRow",
+    "LagSummary",
+    "MemoryDatabase",
+    "MemoryStore",
+    "Message",
     "MessageUpdate",
+    "NewInbound",
     "Outcome",
+    "PhoneConversations",
+    "PoolUsage",
     "Reservation",
     "ReservationResult",
-    "SqlStore",
+    "StatusResult",
+    "StatusUpdate",
     "Store",
+    "StoreSnapshot",
+    "WebhookTx",
     "WorkerInfo",
     "migrate_database",
     "open_store",
@@ -55,6 +107,8 @@ __all__ = [
 
 
 def _make_store(url: DatabaseUrl, pool_size: int, pooler: bool) -> SqlStore:
+    if url.backend == "memory":
+        raise ConfigError(f"no schema to migrate or read in {MEMORY_ONLY}")
     if url.backend == "sqlite":
         from dripline.store.sqlite import SqliteStore
 
@@ -89,13 +143,15 @@ async def open_store(
     pool_size: int = 2,
     pooler: bool = False,
     auto_migrate: bool = True,
-) -> SqlStore:
+) -> Store:
     """Connect, check the schema (upgrading SQLite when `auto_migrate`) and return the store.
 
     Raises ConfigError for a malformed URL, DatabaseUnavailable when the database cannot
     be reached, StoreError when the schema is not at this version's head.
     """
     url = parse_database_url(database_url)
+    if url.backend == "memory":
+        return MemoryStore()  # a new, empty database each time
     if url.sqlite_path is not None:
         _check_sqlite_directory(url.sqlite_path)
     store = _make_store(url, pool_size, pooler)

@@ -1,22 +1,61 @@
 """The store contract: every query the rest of dripline needs, and nothing else.
 
-The dispatcher, server and CLI call these methods; no SQL lives outside `dripline.store`.
-Two backends implement it (SQLite, PostgreSQL) and one contract test suite runs on both.
-All datetimes are aware UTC; `now` is passed in so callers (and tests) own the clock.
+The dispatcher, the inbox processor, the server, status, export and the CLI call these
+methods; no SQL lives outside `dripline.store`, and nothing outside it knows which
+backend it holds. Three backends implement the contract (SQLite and PostgreSQL in
+`store/sql/`, an in-memory one in `store/memory.py`) and one contract test suite runs on
+all three. All datetimes are aware UTC; `now` is passed in so callers (and tests and the
+simulator) own the clock.
+
+Webhook processing is one transaction per batch of inbox rows: `webhook_transaction()`
+yields a `WebhookTx`, whose methods read and write inside it; leaving the block commits,
+an exception rolls everything back.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any
+
+from dripline.store.types import (
+    THROUGHPUT_WINDOWS_S,
+    BacklogCounts,
+    BacklogSnapshot,
+    CancelOutcome,
+    Conversation,
+    ConversationChange,
+    ConversationUpdate,
+    Enrollment,
+    EnrollResult,
+    ErrorCount,
+    Inbound,
+    InboxBacklog,
+    InboxRow,
+    LagSummary,
+    Message,
+    MessageUpdate,
+    NewInbound,
+    Outcome,
+    PhoneConversations,
+    PoolUsage,
+    Reservation,
+    ReservationResult,
+    StatusResult,
+    StatusUpdate,
+    StoreSnapshot,
+    WorkerInfo,
+)
+
+# The dispatcher's name for a claimed `Conversation` (kept while it moves to the new name).
+ClaimedConversation = Conversation
 
 __all__ = [
     "BacklogCounts",
     "ClaimedConversation",
+    "Conversation",
     "ConversationUpdate",
     "EnrollResult",
     "Enrollment",
@@ -25,150 +64,146 @@ __all__ = [
     "Reservation",
     "ReservationResult",
     "Store",
+    "WebhookTx",
     "WorkerInfo",
+    "enroll_results",
+    "summarize_sends",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Enrollment:
-    """A conversation to start: `phone` already E.164, `at` None means now."""
-
-    phone: str
-    flow: str
-    at: datetime | None = None
-    name: str | None = None
-    timezone: str | None = None
-    sender: str | None = None
-    fields: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class EnrollResult:
-    id: int
-    created: bool  # False: an active conversation for (phone, flow) already existed
+def enroll_results(
+    items: Sequence[Enrollment], ids: Mapping[tuple[str, str], int], created: set[tuple[str, str]]
+) -> list[EnrollResult]:
+    """`enroll`'s answer, in input order: a duplicate (phone, flow) in the input gets the
+    first one's id with `created=False`."""
+    seen: set[tuple[str, str]] = set()
+    results = []
+    for item in items:
+        key = (item.phone, item.flow)
+        results.append(EnrollResult(ids[key], key in created and key not in seen))
+        seen.add(key)
+    return results
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedConversation:
-    """A due conversation leased to one worker until `lease_expires_at`."""
-
-    id: int
-    phone: str
-    flow: str
-    step: int
-    purpose: str
-    state: str
-    attempts: int
-    next_send_at: datetime
-    lease_expires_at: datetime
-    last_inbound_at: datetime | None
-    name: str | None
-    timezone: str | None
-    sender: str | None
-    fields: Mapping[str, Any]
+def _nearest_rank(ordered: Sequence[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    rank = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[rank]
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """Mark (conversation, step, purpose) as `sending` just before its HTTP call."""
-
-    conversation_id: int
-    step: int
-    purpose: str
-    due_at: datetime
-    sender: str | None = None
-    # at-least-once: also take over a row left `sending`/`unknown` and send again.
-    resend_unknown: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ReservationResult:
-    """`ok` True: the message row is now `sending` and the caller may send.
-
-    Otherwise `prior_status` says why not: `sending` (a crashed worker's send, now marked
-    `unknown`), `unknown`, or a final status (`sent`, `delivered`, `read`, `failed`) that a
-    webhook or an earlier worker already wrote; `wamid` and `error_code` come with it.
-    """
-
-    conversation_id: int
-    message_id: int
-    ok: bool
-    prior_status: str | None
-    attempts: int
-    wamid: str | None = None
-    error_code: int | None = None
-    status_at: datetime | None = None
+def summarize_sends(
+    sends: Iterable[tuple[datetime, datetime | None, float | None]],
+) -> LagSummary:
+    """`lag_summary`'s answer from (sent_at, due_at, latency_ms) of the sampled sends:
+    percentiles by nearest rank, computed in Python on every backend (SQLite has no
+    percentile function, and the sample is bounded)."""
+    rows = list(sends)
+    lags = sorted(
+        max(0.0, (sent - due).total_seconds()) for sent, due, _ in rows if due is not None
+    )
+    latencies = sorted(float(lat) for _, _, lat in rows if lat is not None)
+    return LagSummary(
+        samples=len(lags),
+        p50_s=_nearest_rank(lags, 0.5),
+        p90_s=_nearest_rank(lags, 0.9),
+        p99_s=_nearest_rank(lags, 0.99),
+        max_s=lags[-1] if lags else 0.0,
+        latency_p50_ms=_nearest_rank(latencies, 0.5),
+        latency_p99_ms=_nearest_rank(latencies, 0.99),
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class MessageUpdate:
-    """New values for one messages row (by id)."""
+class WebhookTx(ABC):
+    """One webhook-processing transaction (see `Store.webhook_transaction`)."""
 
-    message_id: int
-    status: str
-    wamid: str | None = None
-    error_code: int | None = None
-    error_title: str | None = None
-    sent_at: datetime | None = None
-    latency_ms: float | None = None
+    # the inbox -------------------------------------------------------------
+    @abstractmethod
+    async def take_inbox(self, limit: int, after_id: int = 0) -> list[InboxRow]:
+        """Up to `limit` unprocessed rows with id > `after_id`, oldest first (PostgreSQL:
+        rows another processor holds are skipped)."""
 
+    @abstractmethod
+    async def finish_inbox(
+        self,
+        done: Sequence[tuple[int, str | None]],
+        waiting: Sequence[tuple[int, str]],
+        now: datetime,
+    ) -> None:
+        """Mark rows processed (with an error for malformed ones); note why `waiting`
+        rows stay unprocessed (they are retried on a later pass)."""
 
-@dataclass(frozen=True, slots=True)
-class ConversationUpdate:
-    """New values for one conversation; the write also releases its lease.
+    # statuses --------------------------------------------------------------
+    @abstractmethod
+    async def apply_statuses(self, updates: Sequence[StatusUpdate], now: datetime) -> StatusResult:
+        """Move message rows forwards (`STATUS_RANK`); never backwards, repeats change
+        nothing. The furthest status per row in the batch wins.
 
-    The write only applies while `worker_id` still holds the lease, so a worker whose
-    lease lapsed (and was re-claimed elsewhere) cannot overwrite the new owner's work.
-    """
+        A status finds its row by wamid, else by the callback id (a send whose response
+        was lost has no wamid yet); a callback id only matches a row without a wamid or
+        with the same one, so a stray id cannot touch another message. Rows another
+        transaction holds are left alone and their wamids reported `busy`.
+        """
 
-    conversation_id: int
-    state: str
-    step: int
-    purpose: str
-    next_send_at: datetime | None
-    attempts: int
-    last_error: str | None = None
+    # inbound messages ------------------------------------------------------
+    @abstractmethod
+    async def existing_inbound(self, wamids: Sequence[str]) -> set[str]:
+        """The wamids already recorded (a redelivery): they change nothing again."""
 
+    @abstractmethod
+    async def conversations_for(
+        self, phones: Sequence[str], now: datetime
+    ) -> dict[str, PhoneConversations]:
+        """Each phone's conversations (every phone asked for is a key): the active ones in
+        id order, `busy` when one has a live lease (`lease_expires_at > now`) or another
+        transaction holds it, and the newest conversation id of any state."""
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one claimed conversation: written by `record_results`."""
+    @abstractmethod
+    async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
+        """The (conversation, step) pairs whose question (or its fallback) went out:
+        a message row for it is `sent`, `delivered` or `read`."""
 
-    conversation: ConversationUpdate
-    message: MessageUpdate | None = None
+    @abstractmethod
+    async def insert_inbound(self, rows: Sequence[NewInbound]) -> set[str]:
+        """Insert messages not seen before (by wamid); returns the wamids inserted."""
 
-
-@dataclass(frozen=True, slots=True)
-class BacklogCounts:
-    due_now: int
-    overdue_1m: int
-    due_next_hour: int
-    leased: int
-    by_state: Mapping[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    id: str
-    hostname: str
-    pid: int
-    started_at: datetime
-    heartbeat_at: datetime
-    rate_per_s: float
-    concurrency: int
-    policy: str
-    stats: Mapping[str, Any] = field(default_factory=dict)
+    @abstractmethod
+    async def update_conversations(
+        self, changes: Sequence[ConversationChange], now: datetime
+    ) -> int:
+        """Write conversation changes (rows `conversations_for` returned, none busy);
+        returns rows written. Sleeping dispatchers are woken after commit when a change
+        makes a step due."""
 
 
 class Store(ABC):
     """The database, as dripline uses it."""
 
     backend: str
+    # Where the data is, for messages: a file path, host:port/db (never a password).
+    target: str
 
     # lifecycle -------------------------------------------------------------
     @abstractmethod
     async def close(self) -> None:
-        """Dispose of the connection pool."""
+        """Release connections and listeners."""
+
+    @abstractmethod
+    def wakeup_event(self) -> asyncio.Event:
+        """An event set whenever enrollment or a webhook makes work due earlier
+        (LISTEN/NOTIFY on PostgreSQL, in-process otherwise); the caller clears it."""
+
+    async def wakeup_ready(self) -> None:
+        """Wait until `wakeup_event()` is really listening (PostgreSQL: LISTEN issued).
+
+        Optional for callers: a notification sent before that is simply missed, and the
+        dispatcher's poll ceiling covers it. Tests use it to avoid that race."""
+        return
+
+    def pool_usage(self) -> PoolUsage | None:
+        """Connections checked out of the pool now (no query); None when there is no
+        pool that counts them."""
+        return None
 
     # enrollment ------------------------------------------------------------
     @abstractmethod
@@ -184,11 +219,12 @@ class Store(ABC):
     @abstractmethod
     async def claim_due(
         self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
-    ) -> list[ClaimedConversation]:
+    ) -> list[Conversation]:
         """Atomically lease up to `limit` due active conversations, earliest first.
 
-        Due: `next_send_at <= now` and no live lease. A row is never handed to two
-        claimers while its lease is live; an expired lease makes it claimable again.
+        Due: `next_send_at <= now` and no live lease (`lease_expires_at >= now`). A row is
+        never handed to two claimers while its lease is live; an expired lease makes it
+        claimable again.
         """
 
     @abstractmethod
@@ -200,7 +236,9 @@ class Store(ABC):
         New (conversation, step, purpose): insert `sending`, attempts 1. Existing
         `pending`: set `sending`, attempts + 1. Existing `sending` (left by a crashed
         worker): set `unknown`, not ok (unless `resend_unknown`). Anything else: not ok,
-        the caller decides from `prior_status`. Results are in input order.
+        the caller decides from `prior_status`. An item whose conversation `worker_id`
+        does not lease is not ok with `prior_status=LEASE_LOST` and writes nothing.
+        Results are in input order.
         """
 
     @abstractmethod
@@ -209,8 +247,10 @@ class Store(ABC):
     ) -> int:
         """Write a batch of outcomes in one transaction; returns conversations updated.
 
-        Conversation writes apply only where `worker_id` still holds the lease, and
-        release it. Message writes apply by message id.
+        Conversation writes apply only where `worker_id` is still the lease owner, and
+        release it. Message writes apply by message id; they replace the status only
+        while it is `pending`/`sending`/`unknown` (a webhook's `delivered` is never
+        downgraded); `wamid`, `sent_at` and `latency_ms` fill in when given.
         """
 
     @abstractmethod
@@ -221,35 +261,136 @@ class Store(ABC):
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
     ) -> int:
-        """Push out the leases this worker still holds (long queues behind a slow API)."""
+        """Push out the leases this worker still owns (long queues behind a slow API)."""
 
     @abstractmethod
     async def next_due_at(self, now: datetime) -> datetime | None:
         """The earliest `next_send_at` among active, unleased conversations."""
 
     @abstractmethod
-    def wakeup_event(self) -> asyncio.Event:
-        """An event set whenever enrollment makes work due earlier (LISTEN/NOTIFY on
-        PostgreSQL, in-process on SQLite); the caller clears it."""
-
     async def last_webhook_at(self) -> datetime | None:
         """When the newest webhook delivery reached the inbox (None: never).
 
         The dispatcher uses it as evidence: if deliveries kept arriving long after a send
         went `unknown` and none mentioned it, the API never accepted that send.
         """
-        return None
-
-    # operator's view -------------------------------------------------------
-    @abstractmethod
-    async def backlog(self, now: datetime) -> BacklogCounts:
-        """Due now, overdue by a minute, due within the hour, leased, and counts by state."""
 
     @abstractmethod
     async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
         """Upsert this worker's row; return the live workers (heartbeat within
-        `live_after_s` of `worker.heartbeat_at`), this one included."""
+        `live_after_s` of `worker.heartbeat_at`), this one included, by id."""
 
     @abstractmethod
     async def unregister(self, worker_id: str) -> None:
         """Remove a worker's row (clean shutdown)."""
+
+    # conversations: the API and the export ---------------------------------
+    @abstractmethod
+    async def conversations_by_ids(self, ids: Sequence[int]) -> dict[int, Conversation]:
+        """The conversations with these ids (missing ones are absent)."""
+
+    @abstractmethod
+    async def conversation_detail(
+        self, conversation_id: int
+    ) -> tuple[Conversation, list[Message], list[Inbound]] | None:
+        """One conversation with its messages (by id) and inbound messages (by
+        received_at, then id), or None."""
+
+    @abstractmethod
+    async def list_conversations(
+        self,
+        *,
+        state: str | None = None,
+        flow: str | None = None,
+        limit: int = 50,
+        after_id: int = 0,
+    ) -> list[Conversation]:
+        """Conversations with id > `after_id`, in id order, filtered by state and flow
+        (keyset paging: page ten thousand costs what page one does)."""
+
+    @abstractmethod
+    async def cancel_conversation(self, conversation_id: int, now: datetime) -> CancelOutcome:
+        """Stop an active conversation unless a dispatcher holds a live lease on it
+        (`lease_expires_at > now`: its result write would overwrite the cancel; the caller
+        retries shortly). A cancelled conversation is final and never due again."""
+
+    @abstractmethod
+    def answer_pages(
+        self, flow: str, *, page_size: int = 1_000
+    ) -> AsyncIterator[list[tuple[Conversation, list[Inbound]]]]:
+        """Every conversation of `flow` (by id) with its answers: inbound messages with a
+        step, opt-out keywords excluded, by received_at then id. One page at a time,
+        each its own short read, so a million rows never sit in memory."""
+
+    @abstractmethod
+    async def flows_in_use(self) -> set[str]:
+        """The distinct flow names that have conversations."""
+
+    # webhooks ----------------------------------------------------------------
+    @abstractmethod
+    async def insert_inbox(self, bodies: Sequence[str], now: datetime) -> None:
+        """Store raw webhook bodies, all in one transaction (durable when this returns)."""
+
+    @abstractmethod
+    async def inbox_backlog(self) -> InboxBacklog:
+        """Rows waiting to be processed, and rows processed with an error."""
+
+    @abstractmethod
+    def webhook_transaction(self) -> AbstractAsyncContextManager[WebhookTx]:
+        """One write transaction for a batch of webhook events; wakes sleeping
+        dispatchers after commit when it scheduled a step."""
+
+    # the operator's view -----------------------------------------------------
+    @abstractmethod
+    async def backlog(self, now: datetime) -> BacklogCounts:
+        """Due now, overdue by a minute, due within the hour, leased, and counts by state
+        over the whole table (see `backlog_snapshot` for the cheap one).
+
+        due_now / overdue_1m: active, unleased, next_send_at <= now (minus a minute);
+        due_next_hour: active, now < next_send_at <= now + 1h; leased: any row whose lease
+        expires at or after now."""
+
+    @abstractmethod
+    async def backlog_snapshot(self, now: datetime) -> BacklogSnapshot:
+        """The backlog counts from the active rows due within the hour only (the partial
+        due index): safe to poll every few seconds."""
+
+    @abstractmethod
+    async def conversations_by_state(self) -> dict[str, int]:
+        """Conversation counts for every state (zero included)."""
+
+    @abstractmethod
+    async def sent_counts(
+        self, now: datetime, windows_s: Sequence[int] = THROUGHPUT_WINDOWS_S
+    ) -> dict[int, int]:
+        """Messages whose sent_at falls in each trailing window ending at `now`."""
+
+    @abstractmethod
+    async def lag_summary(
+        self, now: datetime, *, window_s: float = 300.0, sample: int = 10_000
+    ) -> LagSummary:
+        """Lag (sent_at - due_at) and API latency percentiles of the newest `sample`
+        sends within `window_s` (nearest rank; computed the same way on every backend)."""
+
+    @abstractmethod
+    async def error_counts(
+        self, now: datetime, *, window_s: float = 900.0, error_scan: int = 200_000
+    ) -> list[ErrorCount]:
+        """Messages in an error state (failed, retry pending, outcome unknown) with a code
+        or title, updated within `window_s`, among the newest `error_scan` message ids;
+        by code and status, most frequent first."""
+
+    @abstractmethod
+    async def live_workers(self, now: datetime, *, live_after_s: float = 10.0) -> list[WorkerInfo]:
+        """Workers whose heartbeat is within `live_after_s` of `now`, by id."""
+
+    @abstractmethod
+    async def latency_samples_ms(self, *, limit: int = 20_000) -> list[float]:
+        """The `latency_ms` of the newest `limit` sends that recorded one, newest first."""
+
+    # inspection ----------------------------------------------------------------
+    @abstractmethod
+    async def snapshot(self) -> StoreSnapshot:
+        """Every row of every table, read in one transaction: for tests and the
+        simulator's invariant checks. It reads whole tables: never on a production-size
+        database."""

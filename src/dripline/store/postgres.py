@@ -24,9 +24,9 @@ from sqlalchemy import Select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from dripline.store.base import Outcome
 from dripline.store.schema import workers
-from dripline.store.sql import NONFINAL_STATUSES, SqlStore
+from dripline.store.sql import SqlStore
+from dripline.store.types import NONFINAL_STATUSES, Outcome
 from dripline.store.urls import DatabaseUrl
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "describe_target"]

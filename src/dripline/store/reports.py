@@ -1,22 +1,22 @@
-"""Read-only report queries for the operator's tools (`dripline plan --latency db:...`).
+"""`dripline plan --latency db:...`: latency samples from any dripline database.
 
-Kept apart from the `Store` contract: these never write, hold no leases and open a
-short-lived engine of their own, so a planner run can point at any dripline database
-(even one a dispatcher is using) without joining its pool.
+The query is the store's (`Store.latency_samples_ms`); this opens a short-lived engine
+of its own, with no schema check, so a planner run can point at any dripline database
+(even one a dispatcher is using, or one at an older revision) without joining its pool,
+and tells a missing database apart from one that is not dripline's.
 """
 
 from __future__ import annotations
 
 import os
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from dripline.errors import ConfigError, DatabaseUnavailable, StoreError
-from dripline.store.schema import messages
-from dripline.store.urls import DatabaseUrl, parse_database_url, redact_url
+from dripline.store.sql.operator import LATENCY_SAMPLES
+from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url, redact_url
 
 __all__ = ["latency_samples_ms"]
 
@@ -31,15 +31,9 @@ async def latency_samples_ms(database_url: str, *, limit: int = 20_000) -> list[
     url = parse_database_url(database_url)
     _require_sqlite_file(url)
     engine = create_async_engine(url.async_url, poolclass=NullPool)
-    query = (
-        select(messages.c.latency_ms)
-        .where(messages.c.latency_ms.is_not(None), messages.c.sent_at.is_not(None))
-        .order_by(messages.c.sent_at.desc())
-        .limit(limit)
-    )
     try:
         async with engine.connect() as conn:
-            rows = (await conn.execute(query)).scalars().all()
+            rows = (await conn.execute(LATENCY_SAMPLES, {"b_limit": limit})).scalars().all()
     except (OSError, DBAPIError) as exc:
         unreachable = isinstance(exc, DBAPIError) and (
             exc.connection_invalidated or "connect" in str(exc.orig).lower()
@@ -64,6 +58,8 @@ async def latency_samples_ms(database_url: str, *, limit: int = 20_000) -> list[
 
 
 def _require_sqlite_file(url: DatabaseUrl) -> None:
+    if url.backend == "memory":
+        raise ConfigError(f"no sends to read in {MEMORY_ONLY}")
     # Connecting to a missing SQLite file would create an empty database there.
     if url.backend == "sqlite" and url.sqlite_path and not os.path.isfile(url.sqlite_path):
         raise ConfigError(f"no SQLite database at {url.sqlite_path!r}")

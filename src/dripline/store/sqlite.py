@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from dripline.errors import ConfigError
-from dripline.store.base import Outcome
 from dripline.store.schema import (
     ACTIVE_SQL,
     UTCDateTime,
@@ -29,7 +28,8 @@ from dripline.store.schema import (
     sqlite_timestamp,
     workers,
 )
-from dripline.store.sql import NONFINAL_STATUSES, SqlStore
+from dripline.store.sql import SqlStore
+from dripline.store.types import NONFINAL_STATUSES, Outcome
 from dripline.store.urls import DatabaseUrl
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteStore"]
@@ -43,7 +43,7 @@ _STORES: dict[str, weakref.WeakSet[SqliteStore]] = {}
 # record_results in driver SQL with plain tuples: through SQLAlchemy's executemany every
 # value of every row passes a bind processor. Measured alone (50 outcomes a batch,
 # 10,000 sends, three alternating runs): 0.14 -> 0.105 ms of CPU per message. Same
-# statements as sql.py's _UPDATE_MESSAGE and _UPDATE_CONVERSATION; SQLite
+# statements as sql/dispatch.py's _UPDATE_MESSAGE and _UPDATE_CONVERSATION; SQLite
 # evaluates every SET expression against the row as it was, so each CASE sees the old
 # status.
 _NONFINAL = "status IN ({})".format(", ".join(f"'{s}'" for s in NONFINAL_STATUSES))

@@ -9,18 +9,26 @@ from sqlalchemy.exc import ArgumentError
 
 from dripline.errors import ConfigError
 
-__all__ = ["DatabaseUrl", "parse_database_url", "redact_url"]
+__all__ = ["MEMORY_ONLY", "DatabaseUrl", "parse_database_url", "redact_url"]
+
+# Why memory:// is refused wherever a process opens the database by URL.
+MEMORY_ONLY = (
+    "memory:// keeps everything in one process and loses it when that process exits: "
+    "it is for tests and the simulator; use sqlite:///./dripline.db or postgresql://..."
+)
 
 
 @dataclass(frozen=True, slots=True)
 class DatabaseUrl:
-    backend: str  # "sqlite" or "postgresql"
+    backend: str  # "sqlite", "postgresql" or "memory"
     async_url: URL
     sqlite_path: str | None  # None for PostgreSQL and in-memory SQLite
 
 
 def parse_database_url(raw: str) -> DatabaseUrl:
-    """Validate a `sqlite:///file.db` or `postgresql://...` URL and pick the async driver."""
+    """Validate a `sqlite:///file.db` or `postgresql://...` URL and pick the async driver.
+
+    `memory://` is the in-memory store (tests and the simulator; see `MEMORY_ONLY`)."""
     try:
         url = make_url(raw)
     except ArgumentError:
@@ -34,6 +42,8 @@ def parse_database_url(raw: str) -> DatabaseUrl:
         if path == ":memory:":
             path = None
         return DatabaseUrl("sqlite", url.set(drivername="sqlite+aiosqlite"), path)
+    if backend == "memory":
+        return DatabaseUrl("memory", url, None)
     if backend in ("postgresql", "postgres"):
         if not url.database:
             raise ConfigError(f"database_url {redact_url(raw)!r} names no database")

@@ -19,9 +19,8 @@ dispatcher that locks the same rows in another order; skipping never waits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -30,141 +29,41 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dripline.store.base import WebhookTx
 from dripline.store.schema import (
     ACTIVE_STATES,
-    UTCDateTime,
     conversations,
     inbound_messages,
     inbox,
     messages,
 )
-from dripline.store.sql import SqlStore
+from dripline.store.sql.core import (
+    CONVERSATION_COLUMNS,
+    SqlCore,
+    chunks,
+    conversation_from_row,
+    ts,
+)
+from dripline.store.types import (
+    STATUS_RANK,
+    Conversation,
+    ConversationChange,
+    InboxBacklog,
+    InboxRow,
+    NewInbound,
+    PhoneConversations,
+    StatusResult,
+    StatusUpdate,
+)
 
-__all__ = [
-    "STATUS_RANK",
-    "ConversationChange",
-    "ConversationRow",
-    "InboxRow",
-    "NewInbound",
-    "PhoneConversations",
-    "StatusResult",
-    "StatusUpdate",
-    "WebhookTx",
-    "inbox_backlog",
-    "insert_inbox",
-    "webhook_transaction",
-]
+__all__ = ["SqlWebhookTx", "WebhookSql"]
 
 C = conversations.c
 M = messages.c
 I = inbound_messages.c  # noqa: E741 -- mirrors C and M
 X = inbox.c
 
-# How far along a message is. A status webhook only ever raises the rank: `read` then a
-# late `delivered` stays `read`. `failed` outranks `sent` (Meta reports a send it
-# accepted as undeliverable) but not `delivered`/`read`, which prove it arrived.
-STATUS_RANK: Mapping[str, int] = {
-    "pending": 0,
-    "sending": 0,
-    "unknown": 0,
-    "sent": 1,
-    "failed": 2,
-    "delivered": 3,
-    "read": 4,
-}
-_CHUNK = 5_000
 _SENT = ("sent", "delivered", "read")
-
-
-def _ts(name: str) -> Any:
-    return bindparam(name, type_=UTCDateTime)
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-@dataclass(frozen=True, slots=True)
-class InboxRow:
-    id: int
-    body: str
-
-
-@dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    """One status event: `message_id` is the `biz_opaque_callback_data` we sent, if any."""
-
-    wamid: str
-    status: str  # sent, delivered, read or failed
-    at: datetime
-    message_id: int | None = None
-    error_code: int | None = None
-    error_title: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StatusResult:
-    applied: int  # rows moved forwards
-    unchanged: int  # matched, but the row was already as far along (a repeat)
-    unmatched: int  # no message row for the wamid or the callback id
-    busy: frozenset[str]  # wamids whose row another transaction holds: retry later
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationRow:
-    """A conversation as the webhook sees it (satisfies flows' `ConversationLike`)."""
-
-    id: int
-    phone: str
-    flow: str
-    step: int
-    purpose: str
-    state: str
-    attempts: int
-    name: str | None
-    timezone: str | None
-    fields: Mapping[str, Any] | None
-    last_inbound_at: datetime | None
-    next_send_at: datetime | None
-    lease_expires_at: datetime | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PhoneConversations:
-    """One sender's conversations: the active ones (locked for this transaction), whether
-    any of them is busy (leased by a dispatcher or locked by another transaction), and
-    the newest conversation of any state (for recording a message with no active one)."""
-
-    active: tuple[ConversationRow, ...]
-    busy: bool
-    latest_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewInbound:
-    wamid: str
-    conversation_id: int | None
-    phone: str
-    step: int | None
-    kind: str
-    body: str | None
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationChange:
-    """New values for a conversation the webhook moves (never a leased one)."""
-
-    id: int
-    state: str
-    step: int
-    purpose: str
-    next_send_at: datetime | None
-    attempts: int
-    last_error: str | None
-    last_inbound_at: datetime | None
 
 
 def _in_literal(column: Any, values: Sequence[str]) -> Any:
@@ -177,8 +76,8 @@ def _status_update_statement(target: str) -> Any:
     values: dict[str, Any] = {
         "status": target,
         "wamid": func.coalesce(M.wamid, bindparam("b_wamid")),
-        "status_at": _ts("b_at"),
-        "updated_at": _ts("b_now"),
+        "status_at": ts("b_at"),
+        "updated_at": ts("b_now"),
     }
     if target == "failed":
         values["error_code"] = bindparam("b_code")
@@ -186,7 +85,7 @@ def _status_update_statement(target: str) -> Any:
     else:
         # A send the API accepted: when the dispatcher lost the response (unknown), this
         # is the only record of when it went out.
-        values["sent_at"] = func.coalesce(M.sent_at, _ts("b_at"))
+        values["sent_at"] = func.coalesce(M.sent_at, ts("b_at"))
     return (
         update(messages)
         .where(M.id == bindparam("b_id"), _in_literal(M.status, lower))
@@ -196,23 +95,6 @@ def _status_update_statement(target: str) -> Any:
 
 _STATUS_UPDATES = {target: _status_update_statement(target) for target in (*_SENT, "failed")}
 
-_CONV_COLUMNS = (
-    C.id,
-    C.phone,
-    C.flow,
-    C.step,
-    C.purpose,
-    C.state,
-    C.attempts,
-    C.name,
-    C.timezone,
-    C.fields,
-    C.last_inbound_at,
-    C.next_send_at,
-    C.lease_expires_at,
-    C.updated_at,
-)
-
 _UPDATE_CONVERSATION = (
     update(conversations)
     .where(C.id == bindparam("b_id"))
@@ -220,34 +102,31 @@ _UPDATE_CONVERSATION = (
         state=bindparam("b_state"),
         step=bindparam("b_step"),
         purpose=bindparam("b_purpose"),
-        next_send_at=_ts("b_next"),
+        next_send_at=ts("b_next"),
         attempts=bindparam("b_attempts"),
         last_error=bindparam("b_error"),
-        last_inbound_at=_ts("b_inbound"),
-        updated_at=_ts("b_now"),
+        last_inbound_at=ts("b_inbound"),
+        updated_at=ts("b_now"),
     )
 )
 
 _FINISH_INBOX = (
     update(inbox)
     .where(X.id == bindparam("b_id"))
-    .values(processed_at=_ts("b_done"), error=bindparam("b_error"))
+    .values(processed_at=ts("b_done"), error=bindparam("b_error"))
 )
 
 
-class WebhookTx:
-    """One processing transaction. Use through `webhook_transaction(store)`."""
+class SqlWebhookTx(WebhookTx):
+    """One processing transaction on an open connection (see `WebhookSql`)."""
 
-    def __init__(self, store: SqlStore, conn: AsyncConnection) -> None:
-        self._store = store
+    def __init__(self, conn: AsyncConnection, postgres: bool) -> None:
         self._conn = conn
-        self._pg = store.backend == "postgresql"
+        self._pg = postgres
         self.wake_at: datetime | None = None
 
     # inbox -----------------------------------------------------------------
     async def take_inbox(self, limit: int, after_id: int = 0) -> list[InboxRow]:
-        """Up to `limit` unprocessed rows with id > `after_id`, oldest first (PostgreSQL:
-        rows another processor holds are skipped)."""
         stmt = (
             select(X.id, X.body)
             .where(X.processed_at.is_(None), X.id > after_id)
@@ -265,8 +144,6 @@ class WebhookTx:
         waiting: Sequence[tuple[int, str]],
         now: datetime,
     ) -> None:
-        """Mark rows processed (with an error for malformed ones); note why `waiting`
-        rows stay unprocessed (they are retried on a later pass)."""
         params = [{"b_id": i, "b_done": now, "b_error": e} for i, e in done]
         params += [{"b_id": i, "b_done": None, "b_error": note[:500]} for i, note in waiting]
         if params:
@@ -274,17 +151,13 @@ class WebhookTx:
 
     # statuses --------------------------------------------------------------
     async def apply_statuses(self, updates: Sequence[StatusUpdate], now: datetime) -> StatusResult:
-        """Move message rows forwards; never backwards, repeats change nothing.
-
-        A status finds its row by wamid, else by the callback id (a send whose response
-        was lost has no wamid yet); a callback id only matches a row without a wamid or
-        with the same one, so a stray id cannot touch another message.
-        """
+        """The rank rule is in each UPDATE's WHERE clause, so a concurrent writer cannot
+        be overtaken; PostgreSQL skips rows another transaction holds (busy)."""
         if not updates:
             return StatusResult(0, 0, 0, frozenset())
         wamids = sorted({u.wamid for u in updates})
         by_wamid: dict[str, tuple[int, str]] = {}
-        for chunk in _chunks(wamids):
+        for chunk in chunks(wamids):
             rows = await self._conn.execute(
                 select(M.id, M.wamid, M.status).where(M.wamid.in_(list(chunk)))
             )
@@ -292,9 +165,9 @@ class WebhookTx:
                 by_wamid[r.wamid] = (r.id, r.status)
         ids = sorted({u.message_id for u in updates if u.wamid not in by_wamid and u.message_id})
         by_id: dict[int, tuple[str | None, str]] = {}
-        for chunk in _chunks(ids):
+        for id_chunk in chunks(ids):
             rows = await self._conn.execute(
-                select(M.id, M.wamid, M.status).where(M.id.in_(list(chunk)))
+                select(M.id, M.wamid, M.status).where(M.id.in_(list(id_chunk)))
             )
             for r in rows:
                 by_id[r.id] = (r.wamid, r.status)
@@ -328,10 +201,10 @@ class WebhookTx:
         )
         if self._pg and targets:
             locked: set[int] = set()
-            for chunk in _chunks(targets):
+            for id_chunk in chunks(targets):
                 rows = await self._conn.execute(
                     select(M.id)
-                    .where(M.id.in_(list(chunk)))
+                    .where(M.id.in_(list(id_chunk)))
                     .order_by(M.id)
                     .with_for_update(skip_locked=True)
                 )
@@ -359,9 +232,8 @@ class WebhookTx:
 
     # inbound ---------------------------------------------------------------
     async def existing_inbound(self, wamids: Sequence[str]) -> set[str]:
-        """The wamids already recorded (a redelivery): they change nothing again."""
         found: set[str] = set()
-        for chunk in _chunks(sorted(set(wamids))):
+        for chunk in chunks(sorted(set(wamids))):
             rows = await self._conn.execute(select(I.wamid).where(I.wamid.in_(list(chunk))))
             found.update(r.wamid for r in rows)
         return found
@@ -371,32 +243,17 @@ class WebhookTx:
     ) -> dict[str, PhoneConversations]:
         """Each phone's conversations; active ones are locked until commit (PostgreSQL)."""
         phones = sorted(set(phones))
-        active: dict[str, list[ConversationRow]] = {p: [] for p in phones}
+        active: dict[str, list[Conversation]] = {p: [] for p in phones}
         latest: dict[str, int] = {}
         busy: set[str] = set()
-        for chunk in _chunks(phones):
+        for chunk in chunks(phones):
             rows = await self._conn.execute(
-                select(*_CONV_COLUMNS)
+                select(*CONVERSATION_COLUMNS)
                 .where(C.phone.in_(list(chunk)), C.state.in_(ACTIVE_STATES))
                 .order_by(C.id)
             )
             for r in rows:
-                row = ConversationRow(
-                    id=r.id,
-                    phone=r.phone,
-                    flow=r.flow,
-                    step=r.step,
-                    purpose=r.purpose,
-                    state=r.state,
-                    attempts=r.attempts,
-                    name=r.name,
-                    timezone=r.timezone,
-                    fields=r.fields,
-                    last_inbound_at=r.last_inbound_at,
-                    next_send_at=r.next_send_at,
-                    lease_expires_at=r.lease_expires_at,
-                    updated_at=r.updated_at,
-                )
+                row = conversation_from_row(r)
                 active[r.phone].append(row)
                 if row.lease_expires_at is not None and row.lease_expires_at > now:
                     busy.add(r.phone)
@@ -409,10 +266,10 @@ class WebhookTx:
         if self._pg:
             ids = sorted(c.id for p in phones if p not in busy for c in active[p])
             locked: set[int] = set()
-            for chunk in _chunks(ids):
+            for id_chunk in chunks(ids):
                 rows = await self._conn.execute(
                     select(C.id)
-                    .where(C.id.in_(list(chunk)))
+                    .where(C.id.in_(list(id_chunk)))
                     .order_by(C.id)
                     .with_for_update(skip_locked=True)
                 )
@@ -423,11 +280,10 @@ class WebhookTx:
         return {p: PhoneConversations(tuple(active[p]), p in busy, latest.get(p)) for p in phones}
 
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
-        """The (conversation, step) pairs whose question (or its fallback) went out."""
         found: set[tuple[int, int]] = set()
         ids = sorted({cid for cid, _ in keys})
         wanted = set(keys)
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             rows = await self._conn.execute(
                 select(M.conversation_id, M.step).where(
                     M.conversation_id.in_(list(chunk)),
@@ -441,10 +297,10 @@ class WebhookTx:
         return found
 
     async def insert_inbound(self, rows: Sequence[NewInbound]) -> set[str]:
-        """Insert messages not seen before; returns the wamids actually inserted."""
+        """ON CONFLICT DO NOTHING on the unique wamid: a concurrent processor's insert wins."""
         inserted: set[str] = set()
         maker = pg_insert if self._pg else sqlite_insert
-        for page in _chunks(list(rows), 2_000):
+        for page in chunks(list(rows), 2_000):
             values = [
                 {
                     "wamid": r.wamid,
@@ -495,41 +351,43 @@ class WebhookTx:
         return max(result.rowcount, 0)
 
 
-@asynccontextmanager
-async def webhook_transaction(store: SqlStore) -> AsyncIterator[WebhookTx]:
-    """One write transaction for a batch of webhook events; wakes sleeping dispatchers
-    after commit when it scheduled a step (LISTEN/NOTIFY or the in-process event)."""
-    async with store._write() as conn:
-        tx = WebhookTx(store, conn)
-        yield tx
+class WebhookSql(SqlCore):
+    """The inbox: intake, backlog, and the processing transaction."""
+
+    def webhook_transaction(self) -> AbstractAsyncContextManager[WebhookTx]:
+        return self._webhook_transaction()
+
+    @asynccontextmanager
+    async def _webhook_transaction(self) -> AsyncIterator[WebhookTx]:
+        async with self._write() as conn:
+            tx = SqlWebhookTx(conn, self.backend == "postgresql")
+            yield tx
+            if tx.wake_at is not None:
+                await self._after_enroll(conn, tx.wake_at)
         if tx.wake_at is not None:
-            await store._after_enroll(conn, tx.wake_at)
-    if tx.wake_at is not None:
-        store._after_enroll_commit()
+            self._after_enroll_commit()
 
+    async def insert_inbox(self, bodies: Sequence[str], now: datetime) -> None:
+        if not bodies:
+            return
+        async with self._write() as conn:
+            for page in chunks(list(bodies), 1_000):
+                await conn.execute(
+                    insert(inbox), [{"received_at": now, "body": body} for body in page]
+                )
 
-async def insert_inbox(store: SqlStore, bodies: Sequence[str], now: datetime) -> None:
-    """Store raw webhook bodies, all in one transaction (durable when this returns)."""
-    if not bodies:
-        return
-    async with store._write() as conn:
-        for page in _chunks(list(bodies), 1_000):
-            await conn.execute(insert(inbox), [{"received_at": now, "body": body} for body in page])
-
-
-async def inbox_backlog(store: SqlStore) -> tuple[int, int]:
-    """(unprocessed rows, rows processed with an error)."""
-    async with store._read() as conn:
-        waiting = (
-            await conn.execute(
-                select(func.count()).select_from(inbox).where(X.processed_at.is_(None))
-            )
-        ).scalar_one()
-        errors = (
-            await conn.execute(
-                select(func.count())
-                .select_from(inbox)
-                .where(X.processed_at.is_not(None), X.error.is_not(None))
-            )
-        ).scalar_one()
-    return int(waiting), int(errors)
+    async def inbox_backlog(self) -> InboxBacklog:
+        async with self._read() as conn:
+            waiting = (
+                await conn.execute(
+                    select(func.count()).select_from(inbox).where(X.processed_at.is_(None))
+                )
+            ).scalar_one()
+            errors = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(inbox)
+                    .where(X.processed_at.is_not(None), X.error.is_not(None))
+                )
+            ).scalar_one()
+        return InboxBacklog(int(waiting), int(errors))

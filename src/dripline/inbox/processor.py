@@ -1,0 +1,251 @@
+"""The inbox processor: applies stored webhook bodies to messages and conversations.
+
+It takes unprocessed inbox rows in batches (oldest first) and applies each batch in one
+transaction (`Store.webhook_transaction`); every statement is idempotent, so a body Meta
+delivers twice, or a row processed again after a crash, changes nothing. What each event
+does is decided by the pure functions in `dripline.inbox.plan`.
+
+Leases: a conversation a dispatcher holds (live lease) is not touched, because the
+dispatcher's result write would overwrite ours. The whole inbound message is left for a
+later pass (its inbox row stays unprocessed, with a note), so the message is inserted
+in the same transaction as the change it causes, and a retry finds it not yet recorded.
+Leases last one send, so the retry (every `retry_s`) succeeds within moments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from dripline.clock import Clock
+from dripline.errors import DatabaseUnavailable, InputError
+from dripline.flows import FlowRegistry
+from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
+from dripline.store import StatusUpdate, Store
+from dripline.whatsapp.webhooks import parse_webhook
+
+__all__ = ["InboxProcessor", "PassStats"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class PassStats:
+    """Counts over one or more batches."""
+
+    rows: int = 0
+    malformed: int = 0
+    waiting: int = 0
+    statuses: int = 0
+    statuses_applied: int = 0
+    statuses_unmatched: int = 0
+    inbound: int = 0
+    inbound_duplicate: int = 0
+    advanced: int = 0
+    opted_out: int = 0
+    last_id: int = 0
+
+    def add(self, other: PassStats) -> None:
+        for f in dataclasses.fields(self):
+            if f.name != "last_id":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        self.last_id = max(self.last_id, other.last_id)
+
+
+class InboxProcessor:
+    """Applies the inbox in batches, in the server process, until stopped."""
+
+    def __init__(
+        self,
+        store: Store,
+        flows: FlowRegistry,
+        clock: Clock,
+        *,
+        opt_out_keywords: Sequence[str] = ("STOP",),
+        batch_rows: int = 200,
+        idle_poll_s: float = 1.0,
+        retry_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.flows = flows
+        self.clock = clock
+        self.keywords = tuple(opt_out_keywords)
+        self.batch_rows = batch_rows
+        self.idle_poll_s = idle_poll_s
+        self.retry_s = retry_s
+        self.stats = PassStats()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._taken: list[int] = []
+        # After a failed batch, rows up to this id go one at a time to isolate the culprit.
+        self._single_until = 0
+
+    def notify(self) -> None:
+        """New rows were stored: process them now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="dripline-inbox-processor"
+            )
+
+    async def stop(self) -> None:
+        """Finish the batch in progress, then stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def drain(self) -> PassStats:
+        """Process every unprocessed row once, oldest first (tests and tools)."""
+        total = PassStats()
+        after = 0
+        while True:
+            stats = await self.process_batch(after)
+            total.add(stats)
+            if stats.rows == 0:
+                return total
+            after = stats.last_id
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        after = 0
+        last_rescan = loop.time()
+        delay_s = 0.5
+        while not self._stop.is_set():
+            try:
+                stats = await self.process_batch(after)
+                delay_s = 0.5
+            except DatabaseUnavailable as exc:
+                log.warning("webhook.processor_db_unavailable", error=str(exc)[:200])
+                await self._sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+                continue
+            except _Conflict:
+                continue  # the retry sees the other processor's rows as duplicates
+            except Exception:
+                log.exception("webhook.batch_failed", rows=len(self._taken))
+                await self._isolate()
+                continue
+            self.stats.add(stats)
+            if stats.rows:
+                after = stats.last_id
+                continue
+            self._wake.clear()
+            await self._sleep(self.idle_poll_s)
+            if loop.time() - last_rescan >= self.retry_s:
+                # Rows left waiting (a leased conversation), or committed out of id order
+                # behind this cursor, are picked up by a pass from the start.
+                last_rescan = loop.time()
+                after = 0
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    async def _isolate(self) -> None:
+        """A batch failed on something other than connectivity: retry its rows singly
+        and mark the one that fails alone as errored, so one bad row never blocks."""
+        taken = list(self._taken)
+        if len(taken) == 1:
+            await self._mark_failed(taken[0], "could not be applied (see the server log)")
+            return
+        if taken:
+            self._single_until = max(taken)
+        await self._sleep(0.1)
+
+    async def _mark_failed(self, inbox_id: int, why: str) -> None:
+        with contextlib.suppress(Exception):
+            async with self.store.webhook_transaction() as tx:
+                await tx.finish_inbox([(inbox_id, why)], [], self.clock.now())
+
+    async def process_batch(self, after_id: int = 0) -> PassStats:
+        """Take up to `batch_rows` unprocessed rows with id > `after_id` and apply them in
+        one transaction. Returns what it did (`rows` 0 when nothing was waiting)."""
+        stats = PassStats()
+        limit = 1 if after_id < self._single_until else self.batch_rows
+        now = self.clock.now()
+        self._taken = []
+        async with self.store.webhook_transaction() as tx:
+            rows = await tx.take_inbox(limit, after_id)
+            if not rows:
+                self._single_until = 0
+                return stats
+            self._taken = [r.id for r in rows]
+            stats.rows = len(rows)
+            stats.last_id = rows[-1].id
+            notes: dict[int, list[str]] = {r.id: [] for r in rows}
+            malformed: dict[int, str] = {}
+            updates: list[StatusUpdate] = []
+            status_rows: dict[str, set[int]] = {}
+            events: dict[str, InboundEvent] = {}
+            for row in rows:
+                try:
+                    batch = parse_webhook(row.body)
+                except InputError as exc:
+                    malformed[row.id] = str(exc)[:500]
+                    continue
+                for s in batch.statuses:
+                    u = status_update(s, now)
+                    if u is None:
+                        continue
+                    updates.append(u)
+                    status_rows.setdefault(u.wamid, set()).add(row.id)
+                for m in batch.messages:
+                    e = inbound_event(m, row.id, now)
+                    if e is None:
+                        notes[row.id].append(f"message {m.id[:40]!r}: unusable sender or id")
+                        continue
+                    events.setdefault(e.wamid, e)  # the first copy in the batch wins
+            stats.statuses = len(updates)
+            sres = await tx.apply_statuses(updates, now)
+            stats.statuses_applied = sres.applied
+            stats.statuses_unmatched = sres.unmatched
+            waiting: dict[int, str] = {}
+            for wamid in sres.busy:
+                for row_id in status_rows.get(wamid, ()):
+                    waiting[row_id] = "waiting: a message row is locked by a dispatcher"
+
+            stats.inbound = len(events)
+            existing = await tx.existing_inbound(list(events))
+            stats.inbound_duplicate = len(existing)
+            fresh = [e for e in events.values() if e.wamid not in existing]
+            if fresh:
+                phones = await tx.conversations_for([e.phone for e in fresh], now)
+                keys = [(c.id, c.step) for pc in phones.values() for c in pc.active]
+                sent = await tx.sent_steps(keys) if keys else set()
+                plan = plan_inbound(fresh, phones, sent, self.flows, self.keywords, now)
+                inserted = await tx.insert_inbound(plan.inserts)
+                # A concurrent processor recorded one first (same body, two rows): its
+                # effects are that processor's; drop ours for that message.
+                lost = {i.wamid for i in plan.inserts} - inserted
+                if lost:
+                    raise _Conflict(f"{len(lost)} inbound messages recorded concurrently")
+                await tx.update_conversations(list(plan.changes.values()), now)
+                stats.advanced = plan.advanced
+                stats.opted_out = plan.opted_out
+                for e in plan.deferred:
+                    waiting[e.inbox_id] = "waiting: the conversation is being sent to"
+            done = [
+                (r.id, malformed.get(r.id) or ("; ".join(notes[r.id])[:500] or None))
+                for r in rows
+                if r.id not in waiting
+            ]
+            stats.malformed = len(malformed)
+            stats.waiting = len(waiting)
+            await tx.finish_inbox(done, sorted(waiting.items()), now)
+        return stats
+
+
+class _Conflict(Exception):
+    """Rolls the batch back; the retry sees the other processor's rows as duplicates."""

@@ -1,0 +1,206 @@
+"""The in-memory store's webhook-processing transaction (`WebhookTx`).
+
+Mirrors `store/sql/webhook.py` statement by statement. It holds the database's write
+lock from begin to commit (SQLite's BEGIN IMMEDIATE), so no other writer runs inside
+it and no row is ever locked by another transaction: `busy` means a live lease only,
+as on SQLite. Its changes sit in a `View` that readers do not see until commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from dripline.store.base import WebhookTx
+from dripline.store.memory_tables import View, utc, utc_or_none
+from dripline.store.types import (
+    ACTIVE_STATES,
+    STATUS_RANK,
+    Conversation,
+    ConversationChange,
+    Inbound,
+    InboxRow,
+    NewInbound,
+    PhoneConversations,
+    StatusResult,
+    StatusUpdate,
+)
+
+__all__ = ["MemoryWebhookTx"]
+
+_SENT = ("sent", "delivered", "read")
+
+
+class MemoryWebhookTx(WebhookTx):
+    """One processing transaction over `view`; `enter(name)` is the store's hook."""
+
+    def __init__(self, view: View, enter: Callable[[str], Awaitable[None]]) -> None:
+        self._v = view
+        self._enter = enter
+        self.wake_at: datetime | None = None
+
+    async def take_inbox(self, limit: int, after_id: int = 0) -> list[InboxRow]:
+        await self._enter("webhook_transaction.take_inbox")
+        rows: list[InboxRow] = []
+        for r in self._v.inbox.values():
+            if len(rows) >= limit:
+                break
+            if r.processed_at is None and r.id > after_id:
+                rows.append(InboxRow(r.id, r.body))
+        return rows
+
+    async def finish_inbox(
+        self,
+        done: Sequence[tuple[int, str | None]],
+        waiting: Sequence[tuple[int, str]],
+        now: datetime,
+    ) -> None:
+        await self._enter("webhook_transaction.finish_inbox")
+        now = utc(now)
+        changes = [(i, now, e) for i, e in done] + [(i, None, n[:500]) for i, n in waiting]
+        for row_id, processed_at, error in changes:
+            row = self._v.inbox.get(row_id)
+            if row is not None:
+                self._v.inbox[row_id] = replace(row, processed_at=processed_at, error=error)
+
+    async def apply_statuses(self, updates: Sequence[StatusUpdate], now: datetime) -> StatusResult:
+        await self._enter("webhook_transaction.apply_statuses")
+        now = utc(now)
+        if not updates:
+            return StatusResult(0, 0, 0, frozenset())
+        v = self._v
+        wamids = {u.wamid for u in updates}
+        by_wamid: dict[str, int] = {}
+        for m in v.messages.values():  # by id: with two rows for one wamid, the last wins
+            if m.wamid is not None and m.wamid in wamids:
+                by_wamid[m.wamid] = m.id
+        # The furthest status per row in this batch (a batch may hold sent+delivered+read).
+        best: dict[int, StatusUpdate] = {}
+        unmatched = 0
+        for u in updates:
+            row_id: int | None = None
+            if u.wamid in by_wamid:
+                row_id = by_wamid[u.wamid]
+            elif u.message_id:
+                row = v.messages.get(u.message_id)
+                if row is not None and row.wamid in (None, u.wamid):
+                    row_id = row.id
+            if row_id is None:
+                unmatched += 1
+                continue
+            prev = best.get(row_id)
+            if prev is None or STATUS_RANK[u.status] > STATUS_RANK[prev.status]:
+                best[row_id] = u
+        applied = 0
+        for row_id in sorted(best):
+            u = best[row_id]
+            row = v.messages.get(row_id)
+            # Only ever forwards: a repeat or a lower rank is `unchanged`.
+            if row is None or STATUS_RANK[row.status] >= STATUS_RANK[u.status]:
+                continue
+            at = utc(u.at)
+            if u.status == "failed":
+                v.change_message(
+                    row,
+                    status=u.status,
+                    wamid=row.wamid if row.wamid is not None else u.wamid,
+                    error_code=u.error_code,
+                    error_title=u.error_title,
+                    status_at=at,
+                    updated_at=now,
+                )
+            else:
+                v.change_message(
+                    row,
+                    status=u.status,
+                    wamid=row.wamid if row.wamid is not None else u.wamid,
+                    sent_at=row.sent_at if row.sent_at is not None else at,
+                    status_at=at,
+                    updated_at=now,
+                )
+            applied += 1
+        return StatusResult(applied, len(best) - applied, unmatched, frozenset())
+
+    async def existing_inbound(self, wamids: Sequence[str]) -> set[str]:
+        await self._enter("webhook_transaction.existing_inbound")
+        return {w for w in wamids if w in self._v.inbound_wamids}
+
+    async def conversations_for(
+        self, phones: Sequence[str], now: datetime
+    ) -> dict[str, PhoneConversations]:
+        await self._enter("webhook_transaction.conversations_for")
+        now = utc(now)
+        wanted = sorted(set(phones))
+        active: dict[str, list[Conversation]] = {p: [] for p in wanted}
+        latest: dict[str, int] = {}
+        busy: dict[str, bool] = dict.fromkeys(wanted, False)
+        for c in self._v.conversations.values():
+            if c.phone not in active:
+                continue
+            latest[c.phone] = max(latest.get(c.phone, 0), c.id)
+            if c.state in ACTIVE_STATES:
+                active[c.phone].append(c)
+                if c.lease_expires_at is not None and c.lease_expires_at > now:
+                    busy[c.phone] = True
+        return {p: PhoneConversations(tuple(active[p]), busy[p], latest.get(p)) for p in wanted}
+
+    async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
+        await self._enter("webhook_transaction.sent_steps")
+        wanted = set(keys)
+        return {
+            (m.conversation_id, m.step)
+            for m in self._v.messages.values()
+            if (m.conversation_id, m.step) in wanted
+            and m.purpose in ("question", "fallback")
+            and m.status in _SENT
+        }
+
+    async def insert_inbound(self, rows: Sequence[NewInbound]) -> set[str]:
+        await self._enter("webhook_transaction.insert_inbound")
+        v = self._v
+        inserted: set[str] = set()
+        for r in rows:
+            if r.wamid in v.inbound_wamids:
+                continue  # ON CONFLICT (wamid) DO NOTHING
+            row = Inbound(
+                v.next_id("inbound_messages"),
+                r.wamid,
+                r.conversation_id,
+                r.phone,
+                r.step,
+                r.kind,
+                r.body,
+                utc(r.received_at),
+            )
+            v.add_inbound(row)
+            inserted.add(r.wamid)
+        return inserted
+
+    async def update_conversations(
+        self, changes: Sequence[ConversationChange], now: datetime
+    ) -> int:
+        await self._enter("webhook_transaction.update_conversations")
+        now = utc(now)
+        written = 0
+        for ch in sorted(changes, key=lambda ch: ch.id):
+            row = self._v.conversations.get(ch.id)
+            if row is None:
+                continue
+            self._v.change_conversation(
+                row,
+                state=ch.state,
+                step=ch.step,
+                purpose=ch.purpose,
+                next_send_at=utc_or_none(ch.next_send_at),
+                attempts=ch.attempts,
+                last_error=ch.last_error,
+                last_inbound_at=utc_or_none(ch.last_inbound_at),
+                updated_at=now,
+            )
+            written += 1
+        due = [ch.next_send_at for ch in changes if ch.next_send_at is not None]
+        if due:
+            earliest = min(due)
+            self.wake_at = earliest if self.wake_at is None else min(self.wake_at, earliest)
+        return written

@@ -1,0 +1,33 @@
+"""The store on SQLAlchemy Core, shared by the SQLite and PostgreSQL backends.
+
+One mixin per query area, all over `SqlCore` (the engine, its transactions and error
+translation):
+
+    dispatch.py        claim, reserve, record, leases, next due, worker heartbeats
+    conversations.py   enrollment; read, list and cancel conversations; answers export
+    webhook.py         the inbox and the webhook-processing transaction
+    operator.py        backlog, throughput, lag, errors, live workers, latency samples
+
+`SqlStore` combines them; `sqlite.py` and `postgres.py` set the dialect-specific parts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dripline.store.base import Store
+from dripline.store.sql.conversations import ConversationSql
+from dripline.store.sql.core import first_line
+from dripline.store.sql.dispatch import DispatchSql
+from dripline.store.sql.operator import OperatorSql
+from dripline.store.sql.webhook import WebhookSql
+from dripline.store.types import LEASE_LOST, NONFINAL_STATUSES
+
+__all__ = ["LEASE_LOST", "NONFINAL_STATUSES", "SqlStore", "first_line"]
+
+
+class SqlStore(DispatchSql, ConversationSql, WebhookSql, OperatorSql, Store):
+    """The `Store` contract on SQL; subclasses set the dialect-specific parts."""
+
+    def __init__(self, engine: AsyncEngine, target: str) -> None:
+        super().__init__(engine, target)

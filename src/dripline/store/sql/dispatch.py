@@ -1,0 +1,411 @@
+"""Dispatch queries: claim, reserve, record, leases, wake-up timing, worker heartbeats.
+
+The hot path: claim_due, reserve and record_results were tuned by measurement (see
+bench/README.md); each is one transaction of a few set-based statements, built once per
+store. The dialect modules override `_due_ids`, `_build_lock_owned`,
+`_build_prior_messages`, `_record` and `_upsert_worker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Select,
+    Update,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dripline.store.schema import conversations, inbox, messages, workers
+from dripline.store.sql.core import (
+    ACTIVE,
+    CHUNK,
+    CONVERSATION_COLUMNS,
+    INSERT_PAGE,
+    SqlCore,
+    chunks,
+    conversation_from_row,
+    ts,
+    worker_from_row,
+)
+from dripline.store.types import (
+    LEASE_LOST,
+    NONFINAL_STATUSES,
+    Conversation,
+    Outcome,
+    Reservation,
+    ReservationResult,
+    WorkerInfo,
+)
+
+__all__ = ["DispatchSql"]
+
+C = conversations.c
+M = messages.c
+W = workers.c
+
+
+class DispatchSql(SqlCore):
+    """The dispatcher's queries; the dialect subclasses set the dialect-specific parts."""
+
+    def __init__(self, engine: AsyncEngine, target: str) -> None:
+        super().__init__(engine, target)
+        self._claim = self._build_claim()
+        self._last_webhook = select(inbox.c.received_at).order_by(inbox.c.id.desc()).limit(1)
+        self._release = (
+            update(conversations)
+            .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        self._extend = (
+            update(conversations)
+            .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
+            .values(lease_expires_at=ts("b_until"))
+        )
+        self._next_due = select(func.min(C.next_send_at)).where(
+            ACTIVE, or_(C.lease_expires_at.is_(None), C.lease_expires_at < ts("b_now"))
+        )
+        self._lock_owned = self._build_lock_owned()
+        self._prior_messages = self._build_prior_messages()
+        self._insert_messages = insert(messages).returning(
+            M.id, M.conversation_id, M.step, M.purpose
+        )
+        self._update_reserved = (
+            update(messages)
+            .where(M.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                attempts=bindparam("b_attempts"),
+                status_at=ts("b_now"),
+                updated_at=ts("b_now"),
+            )
+        )
+        self._live_workers = select(workers).where(W.heartbeat_at >= ts("b_since"))
+        self._unregister: Delete = delete(workers).where(W.id == bindparam("b_id"))
+
+    # statements --------------------------------------------------------------
+    def _build_claim(self) -> Update:
+        return (
+            update(conversations)
+            .where(C.id.in_(self._due_ids()))
+            .values(lease_owner=bindparam("b_w"), lease_expires_at=ts("b_until"))
+            .returning(*CONVERSATION_COLUMNS)
+        )
+
+    def _due_select(self) -> Select[Any]:
+        return (
+            select(C.id)
+            .where(
+                ACTIVE,
+                C.next_send_at <= ts("b_now"),
+                or_(C.lease_expires_at.is_(None), C.lease_expires_at < ts("b_now")),
+            )
+            .order_by(C.next_send_at)
+            .limit(bindparam("b_limit"))
+        )
+
+    def _due_ids(self) -> Any:
+        """The ids to claim, earliest first (PostgreSQL adds SKIP LOCKED)."""
+        return self._due_select().scalar_subquery()
+
+    def _build_lock_owned(self) -> Select[Any]:
+        return (
+            select(C.id)
+            .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
+            .order_by(C.id)
+        )
+
+    def _build_prior_messages(self) -> Select[Any]:
+        return select(
+            M.id,
+            M.conversation_id,
+            M.step,
+            M.purpose,
+            M.status,
+            M.attempts,
+            M.wamid,
+            M.error_code,
+            M.status_at,
+        ).where(
+            tuple_(M.conversation_id, M.step, M.purpose).in_(bindparam("b_keys", expanding=True))
+        )
+
+    def _upsert_worker(self) -> Insert:
+        raise NotImplementedError
+
+    # dispatch ----------------------------------------------------------------
+    async def claim_due(
+        self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> list[Conversation]:
+        if limit <= 0:
+            return []
+        params = {
+            "b_now": now,
+            "b_limit": limit,
+            "b_w": worker_id,
+            "b_until": now + timedelta(seconds=lease_ttl_s),
+        }
+        async with self._write() as conn:
+            rows = (await conn.execute(self._claim, params)).all()
+        claimed = [conversation_from_row(r) for r in rows]
+        claimed.sort(key=lambda c: (c.next_send_at, c.id))
+        return claimed
+
+    async def reserve(
+        self, items: Sequence[Reservation], worker_id: str, now: datetime
+    ) -> list[ReservationResult]:
+        """See `Store.reserve`; also not ok with `prior_status='lease_lost'` for an item
+        whose conversation this worker no longer leases (nothing is written for it)."""
+        if not items:
+            return []
+        cids = sorted({item.conversation_id for item in items})
+        keys = sorted({(i.conversation_id, i.step, i.purpose) for i in items})
+        async with self._write() as conn:
+            owned: set[int] = set()
+            for chunk in chunks(cids):
+                rows = await conn.execute(
+                    self._lock_owned, {"b_ids": list(chunk), "b_w": worker_id}
+                )
+                owned.update(r[0] for r in rows)
+            prior: dict[tuple[int, int, str], Any] = {}
+            owned_keys = [k for k in keys if k[0] in owned]
+            for key_chunk in chunks(owned_keys, CHUNK // 3):
+                rows = await conn.execute(self._prior_messages, {"b_keys": list(key_chunk)})
+                for r in rows:
+                    prior[(r.conversation_id, r.step, r.purpose)] = r
+            results: dict[tuple[int, int, str], ReservationResult] = {}
+            inserts: list[dict[str, Any]] = []
+            updates: list[dict[str, Any]] = []
+            for item in items:
+                key = (item.conversation_id, item.step, item.purpose)
+                if key in results:
+                    continue  # a duplicate in the batch: same answer as the first
+                if item.conversation_id not in owned:
+                    row = prior.get(key)
+                    results[key] = ReservationResult(
+                        item.conversation_id, row.id if row else 0, False, LEASE_LOST, 0
+                    )
+                    continue
+                row = prior.get(key)
+                if row is None:
+                    inserts.append(
+                        {
+                            "conversation_id": item.conversation_id,
+                            "step": item.step,
+                            "purpose": item.purpose,
+                            "sender": item.sender,
+                            "status": "sending",
+                            "attempts": 1,
+                            "due_at": item.due_at,
+                            "status_at": now,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                    continue
+                status = row.status
+                takeover = status == "pending" or (
+                    status in ("sending", "unknown") and item.resend_unknown
+                )
+                if takeover:
+                    attempts = row.attempts + 1
+                    updates.append(
+                        {
+                            "b_id": row.id,
+                            "b_status": "sending",
+                            "b_attempts": attempts,
+                            "b_now": now,
+                        }
+                    )
+                    results[key] = ReservationResult(
+                        item.conversation_id, row.id, True, status, attempts
+                    )
+                    continue
+                if status == "sending":
+                    # Its worker crashed mid-send: the message may or may not have left.
+                    updates.append(
+                        {
+                            "b_id": row.id,
+                            "b_status": "unknown",
+                            "b_attempts": row.attempts,
+                            "b_now": now,
+                        }
+                    )
+                results[key] = ReservationResult(
+                    item.conversation_id,
+                    row.id,
+                    False,
+                    status,
+                    row.attempts,
+                    wamid=row.wamid,
+                    error_code=row.error_code,
+                    status_at=row.status_at,
+                )
+            for page in chunks(inserts, INSERT_PAGE):
+                rows = await conn.execute(self._insert_messages, list(page))
+                for r in rows:
+                    results[(r.conversation_id, r.step, r.purpose)] = ReservationResult(
+                        r.conversation_id, r.id, True, None, 1
+                    )
+            if updates:
+                await conn.execute(self._update_reserved, updates)
+        return [results[(i.conversation_id, i.step, i.purpose)] for i in items]
+
+    async def record_results(
+        self, outcomes: Sequence[Outcome], worker_id: str, now: datetime
+    ) -> int:
+        """See `Store.record_results`. A message write replaces the status only while it
+        is `pending`/`sending`/`unknown` (a webhook's `delivered` is never downgraded);
+        `wamid`, `sent_at` and `latency_ms` fill in when given."""
+        if not outcomes:
+            return 0
+        async with self._write() as conn:
+            return await self._record(conn, outcomes, worker_id, now)
+
+    async def _record(
+        self, conn: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str, now: datetime
+    ) -> int:
+        msg_rows = [
+            {
+                "b_id": o.message.message_id,
+                "b_status": o.message.status,
+                "b_wamid": o.message.wamid,
+                "b_code": o.message.error_code,
+                "b_title": o.message.error_title,
+                "b_sent": o.message.sent_at,
+                "b_latency": o.message.latency_ms,
+                "b_now": now,
+            }
+            for o in outcomes
+            if o.message is not None
+        ]
+        if msg_rows:
+            await conn.execute(_UPDATE_MESSAGE, msg_rows)
+        conv_rows = [
+            {
+                "b_id": o.conversation.conversation_id,
+                "b_w": worker_id,
+                "b_state": o.conversation.state,
+                "b_step": o.conversation.step,
+                "b_purpose": o.conversation.purpose,
+                "b_next": o.conversation.next_send_at,
+                "b_attempts": o.conversation.attempts,
+                "b_error": o.conversation.last_error,
+                "b_now": now,
+            }
+            for o in outcomes
+        ]
+        result = await conn.execute(_UPDATE_CONVERSATION, conv_rows)
+        return max(result.rowcount, 0)
+
+    async def last_webhook_at(self) -> datetime | None:
+        """See `Store.last_webhook_at`: the newest inbox row, found by primary key."""
+        async with self._read() as conn:
+            value = await conn.scalar(self._last_webhook)
+        return value if isinstance(value, datetime) else None
+
+    async def release(self, conversation_ids: Sequence[int], worker_id: str) -> int:
+        if not conversation_ids:
+            return 0
+        count = 0
+        async with self._write() as conn:
+            for chunk in chunks(list(conversation_ids)):
+                result = await conn.execute(self._release, {"b_ids": list(chunk), "b_w": worker_id})
+                count += result.rowcount
+        return count
+
+    async def extend_leases(
+        self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
+    ) -> int:
+        """See `Store.extend_leases`: applies where `worker_id` is still the owner."""
+        if not conversation_ids:
+            return 0
+        until = now + timedelta(seconds=lease_ttl_s)
+        count = 0
+        async with self._write() as conn:
+            for chunk in chunks(list(conversation_ids)):
+                result = await conn.execute(
+                    self._extend, {"b_ids": list(chunk), "b_w": worker_id, "b_until": until}
+                )
+                count += result.rowcount
+        return count
+
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        async with self._read() as conn:
+            value: datetime | None = (await conn.execute(self._next_due, {"b_now": now})).scalar()
+        return value
+
+    async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
+        values = {
+            "id": worker.id,
+            "hostname": worker.hostname,
+            "pid": worker.pid,
+            "started_at": worker.started_at,
+            "heartbeat_at": worker.heartbeat_at,
+            "rate_per_s": worker.rate_per_s,
+            "concurrency": worker.concurrency,
+            "policy": worker.policy,
+            "stats": dict(worker.stats) if worker.stats else None,
+        }
+        since = worker.heartbeat_at - timedelta(seconds=live_after_s)
+        async with self._write() as conn:
+            await conn.execute(self._upsert_worker(), values)
+            rows = (await conn.execute(self._live_workers, {"b_since": since})).all()
+        return sorted((worker_from_row(r) for r in rows), key=lambda w: w.id)
+
+    async def unregister(self, worker_id: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(self._unregister, {"b_id": worker_id})
+
+
+# A dispatcher's message write: the status only while it is still its own to set.
+# Literal SQL, not `in_()`: an IN list becomes an "expanding" parameter, which
+# executemany (one statement for the whole batch) cannot take.
+_NONFINAL = M.status.in_([literal_column(f"'{s}'") for s in NONFINAL_STATUSES])
+
+_UPDATE_MESSAGE = (
+    update(messages)
+    .where(M.id == bindparam("b_id"))
+    .values(
+        status=case((_NONFINAL, bindparam("b_status")), else_=M.status),
+        error_code=case((_NONFINAL, bindparam("b_code")), else_=M.error_code),
+        error_title=case((_NONFINAL, bindparam("b_title")), else_=M.error_title),
+        wamid=func.coalesce(bindparam("b_wamid"), M.wamid),
+        sent_at=func.coalesce(ts("b_sent"), M.sent_at),
+        latency_ms=func.coalesce(bindparam("b_latency"), M.latency_ms),
+        status_at=case((_NONFINAL, ts("b_now")), else_=M.status_at),
+        updated_at=ts("b_now"),
+    )
+)
+
+# The lease guard: only the worker still holding the lease writes, and the write
+# releases it.
+_UPDATE_CONVERSATION = (
+    update(conversations)
+    .where(C.id == bindparam("b_id"), C.lease_owner == bindparam("b_w"))
+    .values(
+        state=bindparam("b_state"),
+        step=bindparam("b_step"),
+        purpose=bindparam("b_purpose"),
+        next_send_at=ts("b_next"),
+        attempts=bindparam("b_attempts"),
+        last_error=bindparam("b_error"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=ts("b_now"),
+    )
+)

@@ -1,0 +1,424 @@
+"""The store's public types and constants: what goes in and comes out of `Store`.
+
+Plain frozen dataclasses and tuples, no SQLAlchemy: the dispatcher, the inbox
+processor, the server and the in-memory store use them without importing a driver.
+All datetimes are aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "ACTIVE_STATES",
+    "CANCELLED",
+    "CONVERSATION_STATES",
+    "LEASE_LOST",
+    "MESSAGE_STATUSES",
+    "NONFINAL_STATUSES",
+    "OPT_OUT_KIND",
+    "PURPOSES",
+    "STATUS_RANK",
+    "THROUGHPUT_WINDOWS_S",
+    "BacklogCounts",
+    "BacklogSnapshot",
+    "CancelOutcome",
+    "Conversation",
+    "ConversationChange",
+    "ConversationUpdate",
+    "EnrollResult",
+    "Enrollment",
+    "ErrorCount",
+    "Inbound",
+    "InboxBacklog",
+    "InboxEntry",
+    "InboxRow",
+    "LagSummary",
+    "Message",
+    "MessageUpdate",
+    "NewInbound",
+    "Outcome",
+    "PhoneConversations",
+    "PoolUsage",
+    "Reservation",
+    "ReservationResult",
+    "StatusResult",
+    "StatusUpdate",
+    "StoreSnapshot",
+    "WorkerInfo",
+]
+
+# Conversation states. Only the active ones are ever due.
+CONVERSATION_STATES = (
+    "pending",
+    "in_progress",
+    "awaiting_reply",
+    "completed",
+    "failed",
+    "opted_out",
+    "cancelled",  # by the operator, through the API
+)
+ACTIVE_STATES = ("pending", "in_progress", "awaiting_reply")
+# The state of a conversation stopped through the API: final, never due again, and (being
+# inactive) no obstacle to enrolling the same phone in the same flow again.
+CANCELLED = "cancelled"
+# What a conversation's next due action is for.
+PURPOSES = ("question", "reminder", "fallback", "timeout")
+# Message statuses: `pending` = not sent yet, safe to (re)send; `sending` = the HTTP call
+# may be under way; `unknown` = a send whose outcome was lost (crash, read timeout).
+MESSAGE_STATUSES = ("pending", "sending", "sent", "delivered", "read", "failed", "unknown")
+# Message statuses a dispatcher's own write may replace; later ones came from a webhook
+# (or an earlier worker) and are never downgraded by `record_results`.
+NONFINAL_STATUSES = ("pending", "sending", "unknown")
+# How far along a message is. A status webhook only ever raises the rank: `read` then a
+# late `delivered` stays `read`. `failed` outranks `sent` (Meta reports a send it
+# accepted as undeliverable) but not `delivered`/`read`, which prove it arrived.
+STATUS_RANK: Mapping[str, int] = {
+    "pending": 0,
+    "sending": 0,
+    "unknown": 0,
+    "sent": 1,
+    "failed": 2,
+    "delivered": 3,
+    "read": 4,
+}
+# `reserve` answers this `prior_status` when the caller does not hold the lease.
+LEASE_LOST = "lease_lost"
+# Inbound rows with this kind are opt-out keywords, not answers.
+OPT_OUT_KIND = "opt_out"
+# Throughput windows, as `dripline status` shows them (like a load average).
+THROUGHPUT_WINDOWS_S = (60, 300, 900)
+
+
+# the rows ---------------------------------------------------------------------------
+# One type per table row, every column, in the table's column order (the SQL backends
+# build them positionally; tests/unit/test_store_types.py checks the order).
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A conversation row: what a claim returns, the API shows, the webhook moves.
+
+    Satisfies flows' `ConversationLike`. `fields` is never None (empty when unset).
+    """
+
+    id: int
+    phone: str
+    flow: str
+    step: int
+    purpose: str
+    state: str
+    next_send_at: datetime | None
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_inbound_at: datetime | None
+    last_error: str | None
+    name: str | None
+    timezone: str | None
+    sender: str | None
+    fields: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A messages row: one (conversation, step, purpose) send, ever."""
+
+    id: int
+    conversation_id: int
+    step: int
+    purpose: str
+    sender: str | None
+    wamid: str | None
+    status: str
+    error_code: int | None
+    error_title: str | None
+    attempts: int
+    due_at: datetime | None
+    sent_at: datetime | None
+    latency_ms: float | None
+    status_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """An inbound_messages row: an answer, an opt-out keyword, or a message that
+    answers nothing (`step` None); `conversation_id` None for an unknown sender."""
+
+    id: int
+    wamid: str
+    conversation_id: int | None
+    phone: str
+    step: int | None
+    kind: str
+    body: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An inbox row: one stored webhook body and what processing made of it."""
+
+    id: int
+    received_at: datetime
+    body: str
+    processed_at: datetime | None
+    error: str | None
+
+
+# enrollment ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """A conversation to start: `phone` already E.164, `at` None means now."""
+
+    phone: str
+    flow: str
+    at: datetime | None = None
+    name: str | None = None
+    timezone: str | None = None
+    sender: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollResult:
+    id: int
+    created: bool  # False: an active conversation for (phone, flow) already existed
+
+
+# dispatch ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Mark (conversation, step, purpose) as `sending` just before its HTTP call."""
+
+    conversation_id: int
+    step: int
+    purpose: str
+    due_at: datetime | None
+    sender: str | None = None
+    # at-least-once: also take over a row left `sending`/`unknown` and send again.
+    resend_unknown: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationResult:
+    """`ok` True: the message row is now `sending` and the caller may send.
+
+    Otherwise `prior_status` says why not: `sending` (a crashed worker's send, now marked
+    `unknown`), `unknown`, or a final status (`sent`, `delivered`, `read`, `failed`) that a
+    webhook or an earlier worker already wrote; `wamid` and `error_code` come with it.
+    """
+
+    conversation_id: int
+    message_id: int
+    ok: bool
+    prior_status: str | None
+    attempts: int
+    wamid: str | None = None
+    error_code: int | None = None
+    status_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageUpdate:
+    """New values for one messages row (by id)."""
+
+    message_id: int
+    status: str
+    wamid: str | None = None
+    error_code: int | None = None
+    error_title: str | None = None
+    sent_at: datetime | None = None
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationUpdate:
+    """New values for one conversation; the write also releases its lease.
+
+    The write only applies while `worker_id` still holds the lease, so a worker whose
+    lease lapsed (and was re-claimed elsewhere) cannot overwrite the new owner's work.
+    """
+
+    conversation_id: int
+    state: str
+    step: int
+    purpose: str
+    next_send_at: datetime | None
+    attempts: int
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one claimed conversation: written by `record_results`."""
+
+    conversation: ConversationUpdate
+    message: MessageUpdate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A dispatcher's heartbeat row."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    rate_per_s: float
+    concurrency: int
+    policy: str
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (datetimes as ISO strings)."""
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        data["heartbeat_at"] = self.heartbeat_at.isoformat()
+        data["stats"] = dict(self.stats)
+        return data
+
+
+# the API -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """`result`: 'cancelled' (now), 'already' (was cancelled), 'busy' (a dispatcher holds
+    its lease right now), 'final' (completed, failed or opted out), 'missing'."""
+
+    result: str
+    record: Conversation | None
+
+
+# webhooks: the inbox and its processing transaction ---------------------------------
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    id: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """One status event: `message_id` is the `biz_opaque_callback_data` we sent, if any."""
+
+    wamid: str
+    status: str  # sent, delivered, read or failed
+    at: datetime
+    message_id: int | None = None
+    error_code: int | None = None
+    error_title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusResult:
+    applied: int  # rows moved forwards
+    unchanged: int  # matched, but the row was already as far along (a repeat)
+    unmatched: int  # no message row for the wamid or the callback id
+    busy: frozenset[str]  # wamids whose row another transaction holds: retry later
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneConversations:
+    """One sender's conversations: the active ones (locked for this transaction), whether
+    any of them is busy (leased by a dispatcher or locked by another transaction), and
+    the newest conversation of any state (for recording a message with no active one)."""
+
+    active: tuple[Conversation, ...]
+    busy: bool
+    latest_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewInbound:
+    wamid: str
+    conversation_id: int | None
+    phone: str
+    step: int | None
+    kind: str
+    body: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationChange:
+    """New values for a conversation the webhook moves (never a leased one)."""
+
+    id: int
+    state: str
+    step: int
+    purpose: str
+    next_send_at: datetime | None
+    attempts: int
+    last_error: str | None
+    last_inbound_at: datetime | None
+
+
+# the operator's view ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BacklogCounts:
+    due_now: int
+    overdue_1m: int
+    due_next_hour: int
+    leased: int
+    by_state: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogSnapshot:
+    """What is waiting: due now (unleased), overdue by more than a minute, due within
+    the next hour (not yet due), and leased (claimed, being sent)."""
+
+    due_now: int
+    overdue_1m: int
+    due_next_hour: int
+    leased: int
+
+
+@dataclass(frozen=True, slots=True)
+class LagSummary:
+    """Schedule lag (sent_at minus due_at) of the newest `samples` sends in the window."""
+
+    samples: int
+    p50_s: float
+    p90_s: float
+    p99_s: float
+    max_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCount:
+    """Messages currently in an error state with this code and status."""
+
+    code: int | None
+    status: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    in_use: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxBacklog:
+    waiting: int  # stored, not yet processed (including rows left waiting on a lease)
+    errors: int  # processed with an error (malformed, or could not be applied)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """Every row of every table, by id (workers by id), for tests and invariant checks."""
+
+    conversations: tuple[Conversation, ...]
+    messages: tuple[Message, ...]
+    inbound: tuple[Inbound, ...]
+    inbox: tuple[InboxEntry, ...]
+    workers: tuple[WorkerInfo, ...]
