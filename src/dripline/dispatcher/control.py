@@ -26,12 +26,23 @@ _Counts = tuple[int, int, int, int, int]
 
 
 class Heartbeat:
-    """Registers this worker, learns how many are live, and keeps queued leases alive."""
+    """Registers this worker, learns how many are live, and keeps queued leases alive.
+
+    Workers split the configured rate by the number of live workers. A worker that
+    joins others does not send until each of them has beaten since it registered (so
+    each has lowered its share to make room): otherwise, for up to a heartbeat, the
+    old workers at their old share plus the newcomer exceed the number's rate. Beats
+    are counted (`stats["beats"]`), not timed, so clock skew between machines does not
+    matter.
+    """
 
     def __init__(self, ctx: Context, pacing: SenderPacing, started: datetime) -> None:
         self._ctx = ctx
         self._pacing = pacing
         self.started = started
+        self.beats = 0
+        self._others_at_join: dict[str, int] | None = None
+        self.others_caught_up = False
 
     async def beat(self) -> None:
         ctx = self._ctx
@@ -52,9 +63,17 @@ class Heartbeat:
                 "throttled": stats.throttled,
                 "retries": stats.retries,
                 "in_flight": ctx.state.in_flight,
+                "beats": self.beats + 1,
             },
         )
         live = await ctx.store.heartbeat(info, live_after_s=3 * ctx.settings.heartbeat_s)
+        self.beats += 1
+        others = {w.id: int(w.stats.get("beats", 0)) for w in live if w.id != ctx.worker_id}
+        if self._others_at_join is None:
+            self._others_at_join = others
+        self.others_caught_up = all(
+            beats > self._others_at_join.get(wid, -1) for wid, beats in others.items()
+        )
         if ctx.policy is not Policy.SEED_CRON:
             share = ctx.settings.rate_per_s / max(1, len(live))
             if abs(share - ctx.rate_share) > 1e-9:

@@ -166,6 +166,7 @@ class Dispatcher:
         self._build()
         started = ctx.clock.now()
         await ctx.retry_db(self._heartbeat.beat, "register worker")
+        await self._wait_for_room()
         ctx.emit_limits(self._pacing.total_rate())
         workers = [
             ctx.spawn(self._claimer.run(once), "claimer"),
@@ -205,6 +206,18 @@ class Dispatcher:
             breaker_tripped=self._breaker.tripped,
             breaker_reason=self._breaker.reason,
         )
+
+    async def _wait_for_room(self) -> None:
+        """Joining live workers: wait until each has lowered its share (see Heartbeat).
+
+        At most a few heartbeats: a worker that stops beating drops out of the live set
+        after 3 heartbeats, and then no longer counts."""
+        ctx = self._ctx
+        rounds = 0
+        while not self._heartbeat.others_caught_up and not ctx.stopping and rounds < 16:
+            rounds += 1
+            await ctx.sleep(ctx.settings.heartbeat_s / 4)
+            await ctx.retry_db(self._heartbeat.beat, "heartbeat")
 
     # ---------------------------------------------------------- circuit breaker
     def _trip_breaker(self, reason: str) -> None:

@@ -96,8 +96,9 @@ class Launcher:
             if wait > horizon:
                 if group:
                     break
-                # Wait for the token outside any slot, then look again.
-                await ctx.sleep(wait - RESERVE_LEAD_S)
+                # Wait for the token outside any slot, then look again (at least 1 ms:
+                # a wait that rounds to nothing would spin).
+                await ctx.sleep(max(wait - RESERVE_LEAD_S, 0.001))
                 continue
             if not group:
                 horizon = wait + GROUP_SPAN_S
@@ -115,7 +116,9 @@ class Launcher:
                     outcomes.rescheduled(conv, when, "pair pacing: recipient was sent to recently"),
                 )
                 continue
-            job.start_at = now_m + self._pacing.reserve(key, now_m)
+            # Never before the recipient's pair interval is over, even when the sender's
+            # token is good sooner.
+            job.start_at = max(now_m + self._pacing.reserve(key, now_m), ready)
             self._recipients.mark(conv.phone, job.start_at)
             group.append(job)
         return group

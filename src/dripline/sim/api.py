@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dripline.errors import TransportError
+from dripline.fake.state import TokenBucket
 from dripline.sim import meta
 from dripline.sim.channel import WebhookChannel
 from dripline.sim.config import SimConfig
@@ -32,6 +33,7 @@ from dripline.whatsapp.http1 import RawResponse
 __all__ = ["Accepted", "SimCloudApi", "User"]
 
 _REFUSE_S = 0.005
+PAIR_BURST = 45.0  # Meta: bursts up to 45 messages in one pair interval
 
 
 @dataclass(slots=True)
@@ -72,8 +74,8 @@ class SimCloudApi:
         self.users = users
         self.accepted: list[Accepted] = []
         self.arrivals: dict[str, list[float]] = defaultdict(list)
-        self._tokens: dict[str, tuple[float, float]] = {}  # number -> (tokens, at)
-        self._last_to: dict[tuple[str, str], float] = {}
+        self._throughput: dict[str, TokenBucket] = {}
+        self._pair: dict[tuple[str, str], TokenBucket] = {}
         self._seq = 0
         self._inbound_seq = 0
         self.pair_refusals = 0
@@ -133,14 +135,21 @@ class SimCloudApi:
             answer.set_result(result)
 
     def _take_token(self, number: str, now: float) -> bool:
-        rate = self._cfg.api_rate_per_s
-        tokens, at = self._tokens.get(number, (rate, now))
-        tokens = min(rate, tokens + (now - at) * rate)
-        if tokens < 1.0:
-            self._tokens[number] = (tokens, now)
-            return False
-        self._tokens[number] = (tokens - 1.0, now)
-        return True
+        """Meta's throughput per number (130429 over it), a second's worth of burst."""
+        bucket = self._throughput.get(number)
+        if bucket is None:
+            rate = self._cfg.api_rate_per_s
+            bucket = self._throughput[number] = TokenBucket(rate, rate, now)
+        return bucket.take(now)
+
+    def _take_pair(self, number: str, to: str, now: float) -> bool:
+        """Meta's pair limit: one message per interval to a user, bursts of PAIR_BURST
+        borrowing from future quota (131056 over it)."""
+        bucket = self._pair.get((number, to))
+        if bucket is None:
+            bucket = TokenBucket(1.0 / self._cfg.pair_interval_s, PAIR_BURST, now)
+            self._pair[(number, to)] = bucket
+        return bucket.take(now)
 
     def _handle(self, url: str, body: bytes, fate: str) -> RawResponse | None:
         now = self._clock.monotonic()
@@ -162,12 +171,10 @@ class SimCloudApi:
         if not self._take_token(number, now):
             self._trace.add(now, f"api 130429 {what}")
             return 400, meta.error_body(130429, "Rate limit hit"), None
-        last = self._last_to.get((number, to))
-        if last is not None and now - last < self._cfg.pair_interval_s:
+        if not self._take_pair(number, to, now):
             self.pair_refusals += 1
             self._trace.add(now, f"api 131056 {what}")
             return 400, meta.error_body(131056, "Pair rate limit hit"), None
-        self._last_to[(number, to)] = now
         self._seq += 1
         wamid = f"wamid.SIM{self._seq:06d}"
         kind = str(request.get("type", "text"))

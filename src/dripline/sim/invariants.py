@@ -56,11 +56,14 @@ class Observer:
             self.first_state.setdefault((c.id, c.state), t)
             seen = self.terminal.get(c.id)
             if seen is not None and seen[0] != c.state:
+                # Reported once per conversation: the row then lives on in a new state.
                 self.violations.append(
                     f"final-is-final: conversation {c.id} went from {seen[0]} "
                     f"(seen at {seen[1]:.2f}s) to {c.state} at {t:.2f}s"
                 )
-                self.terminal[c.id] = (c.state, t) if c.state in TERMINAL else seen
+                self.terminal[c.id] = (c.state, t) if c.state in TERMINAL else ("", t)
+            elif seen is not None and seen[0] == "":
+                continue
             elif seen is None and c.state in TERMINAL:
                 self.terminal[c.id] = (c.state, t)
         for m in messages:

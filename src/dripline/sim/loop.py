@@ -43,7 +43,9 @@ class _VirtualSelector:
         if timeout is None:
             raise SimStuck(f"no task can ever run again (virtual t={self._loop.time():.3f}s)")
         if timeout > 0:
-            self._loop.advance(timeout)
+            # At least a microsecond: a timer so close that `now + timeout == now` in
+            # floating point would otherwise never let time move (real clocks tick).
+            self._loop.advance(max(timeout, 1e-6))
         return []
 
     def close(self) -> None:
@@ -59,7 +61,8 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         self._max_time_s = max_time_s
         self._selector = _VirtualSelector(self)
         self._tagged: dict[asyncio.Task[Any], str] = {}
-        self.set_task_factory(cast(Any, self._task_factory))
+        self.expected_exceptions: tuple[type[BaseException], ...] = ()
+        self.set_task_factory(cast(Any, self._make_task))
 
     def time(self) -> float:
         return self._now
@@ -76,7 +79,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
     def _write_to_self(self) -> None:
         pass
 
-    def _task_factory(
+    def _make_task(
         self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kw: Any
     ) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kw)
@@ -88,6 +91,10 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
 
     def _untag(self, task: asyncio.Task[Any]) -> None:
         self._tagged.pop(task, None)
+        # A process's task that ended because the process was killed is expected;
+        # anything else stays unretrieved, so asyncio still reports it.
+        if not task.cancelled() and isinstance(task.exception(), self.expected_exceptions):
+            return
 
     def tasks_of(self, tag: str) -> list[asyncio.Task[Any]]:
         """The live tasks a simulated process started, in creation order."""
@@ -118,8 +125,10 @@ def run_virtual(main: Callable[[VirtualTimeLoop], Coroutine[Any, Any, T]], **kw:
         return loop.run_until_complete(main(loop))
     finally:
         try:
-            for task in asyncio.all_tasks(loop):
+            tasks = list(asyncio.all_tasks(loop))
+            for task in tasks:
                 task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         finally:
             loop.close()

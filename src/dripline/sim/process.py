@@ -72,9 +72,10 @@ class SimProcess:
         """Start a task that belongs to this process's current generation."""
         token = TaskTag.set(self.tag)
         try:
-            return asyncio.get_running_loop().create_task(coro, name=f"{self.tag}:{name}")
+            task = asyncio.get_running_loop().create_task(coro, name=f"{self.tag}:{name}")
         finally:
             TaskTag.reset(token)
+        return task
 
 
 class Faults:

@@ -42,7 +42,9 @@ class _SimSettings(Settings):
     """Settings from the simulator's arguments only: no environment, no dripline.toml."""
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, *_: Any) -> Any:
+    def settings_customise_sources(
+        cls, settings_cls: Any, init_settings: Any, *_: Any, **__: Any
+    ) -> Any:
         return (init_settings,)
 
 
@@ -66,7 +68,7 @@ class SimReport:
 
 def settings_for(cfg: SimConfig) -> Settings:
     return _SimSettings(
-        database_url="memory://",
+        database_url="sqlite:///sim-unused.db",  # never opened: the store is in memory
         rate_per_s=cfg.rate_per_s,
         concurrency=cfg.concurrency,
         batch_limit=cfg.batch_limit,
@@ -93,6 +95,7 @@ class _World:
     def __init__(self, cfg: SimConfig, loop: VirtualTimeLoop) -> None:
         self.cfg = cfg
         self.loop = loop
+        loop.expected_exceptions = (Killed,)
         self.clock = SimClock(loop)
         self.trace = Trace()
         self.store = MemoryStore()
@@ -347,7 +350,7 @@ def run_config(cfg: SimConfig) -> SimReport:
     with structlog.testing.capture_logs():
         try:
             violations = run_virtual(main, max_time_s=cfg.max_time_s + 600.0)
-        except Exception as exc:  # a crash of the harness or a deadlock is a finding too
+        except (Exception, Killed) as exc:  # a crash or a deadlock is a finding too
             violations = [f"run: {type(exc).__name__}: {exc}"]
     world = holder.get("world")
     trace = world.trace if world else Trace()
