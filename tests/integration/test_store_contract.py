@@ -151,17 +151,20 @@ async def test_reserve_new_pending_sending_and_final(store: Store) -> None:
     await store.claim_due(10, 60, "w", NOW)
     [r] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
     assert (r.ok, r.prior_status, r.attempts) == (True, None, 1) and r.message_id > 0
+    assert r.reserved_at == NOW
 
     # Left `sending` (the worker crashed): the next reservation marks it unknown.
-    [again] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    [again] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW + sec(1))
     assert (again.ok, again.prior_status, again.message_id) == (False, "sending", r.message_id)
-    [unknown] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    [unknown] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW + sec(1))
     assert (unknown.ok, unknown.prior_status) == (False, "unknown")
     # At-least-once: take it over and send again.
+    assert unknown.reserved_at == NOW  # when it was last reserved for a send
     [resend] = await store.reserve(
-        [Reservation(a, 0, "question", NOW, resend_unknown=True)], "w", NOW
+        [Reservation(a, 0, "question", NOW, resend_unknown=True)], "w", NOW + sec(5)
     )
     assert (resend.ok, resend.prior_status, resend.attempts) == (True, "unknown", 2)
+    assert resend.reserved_at == NOW + sec(5)
 
     # Written `pending` (safe to resend): reserved again with attempts + 1.
     m_pending = MessageUpdate(r.message_id, "pending", error_code=131000, error_title="x")
@@ -184,6 +187,20 @@ async def test_reserve_new_pending_sending_and_final(store: Store) -> None:
     assert (final.ok, final.prior_status, final.wamid) == (False, "sent", "wamid.A")
     assert final.status_at == NOW
     assert (new_b.conversation_id, new_b.ok, new_b.prior_status) == (b, True, None)
+
+
+async def test_a_retried_reservation_is_still_ours(store: Store) -> None:
+    """A reservation that committed but whose answer was lost (the database went away
+    mid-call) is retried with the same `now`: the rows are still the caller's to send,
+    not a crashed worker's unknown sends."""
+    [a] = await enroll_due(store, 1)
+    await store.claim_due(1, 60, "w", NOW)
+    [first] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    [retried] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW)
+    assert (retried.ok, retried.message_id, retried.attempts) == (True, first.message_id, 1)
+    # Any later reservation is another attempt: the row was left sending.
+    [later] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW + sec(1))
+    assert (later.ok, later.prior_status) == (False, "sending")
 
 
 async def test_reserve_needs_the_lease(store: Store) -> None:
@@ -266,9 +283,30 @@ async def test_extend_pushes_out_own_leases(store: Store) -> None:
     ids = await enroll_due(store, 2)
     await store.claim_due(1, 30, "w1", NOW)
     await store.claim_due(1, 30, "w2", NOW)
-    assert await store.extend_leases(ids, "w1", 120, NOW + sec(20)) == 1
+    assert await store.extend_leases(ids, "w1", 120, NOW + sec(20)) == [ids[0]]
     again = await store.claim_due(10, 30, "w3", NOW + sec(60))
     assert [c.id for c in again] == [ids[1]]  # w1's lease now runs to NOW + 140 s
+
+
+async def test_a_lapsed_lease_is_not_extended(store: Store) -> None:
+    """A worker that was paused past its lease must not revive it: meanwhile the inbox
+    processor may have applied a STOP (it only waits for live leases)."""
+    [a] = await enroll_due(store, 1)
+    await store.claim_due(1, 10, "w", NOW)
+    assert await store.extend_leases([a], "w", 10, NOW + sec(10)) == [a]  # at expiry: live
+    assert await store.extend_leases([a], "w", 10, NOW + sec(21)) == []
+    assert await store.extend_leases([], "w", 10, NOW) == []
+
+
+async def test_a_lapsed_lease_cannot_reserve_or_write(store: Store) -> None:
+    """Fencing: nothing this worker does with a lapsed lease reaches the row, even when
+    nobody re-claimed it (the inbox processor may have changed it)."""
+    [a] = await enroll_due(store, 1)
+    await store.claim_due(1, 10, "w", NOW)
+    [r] = await store.reserve([Reservation(a, 0, "question", NOW)], "w", NOW + sec(11))
+    assert (r.ok, r.prior_status) == (False, LEASE_LOST)
+    assert await store.record_results([done(a)], "w", NOW + sec(11)) == 0
+    assert await store.record_results([done(a)], "w", NOW + sec(10)) == 1  # still live
 
 
 # timing and views -----------------------------------------------------------

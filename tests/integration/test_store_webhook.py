@@ -165,8 +165,10 @@ async def test_conversations_for_a_phone(store: Store) -> None:
         assert (three.active, three.busy, three.latest_id) == ((), False, a3)
         four = found[phone(4)]
         assert (four.active, four.busy, four.latest_id) == ((), False, None)
-        # A lease that ran out is no obstacle.
-        later = await tx.conversations_for([phone(1)], NOW + timedelta(seconds=30))
+        # Live through its expiry instant, as the claim sees it; then no obstacle.
+        at_expiry = await tx.conversations_for([phone(1)], NOW + timedelta(seconds=30))
+        assert at_expiry[phone(1)].busy
+        later = await tx.conversations_for([phone(1)], NOW + timedelta(seconds=31))
         assert not later[phone(1)].busy
 
 

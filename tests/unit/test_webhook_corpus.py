@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dripline.server.inbox import inbound_event, status_update
+from dripline.inbox.plan import inbound_event, status_update
 from dripline.whatsapp.webhooks import WebhookBatch, parse_webhook
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "webhooks"

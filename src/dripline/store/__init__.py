@@ -20,7 +20,7 @@ import os
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.errors import ConfigError, DatabaseUnavailable, DriplineError, StoreError
-from dripline.store.base import ClaimedConversation, Store, WebhookTx
+from dripline.store.base import Store, WebhookTx
 from dripline.store.memory import MemoryDatabase, MemoryStore
 from dripline.store.migrate import current_revision, head_revision, upgrade_connection
 from dripline.store.sql import SqlStore, first_line
@@ -72,7 +72,6 @@ __all__ = [
     "BacklogCounts",
     "BacklogSnapshot",
     "CancelOutcome",
-    "ClaimedConversation",
     "Conversation",
     "ConversationChange",
     "ConversationUpdate",

@@ -49,12 +49,8 @@ from dripline.store.types import (
     WorkerInfo,
 )
 
-# The dispatcher's name for a claimed `Conversation` (kept while it moves to the new name).
-ClaimedConversation = Conversation
-
 __all__ = [
     "BacklogCounts",
-    "ClaimedConversation",
     "Conversation",
     "ConversationUpdate",
     "EnrollResult",
@@ -234,11 +230,13 @@ class Store(ABC):
         """Write `sending` message rows before their HTTP calls, in one transaction.
 
         New (conversation, step, purpose): insert `sending`, attempts 1. Existing
-        `pending`: set `sending`, attempts + 1. Existing `sending` (left by a crashed
+        `pending`: set `sending`, attempts + 1. Existing `sending` reserved at this very
+        `now`: ok, unchanged (the caller's own retry of a call whose answer was lost:
+        retry with the same `now`). Other existing `sending` (left by a crashed
         worker): set `unknown`, not ok (unless `resend_unknown`). Anything else: not ok,
         the caller decides from `prior_status`. An item whose conversation `worker_id`
-        does not lease is not ok with `prior_status=LEASE_LOST` and writes nothing.
-        Results are in input order.
+        does not hold a live lease on (owner, not expired at `now`) is not ok with
+        `prior_status=LEASE_LOST` and writes nothing. Results are in input order.
         """
 
     @abstractmethod
@@ -247,10 +245,11 @@ class Store(ABC):
     ) -> int:
         """Write a batch of outcomes in one transaction; returns conversations updated.
 
-        Conversation writes apply only where `worker_id` is still the lease owner, and
-        release it. Message writes apply by message id; they replace the status only
-        while it is `pending`/`sending`/`unknown` (a webhook's `delivered` is never
-        downgraded); `wamid`, `sent_at` and `latency_ms` fill in when given.
+        Conversation writes apply only where `worker_id` still holds a live lease (owner,
+        not expired at `now`), and release it. Message writes apply by message id; they
+        replace the status only while it is `pending`/`sending`/`unknown` (a webhook's
+        `delivered` is never downgraded); `wamid`, `sent_at` and `latency_ms` fill in
+        when given.
         """
 
     @abstractmethod
@@ -260,20 +259,39 @@ class Store(ABC):
     @abstractmethod
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
-    ) -> int:
-        """Push out the leases this worker still owns (long queues behind a slow API)."""
+    ) -> list[int]:
+        """Push out the leases this worker still holds live (owner and not expired);
+        returns the ids extended, sorted. A lease that lapsed stays lapsed: the worker
+        must not send for that conversation any more."""
 
     @abstractmethod
     async def next_due_at(self, now: datetime) -> datetime | None:
         """The earliest `next_send_at` among active, unleased conversations."""
 
     @abstractmethod
-    async def last_webhook_at(self) -> datetime | None:
-        """When the newest webhook delivery reached the inbox (None: never).
+    async def status_evidence(
+        self, messages: Sequence[tuple[int, datetime]], before: datetime
+    ) -> dict[int, datetime]:
+        """For each (message id, reserved at): the earliest first-status-webhook time,
+        at or before `before`, among the next EVIDENCE_SENDS other messages whose last
+        reservation was at the same time or later; messages without one are left out.
 
-        The dispatcher uses it as evidence: if deliveries kept arriving long after a send
-        went `unknown` and none mentioned it, the API never accepted that send.
+        This is the evidence that an unknown send was never accepted: Meta reports every
+        message it accepts, so statuses for sends made with or after it, while it has
+        none, mean it never arrived (see dripline.dispatcher.reconcile).
         """
+
+    @abstractmethod
+    async def intake_uptime(self, since: datetime) -> list[tuple[datetime, datetime]]:
+        """When a webhook receiver was up, from `since` on: each receiver run's
+        (started_at, last heartbeat), ordered by start."""
+
+    @abstractmethod
+    async def record_intake(
+        self, intake_id: str, started_at: datetime, now: datetime, *, keep_s: float
+    ) -> None:
+        """A webhook receiver is up (`dripline serve`): upsert its heartbeat, and forget
+        receiver runs whose last heartbeat is older than `keep_s`."""
 
     @abstractmethod
     async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:

@@ -194,24 +194,43 @@ class MemoryStore(Store):
 
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
-    ) -> int:
+    ) -> list[int]:
         await self._enter("extend_leases")
-        until = utc(now) + timedelta(seconds=lease_ttl_s)
+        now = utc(now)
+        until = now + timedelta(seconds=lease_ttl_s)
         async with self._write() as v:
-            owned = q.owned(v, conversation_ids, worker_id)
-            for c in owned:
+            live = q.live_owned(v, conversation_ids, worker_id, now)
+            for c in live:
                 v.change_conversation(c, lease_expires_at=until)
-            return len(owned)
+            return [c.id for c in live]
 
     async def next_due_at(self, now: datetime) -> datetime | None:
         await self._enter("next_due_at")
         now = utc(now)
         return q.next_due(self._read(), now)
 
-    async def last_webhook_at(self) -> datetime | None:
-        await self._enter("last_webhook_at")
-        newest = next(reversed(self.database.tables.inbox.values()), None)  # the highest id
-        return newest.received_at if newest is not None else None
+    async def status_evidence(
+        self, messages: Sequence[tuple[int, datetime]], before: datetime
+    ) -> dict[int, datetime]:
+        await self._enter("status_evidence")
+        return q.status_evidence(self._read(), messages, utc(before))
+
+    async def intake_uptime(self, since: datetime) -> list[tuple[datetime, datetime]]:
+        await self._enter("intake_uptime")
+        since = utc(since)
+        rows = [(k, r) for k, r in self._read().intake.items() if r[1] >= since]
+        return [r for _, r in sorted(rows, key=lambda kr: (kr[1][0], kr[0]))]
+
+    async def record_intake(
+        self, intake_id: str, started_at: datetime, now: datetime, *, keep_s: float
+    ) -> None:
+        await self._enter("record_intake")
+        now = utc(now)
+        async with self._write() as v:
+            v.intake[intake_id] = (utc(started_at), now)
+            old = now - timedelta(seconds=keep_s)
+            for key in [k for k, r in v.intake.items() if r[1] < old]:
+                v.intake.delete(key)
 
     async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
         await self._enter("heartbeat")
@@ -313,9 +332,9 @@ class MemoryStore(Store):
     async def inbox_backlog(self) -> InboxBacklog:
         await self._enter("inbox_backlog")
         rows = list(self._read().inbox.values())
-        waiting = sum(1 for r in rows if r.processed_at is None)
+        waiting = [r.received_at for r in rows if r.processed_at is None]
         errors = sum(1 for r in rows if r.processed_at is not None and r.error is not None)
-        return InboxBacklog(waiting, errors)
+        return InboxBacklog(len(waiting), errors, min(waiting, default=None))
 
     def webhook_transaction(self) -> AbstractAsyncContextManager[WebhookTx]:
         return self._webhook_transaction()

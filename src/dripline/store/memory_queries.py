@@ -16,6 +16,7 @@ from dripline.store.memory_tables import View, utc, utc_or_none
 from dripline.store.types import (
     ACTIVE_STATES,
     CONVERSATION_STATES,
+    EVIDENCE_SENDS,
     LEASE_LOST,
     NONFINAL_STATUSES,
     OPT_OUT_KIND,
@@ -121,11 +122,20 @@ def owned(v: View, ids: Sequence[int], worker_id: str) -> list[Conversation]:
     return [c for c in rows if c is not None and c.lease_owner == worker_id]
 
 
+def live_owned(v: View, ids: Sequence[int], worker_id: str, now: datetime) -> list[Conversation]:
+    """Rows among `ids` on which `worker_id` holds a live lease (expiry at or after now)."""
+    return [
+        c
+        for c in owned(v, ids, worker_id)
+        if c.lease_expires_at is not None and c.lease_expires_at >= now
+    ]
+
+
 def reserve(
     v: View, items: Sequence[Reservation], worker_id: str, now: datetime
 ) -> list[ReservationResult]:
     """`SqlStore.reserve`, rule for rule."""
-    held = {c.id for c in owned(v, [i.conversation_id for i in items], worker_id)}
+    held = {c.id for c in live_owned(v, [i.conversation_id for i in items], worker_id, now)}
     results: dict[tuple[int, int, str], ReservationResult] = {}
     for item in items:
         key = (item.conversation_id, item.step, item.purpose)
@@ -154,17 +164,35 @@ def reserve(
                 status_at=now,
                 created_at=now,
                 updated_at=now,
+                webhook_at=None,
+                reserved_at=now,
             )
             v.put_message(new)
-            results[key] = ReservationResult(item.conversation_id, new.id, True, None, 1)
+            results[key] = ReservationResult(
+                item.conversation_id, new.id, True, None, 1, reserved_at=now
+            )
             continue
         status = row.status
+        if status == "sending" and row.reserved_at == now:
+            # Our own reservation from an attempt whose answer was lost (the caller
+            # retries with the same `now`): still ours, never sent.
+            results[key] = ReservationResult(
+                item.conversation_id, row.id, True, status, row.attempts, reserved_at=now
+            )
+            continue
         if status == "pending" or (status in ("sending", "unknown") and item.resend_unknown):
             attempts = row.attempts + 1
             v.change_message(
-                row, status="sending", attempts=attempts, status_at=now, updated_at=now
+                row,
+                status="sending",
+                attempts=attempts,
+                status_at=now,
+                updated_at=now,
+                reserved_at=now,
             )
-            results[key] = ReservationResult(item.conversation_id, row.id, True, status, attempts)
+            results[key] = ReservationResult(
+                item.conversation_id, row.id, True, status, attempts, reserved_at=now
+            )
             continue
         if status == "sending":
             # Its worker crashed mid-send: the message may or may not have left.
@@ -178,6 +206,7 @@ def reserve(
             wamid=row.wamid,
             error_code=row.error_code,
             status_at=row.status_at,
+            reserved_at=row.reserved_at or row.created_at,
         )
     return [results[(i.conversation_id, i.step, i.purpose)] for i in items]
 
@@ -206,8 +235,10 @@ def record(v: View, outcomes: Sequence[Outcome], worker_id: str, now: datetime) 
     for o in outcomes:
         u = o.conversation
         c = v.conversations.get(u.conversation_id)
-        if c is None or c.lease_owner != worker_id:
+        if c is None or c.lease_owner != worker_id or c.lease_expires_at is None:
             continue
+        if c.lease_expires_at < now:
+            continue  # the lease lapsed: what happened meanwhile must not be overwritten
         v.change_conversation(
             c,
             state=u.state,
@@ -222,6 +253,33 @@ def record(v: View, outcomes: Sequence[Outcome], worker_id: str, now: datetime) 
         )
         written += 1
     return written
+
+
+def status_evidence(
+    v: View, wanted: Sequence[tuple[int, datetime]], before: datetime
+) -> dict[int, datetime]:
+    """`EvidenceSql.status_evidence`: the earliest webhook status, applied by `before`,
+    among the first EVIDENCE_SENDS other messages reserved since each reservation."""
+    found: dict[int, datetime] = {}
+    rows = sorted(
+        (m for m in v.messages.values() if m.reserved_at is not None),
+        key=lambda m: (m.reserved_at, m.id),
+    )
+    for message_id, reserved_at in wanted:
+        reserved_at = utc(reserved_at)
+        after = [
+            m
+            for m in rows
+            if m.reserved_at is not None and m.reserved_at >= reserved_at and m.id != message_id
+        ]
+        times = [
+            m.webhook_at
+            for m in after[:EVIDENCE_SENDS]
+            if m.webhook_at is not None and m.webhook_at <= before
+        ]
+        if times:
+            found[message_id] = min(times)
+    return found
 
 
 def worker_row(worker: WorkerInfo) -> WorkerInfo:

@@ -79,17 +79,21 @@ class _Layer(Generic[K, V]):
 
     def values(self) -> Iterator[V]:
         """In key insertion order: changed rows keep their place, new ones come last."""
+        return (value for _, value in self.items())
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        """(key, value) in the order of `values()`."""
         changes = self.changes
         for key, value in self.base.items():
             if key in changes:
                 new = changes[key]
                 if not isinstance(new, _Gone):
-                    yield new
+                    yield key, new
             else:
-                yield value
+                yield key, value
         for key, new in changes.items():
             if key not in self.base and not isinstance(new, _Gone):
-                yield new
+                yield key, new
 
     def commit(self) -> None:
         for key, value in self.changes.items():
@@ -109,6 +113,7 @@ class Tables:
     inbound: dict[int, Inbound] = field(default_factory=dict)
     inbox: dict[int, InboxEntry] = field(default_factory=dict)
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
+    intake: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
     # Unique keys, as the schema's indexes enforce them.
     active_keys: dict[tuple[str, str], int] = field(default_factory=dict)  # (phone, flow)
     message_keys: dict[tuple[int, int, str], int] = field(default_factory=dict)
@@ -136,6 +141,7 @@ class View:
         self.inbound = _Layer(tables.inbound)
         self.inbox = _Layer(tables.inbox)
         self.workers = _Layer(tables.workers)
+        self.intake = _Layer(tables.intake)
         self.active_keys = _Layer(tables.active_keys)
         self.message_keys = _Layer(tables.message_keys)
         self.inbound_wamids = _Layer(tables.inbound_wamids)
@@ -148,6 +154,7 @@ class View:
             self.inbound,
             self.inbox,
             self.workers,
+            self.intake,
             self.active_keys,
             self.message_keys,
             self.inbound_wamids,

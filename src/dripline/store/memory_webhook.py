@@ -109,6 +109,7 @@ class MemoryWebhookTx(WebhookTx):
                     error_title=u.error_title,
                     status_at=at,
                     updated_at=now,
+                    webhook_at=row.webhook_at or now,
                 )
             else:
                 v.change_message(
@@ -118,6 +119,7 @@ class MemoryWebhookTx(WebhookTx):
                     sent_at=row.sent_at if row.sent_at is not None else at,
                     status_at=at,
                     updated_at=now,
+                    webhook_at=row.webhook_at or now,
                 )
             applied += 1
         return StatusResult(applied, len(best) - applied, unmatched, frozenset())
@@ -141,7 +143,7 @@ class MemoryWebhookTx(WebhookTx):
             latest[c.phone] = max(latest.get(c.phone, 0), c.id)
             if c.state in ACTIVE_STATES:
                 active[c.phone].append(c)
-                if c.lease_expires_at is not None and c.lease_expires_at > now:
+                if c.lease_expires_at is not None and c.lease_expires_at >= now:
                     busy[c.phone] = True
         return {p: PhoneConversations(tuple(active[p]), busy[p], latest.get(p)) for p in wanted}
 
@@ -196,6 +198,8 @@ class MemoryWebhookTx(WebhookTx):
                 attempts=ch.attempts,
                 last_error=ch.last_error,
                 last_inbound_at=utc_or_none(ch.last_inbound_at),
+                lease_owner=None,
+                lease_expires_at=None,
                 updated_at=now,
             )
             written += 1

@@ -20,11 +20,10 @@ from typing import Any
 from uuid import uuid4
 
 import asyncpg
-from sqlalchemy import Select, text
+from sqlalchemy import Select, Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from dripline.store.schema import workers
 from dripline.store.sql import SqlStore
 from dripline.store.types import NONFINAL_STATUSES, Outcome
 from dripline.store.urls import DatabaseUrl
@@ -68,7 +67,7 @@ WITH msg AS (
         CAST(:c_purpose AS TEXT[]), CAST(:c_next AS TIMESTAMPTZ[]),
         CAST(:c_attempts AS INTEGER[]), CAST(:c_error AS TEXT[])
     ) AS v(id, state, step, purpose, next_send_at, attempts, last_error)
-    WHERE c.id = v.id AND c.lease_owner = :worker
+    WHERE c.id = v.id AND c.lease_owner = :worker AND c.lease_expires_at >= :now
     RETURNING c.id
 )
 SELECT (SELECT count(*) FROM conv), (SELECT count(*) FROM msg)
@@ -146,11 +145,11 @@ class PostgresStore(SqlStore):
         # A webhook must not change a status between our read and our write.
         return super()._build_prior_messages().with_for_update()
 
-    def _upsert_worker(self) -> Any:
-        stmt = pg_insert(workers)
+    def _upsert(self, table: Table) -> Any:
+        stmt = pg_insert(table)
         return stmt.on_conflict_do_update(
-            index_elements=[workers.c.id],
-            set_={c.name: stmt.excluded[c.name] for c in workers.c if c.name != "id"},
+            index_elements=[table.c.id],
+            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != "id"},
         )
 
     async def _record(

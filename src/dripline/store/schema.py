@@ -42,6 +42,7 @@ __all__ = [
     "conversations",
     "inbound_messages",
     "inbox",
+    "intake",
     "messages",
     "metadata",
     "sqlite_timestamp",
@@ -228,11 +229,19 @@ messages = Table(
     Column("status_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # When a status webhook first moved this row, and when the row was last reserved for
+    # a send: the evidence about unknown sends (migration 0002; see
+    # dripline.dispatcher.reconcile). NULL reserved_at (rows older than 0002): created_at.
+    Column("webhook_at", UTCDateTime, nullable=True),
+    Column("reserved_at", UTCDateTime, nullable=True),
     # The idempotency key: one message per (conversation, step, purpose), ever.
     UniqueConstraint("conversation_id", "step", "purpose", name="uq_messages_conv_step_purpose"),
     Index("ix_messages_wamid", "wamid"),
     Index("ix_messages_sent_at", "sent_at"),
     Index("ix_messages_status", "status"),
+    # Finds the sends attempted since an unknown one was (set at insert, changed only by
+    # the rare resend: cheap to keep).
+    Index("ix_messages_reserved_at", "reserved_at"),
 )
 
 # Answers and other inbound messages, one row per WhatsApp message id.
@@ -270,6 +279,18 @@ inbox = Table(
         postgresql_where=text("processed_at IS NULL"),
         sqlite_where=text("processed_at IS NULL"),
     ),
+)
+
+# Webhook receivers (`dripline serve`): one row per process run, its start and its
+# latest heartbeat. The union of [started_at, heartbeat_at] is when webhooks could be
+# received; evidence about unknown sends only counts inside it.
+intake = Table(
+    "intake",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Index("ix_intake_heartbeat_at", "heartbeat_at"),
 )
 
 # Live dispatchers: a heartbeat row each, so workers can split the rate limit and the

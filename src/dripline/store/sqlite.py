@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, text
+from sqlalchemy import Table, bindparam, event, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -26,7 +26,6 @@ from dripline.store.schema import (
     UTCDateTime,
     conversations,
     sqlite_timestamp,
-    workers,
 )
 from dripline.store.sql import SqlStore
 from dripline.store.types import NONFINAL_STATUSES, Outcome
@@ -63,7 +62,7 @@ _RECORD_CONVERSATION_SQL = """
 UPDATE conversations SET
     state = ?, step = ?, purpose = ?, next_send_at = ?, attempts = ?, last_error = ?,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
-WHERE id = ? AND lease_owner = ?
+WHERE id = ? AND lease_owner = ? AND lease_expires_at >= ?
 """
 
 
@@ -155,17 +154,17 @@ class SqliteStore(SqlStore):
             await conn.exec_driver_sql(_RECORD_MESSAGE_SQL, msg_rows)
         conv_rows = [
             (c.state, c.step, c.purpose, ts(c.next_send_at), c.attempts, c.last_error, at,
-             c.conversation_id, worker_id)
+             c.conversation_id, worker_id, at)
             for c in (o.conversation for o in outcomes)
         ]  # fmt: skip
         result = await conn.exec_driver_sql(_RECORD_CONVERSATION_SQL, conv_rows)
         return max(result.rowcount, 0)
 
-    def _upsert_worker(self) -> Any:
-        stmt = sqlite_insert(workers)
+    def _upsert(self, table: Table) -> Any:
+        stmt = sqlite_insert(table)
         return stmt.on_conflict_do_update(
-            index_elements=[workers.c.id],
-            set_={c.name: stmt.excluded[c.name] for c in workers.c if c.name != "id"},
+            index_elements=[table.c.id],
+            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != "id"},
         )
 
     def wakeup_event(self) -> asyncio.Event:

@@ -16,6 +16,7 @@ __all__ = [
     "ACTIVE_STATES",
     "CANCELLED",
     "CONVERSATION_STATES",
+    "EVIDENCE_SENDS",
     "LEASE_LOST",
     "MESSAGE_STATUSES",
     "NONFINAL_STATUSES",
@@ -87,6 +88,10 @@ STATUS_RANK: Mapping[str, int] = {
 }
 # `reserve` answers this `prior_status` when the caller does not hold the lease.
 LEASE_LOST = "lease_lost"
+# `status_evidence` looks at this many sends made after an unknown one (the ones that
+# matter: the intake must have been up from its attempt to their statuses).
+EVIDENCE_SENDS = 1_000
+
 # Inbound rows with this kind are opt-out keywords, not answers.
 OPT_OUT_KIND = "opt_out"
 # Throughput windows, as `dripline status` shows them (like a load average).
@@ -143,6 +148,8 @@ class Message:
     status_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    webhook_at: datetime | None  # when a status webhook first moved the row
+    reserved_at: datetime | None  # when it was last reserved for a send
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +219,7 @@ class ReservationResult:
     Otherwise `prior_status` says why not: `sending` (a crashed worker's send, now marked
     `unknown`), `unknown`, or a final status (`sent`, `delivered`, `read`, `failed`) that a
     webhook or an earlier worker already wrote; `wamid` and `error_code` come with it.
+    `reserved_at` is when the row was first reserved (the evidence rule compares it).
     """
 
     conversation_id: int
@@ -222,6 +230,7 @@ class ReservationResult:
     wamid: str | None = None
     error_code: int | None = None
     status_at: datetime | None = None
+    reserved_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +250,9 @@ class MessageUpdate:
 class ConversationUpdate:
     """New values for one conversation; the write also releases its lease.
 
-    The write only applies while `worker_id` still holds the lease, so a worker whose
-    lease lapsed (and was re-claimed elsewhere) cannot overwrite the new owner's work.
+    The write only applies while `worker_id` still holds a live lease: a worker whose
+    lease lapsed cannot overwrite what happened meanwhile (another worker's claim, or a
+    STOP the inbox processor applied once the lease was no longer live).
     """
 
     conversation_id: int
@@ -411,6 +421,9 @@ class PoolUsage:
 class InboxBacklog:
     waiting: int  # stored, not yet processed (including rows left waiting on a lease)
     errors: int  # processed with an error (malformed, or could not be applied)
+    # When the oldest row still waiting arrived: every webhook received before it has
+    # been applied (the evidence rule needs that; None: nothing waits).
+    oldest_waiting_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

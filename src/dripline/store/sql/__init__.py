@@ -4,6 +4,7 @@ One mixin per query area, all over `SqlCore` (the engine, its transactions and e
 translation):
 
     dispatch.py        claim, reserve, record, leases, next due, worker heartbeats
+    evidence.py        what proves an unknown send was never accepted; intake uptime
     conversations.py   enrollment; read, list and cancel conversations; answers export
     webhook.py         the inbox and the webhook-processing transaction
     operator.py        backlog, throughput, lag, errors, live workers, latency samples
@@ -19,6 +20,7 @@ from dripline.store.base import Store
 from dripline.store.sql.conversations import ConversationSql
 from dripline.store.sql.core import first_line
 from dripline.store.sql.dispatch import DispatchSql
+from dripline.store.sql.evidence import EvidenceSql
 from dripline.store.sql.operator import OperatorSql
 from dripline.store.sql.webhook import WebhookSql
 from dripline.store.types import LEASE_LOST, NONFINAL_STATUSES
@@ -26,7 +28,7 @@ from dripline.store.types import LEASE_LOST, NONFINAL_STATUSES
 __all__ = ["LEASE_LOST", "NONFINAL_STATUSES", "SqlStore", "first_line"]
 
 
-class SqlStore(DispatchSql, ConversationSql, WebhookSql, OperatorSql, Store):
+class SqlStore(DispatchSql, EvidenceSql, ConversationSql, WebhookSql, OperatorSql, Store):
     """The `Store` contract on SQL; subclasses set the dialect-specific parts."""
 
     def __init__(self, engine: AsyncEngine, target: str) -> None:

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Table, bindparam, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -161,6 +161,10 @@ class SqlCore:
             raise StoreError(f"database {self.target}: {first_line(exc)}") from exc
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"database {self.target}: {first_line(exc)}") from exc
+
+    def _upsert(self, table: Table) -> Any:
+        """INSERT ... ON CONFLICT (id) DO UPDATE every other column (dialect-specific)."""
+        raise NotImplementedError
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:

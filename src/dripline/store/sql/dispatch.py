@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import (
     Delete,
-    Insert,
     Select,
     Update,
     bindparam,
@@ -30,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from dripline.store.schema import conversations, inbox, messages, workers
+from dripline.store.schema import conversations, messages, workers
 from dripline.store.sql.core import (
     ACTIVE,
     CHUNK,
@@ -65,7 +64,6 @@ class DispatchSql(SqlCore):
     def __init__(self, engine: AsyncEngine, target: str) -> None:
         super().__init__(engine, target)
         self._claim = self._build_claim()
-        self._last_webhook = select(inbox.c.received_at).order_by(inbox.c.id.desc()).limit(1)
         self._release = (
             update(conversations)
             .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
@@ -73,8 +71,13 @@ class DispatchSql(SqlCore):
         )
         self._extend = (
             update(conversations)
-            .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
+            .where(
+                C.id.in_(bindparam("b_ids", expanding=True)),
+                C.lease_owner == bindparam("b_w"),
+                C.lease_expires_at >= ts("b_now"),
+            )
             .values(lease_expires_at=ts("b_until"))
+            .returning(C.id)
         )
         self._next_due = select(func.min(C.next_send_at)).where(
             ACTIVE, or_(C.lease_expires_at.is_(None), C.lease_expires_at < ts("b_now"))
@@ -92,6 +95,7 @@ class DispatchSql(SqlCore):
                 attempts=bindparam("b_attempts"),
                 status_at=ts("b_now"),
                 updated_at=ts("b_now"),
+                reserved_at=ts("b_reserved"),
             )
         )
         self._live_workers = select(workers).where(W.heartbeat_at >= ts("b_since"))
@@ -123,9 +127,14 @@ class DispatchSql(SqlCore):
         return self._due_select().scalar_subquery()
 
     def _build_lock_owned(self) -> Select[Any]:
+        # A live lease only: a lapsed one may have let the inbox processor apply a STOP.
         return (
             select(C.id)
-            .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
+            .where(
+                C.id.in_(bindparam("b_ids", expanding=True)),
+                C.lease_owner == bindparam("b_w"),
+                C.lease_expires_at >= ts("b_now"),
+            )
             .order_by(C.id)
         )
 
@@ -140,12 +149,10 @@ class DispatchSql(SqlCore):
             M.wamid,
             M.error_code,
             M.status_at,
+            func.coalesce(M.reserved_at, M.created_at).label("reserved_at"),
         ).where(
             tuple_(M.conversation_id, M.step, M.purpose).in_(bindparam("b_keys", expanding=True))
         )
-
-    def _upsert_worker(self) -> Insert:
-        raise NotImplementedError
 
     # dispatch ----------------------------------------------------------------
     async def claim_due(
@@ -178,7 +185,7 @@ class DispatchSql(SqlCore):
             owned: set[int] = set()
             for chunk in chunks(cids):
                 rows = await conn.execute(
-                    self._lock_owned, {"b_ids": list(chunk), "b_w": worker_id}
+                    self._lock_owned, {"b_ids": list(chunk), "b_w": worker_id, "b_now": now}
                 )
                 owned.update(r[0] for r in rows)
             prior: dict[tuple[int, int, str], Any] = {}
@@ -214,10 +221,18 @@ class DispatchSql(SqlCore):
                             "status_at": now,
                             "created_at": now,
                             "updated_at": now,
+                            "reserved_at": now,
                         }
                     )
                     continue
                 status = row.status
+                if status == "sending" and row.reserved_at == now:
+                    # Our own reservation from an attempt whose answer was lost (the
+                    # caller retries with the same `now`): still ours, never sent.
+                    results[key] = ReservationResult(
+                        item.conversation_id, row.id, True, status, row.attempts, reserved_at=now
+                    )
+                    continue
                 takeover = status == "pending" or (
                     status in ("sending", "unknown") and item.resend_unknown
                 )
@@ -229,10 +244,16 @@ class DispatchSql(SqlCore):
                             "b_status": "sending",
                             "b_attempts": attempts,
                             "b_now": now,
+                            "b_reserved": now,
                         }
                     )
                     results[key] = ReservationResult(
-                        item.conversation_id, row.id, True, status, attempts
+                        item.conversation_id,
+                        row.id,
+                        True,
+                        status,
+                        attempts,
+                        reserved_at=now,
                     )
                     continue
                 if status == "sending":
@@ -243,6 +264,7 @@ class DispatchSql(SqlCore):
                             "b_status": "unknown",
                             "b_attempts": row.attempts,
                             "b_now": now,
+                            "b_reserved": row.reserved_at,
                         }
                     )
                 results[key] = ReservationResult(
@@ -254,12 +276,13 @@ class DispatchSql(SqlCore):
                     wamid=row.wamid,
                     error_code=row.error_code,
                     status_at=row.status_at,
+                    reserved_at=row.reserved_at,
                 )
             for page in chunks(inserts, INSERT_PAGE):
                 rows = await conn.execute(self._insert_messages, list(page))
                 for r in rows:
                     results[(r.conversation_id, r.step, r.purpose)] = ReservationResult(
-                        r.conversation_id, r.id, True, None, 1
+                        r.conversation_id, r.id, True, None, 1, reserved_at=now
                     )
             if updates:
                 await conn.execute(self._update_reserved, updates)
@@ -312,12 +335,6 @@ class DispatchSql(SqlCore):
         result = await conn.execute(_UPDATE_CONVERSATION, conv_rows)
         return max(result.rowcount, 0)
 
-    async def last_webhook_at(self) -> datetime | None:
-        """See `Store.last_webhook_at`: the newest inbox row, found by primary key."""
-        async with self._read() as conn:
-            value = await conn.scalar(self._last_webhook)
-        return value if isinstance(value, datetime) else None
-
     async def release(self, conversation_ids: Sequence[int], worker_id: str) -> int:
         if not conversation_ids:
             return 0
@@ -330,19 +347,17 @@ class DispatchSql(SqlCore):
 
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
-    ) -> int:
-        """See `Store.extend_leases`: applies where `worker_id` is still the owner."""
+    ) -> list[int]:
+        """See `Store.extend_leases`: applies where `worker_id` holds a live lease."""
         if not conversation_ids:
-            return 0
-        until = now + timedelta(seconds=lease_ttl_s)
-        count = 0
+            return []
+        params = {"b_w": worker_id, "b_now": now, "b_until": now + timedelta(seconds=lease_ttl_s)}
+        extended: list[int] = []
         async with self._write() as conn:
-            for chunk in chunks(list(conversation_ids)):
-                result = await conn.execute(
-                    self._extend, {"b_ids": list(chunk), "b_w": worker_id, "b_until": until}
-                )
-                count += result.rowcount
-        return count
+            for chunk in chunks(sorted(conversation_ids)):
+                rows = await conn.execute(self._extend, {**params, "b_ids": list(chunk)})
+                extended.extend(r[0] for r in rows)
+        return sorted(extended)
 
     async def next_due_at(self, now: datetime) -> datetime | None:
         async with self._read() as conn:
@@ -363,7 +378,7 @@ class DispatchSql(SqlCore):
         }
         since = worker.heartbeat_at - timedelta(seconds=live_after_s)
         async with self._write() as conn:
-            await conn.execute(self._upsert_worker(), values)
+            await conn.execute(self._upsert(workers), values)
             rows = (await conn.execute(self._live_workers, {"b_since": since})).all()
         return sorted((worker_from_row(r) for r in rows), key=lambda w: w.id)
 
@@ -392,11 +407,15 @@ _UPDATE_MESSAGE = (
     )
 )
 
-# The lease guard: only the worker still holding the lease writes, and the write
+# The lease guard: only the worker still holding a live lease writes, and the write
 # releases it.
 _UPDATE_CONVERSATION = (
     update(conversations)
-    .where(C.id == bindparam("b_id"), C.lease_owner == bindparam("b_w"))
+    .where(
+        C.id == bindparam("b_id"),
+        C.lease_owner == bindparam("b_w"),
+        C.lease_expires_at >= ts("b_now"),
+    )
     .values(
         state=bindparam("b_state"),
         step=bindparam("b_step"),

@@ -78,6 +78,8 @@ def _status_update_statement(target: str) -> Any:
         "wamid": func.coalesce(M.wamid, bindparam("b_wamid")),
         "status_at": ts("b_at"),
         "updated_at": ts("b_now"),
+        # The first status webhook's time: the earliest evidence this send gives.
+        "webhook_at": func.coalesce(M.webhook_at, ts("b_now")),
     }
     if target == "failed":
         values["error_code"] = bindparam("b_code")
@@ -106,6 +108,10 @@ _UPDATE_CONVERSATION = (
         attempts=bindparam("b_attempts"),
         last_error=bindparam("b_error"),
         last_inbound_at=ts("b_inbound"),
+        # A change here is made while no dispatcher holds a live lease; clearing a
+        # lapsed one means its late result write can never overwrite this change.
+        lease_owner=None,
+        lease_expires_at=None,
         updated_at=ts("b_now"),
     )
 )
@@ -255,7 +261,8 @@ class SqlWebhookTx(WebhookTx):
             for r in rows:
                 row = conversation_from_row(r)
                 active[r.phone].append(row)
-                if row.lease_expires_at is not None and row.lease_expires_at > now:
+                # Live while lease_expires_at >= now, as the claim sees it.
+                if row.lease_expires_at is not None and row.lease_expires_at >= now:
                     busy.add(r.phone)
             rows = await self._conn.execute(
                 select(C.phone, func.max(C.id).label("id"))
@@ -378,11 +385,13 @@ class WebhookSql(SqlCore):
 
     async def inbox_backlog(self) -> InboxBacklog:
         async with self._read() as conn:
-            waiting = (
+            waiting, oldest = (
                 await conn.execute(
-                    select(func.count()).select_from(inbox).where(X.processed_at.is_(None))
+                    select(func.count(), func.min(X.received_at))
+                    .select_from(inbox)
+                    .where(X.processed_at.is_(None))
                 )
-            ).scalar_one()
+            ).one()
             errors = (
                 await conn.execute(
                     select(func.count())
@@ -390,4 +399,4 @@ class WebhookSql(SqlCore):
                     .where(X.processed_at.is_not(None), X.error.is_not(None))
                 )
             ).scalar_one()
-        return InboxBacklog(int(waiting), int(errors))
+        return InboxBacklog(int(waiting), int(errors), oldest)
