@@ -23,8 +23,12 @@ from pydantic_settings import (
 
 from dripline.errors import ConfigError
 
+# A send starts only if its lease outlives the read timeout by this much (see send_one).
+SEND_LEASE_MARGIN_S = 1.0
+
 __all__ = [
     "PRESETS",
+    "SEND_LEASE_MARGIN_S",
     "Delivery",
     "HttpClient",
     "Policy",
@@ -98,7 +102,12 @@ class Settings(BaseSettings):
     concurrency: int = Field(64, ge=1, le=5_000)
     max_concurrency: int = Field(512, ge=1, le=5_000)
     rate_per_s: float = Field(80.0, gt=0, description="Cloud API default throughput per number")
-    lease_ttl_s: float = Field(60.0, gt=0)
+    lease_ttl_s: float = Field(
+        30.0,
+        gt=0,
+        description="how long a claim stays leased without a heartbeat extending it; a "
+        "crashed worker's claims return this long after its last heartbeat",
+    )
     max_attempts: int = Field(8, ge=1, description="attempts for transient errors")
     poll_ceiling_s: float = Field(5.0, gt=0, description="longest sleep while nothing is due")
     interval_s: float = Field(300.0, gt=0, description="seed-cron policy: seconds between runs")
@@ -111,7 +120,10 @@ class Settings(BaseSettings):
     )
     delivery: Delivery = Delivery.AT_MOST_ONCE
     unknown_after_s: float = Field(
-        120.0, gt=0, description="how long an unknown send waits for a status webhook"
+        60.0,
+        gt=0,
+        description="how long statuses of later sends must have been in before they "
+        "prove an unknown send was never accepted; also how often it is checked",
     )
     on_auth_failure: str = Field("exit", pattern="^(exit|pause)$")
     auth_probe_s: float = Field(60.0, gt=0)
@@ -180,6 +192,14 @@ class Settings(BaseSettings):
     def _check_bounds(self) -> Settings:
         if self.concurrency > self.max_concurrency:
             self.max_concurrency = self.concurrency
+        # A send starts only while its lease outlives its read timeout (see send_one),
+        # and heartbeats renew leases: a shorter lease could never send anything.
+        floor = self.heartbeat_s + self.http_read_timeout_s + SEND_LEASE_MARGIN_S
+        if self.lease_ttl_s <= floor:
+            raise ConfigError(
+                f"lease_ttl_s ({self.lease_ttl_s:g}) must be longer than heartbeat_s + "
+                f"http_read_timeout_s + {SEND_LEASE_MARGIN_S:g} s ({floor:g})"
+            )
         return self
 
     @model_validator(mode="after")

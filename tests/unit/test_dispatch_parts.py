@@ -7,6 +7,7 @@ import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,15 +22,23 @@ from dripline.dispatcher.constants import (
 from dripline.dispatcher.outage import CodeStreak, OutageDetector
 from dripline.dispatcher.pacing import SenderPacing
 from dripline.dispatcher.reactions import Action, Failure, Reaction, react
-from dripline.dispatcher.reconcile import Settle, needs_evidence, proven_unaccepted, settle
+from dripline.dispatcher.reconcile import (
+    Settle,
+    Unknown,
+    covered,
+    evidence_deadline,
+    proven_unaccepted,
+    settle,
+    unknowns,
+)
 from dripline.settings import Delivery
 from dripline.store import LEASE_LOST
-from dripline.store.base import ClaimedConversation, ReservationResult
+from dripline.store.base import Conversation, ReservationResult
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _conv(**kw: object) -> ClaimedConversation:
+def _conv(**kw: object) -> Conversation:
     values: dict[str, object] = dict(
         id=7,
         phone="+14155550100",
@@ -39,15 +48,19 @@ def _conv(**kw: object) -> ClaimedConversation:
         state="in_progress",
         attempts=2,
         next_send_at=T0,
+        lease_owner="w1",
         lease_expires_at=T0 + timedelta(seconds=60),
         last_inbound_at=None,
+        last_error=None,
         name=None,
         timezone=None,
         sender=None,
         fields={},
+        created_at=T0,
+        updated_at=T0,
     )
     values.update(kw)
-    return ClaimedConversation(**values)  # type: ignore[arg-type]
+    return Conversation(**values)  # type: ignore[arg-type]
 
 
 def _res(status: str | None, **kw: object) -> ReservationResult:
@@ -176,15 +189,66 @@ def test_settle_each_prior_status() -> None:
     assert failed.action is Settle.FAILED and failed.error_code == 131026
 
 
-def test_unknown_sends_are_proven_only_by_later_webhooks() -> None:
-    old = _res("unknown", status_at=T0)
-    window = 120.0
-    now = T0 + timedelta(seconds=200)
-    assert needs_evidence([old], now, window)
-    assert not needs_evidence([old], T0 + timedelta(seconds=10), window)
-    assert proven_unaccepted([old], None, now, window) == []
-    assert proven_unaccepted([old], T0 + timedelta(seconds=60), now, window) == []
-    assert proven_unaccepted([old], T0 + timedelta(seconds=130), now, window) == [7]
+def _at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_only_unknown_sends_are_candidates() -> None:
+    refused = [
+        _res("unknown", reserved_at=_at(1)),
+        _res("sending", conversation_id=8, message_id=80, reserved_at=_at(2)),
+        _res("sent", conversation_id=9, message_id=90, reserved_at=_at(3)),
+        _res("unknown", conversation_id=10, message_id=100),  # no reservation time
+    ]
+    assert unknowns(refused) == [Unknown(7, 70, _at(1)), Unknown(8, 80, _at(2))]
+
+
+def test_evidence_must_be_a_margin_old() -> None:
+    assert evidence_deadline(_at(100), 60.0) == _at(40)
+
+
+@pytest.mark.parametrize(
+    ("uptime", "start", "end", "expected"),
+    [
+        ([(0, 100)], 10, 50, True),
+        ([], 10, 50, False),
+        ([(20, 100)], 10, 50, False),  # the receiver came up after the send
+        ([(0, 30)], 10, 50, False),  # and went down before the evidence matured
+        ([(0, 29), (30, 100)], 10, 50, True),  # a gap within the tolerance
+        ([(0, 25), (30, 100)], 10, 50, False),  # a gap longer than it
+        ([(30, 100), (0, 29)], 10, 50, True),  # order does not matter
+    ],
+)
+def test_intake_coverage(
+    uptime: list[tuple[float, float]], start: float, end: float, expected: bool
+) -> None:
+    spans = [(_at(a), _at(b)) for a, b in uptime]
+    assert covered(spans, _at(start), _at(end), tolerance_s=1.5) is expected
+
+
+def test_unknown_sends_are_proven_by_later_statuses_with_the_intake_up() -> None:
+    sent = Unknown(7, 70, _at(10))
+    up = [(_at(0), _at(1000))]
+
+    # A later send's status applied at 20 s; its own status had until 20 + 60 s to come.
+    def proven(
+        evidence: dict[int, datetime],
+        uptime: list[tuple[datetime, datetime]] = up,
+        waiting: datetime | None = None,
+    ) -> list[int]:
+        return proven_unaccepted(
+            [sent], evidence, uptime, oldest_waiting_at=waiting, margin_s=60, tolerance_s=1.5
+        )
+
+    assert proven({70: _at(20)}) == [7]
+    # No status for any later send: no proof, whatever the time.
+    assert proven({}) == []
+    # The receiver was down in between: Meta may still hold this send's status.
+    assert proven({70: _at(20)}, [(_at(0), _at(30)), (_at(60), _at(1000))]) == []
+    # A webhook received before the margin ran out is still waiting to be applied: it
+    # may be this send's own status.
+    assert proven({70: _at(20)}, waiting=_at(50)) == []
+    assert proven({70: _at(20)}, waiting=_at(81)) == [7]
 
 
 # -------------------------------------------------------------- outcomes

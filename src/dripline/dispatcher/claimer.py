@@ -23,7 +23,7 @@ from dripline.dispatcher.context import Context
 from dripline.dispatcher.policies import claim_size
 from dripline.dispatcher.recorder import Recorder
 from dripline.settings import Policy
-from dripline.store.base import ClaimedConversation
+from dripline.store.base import Conversation
 
 __all__ = ["Claimer", "low_water"]
 
@@ -98,7 +98,7 @@ class Claimer:
                 continue
             await self._sleep_until_due(wakeup)
 
-    async def _claim(self, want: int) -> list[ClaimedConversation]:
+    async def _claim(self, want: int) -> list[Conversation]:
         ctx = self._ctx
         state = ctx.state
         started = time.perf_counter()
@@ -112,9 +112,17 @@ class Claimer:
             log.debug(
                 "claimed", claimed=len(rows), queued=len(state.queue), in_flight=state.in_flight
             )
+            fresh = []
             for row in rows:
-                state.held[row.id] = row
-            state.queue.extend(rows)
+                if row.id in state.held:
+                    # Ours already (its lease lapsed while its outcome waited for the
+                    # database): the claim renewed the lease; the outcome still decides.
+                    if row.lease_expires_at is not None:
+                        state.lease_until[row.id] = row.lease_expires_at
+                    continue
+                state.hold(row)
+                fresh.append(row)
+            state.queue.extend(fresh)
             ctx.signals.queued.set()
         return rows
 

@@ -12,17 +12,19 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
 
 from dripline.clock import Clock
 from dripline.dispatcher.constants import DB_RETRY_BASE_S, DB_RETRY_CAP_S
+from dripline.dispatcher.share import ShareGate
 from dripline.dispatcher.stats import DispatchObserver, DispatchStats
 from dripline.errors import TransientStoreError
 from dripline.flows.base import FlowRegistry
 from dripline.settings import Policy, Settings
-from dripline.store.base import ClaimedConversation, Store
+from dripline.store.base import Conversation, Store
 
 __all__ = ["Context", "RunState", "Signals"]
 
@@ -35,15 +37,29 @@ T = TypeVar("T")
 class RunState:
     """Mutable per-run bookkeeping."""
 
-    queue: deque[ClaimedConversation] = field(default_factory=deque)
+    queue: deque[Conversation] = field(default_factory=deque)
     # Leased and not yet written back: queued, launching, in flight or awaiting record.
-    held: dict[int, ClaimedConversation] = field(default_factory=dict)
+    held: dict[int, Conversation] = field(default_factory=dict)
+    # Until when each held lease is known live (set at the claim, pushed out by each
+    # heartbeat that extended it; gone once an extension failed). See `send_one`.
+    lease_until: dict[int, datetime] = field(default_factory=dict)
     in_flight: int = 0
     launching: int = 0  # taken from the queue, not yet in flight
     cron_tick_done: bool = False
 
     def busy(self) -> bool:
         return bool(self.queue) or self.in_flight > 0 or self.launching > 0
+
+    def hold(self, conv: Conversation) -> None:
+        self.held[conv.id] = conv
+        if conv.lease_expires_at is not None:
+            self.lease_until[conv.id] = conv.lease_expires_at
+
+    def let_go(self, conversation_id: int) -> None:
+        """Nothing more to write for this conversation (its outcome is buffered, or it
+        is another worker's now)."""
+        self.held.pop(conversation_id, None)
+        self.lease_until.pop(conversation_id, None)
 
 
 class Signals:
@@ -84,6 +100,7 @@ class Context:
     batch_limit: int
     concurrency: int
     rate_share: float  # this worker's share of the configured rate
+    gate: ShareGate = field(default_factory=lambda: ShareGate(0.0, 0.0, always_open=True))
     state: RunState = field(default_factory=RunState)
     signals: Signals = field(default_factory=Signals)
     tasks: dict[asyncio.Task[Any], str] = field(default_factory=dict)

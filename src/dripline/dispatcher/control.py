@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -28,12 +28,8 @@ _Counts = tuple[int, int, int, int, int]
 class Heartbeat:
     """Registers this worker, learns how many are live, and keeps queued leases alive.
 
-    Workers split the configured rate by the number of live workers. A worker that
-    joins others does not send until each of them has beaten since it registered (so
-    each has lowered its share to make room): otherwise, for up to a heartbeat, the
-    old workers at their old share plus the newcomer exceed the number's rate. Beats
-    are counted (`stats["beats"]`), not timed, so clock skew between machines does not
-    matter.
+    Workers split the configured rate by the number of live workers; `ctx.gate`
+    (`share.ShareGate`) says when this one may send at its share.
     """
 
     def __init__(self, ctx: Context, pacing: SenderPacing, started: datetime) -> None:
@@ -41,11 +37,10 @@ class Heartbeat:
         self._pacing = pacing
         self.started = started
         self.beats = 0
-        self._others_at_join: dict[str, int] | None = None
-        self.others_caught_up = False
 
     async def beat(self) -> None:
         ctx = self._ctx
+        began = ctx.loop_time()
         now = ctx.clock.now()
         stats = ctx.stats
         info = WorkerInfo(
@@ -66,14 +61,10 @@ class Heartbeat:
                 "beats": self.beats + 1,
             },
         )
-        live = await ctx.store.heartbeat(info, live_after_s=3 * ctx.settings.heartbeat_s)
+        live = await ctx.store.heartbeat(info, live_after_s=ctx.gate.live_after_s)
         self.beats += 1
         others = {w.id: int(w.stats.get("beats", 0)) for w in live if w.id != ctx.worker_id}
-        if self._others_at_join is None:
-            self._others_at_join = others
-        self.others_caught_up = all(
-            beats > self._others_at_join.get(wid, -1) for wid, beats in others.items()
-        )
+        ctx.gate.on_beat(began, others)
         if ctx.policy is not Policy.SEED_CRON:
             share = ctx.settings.rate_per_s / max(1, len(live))
             if abs(share - ctx.rate_share) > 1e-9:
@@ -81,10 +72,29 @@ class Heartbeat:
                 ctx.rate_share = share
                 self._pacing.set_share(share)
                 ctx.emit_limits(self._pacing.total_rate())
-        # Keep the leases of rows still waiting in the queue alive.
-        waiting = sorted(c.id for c in ctx.state.queue)
-        if waiting:
-            await ctx.store.extend_leases(waiting, ctx.worker_id, ctx.settings.lease_ttl_s, now)
+        await self._extend(now)
+
+    async def _extend(self, now: datetime) -> None:
+        """Keep alive the lease of every conversation this worker still holds: queued,
+        in flight or waiting to be recorded (a send slower than the lease, or a record
+        write held up by the database, must not let the lease lapse). A lease that did
+        not extend (it lapsed, and another worker or a STOP may have taken over) is
+        forgotten: nothing more is sent for it (see `send_one`)."""
+        ctx = self._ctx
+        state = ctx.state
+        held = sorted(state.held)
+        if not held:
+            return
+        ttl = ctx.settings.lease_ttl_s
+        extended = set(await ctx.store.extend_leases(held, ctx.worker_id, ttl, now))
+        until = now + timedelta(seconds=ttl)
+        for cid in held:
+            if cid not in state.held:
+                continue  # recorded while we waited: already let go
+            if cid in extended:
+                state.lease_until[cid] = until
+            else:
+                state.lease_until.pop(cid, None)
 
     async def run(self) -> None:
         ctx = self._ctx

@@ -44,6 +44,7 @@ from dripline.dispatcher.policies import initial_limits
 from dripline.dispatcher.recorder import Recorder
 from dripline.dispatcher.responses import Responder
 from dripline.dispatcher.send import Sender, SendResultLike
+from dripline.dispatcher.share import ShareGate
 from dripline.dispatcher.stats import DispatchObserver, DispatchStats, FanOut
 from dripline.flows.base import FlowRegistry
 from dripline.settings import Policy, Settings
@@ -115,6 +116,12 @@ class Dispatcher:
     def _build(self) -> None:
         """Fresh parts for a run (a dispatcher may run again, e.g. `once` in a loop)."""
         ctx = self._ctx
+        heartbeat_s = ctx.settings.heartbeat_s
+        ctx.gate = ShareGate(
+            live_after_s=3 * heartbeat_s,
+            margin_s=heartbeat_s / 2,
+            always_open=ctx.policy is Policy.SEED_CRON,
+        )
         self._breaker = Breaker()
         self._pacing = SenderPacing(ctx.rate_share)
         self._recorder = Recorder(ctx)
@@ -214,7 +221,7 @@ class Dispatcher:
         after 3 heartbeats, and then no longer counts."""
         ctx = self._ctx
         rounds = 0
-        while not self._heartbeat.others_caught_up and not ctx.stopping and rounds < 16:
+        while not ctx.gate.caught_up and not ctx.stopping and rounds < 16:
             rounds += 1
             await ctx.sleep(ctx.settings.heartbeat_s / 4)
             await ctx.retry_db(self._heartbeat.beat, "heartbeat")
@@ -286,7 +293,7 @@ class Dispatcher:
         unsent = [c.id for c in state.queue]
         state.queue.clear()
         for cid in unsent:
-            state.held.pop(cid, None)
+            state.let_go(cid)
         sends = [t for t, name in ctx.tasks.items() if name == "send"]
         if sends:
             await asyncio.wait(sends, timeout=ctx.settings.shutdown_deadline_s)

@@ -20,13 +20,18 @@ from dripline.dispatcher.constants import GROUP_SPAN_S, MAX_GROUP, RESERVE_LEAD_
 from dripline.dispatcher.context import Context
 from dripline.dispatcher.pacing import SenderPacing
 from dripline.dispatcher.ratelimit import RecipientPacer
-from dripline.dispatcher.reconcile import needs_evidence, proven_unaccepted
+from dripline.dispatcher.reconcile import (
+    evidence_deadline,
+    proven_unaccepted,
+    unknowns,
+)
 from dripline.dispatcher.recorder import Recorder
 from dripline.dispatcher.responses import Responder, SendJob
 from dripline.dispatcher.send import Sender, send_one
 from dripline.errors import DriplineError
+from dripline.inbox.intake import INTAKE_TOLERANCE_S
 from dripline.settings import Delivery
-from dripline.store.base import ClaimedConversation, Reservation, ReservationResult
+from dripline.store.base import Conversation, Reservation, ReservationResult
 
 __all__ = ["Launcher"]
 
@@ -50,7 +55,7 @@ class Launcher:
         self._recipients = RecipientPacer(ctx.settings.pair_interval_s)
         self._default_sender = ctx.settings.whatsapp_phone_number_id
 
-    def sender_key(self, conv: ClaimedConversation) -> str:
+    def sender_key(self, conv: Conversation) -> str:
         return conv.sender or self._default_sender
 
     async def run(self) -> None:
@@ -67,6 +72,10 @@ class Launcher:
                 return
             if not signals.breaker_closed.is_set():
                 await signals.breaker_closed.wait()
+                continue
+            if not ctx.gate.may_send(ctx.loop_time()):
+                # Our share is in doubt (heartbeats failing, or rejoining others).
+                await ctx.sleep(ctx.settings.heartbeat_s / 4)
                 continue
             group = await self._take_group()
             if group:
@@ -116,14 +125,15 @@ class Launcher:
                     outcomes.rescheduled(conv, when, "pair pacing: recipient was sent to recently"),
                 )
                 continue
-            # Never before the recipient's pair interval is over, even when the sender's
-            # token is good sooner.
-            job.start_at = max(now_m + self._pacing.reserve(key, now_m), ready)
+            # Never before the recipient's pair interval is over: the token is taken for
+            # that time (taking it now and starting later would bunch sends up).
+            at = max(now_m, ready)
+            job.start_at = at + self._pacing.reserve(key, at)
             self._recipients.mark(conv.phone, job.start_at)
             group.append(job)
         return group
 
-    def _prepare(self, conv: ClaimedConversation, key: str, now_m: float) -> SendJob | None:
+    def _prepare(self, conv: Conversation, key: str, now_m: float) -> SendJob | None:
         """Resolve what to send; conversations needing no send are recorded directly."""
         ctx = self._ctx
         now = ctx.clock.now()
@@ -171,9 +181,15 @@ class Launcher:
             again = await self._reserve([j for j in group if j.conv.id in proven], resend=True)
             retried = {r.conversation_id: r for r in again}
             results = [retried.get(r.conversation_id, r) for r in results]
+        now_m = ctx.loop_time()
         for job, res in zip(group, results, strict=True):
             if res.ok:
                 job.message_id = res.message_id
+                if job.start_at < now_m - RESERVE_LEAD_S:
+                    # The reservation outlasted the token (the database was slow or
+                    # down): starting every send of the group now would burst past the
+                    # rate, so each takes a fresh token.
+                    job.start_at = now_m + self._pacing.reserve(job.sender_key, now_m)
                 ctx.state.in_flight += 1
                 ctx.spawn(send_one(ctx, self._client, self._responder, job), "send")
             else:
@@ -181,14 +197,33 @@ class Launcher:
         ctx.observer.on_in_flight(ctx.state.in_flight)
 
     async def _proven(self, refused: list[ReservationResult]) -> set[int]:
-        """Conversation ids whose unknown sends the evidence shows were never accepted."""
+        """Conversation ids whose unknown sends the evidence shows were never accepted
+        (the rule: `reconcile.proven_unaccepted`)."""
         ctx = self._ctx
-        now = ctx.clock.now()
-        window_s = ctx.settings.unknown_after_s
-        if not needs_evidence(refused, now, window_s):
+        candidates = unknowns(refused)
+        if not candidates:
             return set()
-        last = await ctx.retry_db(ctx.store.last_webhook_at, "last webhook")
-        proven = set(proven_unaccepted(refused, last, now, window_s))
+        now = ctx.clock.now()
+        before = evidence_deadline(now, ctx.settings.unknown_after_s)
+        wanted = [(c.message_id, c.reserved_at) for c in candidates]
+        evidence = await ctx.retry_db(
+            lambda: ctx.store.status_evidence(wanted, before), "status evidence"
+        )
+        if not evidence:
+            return set()
+        since = min(c.reserved_at for c in candidates)
+        uptime = await ctx.retry_db(lambda: ctx.store.intake_uptime(since), "intake uptime")
+        inbox = await ctx.retry_db(ctx.store.inbox_backlog, "inbox backlog")
+        proven = set(
+            proven_unaccepted(
+                candidates,
+                evidence,
+                uptime,
+                oldest_waiting_at=inbox.oldest_waiting_at,
+                margin_s=ctx.settings.unknown_after_s,
+                tolerance_s=INTAKE_TOLERANCE_S,
+            )
+        )
         if proven:
             log.info("resending sends that webhooks show were never accepted", count=len(proven))
         return proven

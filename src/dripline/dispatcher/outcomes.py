@@ -11,13 +11,21 @@ from datetime import datetime, timedelta
 
 from dripline.dispatcher.reactions import Action, Failure, Reaction
 from dripline.flows.base import Transition
-from dripline.store.base import ClaimedConversation, ConversationUpdate, MessageUpdate, Outcome
+from dripline.store.base import Conversation, ConversationUpdate, MessageUpdate, Outcome
 
-__all__ = ["after_failure", "failed", "rescheduled", "sent", "transitioned", "unchanged"]
+__all__ = [
+    "abandoned",
+    "after_failure",
+    "failed",
+    "rescheduled",
+    "sent",
+    "transitioned",
+    "unchanged",
+]
 
 
 def _update(
-    conv: ClaimedConversation,
+    conv: Conversation,
     *,
     state: str | None = None,
     purpose: str | None = None,
@@ -36,13 +44,22 @@ def _update(
     )
 
 
-def unchanged(conv: ClaimedConversation) -> Outcome:
+def unchanged(conv: Conversation) -> Outcome:
     """Give the claim back untouched (the breaker opened: the backlog is not at fault)."""
     return Outcome(_update(conv, next_send_at=conv.next_send_at))
 
 
+def abandoned(conv: Conversation, message_id: int) -> Outcome:
+    """Reserved, never sent: the message may be sent again, the conversation is due as it
+    was (written only if the lease is still live; else its next owner decides)."""
+    return Outcome(
+        _update(conv, next_send_at=conv.next_send_at),
+        MessageUpdate(message_id=message_id, status="pending"),
+    )
+
+
 def rescheduled(
-    conv: ClaimedConversation,
+    conv: Conversation,
     when: datetime,
     why: str | None = None,
     *,
@@ -53,7 +70,7 @@ def rescheduled(
 
 
 def failed(
-    conv: ClaimedConversation,
+    conv: Conversation,
     reason: str,
     *,
     attempts: int | None = None,
@@ -66,7 +83,7 @@ def failed(
 
 
 def transitioned(
-    conv: ClaimedConversation, t: Transition, message: MessageUpdate | None = None
+    conv: Conversation, t: Transition, message: MessageUpdate | None = None
 ) -> Outcome:
     """The flow moved on (a send was accepted, a timeout fired): attempts start over."""
     return Outcome(
@@ -84,7 +101,7 @@ def transitioned(
 
 
 def sent(
-    conv: ClaimedConversation,
+    conv: Conversation,
     t: Transition,
     *,
     message_id: int,
@@ -106,7 +123,7 @@ def sent(
 
 
 def after_failure(
-    conv: ClaimedConversation,
+    conv: Conversation,
     failure: Failure,
     reaction: Reaction,
     *,

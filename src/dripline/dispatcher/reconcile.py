@@ -13,12 +13,12 @@ why (`ReservationResult.prior_status`). `settle` turns that into a decision:
                         (a closed window still gets its template fallback)
 
 `proven_unaccepted` says which unknown sends the evidence shows the API never accepted,
-so at-most-once delivery may send them again.
+so at-most-once delivery may send them again (the rule is in its docstring).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -26,7 +26,16 @@ from enum import StrEnum
 from dripline.store import LEASE_LOST
 from dripline.store.base import ReservationResult
 
-__all__ = ["Settle", "Settlement", "proven_unaccepted", "settle"]
+__all__ = [
+    "Settle",
+    "Settlement",
+    "Unknown",
+    "covered",
+    "evidence_deadline",
+    "proven_unaccepted",
+    "settle",
+    "unknowns",
+]
 
 _ACCEPTED = ("sent", "delivered", "read")
 _UNSETTLED = ("sending", "unknown")
@@ -68,36 +77,82 @@ def settle(res: ReservationResult, *, step: int, attempts: int, max_attempts: in
     )
 
 
-def proven_unaccepted(
-    held: Sequence[ReservationResult],
-    last_webhook_at: datetime | None,
-    now: datetime,
-    window_s: float,
-) -> list[int]:
-    """Conversation ids of unknown sends that webhooks prove the API never accepted.
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A refused reservation whose outcome is unknown: its message and when it was
+    first reserved."""
 
-    The Cloud API sends a status webhook for every message it accepts, within seconds.
-    When deliveries kept arriving for `window_s` after a send went unknown and none of
-    them mentioned it (its row is still `unknown`), resending it cannot make a
-    duplicate. Without webhooks there is no such proof, and the send is never repeated.
-    """
-    window = timedelta(seconds=window_s)
-    if last_webhook_at is None:
-        return []
+    conversation_id: int
+    message_id: int
+    reserved_at: datetime
+
+
+def unknowns(refused: Sequence[ReservationResult]) -> list[Unknown]:
+    """The refused reservations that are unknown sends (`sending` left by a crash is
+    marked `unknown` by the same reservation)."""
     return [
-        r.conversation_id
-        for r in held
-        if r.prior_status == "unknown"
-        and r.status_at is not None
-        and now - r.status_at >= window
-        and last_webhook_at - r.status_at >= window
+        Unknown(r.conversation_id, r.message_id, r.reserved_at)
+        for r in refused
+        if r.prior_status in _UNSETTLED and r.reserved_at is not None and r.message_id
     ]
 
 
-def needs_evidence(held: Sequence[ReservationResult], now: datetime, window_s: float) -> bool:
-    """True when some refused send is an unknown old enough to be proven unaccepted."""
-    window = timedelta(seconds=window_s)
-    return any(
-        r.prior_status == "unknown" and r.status_at is not None and now - r.status_at >= window
-        for r in held
-    )
+def evidence_deadline(now: datetime, margin_s: float) -> datetime:
+    """Statuses applied after this are too recent to prove anything yet: Meta may still
+    be delivering the unknown send's own status, reordered behind them."""
+    return now - timedelta(seconds=margin_s)
+
+
+def covered(
+    uptime: Sequence[tuple[datetime, datetime]],
+    start: datetime,
+    end: datetime,
+    tolerance_s: float,
+) -> bool:
+    """True when the webhook intake was up all the way from `start` to `end`: the runs'
+    [started_at, last heartbeat + tolerance] intervals leave no gap in between."""
+    reach = start
+    tolerance = timedelta(seconds=tolerance_s)
+    for began, last in sorted(uptime):
+        if began > reach:
+            return False
+        reach = max(reach, last + tolerance)
+        if reach >= end:
+            return True
+    return reach >= end
+
+
+def proven_unaccepted(
+    candidates: Sequence[Unknown],
+    evidence: Mapping[int, datetime],
+    uptime: Sequence[tuple[datetime, datetime]],
+    *,
+    oldest_waiting_at: datetime | None,
+    margin_s: float,
+    tolerance_s: float,
+) -> list[int]:
+    """Conversation ids of unknown sends the evidence proves the API never accepted.
+
+    Meta reports every message it accepts by status webhook, within seconds. A send is
+    proven unaccepted when another send reserved with it or after it had its status
+    applied (`evidence`, at least `margin_s` ago: its own status may come a little
+    later, reordered) while it has none, and the webhook intake was up throughout, from
+    its reservation until `margin_s` after that evidence. After an outage of the
+    receiver Meta redelivers on its own schedule, and fresh statuses prove nothing
+    about older ones still queued at Meta. And every webhook received until then must
+    have been applied (`oldest_waiting_at`, the oldest inbox row not yet processed, is
+    later): a lagging processor may still hold this send's own status.
+    Without such evidence (no status webhooks, a quiet period, an intake outage) a send
+    is never repeated in at-most-once mode.
+    """
+    margin = timedelta(seconds=margin_s)
+    proven = []
+    for c in candidates:
+        if c.message_id not in evidence:
+            continue
+        settled_by = evidence[c.message_id] + margin
+        if oldest_waiting_at is not None and oldest_waiting_at <= settled_by:
+            continue
+        if covered(uptime, c.reserved_at, settled_by, tolerance_s):
+            proven.append(c.conversation_id)
+    return proven

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from dripline.dispatcher.constants import RECORD_BATCH_MAX, RECORD_INTERVAL_S
 from dripline.dispatcher.context import Context
-from dripline.store.base import ClaimedConversation, Outcome
+from dripline.store.base import Conversation, Outcome
 from dripline.store.schema import ACTIVE_STATES
 
 __all__ = ["Recorder"]
@@ -32,9 +32,9 @@ class Recorder:
     def pending(self) -> int:
         return len(self._outcomes)
 
-    def finish(self, conv: ClaimedConversation, outcome: Outcome) -> None:
+    def finish(self, conv: Conversation, outcome: Outcome) -> None:
         """`conv` leaves the dispatcher with `outcome` (written at the next flush)."""
-        self._ctx.state.held.pop(conv.id, None)
+        self._ctx.state.let_go(conv.id)
         self._outcomes.append(outcome)
         if len(self._outcomes) in (1, RECORD_BATCH_MAX):
             # The first outcome starts a batch; a full batch is written at once.

@@ -25,7 +25,7 @@ from dripline.dispatcher.reactions import Action, Failure, Reaction, react
 from dripline.dispatcher.reconcile import Settle, settle
 from dripline.dispatcher.recorder import Recorder
 from dripline.flows.base import OutboundMessage
-from dripline.store.base import ClaimedConversation, ReservationResult
+from dripline.store.base import Conversation, ReservationResult
 from dripline.whatsapp.errors import classify
 
 __all__ = ["Responder", "SendJob"]
@@ -39,7 +39,7 @@ _PAIR_HITS_MAX = 100_000
 class SendJob:
     """One send: what, to whom, from which number, when its rate token is good."""
 
-    conv: ClaimedConversation
+    conv: Conversation
     purpose: str
     message: OutboundMessage
     sender_key: str
@@ -199,7 +199,7 @@ class Responder:
             res, step=conv.step, attempts=conv.attempts, max_attempts=ctx.settings.max_attempts
         )
         if decision.action is Settle.DROP:
-            ctx.state.held.pop(conv.id, None)
+            ctx.state.let_go(conv.id)
             return
         if decision.action is Settle.ACCEPTED:
             sent_at = decision.sent_at or ctx.clock.now()
@@ -228,7 +228,14 @@ class Responder:
         prefix = f"{code}: " if code is not None else ""
         self.fail(conv, f"{prefix}delivery failed after the API accepted it")
 
-    def fail(self, conv: ClaimedConversation, reason: str) -> None:
+    def abandon(self, job: SendJob) -> None:
+        """The lease is too short (or gone) to send safely: nothing was sent, so the
+        message row goes back to `pending` and the conversation back to the pool."""
+        log.warning("lease too short to send; left for the next claim", conversation_id=job.conv.id)
+        self._ctx.observer.on_failure("transient", None, "abandoned")
+        self._recorder.finish(job.conv, outcomes.abandoned(job.conv, job.message_id))
+
+    def fail(self, conv: Conversation, reason: str) -> None:
         log.warning("conversation failed", conversation_id=conv.id, reason=reason)
         self._ctx.observer.on_failure("permanent", None, "fail")
         self._recorder.finish(conv, outcomes.failed(conv, reason))

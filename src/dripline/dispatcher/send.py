@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Protocol
 
 import structlog
@@ -12,6 +13,7 @@ from dripline.dispatcher.reactions import Failure
 from dripline.dispatcher.responses import Responder, SendJob
 from dripline.errors import TransportError, WhatsAppError
 from dripline.flows.base import OutboundMessage
+from dripline.settings import SEND_LEASE_MARGIN_S
 
 __all__ = ["SendResultLike", "Sender", "send_one"]
 
@@ -36,14 +38,34 @@ class Sender(Protocol):
     ) -> SendResultLike: ...
 
 
+def _lease_outlives_the_call(ctx: Context, conversation_id: int, now: datetime) -> bool:
+    """Fencing: start a call only if this worker's lease outlives its read timeout.
+
+    A worker that was paused (a long GC pause, a partition from the database) may wake
+    with leases that lapsed meanwhile: another worker may have re-claimed the
+    conversation, or the inbox processor applied a STOP. Its heartbeat then failed to
+    extend them and forgot them (`Heartbeat._extend`); an old-enough expiry means the
+    same. Either way the send must not start."""
+    until = ctx.state.lease_until.get(conversation_id)
+    if until is None:
+        return False
+    margin = ctx.settings.http_read_timeout_s + SEND_LEASE_MARGIN_S
+    return (until - now).total_seconds() > margin
+
+
 async def send_one(ctx: Context, client: Sender, responder: Responder, job: SendJob) -> None:
     conv = job.conv
     try:
         delay = job.start_at - ctx.loop_time()
         if delay > 0:
             await asyncio.sleep(delay)
-        started = ctx.loop_time()
         sent_at = ctx.clock.now()
+        if not ctx.gate.may_send(ctx.loop_time()) or not _lease_outlives_the_call(
+            ctx, conv.id, sent_at
+        ):
+            responder.abandon(job)
+            return
+        started = ctx.loop_time()
         lag_s = (sent_at - (conv.next_send_at or sent_at)).total_seconds()
         try:
             result = await client.send(

@@ -4,8 +4,10 @@
     await serve(settings)                           # uvicorn, until SIGINT/SIGTERM
     await serve_with_dispatcher(settings)           # `dripline run --serve`
 
-The app's lifespan starts two background tasks in the server process: the inbox writer
-(group-commits webhook bodies) and the inbox processor (applies them in batches). The
+The app's lifespan starts three background tasks in the server process: the inbox
+writer (group-commits webhook bodies), the inbox processor (applies them in batches) and
+the intake heartbeat (records when webhooks could be received: the dispatcher's
+evidence about unknown sends counts only then). The
 dashboard and metrics routers are included when their modules exist.
 
 For other routers, the app exposes `app.state.store`, `app.state.flows`,
@@ -33,6 +35,7 @@ from dripline.clock import Clock, SystemClock
 from dripline.errors import DatabaseUnavailable, StoreError
 from dripline.flows import FlowRegistry, load_flows
 from dripline.inbox import InboxProcessor
+from dripline.inbox.intake import IntakeHeartbeat
 from dripline.server.api import ErrorOut, build_router
 from dripline.server.auth import TokenAuth, check_auth_settings
 from dripline.server.webhook import InboxWriter, build_webhook_router
@@ -129,6 +132,9 @@ def create_app(
         app.state.store = parts.store
         app.state.processor = processor
         writer.start()
+        intake = asyncio.get_running_loop().create_task(
+            IntakeHeartbeat(parts.store, clk).run(), name="dripline-intake-heartbeat"
+        )
         if process_inbox:
             processor.start()
         if not settings.whatsapp_app_secret.get_secret_value():
@@ -136,6 +142,9 @@ def create_app(
         try:
             yield
         finally:
+            intake.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await intake
             await writer.stop()
             await processor.stop()
             if own:
