@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean wheel-check
+.PHONY: demo test lint bench sim venv clean wheel-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: lint
 # run dripline from it (about 45 s; CI runs it after `make test`).
 wheel-check: $(STAMP)
 	PYTHON=$(BIN)/python .ci/wheel-smoke
+
+# The deterministic simulator beyond the seeds `make test` runs: `make sim SEEDS=20000`.
+SEEDS ?= 10000
+SIM_START ?= 0
+sim: $(STAMP)
+	$(BIN)/python -m dripline.sim --seeds $(SEEDS) --start $(SIM_START)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -39,7 +39,10 @@ def worker_env(database_url: str, fake: RunningFake, **extra: str) -> dict[str, 
             "DRIPLINE_WHATSAPP_PHONE_NUMBER_ID": NUMBER,
             "DRIPLINE_PAIR_INTERVAL_S": "0",
             "DRIPLINE_HEARTBEAT_S": "0.5",
-            "DRIPLINE_LEASE_TTL_S": "3",
+            # A send starts only while its lease outlives its read timeout (fencing):
+            # a short lease needs a short timeout.
+            "DRIPLINE_LEASE_TTL_S": "4",
+            "DRIPLINE_HTTP_READ_TIMEOUT_S": "2",
             "DRIPLINE_UNKNOWN_AFTER_S": "1",
             "DRIPLINE_LOG_FORMAT": "json",
         }
@@ -172,7 +175,10 @@ async def test_postgres_restart_mid_run(postgres_url: str, tmp_path: Path) -> No
         env = worker_env(postgres_url, fake, DRIPLINE_RATE_PER_S="300")
         worker = await start_worker(env, tmp_path)
         await wait_accepted(fake, 500, 60)
-        subprocess.run(
+        # In a thread: the fake runs on this event loop and must keep answering (a
+        # blocked loop would time the worker's requests out and leave them unknown).
+        await asyncio.to_thread(
+            subprocess.run,
             ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
             check=True,
             capture_output=True,

@@ -18,22 +18,21 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 
 from dripline.sim.runner import SimReport, run_seed
 
 __all__ = ["main"]
 
 
-def _run(seed: int) -> SimReport:
-    return run_seed(seed)
-
-
 def _reports(seeds: list[int], jobs: int) -> Iterable[SimReport]:
     if jobs <= 1 or len(seeds) < 2:
-        yield from map(_run, seeds)
+        yield from map(run_seed, seeds)
         return
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        yield from pool.imap_unordered(_run, seeds, chunksize=4)
+    # A process pool that reports a dead worker (BrokenProcessPool) instead of hanging.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        yield from pool.map(run_seed, seeds, chunksize=8)
 
 
 def _kind(violation: str) -> str:

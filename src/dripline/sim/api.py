@@ -56,6 +56,11 @@ class User:
     stop_at: float | None  # when the user sends STOP (virtual seconds), if ever
 
 
+def _number(url: str) -> str:
+    """The phone number id in `.../{version}/{phone_number_id}/messages`."""
+    return url.rstrip("/").split("/")[-2]
+
+
 class SimCloudApi:
     def __init__(
         self,
@@ -73,7 +78,9 @@ class SimCloudApi:
         self._trace = trace
         self.users = users
         self.accepted: list[Accepted] = []
-        self.arrivals: dict[str, list[float]] = defaultdict(list)
+        # When each request left its worker, per number: the rate invariant measures
+        # what dripline controls (arrival times also carry the network's jitter).
+        self.requests: dict[str, list[float]] = defaultdict(list)
         self._throughput: dict[str, TokenBucket] = {}
         self._pair: dict[tuple[str, str], TokenBucket] = {}
         self._seq = 0
@@ -88,6 +95,7 @@ class SimCloudApi:
         async def call(url: str, body: bytes) -> RawResponse:
             loop = asyncio.get_running_loop()
             process.check(tag)
+            self.requests[_number(url)].append(loop.time())
             rng = self._rng
             if rng.random() < cfg.p_connect_refused:
                 await asyncio.sleep(_REFUSE_S)
@@ -153,11 +161,10 @@ class SimCloudApi:
 
     def _handle(self, url: str, body: bytes, fate: str) -> RawResponse | None:
         now = self._clock.monotonic()
-        number = url.rstrip("/").split("/")[-2]
+        number = _number(url)
         request = json.loads(body)
         to = str(request.get("to", "")).lstrip("+")
         callback = request.get("biz_opaque_callback_data")
-        self.arrivals[number].append(now)
         what = f"{number}->{to} cb={callback}"
         if fate == "drop":
             self._trace.add(now, f"api dropped {what}")

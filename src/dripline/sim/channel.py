@@ -108,8 +108,12 @@ class WebhookChannel:
                     self._trace.add(loop.time(), f"webhook delivered [{labels}]")
                     return
                 self.failed_posts += 1
-                self._trace.add(loop.time(), f"webhook failed, retry in {delay:.1f}s [{labels}]")
-                await asyncio.sleep(delay * self._rng.uniform(0.5, 1.0))
+                # A POST lost in transit while our receiver is up is retried within the
+                # evidence margin (dripline's documented assumption about Meta; see
+                # docs/reliability.md); one the receiver refused backs off further.
+                wait = min(delay, self._cfg.unknown_after_s / 2) if lost else delay
+                self._trace.add(loop.time(), f"webhook failed, retry in {wait:.1f}s [{labels}]")
+                await asyncio.sleep(wait * self._rng.uniform(0.5, 1.0))
                 delay = min(_RETRY_CAP_S, delay * 2)
         finally:
             self._in_flight -= 1

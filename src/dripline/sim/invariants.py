@@ -9,6 +9,8 @@ Each is named in docs/reliability.md ("Invariants the simulator checks"):
     no-blind-give-up  no send is given up as "outcome unknown" when the world had
                       delivered the evidence: its own status, or statuses of later
                       sends while it had none (it was never accepted)
+    unknown-without-cause  nothing ends "outcome unknown" in a world where no crash,
+                      stall or lost answer could hide an outcome
     stop-is-final     nothing is accepted for a conversation after its STOP was applied
     final-is-final    a conversation in a terminal state never changes state again;
                       a message's status never moves backwards
@@ -43,29 +45,40 @@ BURST_S = 0.05
 
 @dataclass
 class Observer:
-    """What the sampler has seen: first times, and history violations."""
+    """What the sampler has seen: first times, and history violations. `at` turns a
+    store datetime into virtual seconds."""
 
+    at: Any
     first_state: dict[tuple[int, str], float] = field(default_factory=dict)
     terminal: dict[int, tuple[str, float]] = field(default_factory=dict)
     status_seen: dict[int, tuple[str, float]] = field(default_factory=dict)
-    first_status_at: dict[int, float] = field(default_factory=dict)
+    first_webhook_at: dict[int, float] = field(default_factory=dict)
+    # (sample time, arrival of the oldest inbox row not yet processed, inf when none)
+    inbox_lag: list[tuple[float, float]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+
+    def sample_inbox(self, t: float, inbox: Sequence[Any]) -> None:
+        waiting = [self.at(r.received_at) for r in inbox if r.processed_at is None]
+        self.inbox_lag.append((t, min(waiting, default=float("inf"))))
+
+    def caught_up(self, since: float, until: float, upto: float) -> bool:
+        """Every sample in [since, until] saw all webhooks received by `upto` applied."""
+        return all(oldest > upto for t, oldest in self.inbox_lag if since <= t <= until)
 
     def sample(self, t: float, conversations: Sequence[Any], messages: Sequence[Any]) -> None:
         for c in conversations:
             self.first_state.setdefault((c.id, c.state), t)
             seen = self.terminal.get(c.id)
-            if seen is not None and seen[0] != c.state:
-                # Reported once per conversation: the row then lives on in a new state.
+            if seen is None:
+                if c.state in TERMINAL:
+                    self.terminal[c.id] = (c.state, t)
+            elif seen[0] and seen[0] != c.state:
+                # Reported once per conversation; "" marks it as reported.
                 self.violations.append(
                     f"final-is-final: conversation {c.id} went from {seen[0]} "
                     f"(seen at {seen[1]:.2f}s) to {c.state} at {t:.2f}s"
                 )
-                self.terminal[c.id] = (c.state, t) if c.state in TERMINAL else ("", t)
-            elif seen is not None and seen[0] == "":
-                continue
-            elif seen is None and c.state in TERMINAL:
-                self.terminal[c.id] = (c.state, t)
+                self.terminal[c.id] = ("", t)
         for m in messages:
             prev = self.status_seen.get(m.id)
             if prev is not None and RANK.get(m.status, 0) < RANK.get(prev[0], 0):
@@ -74,8 +87,8 @@ class Observer:
                     f"{m.status} at {t:.2f}s"
                 )
             self.status_seen[m.id] = (m.status, t)
-            if RANK.get(m.status, 0) > 0:
-                self.first_status_at.setdefault(m.id, t)
+            if m.webhook_at is not None and m.id not in self.first_webhook_at:
+                self.first_webhook_at[m.id] = self.at(m.webhook_at)
 
 
 def _at_most_once(accepted: list[Accepted], messages: dict[int, Any]) -> list[str]:
@@ -118,13 +131,23 @@ def _settled(conversations: Sequence[Any], messages: Sequence[Any]) -> list[str]
     return out
 
 
+def _up_throughout(up: Sequence[tuple[float, float]], start: float, end: float) -> bool:
+    return any(a <= start and end <= b for a, b in up)
+
+
 def _no_blind_give_up(
     cfg: SimConfig,
     obs: Observer,
     accepted: list[Accepted],
+    intake_up: Sequence[tuple[float, float]],
     conversations: Sequence[Any],
     messages: Sequence[Any],
+    at: Any,
 ) -> list[str]:
+    """A send the API never accepted, given up as unknown, although a send reserved with
+    or after it had its status applied by a webhook while the receiver was up all the
+    time since, and the processor applying what arrived (all long enough before the
+    give-up for a check to have seen it)."""
     if not cfg.statuses:
         return []  # no status webhooks at all: giving up is all that is left
     out = []
@@ -132,6 +155,7 @@ def _no_blind_give_up(
     by_conv: dict[int, list[Any]] = defaultdict(list)
     for m in messages:
         by_conv[m.conversation_id].append(m)
+    settle_s = 2 * cfg.unknown_after_s + 2.0  # the evidence's margin, a check, slack
     for c in conversations:
         if c.state != "failed" or UNKNOWN_REASON not in (c.last_error or ""):
             continue
@@ -139,25 +163,54 @@ def _no_blind_give_up(
         if gave_up_at is None:
             continue
         for m in by_conv[c.id]:
-            if m.status not in ("sending", "unknown", "pending"):
+            if m.status not in ("sending", "unknown", "pending") or m.id in accepted_ids:
                 continue
-            seen = obs.first_status_at.get(m.id)
-            if m.id in accepted_ids and seen is not None and seen < gave_up_at:
+            reserved = at(m.reserved_at or m.created_at)
+            proof = [
+                t
+                for other in messages
+                if other.id != m.id
+                and other.reserved_at is not None
+                and at(other.reserved_at) >= reserved
+                and (t := obs.first_webhook_at.get(other.id)) is not None
+                and t + settle_s <= gave_up_at
+                and _up_throughout(intake_up, reserved, t + cfg.unknown_after_s + 1.0)
+                and obs.caught_up(t, gave_up_at, t + cfg.unknown_after_s + 1.0)
+            ]
+            if proof:
                 out.append(
-                    f"no-blind-give-up: message {m.id} given up at {gave_up_at:.2f}s "
-                    f"although its status was applied at {seen:.2f}s"
+                    f"no-blind-give-up: message {m.id} (never accepted) given up at "
+                    f"{gave_up_at:.2f}s although a later send's status was applied at "
+                    f"{min(proof):.2f}s with the webhook receiver up throughout"
                 )
-            if m.id not in accepted_ids:
-                later = [
-                    t for mid, t in obs.first_status_at.items() if mid > m.id and t < gave_up_at
-                ]
-                if later:
-                    out.append(
-                        f"no-blind-give-up: message {m.id} (never accepted) given up at "
-                        f"{gave_up_at:.2f}s although {len(later)} later sends had statuses "
-                        f"(first at {min(later):.2f}s)"
-                    )
     return out
+
+
+def _hides_outcomes(cfg: SimConfig) -> bool:
+    """Whether this world can hide a send's outcome from its worker: a crash, a stall,
+    or an answer lost on the way back. Database outages alone cannot."""
+    return bool(
+        cfg.crashes
+        or cfg.stalls
+        or cfg.p_drop_before_accept
+        or cfg.p_lost_response
+        or cfg.p_timeout_after_accept
+        or cfg.p_bare_5xx
+        or cfg.read_timeout_s < 10 * cfg.latency_mean_s
+    )
+
+
+def _unknown_without_cause(cfg: SimConfig, conversations: Sequence[Any]) -> list[str]:
+    """Nothing ends "outcome unknown" when nothing could hide an outcome: a worker knows
+    what it sent, whatever the database does meanwhile."""
+    if _hides_outcomes(cfg):
+        return []
+    return [
+        f"unknown-without-cause: conversation {c.id} gave up as unknown ({c.last_error!r}) "
+        "although no crash, stall or lost answer could hide its outcome"
+        for c in conversations
+        if c.state == "failed" and UNKNOWN_REASON in (c.last_error or "")
+    ]
 
 
 def _stop_is_final(obs: Observer, accepted: list[Accepted], messages: dict[int, Any]) -> list[str]:
@@ -199,6 +252,7 @@ def check_final(
     accepted: list[Accepted],
     arrivals: dict[str, list[float]],
     pair_refusals: int,
+    intake_up: Sequence[tuple[float, float]],
     conversations: Sequence[Any],
     messages: Sequence[Any],
 ) -> list[str]:
@@ -206,7 +260,8 @@ def check_final(
     out = list(obs.violations)
     out += _at_most_once(accepted, by_id)
     out += _settled(conversations, messages)
-    out += _no_blind_give_up(cfg, obs, accepted, conversations, messages)
+    out += _no_blind_give_up(cfg, obs, accepted, intake_up, conversations, messages, obs.at)
+    out += _unknown_without_cause(cfg, conversations)
     out += _stop_is_final(obs, accepted, by_id)
     out += _rate(cfg, arrivals)
     if pair_refusals:

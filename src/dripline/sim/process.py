@@ -119,11 +119,19 @@ class StoreView:
     check alive again (a process killed meanwhile never sees the answer).
     """
 
-    def __init__(self, store: Any, process: SimProcess, faults: Faults) -> None:
+    def __init__(
+        self, store: Any, process: SimProcess, faults: Faults, *, batch_delay_s: float = 0.0
+    ) -> None:
         self._store = store
         self._process = process
         self._faults = faults
         self._tag = process.tag
+        self._batch_delay_s = batch_delay_s
+
+    def webhook_transaction(self) -> _TxView:
+        """The inbox processor's batch transaction, under the same faults; a killed
+        process's transaction rolls back (its task is cancelled inside it)."""
+        return _TxView(self, self._store.webhook_transaction(), self._batch_delay_s)
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._store, name)
@@ -151,3 +159,50 @@ class StoreView:
     async def _after(self) -> None:
         await asyncio.sleep(self._faults.latency())
         self._process.check(self._tag)
+        if self._faults.in_outage():
+            # The outage began while the call was under way: it committed, but the
+            # answer was lost (the caller cannot tell, and will retry).
+            raise DatabaseUnavailable("simulated database outage (the answer was lost)")
+
+
+class _TxView:
+    def __init__(self, view: StoreView, cm: Any, delay_s: float) -> None:
+        self._view = view
+        self._cm = cm
+        self._delay_s = delay_s
+
+    async def __aenter__(self) -> Any:
+        if self._delay_s:
+            await asyncio.sleep(self._delay_s)  # a slow processor: each batch takes long
+        await self._view._before("webhook_transaction")
+        tx = await self._cm.__aenter__()
+        return _TxProxy(tx, self._view)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        if exc[0] is None:
+            try:
+                self._view._process.check(self._view._tag)
+            except Killed as killed:  # died before commit: roll back
+                await self._cm.__aexit__(Killed, killed, None)
+                raise
+        return await self._cm.__aexit__(*exc)
+
+
+class _TxProxy:
+    def __init__(self, tx: Any, view: StoreView) -> None:
+        self._tx = tx
+        self._view = view
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._tx, name)
+        if name.startswith("_") or not asyncio.iscoroutinefunction(target):
+            return target
+        view = self._view
+
+        async def call(*args: Any, **kw: Any) -> Any:
+            view._process.check(view._tag)
+            result = await target(*args, **kw)
+            view._process.check(view._tag)
+            return result
+
+        return call

@@ -18,6 +18,7 @@ import structlog
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.errors import DriplineError
+from dripline.inbox.intake import INTAKE_HEARTBEAT_S, INTAKE_TOLERANCE_S, IntakeHeartbeat
 from dripline.inbox.processor import InboxProcessor
 from dripline.settings import Settings
 from dripline.sim.api import SimCloudApi, User
@@ -92,12 +93,12 @@ def settings_for(cfg: SimConfig) -> Settings:
 class _World:
     """Everything one run owns, and the processes' main coroutines."""
 
-    def __init__(self, cfg: SimConfig, loop: VirtualTimeLoop) -> None:
+    def __init__(self, cfg: SimConfig, loop: VirtualTimeLoop, trace: Trace) -> None:
         self.cfg = cfg
         self.loop = loop
         loop.expected_exceptions = (Killed,)
         self.clock = SimClock(loop)
-        self.trace = Trace()
+        self.trace = trace
         self.store = MemoryStore()
         self.flows = sim_flows()
         self.settings = settings_for(cfg)
@@ -119,19 +120,28 @@ class _World:
         self.api = SimCloudApi(
             cfg, self.clock, random.Random(f"api-{seed}"), self.channel, self.trace, self.users
         )
-        self.observer = Observer()
+        self.observer = Observer(at=lambda when: (when - self.clock.epoch).total_seconds())
+        self.intake_up: list[tuple[float, float]] = []  # when the server process lived
 
     # ------------------------------------------------------------ processes
     def start_server(self) -> None:
         tag = self.server.start()
-        view = cast(Store, StoreView(self.store, self.server, self.faults))
+        self.intake_up.append((self.loop.time(), float("inf")))
+        view = cast(
+            Store,
+            StoreView(
+                self.store, self.server, self.faults, batch_delay_s=self.cfg.processor_delay_s
+            ),
+        )
         processor = InboxProcessor(view, self.flows, self.clock, batch_rows=50)
         self.processor = processor
         self.trace.add(self.loop.time(), f"start {tag}")
 
+        intake = IntakeHeartbeat(view, self.clock, ident=tag)
+
         async def main() -> None:
             processor.start()
-            await asyncio.Event().wait()  # the processor runs in its own task
+            await intake.run()  # the processor runs in its own task
 
         self.server.spawn(main(), "main")
 
@@ -169,6 +179,9 @@ class _World:
         if not proc.alive:
             return
         self.trace.add(self.loop.time(), f"kill {proc.tag}")
+        if proc is self.server:
+            began, _ = self.intake_up[-1]
+            self.intake_up[-1] = (began, self.loop.time())
         await proc.kill()
 
     async def deliver(self, body: str) -> bool:
@@ -216,8 +229,9 @@ class _World:
             cfg,
             self.observer,
             self.api.accepted,
-            self.api.arrivals,
+            self.api.requests,
             self.api.pair_refusals,
+            _intake_up(self.intake_up, cfg),
             snap.conversations,
             snap.messages,
         )
@@ -279,6 +293,7 @@ class _World:
         while True:
             snap = await self.store.snapshot()
             self.observer.sample(self.loop.time(), snap.conversations, snap.messages)
+            self.observer.sample_inbox(self.loop.time(), snap.inbox)
             await asyncio.sleep(SAMPLE_S)
 
     async def _restore(self) -> None:
@@ -316,6 +331,35 @@ class _World:
         await self.server.kill()
 
 
+def _intake_up(server_up: list[tuple[float, float]], cfg: SimConfig) -> list[tuple[float, float]]:
+    """When webhooks could be stored, as the intake's own record can know it: the server
+    up and the database reachable, with a heartbeat's grace after each outage (the
+    record resumes at the next beat)."""
+    grace = INTAKE_HEARTBEAT_S + INTAKE_TOLERANCE_S
+    holes = [(o.start_s, o.start_s + o.duration_s + grace) for o in cfg.outages]
+    return _minus(server_up, holes)
+
+
+def _minus(
+    spans: list[tuple[float, float]], holes: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """`spans` with `holes` cut out: when the server was up and could store webhooks
+    (a database outage stops the intake as surely as a crash)."""
+    out = list(spans)
+    for h0, h1 in holes:
+        cut: list[tuple[float, float]] = []
+        for a, b in out:
+            if h1 <= a or b <= h0:
+                cut.append((a, b))
+                continue
+            if a < h0:
+                cut.append((a, h0))
+            if h1 < b:
+                cut.append((h1, b))
+        out = cut
+    return out
+
+
 def _users(cfg: SimConfig, rng: random.Random) -> dict[str, User]:
     users = {}
     for i in range(cfg.phones):
@@ -337,20 +381,24 @@ def _stalls(cfg: SimConfig) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def run_config(cfg: SimConfig) -> SimReport:
-    """Run the world `cfg` describes; never raises for what the system under test does."""
+def run_config(cfg: SimConfig, *, full_trace: bool = False) -> SimReport:
+    """Run the world `cfg` describes; never raises for what the system under test does.
+
+    `full_trace` keeps every trace line in the report (for replaying a failure)."""
     started = time.perf_counter()
     holder: dict[str, Any] = {}
 
     async def main(loop: VirtualTimeLoop) -> list[str]:
-        world = _World(cfg, loop)
+        world = _World(cfg, loop, Trace(keep=None) if full_trace else Trace())
         holder["world"] = world
         return await world.run()
 
     with structlog.testing.capture_logs():
         try:
             violations = run_virtual(main, max_time_s=cfg.max_time_s + 600.0)
-        except (Exception, Killed) as exc:  # a crash or a deadlock is a finding too
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a crash, a deadlock, a stray cancel: all findings
             violations = [f"run: {type(exc).__name__}: {exc}"]
     world = holder.get("world")
     trace = world.trace if world else Trace()
@@ -363,7 +411,7 @@ def run_config(cfg: SimConfig) -> SimReport:
         accepted=len(world.api.accepted) if world else 0,
         conversations=cfg.conversations + cfg.late_enrollments,
         events=trace.events,
-        trace_tail=trace.tail() if violations else [],
+        trace_tail=trace.tail(None if full_trace else 60) if violations or full_trace else [],
         config=cfg,
     )
 

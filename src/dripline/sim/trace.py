@@ -12,7 +12,7 @@ __all__ = ["Trace"]
 
 
 class Trace:
-    def __init__(self, keep: int = 400) -> None:
+    def __init__(self, keep: int | None = 400) -> None:
         self._hash = hashlib.sha256()
         self._tail: deque[str] = deque(maxlen=keep)
         self.events = 0
@@ -27,5 +27,6 @@ class Trace:
     def digest(self) -> str:
         return self._hash.hexdigest()[:16]
 
-    def tail(self, n: int = 60) -> list[str]:
-        return list(self._tail)[-n:]
+    def tail(self, n: int | None = 60) -> list[str]:
+        lines = list(self._tail)
+        return lines if n is None else lines[-n:]
