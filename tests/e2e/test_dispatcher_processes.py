@@ -76,12 +76,13 @@ class Worker:
         return await self.wait(timeout_s)
 
 
-async def start_worker(env: dict[str, str], logs: Path, *args: str) -> Worker:
+async def start_worker(env: dict[str, str], logs: Path, *args: str, command: str = "run") -> Worker:
+    """`dripline run ARGS` (or another `command`) as a subprocess, output in `logs`."""
     n = next(_counter)
-    out, err = logs / f"worker{n}.out", logs / f"worker{n}.err"
+    out, err = logs / f"{command}{n}.out", logs / f"{command}{n}.err"
     with out.open("wb") as o, err.open("wb") as e:
         proc = await asyncio.create_subprocess_exec(
-            DRIPLINE, "run", *args, env=env, stdout=o, stderr=e
+            DRIPLINE, command, *args, env=env, stdout=o, stderr=e
         )
     return Worker(proc, out, err)
 
