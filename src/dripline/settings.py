@@ -160,6 +160,12 @@ class Settings(BaseSettings):
     # Operations
     log_format: str = Field("console", pattern="^(console|json)$")
     log_level: str = "INFO"
+    ready_max_inbox_lag_s: float = Field(
+        300.0,
+        gt=0,
+        description="/readyz of `dripline serve` fails once a stored webhook has waited "
+        "this long to be applied (a stuck inbox processor)",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -172,10 +172,8 @@ async def test_serve_run_once_and_status_behind_a_transaction_pooler(
             server.send_signal(signal.SIGTERM)
             await asyncio.wait_for(server.wait(), 20)
             log.close()
-        # uvicorn re-raises SIGTERM after its graceful shutdown: -15 is a clean stop.
-        assert server.returncode in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()[
-            -3000:
-        ]
+        # SIGTERM is a clean stop: exit code 0 (tests/e2e/test_serve_sigterm.py).
+        assert server.returncode == 0, (tmp_path / "serve.log").read_text()[-3000:]
 
         code, out = await _dripline(env, "run", "--once", "--json", "--max-seconds", "30")
         assert code == 0, out

@@ -38,6 +38,7 @@ from dripline.inbox import InboxProcessor
 from dripline.inbox.intake import IntakeHeartbeat
 from dripline.server.api import ErrorOut, build_router
 from dripline.server.auth import TokenAuth, check_auth_settings
+from dripline.server.health import router as health_router
 from dripline.server.webhook import InboxWriter, build_webhook_router
 from dripline.settings import Settings
 from dripline.store import Store, open_store
@@ -179,9 +180,8 @@ def create_app(
     )
     app.include_router(build_webhook_router(settings, get_writer))
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    # /healthz and /readyz: public, see server/health.py.
+    app.include_router(health_router)
 
     for module_name in OPTIONAL_ROUTERS:
         router = _optional_router(module_name)
@@ -235,9 +235,22 @@ async def serve(settings: Settings, **overrides: Any) -> None:
     await serve_app(create_app(settings), settings, **overrides)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, except that SIGTERM, the ordinary stop of every process manager
+    (Docker, systemd, Render), ends in exit code 0 after the graceful shutdown: uvicorn
+    re-raises the signal it caught, which makes the process die *by* SIGTERM. SIGINT is
+    still re-raised (Ctrl-C ends with "interrupted", 130)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+
 async def serve_app(app: FastAPI, settings: Settings, **overrides: Any) -> None:
     """Run an app made by `create_app` until SIGINT/SIGTERM."""
-    await uvicorn.Server(uvicorn_config(app, settings, **overrides)).serve()
+    await _Server(uvicorn_config(app, settings, **overrides)).serve()
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -259,21 +272,25 @@ async def serve_with_dispatcher(
     the dispatcher's connection.
     """
     from dripline.dispatcher.engine import Dispatcher
+    from dripline.dispatcher.stats import FanOut
+    from dripline.health import BreakerWatch
     from dripline.metrics import PrometheusObserver, new_registry
     from dripline.runtime import open_runtime
 
     async with open_runtime(settings) as rt:
         # One registry: /metrics shows this process's dispatcher counters too.
         registry = new_registry()
+        breaker = BreakerWatch()  # for /readyz
         dispatcher = Dispatcher(
             store=rt.store,
             client=rt.client,
             flows=rt.flows,
             settings=settings,
-            observer=PrometheusObserver(registry),
+            observer=FanOut(PrometheusObserver(registry), breaker),
         )
         app = create_app(settings, flows=rt.flows)
         app.state.metrics_registry = registry
+        app.state.breaker = breaker
         server = _EmbeddedServer(uvicorn_config(app, settings, **overrides))
 
         def stop() -> None:

@@ -31,6 +31,7 @@ from dripline.store.types import (
     Enrollment,
     EnrollResult,
     ErrorCount,
+    ImportedConversation,
     Inbound,
     InboxBacklog,
     InboxRow,
@@ -45,6 +46,7 @@ from dripline.store.types import (
     ReservationResult,
     StatusResult,
     StatusUpdate,
+    StoreHealth,
     StoreSnapshot,
     WorkerInfo,
 )
@@ -209,6 +211,19 @@ class Store(ABC):
         Idempotent on (phone, flow) among active conversations: an existing one is
         returned with `created=False`. Results are in input order. All or nothing.
         Wakes sleeping dispatchers when a new row is due earlier than they planned.
+        """
+
+    @abstractmethod
+    async def import_conversations(
+        self, items: Sequence[ImportedConversation], now: datetime
+    ) -> list[EnrollResult]:
+        """Insert conversations moved in from another scheduler, each at its own step,
+        state, purpose and due time (`dripline import --from-postgres`). All or nothing.
+
+        Idempotent on (phone, flow) in *any* state, unlike `enroll`: re-running an
+        import never starts a conversation again, even one that has finished since; an
+        existing one is returned with `created=False`. Results are in input order. Wakes
+        sleeping dispatchers like `enroll`.
         """
 
     # dispatch --------------------------------------------------------------
@@ -405,6 +420,13 @@ class Store(ABC):
     @abstractmethod
     async def latency_samples_ms(self, *, limit: int = 20_000) -> list[float]:
         """The `latency_ms` of the newest `limit` sends that recorded one, newest first."""
+
+    # health ------------------------------------------------------------------
+    @abstractmethod
+    async def health(self) -> StoreHealth:
+        """The schema revision and the inbox's waiting rows, in one short read (for
+        `/readyz`). Raises DatabaseUnavailable when the database does not answer. The
+        in-memory store is always at this dripline's head revision."""
 
     # inspection ----------------------------------------------------------------
     @abstractmethod

@@ -50,6 +50,7 @@ from dripline.store.types import (
     Enrollment,
     EnrollResult,
     ErrorCount,
+    ImportedConversation,
     Inbound,
     InboxBacklog,
     InboxEntry,
@@ -58,6 +59,7 @@ from dripline.store.types import (
     Outcome,
     Reservation,
     ReservationResult,
+    StoreHealth,
     StoreSnapshot,
     WorkerInfo,
 )
@@ -152,6 +154,47 @@ class MemoryStore(Store):
         if created:
             self.database.wake_all()
         return enroll_results(items, ids, created)
+
+    async def import_conversations(
+        self, items: Sequence[ImportedConversation], now: datetime
+    ) -> list[EnrollResult]:
+        await self._enter("import_conversations")
+        now = utc(now)
+        ids: dict[tuple[str, str], int] = {}
+        created: set[tuple[str, str]] = set()
+        async with self._write() as v:
+            for c in sorted(v.conversations.values(), key=lambda c: c.id):
+                ids.setdefault((c.phone, c.flow), c.id)  # any state, the oldest one
+            for item in items:
+                key = (item.phone, item.flow)
+                if key in ids:
+                    continue
+                row = Conversation(
+                    id=v.next_id("conversations"),
+                    phone=item.phone,
+                    flow=item.flow,
+                    step=item.step,
+                    purpose=item.purpose,
+                    state=item.state,
+                    next_send_at=utc(item.next_send_at),
+                    attempts=0,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_inbound_at=None,
+                    last_error=None,
+                    name=item.name,
+                    timezone=item.timezone,
+                    sender=None,
+                    fields=dict(item.fields),
+                    created_at=now,
+                    updated_at=now,
+                )
+                v.put_conversation(row)
+                ids[key] = row.id
+                created.add(key)
+        if created:
+            self.database.wake_all()
+        return [EnrollResult(ids[k], k in created) for k in ((i.phone, i.flow) for i in items)]
 
     # dispatch ------------------------------------------------------------------
     async def claim_due(
@@ -328,6 +371,14 @@ class MemoryStore(Store):
             for body in bodies:
                 row = InboxEntry(v.next_id("inbox"), now, body, None, None)
                 v.inbox[row.id] = row
+
+    async def health(self) -> StoreHealth:
+        await self._enter("health")
+        # Imported here: nothing else in memory needs alembic. No schema: always at head.
+        from dripline.store.migrate import head_revision
+
+        waiting = [r.received_at for r in self._read().inbox.values() if r.processed_at is None]
+        return StoreHealth(head_revision(), len(waiting), min(waiting, default=None))
 
     async def inbox_backlog(self) -> InboxBacklog:
         await self._enter("inbox_backlog")

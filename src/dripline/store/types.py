@@ -33,6 +33,7 @@ __all__ = [
     "EnrollResult",
     "Enrollment",
     "ErrorCount",
+    "ImportedConversation",
     "Inbound",
     "InboxBacklog",
     "InboxEntry",
@@ -48,6 +49,7 @@ __all__ = [
     "ReservationResult",
     "StatusResult",
     "StatusUpdate",
+    "StoreHealth",
     "StoreSnapshot",
     "WorkerInfo",
 ]
@@ -435,3 +437,30 @@ class StoreSnapshot:
     inbound: tuple[Inbound, ...]
     inbox: tuple[InboxEntry, ...]
     workers: tuple[WorkerInfo, ...]
+
+
+# moving in and health ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ImportedConversation:
+    """A conversation moved in from another scheduler, already part-way through its
+    flow: at `step`, in an active `state`, its next action (`purpose`) due at
+    `next_send_at`. `phone` already E.164."""
+
+    phone: str
+    flow: str
+    step: int
+    purpose: str
+    state: str
+    next_send_at: datetime
+    name: str | None = None
+    timezone: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What readiness needs from the database, read in one short transaction."""
+
+    schema_revision: str | None  # None: no dripline schema
+    inbox_waiting: int
+    inbox_oldest_waiting_at: datetime | None
