@@ -169,28 +169,10 @@ class MemoryStore(Store):
                 key = (item.phone, item.flow)
                 if key in ids:
                     continue
-                row = Conversation(
-                    id=v.next_id("conversations"),
-                    phone=item.phone,
-                    flow=item.flow,
-                    step=item.step,
-                    purpose=item.purpose,
-                    state=item.state,
-                    next_send_at=utc(item.next_send_at),
-                    attempts=0,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    last_inbound_at=None,
-                    last_error=None,
-                    name=item.name,
-                    timezone=item.timezone,
-                    sender=None,
-                    fields=dict(item.fields),
-                    created_at=now,
-                    updated_at=now,
+                at = utc(item.next_send_at)
+                ids[key] = q.insert_conversation(
+                    v, item, item.step, item.purpose, item.state, at, now
                 )
-                v.put_conversation(row)
-                ids[key] = row.id
                 created.add(key)
         if created:
             self.database.wake_all()

@@ -25,6 +25,7 @@ from dripline.store.types import (
     Conversation,
     Enrollment,
     ErrorCount,
+    ImportedConversation,
     Inbound,
     LagSummary,
     Message,
@@ -42,6 +43,7 @@ __all__ = [
     "due",
     "due_order",
     "error_counts",
+    "insert_conversation",
     "lag_summary",
     "latency_samples",
     "live",
@@ -65,14 +67,28 @@ def _unleased(c: Conversation, now: datetime) -> bool:
 # enrollment and dispatch ---------------------------------------------------------------
 def new_conversation(v: View, item: Enrollment, now: datetime) -> int:
     """enroll's INSERT: pending, step 0, due at `item.at` or now."""
+    at = utc(item.at) if item.at is not None else now
+    return insert_conversation(v, item, 0, "question", "pending", at, now)
+
+
+def insert_conversation(
+    v: View,
+    item: Enrollment | ImportedConversation,
+    step: int,
+    purpose: str,
+    state: str,
+    next_send_at: datetime,
+    now: datetime,
+) -> int:
+    """A new conversation row at `step` (enrollment: 0; an import: wherever it was)."""
     row = Conversation(
         id=v.next_id("conversations"),
         phone=item.phone,
         flow=item.flow,
-        step=0,
-        purpose="question",
-        state="pending",
-        next_send_at=utc(item.at) if item.at is not None else now,
+        step=step,
+        purpose=purpose,
+        state=state,
+        next_send_at=next_send_at,
         attempts=0,
         lease_owner=None,
         lease_expires_at=None,

@@ -454,6 +454,7 @@ class ImportedConversation:
     next_send_at: datetime
     name: str | None = None
     timezone: str | None = None
+    sender: str | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
 
 

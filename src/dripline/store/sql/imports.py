@@ -88,7 +88,7 @@ class ImportSql(SqlCore):
                         "attempts": 0,
                         "name": item.name,
                         "timezone": item.timezone,
-                        "sender": None,
+                        "sender": item.sender,
                         "fields": dict(item.fields) if item.fields else None,
                         "created_at": now,
                         "updated_at": now,
