@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.errors import ConfigError, DatabaseUnavailable, DriplineError, StoreError
@@ -187,12 +188,28 @@ async def open_store(
         raise
 
 
-async def migrate_database(database_url: str, revision: str = "head") -> tuple[str | None, str]:
-    """Upgrade the database's schema; returns (revision before, revision after)."""
+# `pg_advisory_xact_lock` key ("drip"): one migration at a time per database.
+MIGRATION_LOCK_KEY = 0x64726970
+_MIGRATION_LOCK = text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+
+
+async def migrate_database(
+    database_url: str, revision: str = "head", *, pooler: bool = False
+) -> tuple[str | None, str]:
+    """Upgrade the database's schema; returns (revision before, revision after).
+
+    Safe to run from several processes at once (every replica's start command, a
+    pre-deploy step racing a manual one): on PostgreSQL the migration holds a
+    transaction-scoped advisory lock, so the others wait, then find the schema at
+    `revision` and do nothing. `pooler`: behind a transaction-mode pooler, as in
+    `open_store` (the lock and the DDL share the one transaction, so that works).
+    """
     url = parse_database_url(database_url)
-    store = _make_store(url, 1, False)
+    store = _make_store(url, 1, pooler)
     try:
         async with store._engine.begin() as conn:
+            if store.backend == "postgresql":
+                await conn.execute(_MIGRATION_LOCK)
             before = await _revision(conn)
             await conn.run_sync(upgrade_connection, revision)
             after = await _revision(conn)
@@ -206,10 +223,10 @@ async def migrate_database(database_url: str, revision: str = "head") -> tuple[s
     return before, after
 
 
-async def schema_revision(database_url: str) -> tuple[str | None, str]:
+async def schema_revision(database_url: str, *, pooler: bool = False) -> tuple[str | None, str]:
     """(the database's revision or None, this dripline's head), without changing anything."""
     url = parse_database_url(database_url)
-    store = _make_store(url, 1, False)
+    store = _make_store(url, 1, pooler)
     try:
         async with store._engine.connect() as conn:
             conn = await conn.execution_options(dripline_read=True)

@@ -89,8 +89,12 @@ def asyncpg_dsn(url: DatabaseUrl) -> str:
     query = {
         k: v
         for k, v in u.query.items()
-        if k not in ("prepared_statement_cache_size", "async_fallback")
+        if k not in ("prepared_statement_cache_size", "async_fallback", "ssl")
     }
+    # asyncpg's DSN knows libpq's `sslmode`; an `ssl` there would be sent to the server
+    # as a setting, which it refuses, and the LISTEN connection would never open.
+    if "ssl" in u.query:
+        query["sslmode"] = u.query["ssl"]
     return u.set(query=query).render_as_string(hide_password=False)
 
 

@@ -47,10 +47,39 @@ def parse_database_url(raw: str) -> DatabaseUrl:
     if backend in ("postgresql", "postgres"):
         if not url.database:
             raise ConfigError(f"database_url {redact_url(raw)!r} names no database")
-        return DatabaseUrl("postgresql", url.set(drivername="postgresql+asyncpg"), None)
+        async_url = url.set(drivername="postgresql+asyncpg", query=_asyncpg_query(url, raw))
+        return DatabaseUrl("postgresql", async_url, None)
     raise ConfigError(
         f"database_url scheme {url.drivername!r} is not supported; use sqlite:// or postgresql://"
     )
+
+
+# libpq's TLS file options: asyncpg takes them from PGSSLROOTCERT, PGSSLCERT, PGSSLKEY.
+_TLS_FILES = {"sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY"}
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _asyncpg_query(url: URL, raw: str) -> dict[str, str | tuple[str, ...]]:
+    """The URL's query as SQLAlchemy's asyncpg dialect passes it to `asyncpg.connect`:
+    libpq's `sslmode` (what Supabase and every other provider print) becomes asyncpg's
+    `ssl`; `connect()` would refuse `sslmode` ("unexpected keyword argument")."""
+    query = dict(url.query)
+    for name, env in _TLS_FILES.items():
+        if name in query:
+            raise ConfigError(
+                f"database_url {redact_url(raw)!r}: {name} is not supported in the URL; "
+                f"set the {env} environment variable to the file instead"
+            )
+    if "sslmode" in query:
+        mode = query.pop("sslmode")
+        if "ssl" in query and query["ssl"] != mode:
+            raise ConfigError(f"database_url {redact_url(raw)!r}: sslmode and ssl disagree")
+        query["ssl"] = mode
+    if "ssl" in query and query["ssl"] not in _SSL_MODES:
+        raise ConfigError(
+            f"database_url {redact_url(raw)!r}: ssl/sslmode must be one of {', '.join(_SSL_MODES)}"
+        )
+    return query
 
 
 def redact_url(raw: str) -> str:
