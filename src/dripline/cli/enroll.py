@@ -229,14 +229,15 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     @handle_errors
     def import_csv(
+        flow: FlowOpt,
         file: Annotated[
-            Path,
+            Path | None,
             typer.Argument(
                 help="CSV with a header row: phone (required), name, timezone, at "
-                "(ISO 8601, no offset = UTC); other columns become template fields."
+                "(ISO 8601, no offset = UTC); other columns become template fields. "
+                "Not with --from-postgres."
             ),
-        ],
-        flow: FlowOpt,
+        ] = None,
         skip_invalid: Annotated[
             bool,
             typer.Option(
@@ -247,14 +248,62 @@ def register(app: typer.Typer) -> None:
         ] = False,
         database_url: DatabaseUrlOpt = None,
         as_json: JsonOpt = False,
+        from_postgres: Annotated[
+            str | None,
+            typer.Option(
+                "--from-postgres",
+                help="Instead of a CSV: move in from another scheduler's table in this "
+                "PostgreSQL database (read-only), each row at its own step of FLOW. "
+                "See docs/migrating.md.",
+            ),
+        ] = None,
+        query: Annotated[
+            str | None,
+            typer.Option(
+                "--query",
+                help="With --from-postgres: the SQL whose columns are phone, step, "
+                "next_send_at, and optionally state, asked_at, name, timezone, key.",
+            ),
+        ] = None,
+        query_file: Annotated[
+            Path | None, typer.Option("--query-file", help="The same SQL, from a file.")
+        ] = None,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="With --from-postgres: show what would be imported; write nothing.",
+            ),
+        ] = False,
     ) -> None:
-        """Enroll everyone in a CSV file into FLOW, all or nothing.
+        """Enroll everyone in a CSV file into FLOW, all or nothing; or, with
+        --from-postgres, move conversations in from another scheduler's table.
 
         Every row is checked first; one bad row (phone, timezone, at) stops the import
         with its file, line and field, and nothing is written. Numbers already active in
-        the flow are left as they are and counted as existing."""
+        the flow are left as they are and counted as existing (from a table: numbers
+        dripline has in the flow in any state, so re-running never duplicates)."""
         settings = settings_from(database_url=database_url)
         _check_flow(flow, settings)
+        if from_postgres is not None:
+            from dripline.cli.import_pg import load_query, run_table_import
+
+            if file is not None:
+                raise InputError("give a CSV file or --from-postgres, not both", where=str(file))
+            run_table_import(
+                settings,
+                url=from_postgres,
+                query=load_query(query, query_file),
+                flow_name=flow,
+                dry_run=dry_run,
+                skip_invalid=skip_invalid,
+                as_json=as_json,
+            )
+            return
+        if file is None:
+            raise InputError("give a CSV file to import (or --from-postgres)", where="FILE")
+        if query is not None or query_file is not None or dry_run:
+            raise InputError("--query, --query-file and --dry-run go with --from-postgres")
         show = not as_json and err_console.is_terminal
         progress = Progress(
             TextColumn("{task.description}"),
