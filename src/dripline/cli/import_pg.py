@@ -207,9 +207,10 @@ def _print(
         )
         for p in planned[:SHOWN]:
             c = _conversation(p)
+            step = f"step {c['step']} ({c['step_id']})"
             console.print(
-                f"  {c['key']:>8}  {c['phone']:<16} step {c['step']} ({c['step_id']})  "
-                f"{c['state']:<14} {c['next']} at {c['at']}",
+                f"  {c['key']:>8}  {c['phone']:<16} {step:<20} {c['state']:<15}"
+                f"{c['next']} at {c['at']}",
                 highlight=False,
             )
         if len(planned) > SHOWN:
