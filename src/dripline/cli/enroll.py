@@ -276,8 +276,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
     ) -> None:
-        """Enroll everyone in a CSV file into FLOW, all or nothing; or, with
-        --from-postgres, move conversations in from another scheduler's table.
+        """Enroll a CSV file into FLOW, or move in another scheduler's table (--from-postgres).
+
+        A CSV file is enrolled all or nothing; --from-postgres places each row of the
+        query at its own step of FLOW (docs/migrating.md).
 
         Every row is checked first; one bad row (phone, timezone, at) stops the import
         with its file, line and field, and nothing is written. Numbers already active in
