@@ -67,6 +67,7 @@ class InboxProcessor:
         clock: Clock,
         *,
         opt_out_keywords: Sequence[str] = ("STOP",),
+        default_sender: str | None = None,
         batch_rows: int = 200,
         idle_poll_s: float = 1.0,
         retry_s: float = 1.0,
@@ -75,6 +76,9 @@ class InboxProcessor:
         self.flows = flows
         self.clock = clock
         self.keywords = tuple(opt_out_keywords)
+        # The phone number id conversations without a sender go out from (settings):
+        # replies are routed by the number they were sent to.
+        self.default_sender = default_sender
         self.batch_rows = batch_rows
         self.idle_poll_s = idle_poll_s
         self.retry_s = retry_s
@@ -224,7 +228,18 @@ class InboxProcessor:
                 phones = await tx.conversations_for([e.phone for e in fresh], now)
                 keys = [(c.id, c.step) for pc in phones.values() for c in pc.active]
                 sent = await tx.sent_steps(keys) if keys else set()
-                plan = plan_inbound(fresh, phones, sent, self.flows, self.keywords, now)
+                quoted = sorted({e.context_id for e in fresh if e.context_id})
+                replied = await tx.replied_to(quoted) if quoted else {}
+                plan = plan_inbound(
+                    fresh,
+                    phones,
+                    sent,
+                    self.flows,
+                    self.keywords,
+                    now,
+                    replied=replied,
+                    default_sender=self.default_sender,
+                )
                 inserted = await tx.insert_inbound(plan.inserts)
                 # A concurrent processor recorded one first (same body, two rows): its
                 # effects are that processor's; drop ours for that message.

@@ -133,7 +133,9 @@ class _World:
                 self.store, self.server, self.faults, batch_delay_s=self.cfg.processor_delay_s
             ),
         )
-        processor = InboxProcessor(view, self.flows, self.clock, batch_rows=50)
+        processor = InboxProcessor(
+            view, self.flows, self.clock, default_sender=NUMBER, batch_rows=50
+        )
         self.processor = processor
         self.trace.add(self.loop.time(), f"start {tag}")
 

@@ -57,6 +57,7 @@ from dripline.store.types import (
     StatusResult,
     StatusUpdate,
     StoreSnapshot,
+    Suppression,
     WorkerInfo,
 )
 from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url
@@ -97,6 +98,7 @@ __all__ = [
     "StatusUpdate",
     "Store",
     "StoreSnapshot",
+    "Suppression",
     "WebhookTx",
     "WorkerInfo",
     "migrate_database",
