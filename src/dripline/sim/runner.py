@@ -18,6 +18,7 @@ import structlog
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.errors import DriplineError
+from dripline.fake.rules import wa_id_for
 from dripline.inbox.intake import INTAKE_HEARTBEAT_S, INTAKE_TOLERANCE_S, IntakeHeartbeat
 from dripline.inbox.processor import InboxProcessor
 from dripline.settings import Settings
@@ -236,6 +237,8 @@ class _World:
             _intake_up(self.intake_up, cfg),
             snap.conversations,
             snap.messages,
+            snap.inbound,
+            {"+" + wa_id_for(p): p for p in self.users},
         )
         if not settled:
             violations.insert(
@@ -362,10 +365,24 @@ def _minus(
     return out
 
 
+def _phone(i: int) -> str:
+    """User `i`'s number: US, or one whose WhatsApp ID Meta may report differently
+    (a Brazilian mobile in area 31 without its ninth digit, a Mexican one as 521), or a
+    Brazilian one in area 11 (ID unchanged)."""
+    kind = i % 4
+    if kind == 1:
+        return f"+55319{88880000 + i:08d}"
+    if kind == 2:
+        return f"+5255{12340000 + i:08d}"
+    if kind == 3:
+        return f"+55119{88880000 + i:08d}"
+    return f"+1415555{i:04d}"
+
+
 def _users(cfg: SimConfig, rng: random.Random) -> dict[str, User]:
     users = {}
     for i in range(cfg.phones):
-        phone = f"+1415555{i:04d}"
+        phone = _phone(i)
         stop_at = rng.uniform(0.0, cfg.fault_end_s) if rng.random() < cfg.p_stop else None
         users[phone] = User(
             phone=phone,
