@@ -19,7 +19,9 @@ Inbound messages (`plan_inbound`):
 - each of those gets `last_inbound_at` (the 24-hour window is per user and business
   number, not per conversation);
 - an opt-out keyword (trimmed, case-insensitive) moves each of those to `opted_out`:
-  nothing more is ever sent to them;
+  nothing more is ever sent to them; and the number (as it wrote, and as each of those
+  conversations was enrolled) is suppressed for that business number, so enrolling it
+  again is refused without a new opt-in (`Store.enroll`), even with no conversation;
 - otherwise the reply advances the sender's waiting conversation through
   `flow.on_reply`: one `awaiting_reply`, or one `pending`/`in_progress` whose current
   step waits for a reply and whose question already went out (a send the dispatcher
@@ -54,6 +56,7 @@ from dripline.store import (
     NewInbound,
     PhoneConversations,
     StatusUpdate,
+    Suppression,
 )
 from dripline.whatsapp.webhooks import InboundMessage, StatusEvent
 
@@ -156,6 +159,7 @@ class InboundPlan:
 
     inserts: list[NewInbound] = field(default_factory=list)
     changes: dict[int, ConversationChange] = field(default_factory=dict)
+    suppressions: list[Suppression] = field(default_factory=list)
     deferred: list[InboundEvent] = field(default_factory=list)
     advanced: int = 0
     opted_out: int = 0
@@ -218,6 +222,17 @@ def _quoted(
     return next((r for r in rows if r.id == target), None)
 
 
+def _suppressions(
+    event: InboundEvent, rows: list[Conversation], default_sender: str | None
+) -> list[Suppression]:
+    """An opt-out: the number as it wrote and as each conversation was enrolled, for the
+    business number it wrote to ("" when no sender is known)."""
+    reason = f"the user sent {(event.text or '').strip()[:40]!r}"
+    pairs = {(event.number or default_sender or "", event.phone)}
+    pairs |= {(event.number or r.sender or default_sender or "", r.phone) for r in rows}
+    return [Suppression(sender, phone, reason, event.at) for sender, phone in sorted(pairs)]
+
+
 def plan_inbound(
     events: Sequence[InboundEvent],
     phones: dict[str, PhoneConversations],
@@ -251,6 +266,8 @@ def plan_inbound(
             continue
         active = [rows[r.id] for r in pc.active if rows[r.id].state in ACTIVE_STATES] if pc else []
         active = _on_number(active, event.number, default_sender)
+        if opt_out:
+            plan.suppressions += _suppressions(event, active, default_sender)
         if not active:
             # No conversation waits for it: keep it with the newest conversation, if any.
             latest = (pc.active[-1].id if pc.active else pc.latest_id) if pc else None

@@ -25,8 +25,9 @@ import structlog
 from dripline.clock import Clock
 from dripline.errors import DatabaseUnavailable, InputError
 from dripline.flows import FlowRegistry
+from dripline.inbox.optouts import suppressions_from_statuses
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
-from dripline.store import StatusUpdate, Store
+from dripline.store import StatusUpdate, Store, Suppression
 from dripline.whatsapp.webhooks import parse_webhook
 
 __all__ = ["InboxProcessor", "PassStats"]
@@ -193,12 +194,14 @@ class InboxProcessor:
             updates: list[StatusUpdate] = []
             status_rows: dict[str, set[int]] = {}
             events: dict[str, InboundEvent] = {}
+            opt_outs: list[Suppression] = []
             for row in rows:
                 try:
                     batch = parse_webhook(row.body)
                 except InputError as exc:
                     malformed[row.id] = str(exc)[:500]
                     continue
+                opt_outs += suppressions_from_statuses(batch.statuses, now)
                 for s in batch.statuses:
                     u = status_update(s, now)
                     if u is None:
@@ -214,6 +217,7 @@ class InboxProcessor:
             stats.statuses = len(updates)
             sres = await tx.apply_statuses(updates, now)
             stats.statuses_applied = sres.applied
+            await tx.add_suppressions(opt_outs)
             stats.statuses_unmatched = sres.unmatched
             waiting: dict[int, str] = {}
             for wamid in sres.busy:
@@ -247,6 +251,7 @@ class InboxProcessor:
                 if lost:
                     raise _Conflict(f"{len(lost)} inbound messages recorded concurrently")
                 await tx.update_conversations(list(plan.changes.values()), now)
+                await tx.add_suppressions(plan.suppressions)
                 stats.advanced = plan.advanced
                 stats.opted_out = plan.opted_out
                 for e in plan.deferred:

@@ -46,6 +46,7 @@ from dripline.store.types import (
     StatusResult,
     StatusUpdate,
     StoreSnapshot,
+    Suppression,
     WorkerInfo,
 )
 
@@ -166,6 +167,13 @@ class WebhookTx(ABC):
         message's `context.id` quotes them) belongs to; unknown ones are absent."""
 
     @abstractmethod
+    async def add_suppressions(self, rows: Sequence[Suppression]) -> int:
+        """Record numbers that opted out (a STOP; the inbox's failed-status path for
+        131050, "user stopped marketing messages"), in this transaction. A number already
+        suppressed for that business number keeps its first row. Returns rows added.
+        `Store.enroll` then refuses these numbers unless the item states `opt_in`."""
+
+    @abstractmethod
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
         """The (conversation, step) pairs whose question (or its fallback) went out:
         a message row for it is `sent`, `delivered` or `read`."""
@@ -220,6 +228,10 @@ class Store(ABC):
         Idempotent on (phone, flow) among active conversations: an existing one is
         returned with `created=False`. Results are in input order. All or nothing.
         Wakes sleeping dispatchers when a new row is due earlier than they planned.
+
+        Suppressed numbers (`WebhookTx.add_suppressions`; see `store.identity.blocking`)
+        raise SuppressedError naming the first such item's index, and nothing is written;
+        an item with `opt_in` lifts the suppressions that would block it instead.
         """
 
     # dispatch --------------------------------------------------------------

@@ -25,6 +25,7 @@ from dripline.store.types import (
     PhoneConversations,
     StatusResult,
     StatusUpdate,
+    Suppression,
 )
 
 __all__ = ["MemoryWebhookTx"]
@@ -151,6 +152,16 @@ class MemoryWebhookTx(WebhookTx):
             for m in self._v.messages.values()
             if m.wamid is not None and m.wamid in wanted
         }
+
+    async def add_suppressions(self, rows: Sequence[Suppression]) -> int:
+        await self._enter("webhook_transaction.add_suppressions")
+        added = 0
+        for r in rows:
+            key = (r.sender, r.phone)
+            if key not in self._v.suppressions:  # ON CONFLICT DO NOTHING: the first stays
+                self._v.suppressions[key] = replace(r, created_at=utc(r.created_at))
+                added += 1
+        return added
 
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
         await self._enter("webhook_transaction.sent_steps")

@@ -38,6 +38,7 @@ from dripline.store.schema import (
     inbound_messages,
     inbox,
     messages,
+    suppressions,
 )
 from dripline.store.sql.core import (
     CONVERSATION_COLUMNS,
@@ -56,6 +57,7 @@ from dripline.store.types import (
     PhoneConversations,
     StatusResult,
     StatusUpdate,
+    Suppression,
 )
 
 __all__ = ["SqlWebhookTx", "WebhookSql"]
@@ -64,6 +66,7 @@ C = conversations.c
 M = messages.c
 I = inbound_messages.c  # noqa: E741 -- mirrors C and M
 X = inbox.c
+S = suppressions.c
 
 _SENT = ("sent", "delivered", "read")
 
@@ -308,6 +311,18 @@ class SqlWebhookTx(WebhookTx):
             )
             found.update((r.wamid, r.conversation_id) for r in rows)
         return found
+
+    async def add_suppressions(self, rows: Sequence[Suppression]) -> int:
+        """ON CONFLICT DO NOTHING on (sender, phone): the first opt-out's row stays."""
+        if not rows:
+            return 0
+        maker = pg_insert if self._pg else sqlite_insert
+        values = [
+            {"sender": r.sender, "phone": r.phone, "reason": r.reason, "created_at": r.created_at}
+            for r in {(r.sender, r.phone): r for r in reversed(rows)}.values()
+        ]
+        stmt = maker(suppressions).values(values).on_conflict_do_nothing().returning(S.phone)
+        return len((await self._conn.execute(stmt)).all())
 
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
         found: set[tuple[int, int]] = set()
