@@ -17,7 +17,7 @@ from typing import Any, cast
 import structlog
 
 from dripline.dispatcher.engine import Dispatcher
-from dripline.errors import DriplineError
+from dripline.errors import DriplineError, SuppressedError
 from dripline.fake.rules import wa_id_for
 from dripline.inbox.intake import INTAKE_HEARTBEAT_S, INTAKE_TOLERANCE_S, IntakeHeartbeat
 from dripline.inbox.processor import InboxProcessor
@@ -254,7 +254,14 @@ class _World:
             phone = phones[i % len(phones)]
             flow = "checkin" if i % 3 else "nudge"
             items.append(Enrollment(phone=phone, flow=flow, at=now))
-        results = await self.store.enroll(items, now)
+        while True:
+            try:
+                results = await self.store.enroll(items, now)
+                break
+            except SuppressedError as exc:
+                # The user sent STOP before being enrolled: refused, as it must be.
+                self.trace.add(self.loop.time(), f"enroll refused: {exc.phone} opted out")
+                items = [i for i in items if i.phone != exc.phone]
         created = sum(r.created for r in results)
         self.trace.add(self.loop.time(), f"enrolled {created} of {len(items)}")
 
