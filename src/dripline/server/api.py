@@ -143,6 +143,11 @@ class ConversationOut(BaseModel):
     last_inbound_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    wa_id: str | None = Field(
+        None,
+        description="the user's WhatsApp ID as the Cloud API reported it when a message "
+        "was accepted (may differ from phone, e.g. Brazil, Mexico); null before that",
+    )
 
 
 class MessageOut(BaseModel):
@@ -323,6 +328,7 @@ def conversation_out(record: Conversation, flows: FlowRegistry) -> ConversationO
         last_inbound_at=record.last_inbound_at,
         created_at=record.created_at,
         updated_at=record.updated_at,
+        wa_id=record.wa_id,
     )
 
 
