@@ -10,30 +10,44 @@ ID and its number's variants, so a batch costs what its senders do, not rows x s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from dripline.errors import SuppressedError
 from dripline.phones import is_same_user, phone_variants
 from dripline.store.types import Enrollment, Suppression
 
-__all__ = ["blocking", "lifted_suppressions", "suppression_phones", "users_rows"]
+__all__ = ["RowsByUser", "blocking", "lifted_suppressions", "suppression_phones"]
 
 T = TypeVar("T")
 
 
-def users_rows(
-    sender: str, rows: Iterable[T], key: Callable[[T], tuple[str, str | None]]
-) -> list[T]:
-    """The rows (each with `key(row)` = (phone, wa_id)) of the user writing from `sender`
-    (E.164), in the order given."""
-    digits = sender.lstrip("+")
-    variants = set(phone_variants(sender))
-    out = []
-    for row in rows:
-        phone, wa_id = key(row)
-        if (wa_id == digits or phone in variants) and is_same_user(phone, wa_id, sender):
-            out.append(row)
-    return out
+class RowsByUser(Generic[T]):
+    """Rows indexed by (phone, wa_id), to find a sender's rows in time proportional to
+    that sender's rows, not to every row of the batch."""
+
+    def __init__(self, rows: Iterable[T], key: Callable[[T], tuple[str, str | None]]) -> None:
+        self._key = key
+        self._by_phone: dict[str, list[T]] = {}
+        self._by_wa_id: dict[str, list[T]] = {}
+        for row in rows:
+            phone, wa_id = key(row)
+            self._by_phone.setdefault(phone, []).append(row)
+            if wa_id is not None:
+                self._by_wa_id.setdefault(wa_id, []).append(row)
+
+    def of(self, sender: str) -> list[T]:
+        """The rows of the user writing from `sender` (E.164), each once, in the order
+        given to the index."""
+        candidates = list(self._by_wa_id.get(sender.lstrip("+"), ()))
+        for variant in phone_variants(sender):
+            candidates += self._by_phone.get(variant, ())
+        seen: set[int] = set()
+        out = []
+        for row in candidates:
+            if id(row) not in seen and is_same_user(*self._key(row), sender):
+                seen.add(id(row))
+                out.append(row)
+        return out
 
 
 def blocking(item: Enrollment, rows: Iterable[Suppression]) -> list[Suppression]:

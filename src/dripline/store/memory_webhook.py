@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from dripline.store.base import WebhookTx
-from dripline.store.identity import users_rows
+from dripline.store.identity import RowsByUser
 from dripline.store.memory_tables import View, utc, utc_or_none
 from dripline.store.types import (
     ACTIVE_STATES,
@@ -135,10 +135,10 @@ class MemoryWebhookTx(WebhookTx):
         await self._enter("webhook_transaction.conversations_for")
         now = utc(now)
         wanted = sorted(set(phones))
-        rows = list(self._v.conversations.values())  # by id
+        rows_of = RowsByUser(self._v.conversations.values(), lambda c: (c.phone, c.wa_id))
         out: dict[str, PhoneConversations] = {}
         for p in wanted:
-            mine = users_rows(p, rows, lambda c: (c.phone, c.wa_id))
+            mine = sorted(rows_of.of(p), key=lambda c: c.id)
             active = tuple(c for c in mine if c.state in ACTIVE_STATES)
             busy = any(c.lease_expires_at is not None and c.lease_expires_at >= now for c in active)
             out[p] = PhoneConversations(active, busy, max((c.id for c in mine), default=None))

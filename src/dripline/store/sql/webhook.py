@@ -24,14 +24,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal_column, select, update
+from sqlalchemy import bindparam, func, insert, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.phones import phone_variants
 from dripline.store.base import WebhookTx
-from dripline.store.identity import users_rows
+from dripline.store.identity import RowsByUser
 from dripline.store.schema import (
     ACTIVE_STATES,
     conversations,
@@ -259,34 +259,36 @@ class SqlWebhookTx(WebhookTx):
         """Each sender's conversations (`is_same_user`); active ones are locked until
         commit (PostgreSQL)."""
         phones = sorted(set(phones))
-        wanted = sorted({v for p in phones for v in phone_variants(p)})
-        ids_wanted = sorted({p.lstrip("+") for p in phones})
         found: dict[int, Conversation] = {}
         heads: set[tuple[str, str | None, int]] = set()
-        for column, values in ((C.phone, wanted), (C.wa_id, ids_wanted)):
-            for chunk in chunks(values):
-                rows = await self._conn.execute(
-                    select(*CONVERSATION_COLUMNS).where(
-                        column.in_(list(chunk)), C.state.in_(ACTIVE_STATES)
-                    )
-                )
-                found.update((r.id, conversation_from_row(r)) for r in rows)
-                rows = await self._conn.execute(
-                    select(C.phone, C.wa_id, func.max(C.id).label("id"))
-                    .where(column.in_(list(chunk)))
-                    .group_by(C.phone, C.wa_id)
-                )
-                heads.update((r.phone, r.wa_id, r.id) for r in rows)
+        for chunk in chunks(phones, 1_000):
+            # By number (and its variants) or by WhatsApp ID: one statement, two indexes.
+            theirs = or_(
+                C.phone.in_(sorted({v for p in chunk for v in phone_variants(p)})),
+                C.wa_id.in_(sorted({p.lstrip("+") for p in chunk})),
+            )
+            rows = await self._conn.execute(
+                select(*CONVERSATION_COLUMNS).where(theirs, C.state.in_(ACTIVE_STATES))
+            )
+            found.update((r.id, conversation_from_row(r)) for r in rows)
+            rows = await self._conn.execute(
+                select(C.phone, C.wa_id, func.max(C.id).label("id"))
+                .where(theirs)
+                .group_by(C.phone, C.wa_id)
+            )
+            heads.update((r.phone, r.wa_id, r.id) for r in rows)
         active: dict[str, list[Conversation]] = {}
         busy: set[str] = set()
         latest: dict[str, int | None] = {}
+        rows_of = RowsByUser(sorted(found.values(), key=_id), lambda c: (c.phone, c.wa_id))
+        heads_of = RowsByUser(heads, lambda h: (h[0], h[1]))
         for p in phones:
-            mine = sorted(users_rows(p, found.values(), lambda c: (c.phone, c.wa_id)), key=_id)
+            mine = rows_of.of(p)
             active[p] = mine
             # Live while lease_expires_at >= now, as the claim sees it.
             if any(c.lease_expires_at is not None and c.lease_expires_at >= now for c in mine):
                 busy.add(p)
-            latest[p] = max((h[2] for h in users_rows(p, heads, lambda h: h[:2])), default=None)
+            latest[p] = max((h[2] for h in heads_of.of(p)), default=None)
         if self._pg:
             ids = sorted({c.id for p in phones if p not in busy for c in active[p]})
             locked: set[int] = set()
