@@ -25,8 +25,9 @@ import structlog
 from dripline.clock import Clock
 from dripline.errors import DatabaseUnavailable, InputError
 from dripline.flows import FlowRegistry
+from dripline.inbox.optouts import suppressions_from_statuses
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
-from dripline.store import StatusUpdate, Store
+from dripline.store import StatusUpdate, Store, Suppression
 from dripline.whatsapp.webhooks import parse_webhook
 
 __all__ = ["InboxProcessor", "PassStats"]
@@ -67,6 +68,7 @@ class InboxProcessor:
         clock: Clock,
         *,
         opt_out_keywords: Sequence[str] = ("STOP",),
+        default_sender: str | None = None,
         batch_rows: int = 200,
         idle_poll_s: float = 1.0,
         retry_s: float = 1.0,
@@ -75,6 +77,9 @@ class InboxProcessor:
         self.flows = flows
         self.clock = clock
         self.keywords = tuple(opt_out_keywords)
+        # The phone number id conversations without a sender go out from (settings):
+        # replies are routed by the number they were sent to.
+        self.default_sender = default_sender
         self.batch_rows = batch_rows
         self.idle_poll_s = idle_poll_s
         self.retry_s = retry_s
@@ -189,12 +194,14 @@ class InboxProcessor:
             updates: list[StatusUpdate] = []
             status_rows: dict[str, set[int]] = {}
             events: dict[str, InboundEvent] = {}
+            opt_outs: list[Suppression] = []
             for row in rows:
                 try:
                     batch = parse_webhook(row.body)
                 except InputError as exc:
                     malformed[row.id] = str(exc)[:500]
                     continue
+                opt_outs += suppressions_from_statuses(batch.statuses, now)
                 for s in batch.statuses:
                     u = status_update(s, now)
                     if u is None:
@@ -210,6 +217,7 @@ class InboxProcessor:
             stats.statuses = len(updates)
             sres = await tx.apply_statuses(updates, now)
             stats.statuses_applied = sres.applied
+            await tx.add_suppressions(opt_outs)
             stats.statuses_unmatched = sres.unmatched
             waiting: dict[int, str] = {}
             for wamid in sres.busy:
@@ -224,7 +232,18 @@ class InboxProcessor:
                 phones = await tx.conversations_for([e.phone for e in fresh], now)
                 keys = [(c.id, c.step) for pc in phones.values() for c in pc.active]
                 sent = await tx.sent_steps(keys) if keys else set()
-                plan = plan_inbound(fresh, phones, sent, self.flows, self.keywords, now)
+                quoted = sorted({e.context_id for e in fresh if e.context_id})
+                replied = await tx.replied_to(quoted) if quoted else {}
+                plan = plan_inbound(
+                    fresh,
+                    phones,
+                    sent,
+                    self.flows,
+                    self.keywords,
+                    now,
+                    replied=replied,
+                    default_sender=self.default_sender,
+                )
                 inserted = await tx.insert_inbound(plan.inserts)
                 # A concurrent processor recorded one first (same body, two rows): its
                 # effects are that processor's; drop ours for that message.
@@ -232,6 +251,7 @@ class InboxProcessor:
                 if lost:
                     raise _Conflict(f"{len(lost)} inbound messages recorded concurrently")
                 await tx.update_conversations(list(plan.changes.values()), now)
+                await tx.add_suppressions(plan.suppressions)
                 stats.advanced = plan.advanced
                 stats.opted_out = plan.opted_out
                 for e in plan.deferred:

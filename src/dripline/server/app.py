@@ -126,7 +126,11 @@ def create_app(
             )
         assert parts.store is not None
         processor = InboxProcessor(
-            parts.store, registry, clk, opt_out_keywords=settings.opt_out_keywords
+            parts.store,
+            registry,
+            clk,
+            opt_out_keywords=settings.opt_out_keywords,
+            default_sender=settings.whatsapp_phone_number_id,
         )
         writer = InboxWriter(parts.store, clk, on_commit=processor.notify)
         parts.processor, parts.writer = processor, writer

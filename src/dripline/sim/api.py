@@ -9,6 +9,12 @@ and the answer takes the other half. Faults are drawn per request (see `SimConfi
 An accepted message gets status webhooks (sent, then delivered and maybe read, or
 failed 131026 for an undeliverable user); `biz_opaque_callback_data` is echoed on
 sent/delivered/read. Users answer delivered questions (or not), and some send STOP.
+
+Users are identified as Meta may identify them: the send answer's `contacts[0].wa_id`,
+statuses' `recipient_id` and inbound `from` carry the user's WhatsApp ID, which differs
+from the number sent for Brazilian mobiles outside areas 11-28 and for Mexican numbers
+(`dripline.fake.rules.wa_id_for`, with its sources), so dripline's matching of replies
+by ID and number variants runs in every seed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dripline.errors import TransportError
+from dripline.fake.rules import wa_id_for
 from dripline.fake.state import TokenBucket
 from dripline.sim import meta
 from dripline.sim.channel import WebhookChannel
@@ -190,7 +197,7 @@ class SimCloudApi:
         self._schedule_statuses(number, to, wamid, callback)
         if fate in ("lost", "timeout"):
             return None
-        return 200, meta.send_answer("+" + to, to, wamid), None
+        return 200, meta.send_answer("+" + to, wa_id_for(to), wamid), None
 
     # ------------------------------------------------------------- webhooks
     def _schedule_statuses(self, number: str, to: str, wamid: str, callback: str | None) -> None:
@@ -210,7 +217,7 @@ class SimCloudApi:
                 wamid=wamid,
                 status=name,
                 timestamp=stamp,
-                recipient_id=to,
+                recipient_id=wa_id_for(to),
                 callback_data=data,
                 error=error,
             )
@@ -238,7 +245,7 @@ class SimCloudApi:
         value = meta.inbound_value(
             number,
             wamid=f"wamid.IN{self._inbound_seq:06d}",
-            wa_id=user.phone.lstrip("+"),
+            wa_id=wa_id_for(user.phone),
             timestamp=stamp,
             text=text,
             context_id=context,

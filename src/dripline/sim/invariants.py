@@ -12,6 +12,8 @@ Each is named in docs/reliability.md ("Invariants the simulator checks"):
     unknown-without-cause  nothing ends "outcome unknown" in a world where no crash,
                       stall or lost answer could hide an outcome
     stop-is-final     nothing is accepted for a conversation after its STOP was applied
+    replies-reach     every message a user sent after being enrolled is recorded with
+                      one of that user's conversations, whatever WhatsApp ID it came from
     final-is-final    a conversation in a terminal state never changes state again;
                       a message's status never moves backwards
     rate              no sender number gets more requests in any 1 s window than its
@@ -246,6 +248,30 @@ def _rate(cfg: SimConfig, arrivals: dict[str, list[float]]) -> list[str]:
     return out
 
 
+def _replies_reach(
+    owners: dict[str, str], conversations: Sequence[Any], inbound: Sequence[Any]
+) -> list[str]:
+    """`owners`: each user's WhatsApp ID (as inbound `from`, E.164) -> enrolled number."""
+    by_id = {c.id: c for c in conversations}
+    first: dict[str, Any] = {}
+    for c in conversations:
+        if c.phone not in first or c.created_at < first[c.phone]:
+            first[c.phone] = c.created_at
+    out = []
+    for row in inbound:
+        phone = owners.get(row.phone)
+        enrolled = first.get(phone) if phone is not None else None
+        if enrolled is None or row.received_at < enrolled:
+            continue  # the user had no conversation yet when writing
+        conv = by_id.get(row.conversation_id)
+        if conv is None or conv.phone != phone:
+            out.append(
+                f"replies-reach: {row.wamid} from {row.phone} (enrolled as {phone}) was "
+                f"recorded with conversation {row.conversation_id}"
+            )
+    return out
+
+
 def check_final(
     cfg: SimConfig,
     obs: Observer,
@@ -255,6 +281,8 @@ def check_final(
     intake_up: Sequence[tuple[float, float]],
     conversations: Sequence[Any],
     messages: Sequence[Any],
+    inbound: Sequence[Any] = (),
+    owners: dict[str, str] | None = None,
 ) -> list[str]:
     by_id = {m.id: m for m in messages}
     out = list(obs.violations)
@@ -263,6 +291,7 @@ def check_final(
     out += _no_blind_give_up(cfg, obs, accepted, intake_up, conversations, messages, obs.at)
     out += _unknown_without_cause(cfg, conversations)
     out += _stop_is_final(obs, accepted, by_id)
+    out += _replies_reach(owners or {}, conversations, inbound)
     out += _rate(cfg, arrivals)
     if pair_refusals:
         out.append(f"pair: {pair_refusals} requests refused with 131056")

@@ -60,6 +60,7 @@ from dripline.store.types import (
     StatusUpdate,
     StoreHealth,
     StoreSnapshot,
+    Suppression,
     WorkerInfo,
 )
 from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url
@@ -102,6 +103,7 @@ __all__ = [
     "Store",
     "StoreHealth",
     "StoreSnapshot",
+    "Suppression",
     "WebhookTx",
     "WorkerInfo",
     "migrate_database",

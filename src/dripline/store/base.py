@@ -48,6 +48,7 @@ from dripline.store.types import (
     StatusUpdate,
     StoreHealth,
     StoreSnapshot,
+    Suppression,
     WorkerInfo,
 )
 
@@ -152,9 +153,27 @@ class WebhookTx(ABC):
     async def conversations_for(
         self, phones: Sequence[str], now: datetime
     ) -> dict[str, PhoneConversations]:
-        """Each phone's conversations (every phone asked for is a key): the active ones in
-        id order, `busy` when one has a live lease (`lease_expires_at > now`) or another
-        transaction holds it, and the newest conversation id of any state."""
+        """Each sender's conversations (every phone asked for, the E.164 of an inbound
+        `from`, is a key): the active ones in id order, `busy` when one has a live lease
+        (`lease_expires_at > now`) or another transaction holds it, and the newest
+        conversation id of any state.
+
+        A conversation is the sender's when its `wa_id` (learned from a send response) is
+        the sender's ID, when its phone is the sender's number, or, while its `wa_id` is
+        unknown, when its phone is one of that number's variants (Brazil's ninth digit,
+        Mexico's 521, Argentina's 549: `dripline.phones.is_same_user`)."""
+
+    @abstractmethod
+    async def replied_to(self, wamids: Sequence[str]) -> dict[str, int]:
+        """The conversation each of these message ids (our sends' wamids, as an inbound
+        message's `context.id` quotes them) belongs to; unknown ones are absent."""
+
+    @abstractmethod
+    async def add_suppressions(self, rows: Sequence[Suppression]) -> int:
+        """Record numbers that opted out (a STOP; the inbox's failed-status path for
+        131050, "user stopped marketing messages"), in this transaction. A number already
+        suppressed for that business number keeps its first row. Returns rows added.
+        `Store.enroll` then refuses these numbers unless the item states `opt_in`."""
 
     @abstractmethod
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -211,6 +230,10 @@ class Store(ABC):
         Idempotent on (phone, flow) among active conversations: an existing one is
         returned with `created=False`. Results are in input order. All or nothing.
         Wakes sleeping dispatchers when a new row is due earlier than they planned.
+
+        Suppressed numbers (`WebhookTx.add_suppressions`; see `store.identity.blocking`)
+        raise SuppressedError naming the first such item's index, and nothing is written;
+        an item with `opt_in` lifts the suppressions that would block it instead.
         """
 
     @abstractmethod

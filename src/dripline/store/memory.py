@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 
 from dripline.store import memory_queries as q
 from dripline.store.base import Store, WebhookTx, enroll_results
+from dripline.store.identity import lifted_suppressions, suppression_phones
 from dripline.store.memory_tables import Tables, View, utc
 from dripline.store.memory_webhook import MemoryWebhookTx
 from dripline.store.types import (
@@ -144,6 +145,10 @@ class MemoryStore(Store):
         ids: dict[tuple[str, str], int] = {}
         created: set[tuple[str, str]] = set()
         async with self._write() as v:
+            wanted = set(suppression_phones(items))
+            rows = [r for r in v.suppressions.values() if r.phone in wanted]
+            for r in lifted_suppressions(items, rows) if rows else ():
+                v.suppressions.delete((r.sender, r.phone))
             for key, item in first.items():
                 existing = v.active_keys.get(key)
                 if existing is not None:

@@ -263,6 +263,7 @@ def record(v: View, outcomes: Sequence[Outcome], worker_id: str, now: datetime) 
             next_send_at=utc_or_none(u.next_send_at),
             attempts=u.attempts,
             last_error=u.last_error,
+            wa_id=u.wa_id if u.wa_id is not None else c.wa_id,
             lease_owner=None,
             lease_expires_at=None,
             updated_at=now,

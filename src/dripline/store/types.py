@@ -51,6 +51,7 @@ __all__ = [
     "StatusUpdate",
     "StoreHealth",
     "StoreSnapshot",
+    "Suppression",
     "WorkerInfo",
 ]
 
@@ -128,6 +129,9 @@ class Conversation:
     fields: Mapping[str, Any]
     created_at: datetime
     updated_at: datetime
+    # The user's WhatsApp ID from the send response (digits; None until a send was
+    # accepted): replies are matched by it first (see `WebhookTx.conversations_for`).
+    wa_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,17 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
+class Suppression:
+    """A suppressions row: `phone` (E.164) opted out of messages from business number
+    `sender` (a phone number id; "" when it was not known), and why."""
+
+    sender: str
+    phone: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class InboxEntry:
     """An inbox row: one stored webhook body and what processing made of it."""
 
@@ -192,6 +207,9 @@ class Enrollment:
     timezone: str | None = None
     sender: str | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    # The caller states the user opted in again: a suppression of this number (a STOP,
+    # 131050) is lifted instead of refusing the enrollment.
+    opt_in: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +282,8 @@ class ConversationUpdate:
     next_send_at: datetime | None
     attempts: int
     last_error: str | None = None
+    # The WhatsApp ID the send response reported (`contacts[0].wa_id`); None: unchanged.
+    wa_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +457,7 @@ class StoreSnapshot:
     inbound: tuple[Inbound, ...]
     inbox: tuple[InboxEntry, ...]
     workers: tuple[WorkerInfo, ...]
+    suppressions: tuple[Suppression, ...] = ()
 
 
 # moving in and health ------------------------------------------------------------
