@@ -38,6 +38,9 @@ from dripline.inbox import InboxProcessor
 from dripline.inbox.intake import IntakeHeartbeat
 from dripline.server.api import ErrorOut, build_router
 from dripline.server.auth import TokenAuth, check_auth_settings
+from dripline.server.guard import AccessGuard, AccessPolicy
+from dripline.server.limits import server_limits
+from dripline.server.token import ensure_api_token
 from dripline.server.webhook import InboxWriter, build_webhook_router
 from dripline.settings import Settings
 from dripline.store import Store, open_store
@@ -95,8 +98,8 @@ def create_app(
     clock: Clock | None = None,
     process_inbox: bool = True,
 ) -> FastAPI:
-    """The dripline HTTP app. Raises ConfigError when it must not start (no API token
-    while binding beyond loopback, broken flow files).
+    """The dripline HTTP app. Raises ConfigError when it must not start (no API token:
+    see `dripline.server.token.ensure_api_token`; broken flow files).
 
     `store`: use this open store (the caller closes it); default: open
     `settings.database_url` at startup, close at shutdown. `process_inbox=False` leaves
@@ -127,7 +130,12 @@ def create_app(
         processor = InboxProcessor(
             parts.store, registry, clk, opt_out_keywords=settings.opt_out_keywords
         )
-        writer = InboxWriter(parts.store, clk, on_commit=processor.notify)
+        writer = InboxWriter(
+            parts.store,
+            clk,
+            on_commit=processor.notify,
+            max_queued_bytes=settings.webhook_max_queued_bytes,
+        )
         parts.processor, parts.writer = processor, writer
         app.state.store = parts.store
         app.state.processor = processor
@@ -173,7 +181,13 @@ def create_app(
         detail = "the database is unavailable; retry" if unavailable else "database error; retry"
         return JSONResponse({"detail": detail}, status_code=503)
 
-    auth = TokenAuth(token) if token else None
+    # Every route's access rules (token, Host, Origin, JSON only): see server/guard.py.
+    app.add_middleware(
+        AccessGuard,
+        policy=AccessPolicy.from_settings(settings, token),
+        body_timeout_s=settings.server_body_timeout_s,
+    )
+    auth = TokenAuth(token)
     app.include_router(
         build_router(get_store=get_store, get_flows=lambda: registry, clock=clk, auth=auth)
     )
@@ -225,6 +239,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
+        **server_limits(settings),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
@@ -232,6 +247,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
 
 async def serve(settings: Settings, **overrides: Any) -> None:
     """Run the server until SIGINT/SIGTERM (uvicorn handles the signals)."""
+    settings = ensure_api_token(settings).settings
     await serve_app(create_app(settings), settings, **overrides)
 
 
@@ -262,6 +278,7 @@ async def serve_with_dispatcher(
     from dripline.metrics import PrometheusObserver, new_registry
     from dripline.runtime import open_runtime
 
+    settings = ensure_api_token(settings).settings
     async with open_runtime(settings) as rt:
         # One registry: /metrics shows this process's dispatcher counters too.
         registry = new_registry()

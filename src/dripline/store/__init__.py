@@ -127,6 +127,17 @@ def _check_sqlite_directory(path: str) -> None:
         )
 
 
+def _create_private(path: str) -> None:
+    """Create a missing SQLite file readable by its owner only (0600): it holds phone
+    numbers and messages. SQLite gives its -wal and -shm files the same mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create SQLite database {path}: {exc.strerror}") from None
+
+
 def _unavailable(store: SqlStore, exc: BaseException) -> DatabaseUnavailable:
     kind = "SQLite database" if store.backend == "sqlite" else "PostgreSQL at"
     return DatabaseUnavailable(f"cannot open {kind} {store.target}: {first_line(exc)}")
@@ -153,6 +164,8 @@ async def open_store(
         return MemoryStore()  # a new, empty database each time
     if url.sqlite_path is not None:
         _check_sqlite_directory(url.sqlite_path)
+        if auto_migrate:
+            _create_private(url.sqlite_path)
     store = _make_store(url, pool_size, pooler)
     head = head_revision()
     try:
@@ -186,6 +199,9 @@ async def open_store(
 async def migrate_database(database_url: str, revision: str = "head") -> tuple[str | None, str]:
     """Upgrade the database's schema; returns (revision before, revision after)."""
     url = parse_database_url(database_url)
+    if url.sqlite_path is not None:
+        _check_sqlite_directory(url.sqlite_path)
+        _create_private(url.sqlite_path)
     store = _make_store(url, 1, False)
     try:
         async with store._engine.begin() as conn:
