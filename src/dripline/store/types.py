@@ -33,6 +33,7 @@ __all__ = [
     "EnrollResult",
     "Enrollment",
     "ErrorCount",
+    "ForgetResult",
     "Inbound",
     "InboxBacklog",
     "InboxEntry",
@@ -44,6 +45,7 @@ __all__ = [
     "Outcome",
     "PhoneConversations",
     "PoolUsage",
+    "PruneResult",
     "Reservation",
     "ReservationResult",
     "StatusResult",
@@ -435,3 +437,24 @@ class StoreSnapshot:
     inbound: tuple[Inbound, ...]
     inbox: tuple[InboxEntry, ...]
     workers: tuple[WorkerInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What `Store.prune` removed (see docs/data.md)."""
+
+    inbox_rows: int  # processed raw webhook bodies deleted
+    inbound_bodies: int  # texts of inbound messages that answered nothing, cleared
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetResult:
+    """What `Store.forget` erased for one phone number."""
+
+    conversations: int
+    messages: int
+    inbound: int
+    inbox_rows: int
+    # Raw bodies naming the number that are not processed yet: left for the processor,
+    # erased by running forget again once it has caught up.
+    inbox_waiting: int
