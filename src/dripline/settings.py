@@ -197,6 +197,14 @@ class Settings(BaseSettings):
         "503 with Retry-After (Meta redelivers)",
     )
 
+    # Retention (docs/data.md)
+    retention_days: int = Field(
+        30,
+        ge=1,
+        description="processed webhook bodies and the texts of messages that answered "
+        "nothing are deleted after this many days (answers are kept); `serve` prunes daily",
+    )
+
     # Operations
     log_format: str = Field("console", pattern="^(console|json)$")
     log_level: str = "INFO"

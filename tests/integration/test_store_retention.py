@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,54 @@ async def test_forget_erases_one_person_only(store: Store, flows: FlowSet) -> No
     assert res.created
     nothing = await store.forget("+14155550000")
     assert (nothing.conversations, nothing.inbound, nothing.inbox_rows) == (0, 0, 0)
+
+
+# The daily pass and the commands ----------------------------------------------------------
+async def test_the_server_pass_prunes_on_its_own(flows: FlowSet) -> None:
+    from dripline.inbox.retention import RetentionPass
+    from dripline.store import MemoryStore
+
+    store = MemoryStore()
+    await _deliver(store, flows, NOW - timedelta(days=31), statuses({"id": "w", "status": "read"}))
+    await _deliver(store, flows, NOW - timedelta(days=29), statuses({"id": "w", "status": "read"}))
+    task = RetentionPass(store, FakeClock(NOW), 30, first_after_s=0, interval_s=0.01)
+    task.start()
+    try:
+        async with asyncio.timeout(5):
+            while len((await store.snapshot()).inbox) != 1:
+                await asyncio.sleep(0.01)
+    finally:
+        await task.stop()
+
+
+def test_db_prune_and_forget_commands(sqlite_url: str, flows: FlowSet) -> None:
+    from typer.testing import CliRunner
+
+    from dripline.cli import app
+    from dripline.store import open_store
+
+    async def setup() -> None:
+        store = await open_store(sqlite_url)
+        try:
+            await sent_question(store)
+            old = datetime.now(UTC) - timedelta(days=40)
+            await _deliver(store, flows, old, statuses({"id": "wamid.Q1", "status": "read"}))
+        finally:
+            await store.close()
+
+    asyncio.run(setup())
+    runner = CliRunner()
+    pruned = runner.invoke(app, ["db", "prune", "--database-url", sqlite_url, "--json"])
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.output) == {
+        "older_than_days": 30,
+        "inbox_rows": 1,
+        "inbound_bodies": 0,
+    }
+    bad = runner.invoke(app, ["forget", "12", "--yes", "--database-url", sqlite_url])
+    assert bad.exit_code != 0 and "PHONE" in bad.output
+    refused = runner.invoke(app, ["forget", PHONE, "--database-url", sqlite_url], input="n\n")
+    assert refused.exit_code != 0
+    gone = runner.invoke(app, ["forget", PHONE, "--yes", "--json", "--database-url", sqlite_url])
+    assert gone.exit_code == 0, gone.output
+    assert json.loads(gone.output)["conversations"] == 1

@@ -4,11 +4,11 @@
     await serve(settings)                           # uvicorn, until SIGINT/SIGTERM
     await serve_with_dispatcher(settings)           # `dripline run --serve`
 
-The app's lifespan starts three background tasks in the server process: the inbox
-writer (group-commits webhook bodies), the inbox processor (applies them in batches) and
-the intake heartbeat (records when webhooks could be received: the dispatcher's
-evidence about unknown sends counts only then). The
-dashboard and metrics routers are included when their modules exist.
+The app's lifespan starts four background tasks in the server process: the inbox
+writer (group-commits webhook bodies), the inbox processor (applies them in batches), the
+daily retention pass (`dripline.inbox.retention`) and the intake heartbeat (records
+when webhooks could be received: the dispatcher's evidence about unknown sends counts
+only then). The dashboard and metrics routers are included when their modules exist.
 
 For other routers, the app exposes `app.state.store`, `app.state.flows`,
 `app.state.settings` and `app.state.clock` once started.
@@ -36,6 +36,7 @@ from dripline.errors import DatabaseUnavailable, StoreError
 from dripline.flows import FlowRegistry, load_flows
 from dripline.inbox import InboxProcessor
 from dripline.inbox.intake import IntakeHeartbeat
+from dripline.inbox.retention import RetentionPass
 from dripline.server.api import ErrorOut, build_router
 from dripline.server.auth import TokenAuth, check_auth_settings
 from dripline.server.guard import AccessGuard, AccessPolicy
@@ -143,6 +144,9 @@ def create_app(
         intake = asyncio.get_running_loop().create_task(
             IntakeHeartbeat(parts.store, clk).run(), name="dripline-intake-heartbeat"
         )
+        retention = RetentionPass(parts.store, clk, settings.retention_days)  # daily prune
+        if process_inbox:
+            retention.start()
         if process_inbox:
             processor.start()
         if not settings.whatsapp_app_secret.get_secret_value():
@@ -153,6 +157,7 @@ def create_app(
             intake.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await intake
+            await retention.stop()
             await writer.stop()
             await processor.stop()
             if own:
