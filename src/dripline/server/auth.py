@@ -17,9 +17,12 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dripline.errors import ConfigError
+from dripline.server.guard import PUBLIC_PATHS, SIGNED_PATHS
 from dripline.settings import Settings
 
-__all__ = ["TokenAuth", "check_auth_settings", "is_loopback"]
+# The routes anyone may call (no token, any Host): defined in guard.py, re-exported here
+# so that a new public route (`/readyz`) is added in one place, next to the others.
+__all__ = ["PUBLIC_PATHS", "SIGNED_PATHS", "TokenAuth", "check_auth_settings", "is_loopback"]
 
 # Documents the scheme in OpenAPI; our own check below gives the 401 (not FastAPI's 403).
 _bearer = HTTPBearer(auto_error=False, description="DRIPLINE_API_TOKEN")
