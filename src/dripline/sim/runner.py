@@ -110,6 +110,8 @@ class _World:
             latency_s=cfg.store_latency_s,
             outages=[(o.start_s, o.start_s + o.duration_s) for o in cfg.outages],
             stalls=_stalls(cfg),
+            p_tx_refused=cfg.p_tx_refused,
+            refusal_rng=random.Random(f"refusal-{seed}"),
         )
         self.server = SimProcess("server", loop)
         self.workers = [SimProcess(f"worker{i}", loop) for i in range(cfg.workers)]
@@ -234,6 +236,7 @@ class _World:
             _intake_up(self.intake_up, cfg),
             snap.conversations,
             snap.messages,
+            snap.inbox,
         )
         if not settled:
             violations.insert(
