@@ -73,3 +73,16 @@ def test_enrollment_refuses_a_lone_surrogate_in_fields(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match=r"^fields.*(surrogate|unicode)"):
         parse_enrollments(raw, load_flows(tmp_path))
+
+
+async def test_a_message_that_cannot_be_encoded_is_refused_before_sending() -> None:
+    """A lone surrogate stored before enrollment refused it: the send fails with a
+    reason (permanent), it is not an `unknown` send, and nothing reaches the API."""
+    from dripline.errors import WhatsAppError
+    from tests.unit.test_whatsapp_client import Recorder, make
+
+    transport = Recorder((200, b'{"messages": [{"id": "wamid.X"}]}', None))
+    with pytest.raises(WhatsAppError) as info:
+        await make(transport).send_text("14155550123", "Hi \ud83d")
+    assert info.value.error_class == "permanent" and "surrogate" in str(info.value)
+    assert transport.calls == []
