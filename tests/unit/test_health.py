@@ -75,3 +75,14 @@ def test_an_unreachable_database_skips_what_it_cannot_know() -> None:
     assert checks["schema"]["status"] == "skipped"
     assert checks["inbox"]["status"] == "skipped"
     assert checks["breaker"]["status"] == "ok"
+
+
+def test_every_health_route_is_public() -> None:
+    # Orchestrators probe without a token; a health route the guard does not list as
+    # public would answer 401 to Docker, compose and Render.
+    from dripline.server.guard import PUBLIC_PATHS
+    from dripline.server.health import router
+
+    paths = {getattr(route, "path", None) for route in router.routes}
+    assert paths == {"/healthz", "/readyz"}
+    assert paths <= PUBLIC_PATHS

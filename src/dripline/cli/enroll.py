@@ -25,6 +25,7 @@ from dripline.flows import load_flows
 from dripline.phones import normalize_phone
 from dripline.settings import Settings
 from dripline.store import Enrollment, EnrollResult, open_store
+from dripline.text import unstorable_reason
 
 __all__ = ["ParsedCsv", "parse_at", "parse_csv", "parse_timezone"]
 
@@ -213,6 +214,8 @@ def register(app: typer.Typer) -> None:
         number that opted out (STOP) is refused unless --opt-in."""
         settings = settings_from(database_url=database_url)
         _check_flow(flow, settings)
+        if name and (reason := unstorable_reason(name)):  # argv bytes that are not UTF-8
+            raise InputError(reason, where="--name")
         item = Enrollment(
             phone=normalize_phone(phone, where="--phone"),
             flow=flow,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import structlog
 
 from dripline.clock import Clock
-from dripline.errors import DatabaseUnavailable, InputError
+from dripline.errors import DatabaseUnavailable, InputError, TransientStoreError
 from dripline.flows import FlowRegistry
 from dripline.inbox.optouts import suppressions_from_statuses
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
@@ -137,6 +137,13 @@ class InboxProcessor:
                 continue
             except _Conflict:
                 continue  # the retry sees the other processor's rows as duplicates
+            except TransientStoreError as exc:
+                # A deadlock, serialization failure or timeout says nothing about the
+                # rows: retry them (never mark one failed for it), after a short pause.
+                log.warning("webhook.batch_retry", error=str(exc)[:200], rows=len(self._taken))
+                await self._sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+                continue
             except Exception:
                 log.exception("webhook.batch_failed", rows=len(self._taken))
                 await self._isolate()

@@ -36,6 +36,7 @@ from dripline.store import (
     Message,
     Store,
 )
+from dripline.text import unstorable_reason
 
 __all__ = [
     "MAX_BATCH",
@@ -61,9 +62,11 @@ CANCEL_WAIT_S = 2.0
 
 
 def _no_nul(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL; refusing it here keeps it a 422, not a 5xx.
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+    # PostgreSQL text cannot hold NUL, no encoder a lone surrogate (a later read, page or
+    # send would fail on it); refusing them here keeps it a 422, not a 5xx.
+    reason = unstorable_reason(value) if value is not None else None
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 

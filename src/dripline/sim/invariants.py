@@ -272,6 +272,17 @@ def _replies_reach(
     return out
 
 
+def _no_event_failed(inbox: Sequence[Any]) -> list[str]:
+    """Every webhook the simulation sends is well formed: none may end marked failed (a
+    transient database refusal is retried, never a reason to give an event up)."""
+    failed = [r.id for r in inbox if r.processed_at is not None and r.error is not None]
+    return (
+        [f"inbox: {len(failed)} webhook bodies failed for good (ids {failed[:5]})"]
+        if failed
+        else []
+    )
+
+
 def check_final(
     cfg: SimConfig,
     obs: Observer,
@@ -283,6 +294,7 @@ def check_final(
     messages: Sequence[Any],
     inbound: Sequence[Any] = (),
     owners: dict[str, str] | None = None,
+    inbox: Sequence[Any] = (),
 ) -> list[str]:
     by_id = {m.id: m for m in messages}
     out = list(obs.violations)
@@ -293,6 +305,7 @@ def check_final(
     out += _stop_is_final(obs, accepted, by_id)
     out += _replies_reach(owners or {}, conversations, inbound)
     out += _rate(cfg, arrivals)
+    out += _no_event_failed(inbox)
     if pair_refusals:
         out.append(f"pair: {pair_refusals} requests refused with 131056")
     return out

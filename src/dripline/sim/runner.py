@@ -111,6 +111,8 @@ class _World:
             latency_s=cfg.store_latency_s,
             outages=[(o.start_s, o.start_s + o.duration_s) for o in cfg.outages],
             stalls=_stalls(cfg),
+            p_tx_refused=cfg.p_tx_refused,
+            refusal_rng=random.Random(f"refusal-{seed}"),
         )
         self.server = SimProcess("server", loop)
         self.workers = [SimProcess(f"worker{i}", loop) for i in range(cfg.workers)]
@@ -239,6 +241,7 @@ class _World:
             snap.messages,
             snap.inbound,
             {"+" + wa_id_for(p): p for p in self.users},
+            snap.inbox,
         )
         if not settled:
             violations.insert(

@@ -42,6 +42,7 @@ from dripline.store.types import (
     Enrollment,
     EnrollResult,
     ErrorCount,
+    ForgetResult,
     ImportedConversation,
     Inbound,
     InboxBacklog,
@@ -54,6 +55,7 @@ from dripline.store.types import (
     Outcome,
     PhoneConversations,
     PoolUsage,
+    PruneResult,
     Reservation,
     ReservationResult,
     StatusResult,
@@ -82,6 +84,7 @@ __all__ = [
     "EnrollResult",
     "Enrollment",
     "ErrorCount",
+    "ForgetResult",
     "ImportedConversation",
     "Inbound",
     "InboxBacklog",
@@ -96,6 +99,7 @@ __all__ = [
     "Outcome",
     "PhoneConversations",
     "PoolUsage",
+    "PruneResult",
     "Reservation",
     "ReservationResult",
     "StatusResult",
@@ -134,6 +138,17 @@ def _check_sqlite_directory(path: str) -> None:
         )
 
 
+def _create_private(path: str) -> None:
+    """Create a missing SQLite file readable by its owner only (0600): it holds phone
+    numbers and messages. SQLite gives its -wal and -shm files the same mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create SQLite database {path}: {exc.strerror}") from None
+
+
 def _unavailable(store: SqlStore, exc: BaseException) -> DatabaseUnavailable:
     kind = "SQLite database" if store.backend == "sqlite" else "PostgreSQL at"
     return DatabaseUnavailable(f"cannot open {kind} {store.target}: {first_line(exc)}")
@@ -160,6 +175,8 @@ async def open_store(
         return MemoryStore()  # a new, empty database each time
     if url.sqlite_path is not None:
         _check_sqlite_directory(url.sqlite_path)
+        if auto_migrate:
+            _create_private(url.sqlite_path)
     store = _make_store(url, pool_size, pooler)
     head = head_revision()
     try:
@@ -207,6 +224,9 @@ async def migrate_database(
     `open_store` (the lock and the DDL share the one transaction, so that works).
     """
     url = parse_database_url(database_url)
+    if url.sqlite_path is not None:
+        _check_sqlite_directory(url.sqlite_path)
+        _create_private(url.sqlite_path)
     store = _make_store(url, 1, pooler)
     try:
         async with store._engine.begin() as conn:

@@ -31,6 +31,7 @@ from dripline.store.types import (
     Enrollment,
     EnrollResult,
     ErrorCount,
+    ForgetResult,
     ImportedConversation,
     Inbound,
     InboxBacklog,
@@ -42,6 +43,7 @@ from dripline.store.types import (
     Outcome,
     PhoneConversations,
     PoolUsage,
+    PruneResult,
     Reservation,
     ReservationResult,
     StatusResult,
@@ -395,6 +397,19 @@ class Store(ABC):
     def webhook_transaction(self) -> AbstractAsyncContextManager[WebhookTx]:
         """One write transaction for a batch of webhook events; wakes sleeping
         dispatchers after commit when it scheduled a step."""
+
+    # retention (docs/data.md) ------------------------------------------------
+    @abstractmethod
+    async def prune(self, before: datetime) -> PruneResult:
+        """Delete inbox rows processed before `before`, and clear the text of inbound
+        messages received before it that answered nothing (`step` None). Answers,
+        conversations and messages are kept; unprocessed inbox rows are never touched."""
+
+    @abstractmethod
+    async def forget(self, phone: str) -> ForgetResult:
+        """Erase one person: the conversations of `phone` (E.164) with their messages,
+        every inbound message from it, and the processed inbox bodies that name it
+        (`"<digits>"` as a JSON string). Unprocessed bodies are counted, not deleted."""
 
     # the operator's view -----------------------------------------------------
     @abstractmethod

@@ -36,6 +36,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 
 from dripline.store import memory_queries as q
+from dripline.store import memory_retention
 from dripline.store.base import Store, WebhookTx, enroll_results
 from dripline.store.identity import lifted_suppressions, suppression_phones
 from dripline.store.memory_tables import Tables, View, utc
@@ -51,6 +52,7 @@ from dripline.store.types import (
     Enrollment,
     EnrollResult,
     ErrorCount,
+    ForgetResult,
     ImportedConversation,
     Inbound,
     InboxBacklog,
@@ -58,6 +60,7 @@ from dripline.store.types import (
     LagSummary,
     Message,
     Outcome,
+    PruneResult,
     Reservation,
     ReservationResult,
     StoreHealth,
@@ -373,6 +376,17 @@ class MemoryStore(Store):
         waiting = [r.received_at for r in rows if r.processed_at is None]
         errors = sum(1 for r in rows if r.processed_at is not None and r.error is not None)
         return InboxBacklog(len(waiting), errors, min(waiting, default=None))
+
+    # retention ---------------------------------------------------------------------
+    async def prune(self, before: datetime) -> PruneResult:
+        await self._enter("prune")
+        async with self._write() as v:
+            return memory_retention.prune(v, utc(before))
+
+    async def forget(self, phone: str) -> ForgetResult:
+        await self._enter("forget")
+        async with self._write() as v:
+            return memory_retention.forget(v, phone)
 
     def webhook_transaction(self) -> AbstractAsyncContextManager[WebhookTx]:
         return self._webhook_transaction()

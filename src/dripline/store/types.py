@@ -33,6 +33,7 @@ __all__ = [
     "EnrollResult",
     "Enrollment",
     "ErrorCount",
+    "ForgetResult",
     "ImportedConversation",
     "Inbound",
     "InboxBacklog",
@@ -45,6 +46,7 @@ __all__ = [
     "Outcome",
     "PhoneConversations",
     "PoolUsage",
+    "PruneResult",
     "Reservation",
     "ReservationResult",
     "StatusResult",
@@ -486,3 +488,24 @@ class StoreHealth:
     schema_revision: str | None  # None: no dripline schema
     inbox_waiting: int
     inbox_oldest_waiting_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What `Store.prune` removed (see docs/data.md)."""
+
+    inbox_rows: int  # processed raw webhook bodies deleted
+    inbound_bodies: int  # texts of inbound messages that answered nothing, cleared
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetResult:
+    """What `Store.forget` erased for one phone number."""
+
+    conversations: int
+    messages: int
+    inbound: int
+    inbox_rows: int
+    # Raw bodies naming the number that are not processed yet: left for the processor,
+    # erased by running forget again once it has caught up.
+    inbox_waiting: int

@@ -9,7 +9,7 @@ from sqlalchemy.exc import ArgumentError
 
 from dripline.errors import ConfigError
 
-__all__ = ["MEMORY_ONLY", "DatabaseUrl", "parse_database_url", "redact_url"]
+__all__ = ["MEMORY_ONLY", "DatabaseUrl", "parse_database_url", "redact_url", "url_secrets"]
 
 # Why memory:// is refused wherever a process opens the database by URL.
 MEMORY_ONLY = (
@@ -82,9 +82,40 @@ def _asyncpg_query(url: URL, raw: str) -> dict[str, str | tuple[str, ...]]:
     return query
 
 
-def redact_url(raw: str) -> str:
-    """The URL with any password replaced by '***'."""
+# Query parameters that carry a secret (libpq's `password`, `sslpassword`, ...), by a
+# part of their lower-cased name.
+_SECRET_PARAMS = ("password", "passwd", "pwd", "secret", "token", "key")
+
+
+def _is_secret_param(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in _SECRET_PARAMS)
+
+
+def url_secrets(raw: str) -> list[str]:
+    """The secrets in a database URL (its password, secret query values), for the log
+    scrubber."""
     try:
-        return make_url(raw).render_as_string(hide_password=True)
+        url = make_url(raw)
+    except ArgumentError:
+        return []
+    found = [url.password] if url.password else []
+    for name, value in url.query.items():
+        if _is_secret_param(name):
+            values = (value,) if isinstance(value, str) else value
+            found.extend(v for v in values if v)
+    return [str(v) for v in found]
+
+
+def redact_url(raw: str) -> str:
+    """The URL with its password, and every query value that names a secret
+    (`?password=`, `sslpassword=`, ...), replaced by '***'."""
+    try:
+        url = make_url(raw)
     except ArgumentError:
         return "<unparseable url>"
+    query = {
+        name: ("***" if _is_secret_param(name) else value) for name, value in url.query.items()
+    }
+    rendered = url.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace("%2A%2A%2A", "***")

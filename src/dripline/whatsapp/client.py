@@ -308,7 +308,18 @@ class CloudApiClient:
 
     async def _post(self, sender: str | None, payload: dict[str, Any]) -> SendResult:
         url = self._url if sender is None else self.messages_url(sender)
-        status, raw, retry_after = await self._transport(url, _encode(payload).encode())
+        try:
+            body = _encode(payload).encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (stored before enrollment refused them): nothing can be
+            # sent, and nothing was; a failure with a reason, not an unknown send.
+            raise WhatsAppError(
+                "the message holds a lone UTF-16 surrogate (a broken character in a "
+                "field or name); nothing was sent",
+                code=None,
+                error_class="permanent",
+            ) from None
+        status, raw, retry_after = await self._transport(url, body)
         if 200 <= status < 300:
             return parse_send_response(status, raw)
         raise build_error(status, raw, retry_after)

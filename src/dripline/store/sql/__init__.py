@@ -10,6 +10,7 @@ translation):
     operator.py        backlog, throughput, lag, errors, live workers, latency samples
     imports.py         conversations moved in from another scheduler, mid-flow
     health.py          what /readyz reads: schema revision, the inbox's waiting rows
+    retention.py       prune old webhook bodies and unanswered texts; forget a person
 
 `SqlStore` combines them; `sqlite.py` and `postgres.py` set the dialect-specific parts.
 """
@@ -26,6 +27,7 @@ from dripline.store.sql.evidence import EvidenceSql
 from dripline.store.sql.health import HealthSql
 from dripline.store.sql.imports import ImportSql
 from dripline.store.sql.operator import OperatorSql
+from dripline.store.sql.retention import RetentionSql
 from dripline.store.sql.webhook import WebhookSql
 from dripline.store.types import LEASE_LOST, NONFINAL_STATUSES
 
@@ -40,6 +42,7 @@ class SqlStore(
     OperatorSql,
     ImportSql,
     HealthSql,
+    RetentionSql,
     Store,
 ):
     """The `Store` contract on SQL; subclasses set the dialect-specific parts."""
