@@ -34,6 +34,10 @@ def _dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# The API needs a token (it is always required); the probes themselves never send it.
+TOKEN = "health-test-token"
+
+
 async def _sql(url: str, statement: str) -> None:
     conn = await asyncpg.connect(_dsn(url))
     try:
@@ -43,7 +47,7 @@ async def _sql(url: str, statement: str) -> None:
 
 
 async def test_serve_is_ready_and_then_not_for_a_waiting_inbox(store: Store) -> None:
-    settings = load_settings(ready_max_inbox_lag_s=60)
+    settings = load_settings(ready_max_inbox_lag_s=60, api_token=TOKEN)
     app = create_app(settings, store=store, process_inbox=False)
     async with running_server(app) as base, aiohttp.ClientSession() as http:
         assert await _get(http, f"{base}/healthz") == (200, {"status": "ok"})
@@ -64,7 +68,7 @@ async def test_serve_is_ready_and_then_not_for_a_waiting_inbox(store: Store) -> 
 async def test_serve_is_not_ready_behind_the_schema_or_without_its_database(
     postgres_url: str, postgres_server_url: str
 ) -> None:
-    app = create_app(load_settings(database_url=postgres_url))
+    app = create_app(load_settings(database_url=postgres_url, api_token=TOKEN))
     async with running_server(app) as base, aiohttp.ClientSession() as http:
         status, body = await _get(http, f"{base}/readyz")
         assert status == 200, body
