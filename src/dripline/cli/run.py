@@ -64,7 +64,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
 async def _run_with_metrics(
     settings: Settings, port: int, host: str, once: bool, max_seconds: float | None
 ) -> RunSummary:
-    from dripline.metrics import metrics_exporter
+    from dripline.metrics_export import metrics_exporter
     from dripline.runtime import run_dispatcher
 
     async with metrics_exporter(settings, port, addr=host) as exporter:

@@ -30,7 +30,7 @@ async def load_status(
 
     `pooler`: behind a transaction-mode pooler (settings.db_pooler), as every command
     that opens the store must say, or asyncpg's named statements collide there."""
-    from dripline.metrics import gather_status
+    from dripline.status_report import gather_status
     from dripline.store import open_store
 
     store = await open_store(database_url, pool_size=1, pooler=pooler, auto_migrate=False)
@@ -169,7 +169,25 @@ def render_status(data: dict[str, Any]) -> RenderableType:
     header = Text.assemble(
         ("dripline status", "bold"), f"  {data.get('database', '')}  {data['now'][:19]}Z"
     )
-    return Group(header, top, errors_panel, workers_panel)
+    parts: list[RenderableType] = [header, top, errors_panel]
+    alerts = _alerts_panel(data.get("alerts") or {})
+    if alerts is not None:
+        parts.append(alerts)
+    parts.append(workers_panel)
+    return Group(*parts)
+
+
+def _alerts_panel(alerts: dict[str, Any]) -> Panel | None:
+    """Why sending stopped (an open breaker) and the latest sender alerts, or nothing."""
+    lines: list[str] = [
+        f"sending stopped on {b['worker']}: {b['reason']}" for b in alerts.get("breaker_open", ())
+    ]
+    for a in alerts.get("recent", ())[:5]:
+        code = "-" if a.get("code") is None else str(a["code"])
+        lines.append(f"{a.get('kind', 'alert')} code {code} ({a['worker']}): {a.get('reason', '')}")
+    if not lines:
+        return None
+    return Panel(Text("\n".join(lines)), title="alerts", title_align="left", border_style="red")
 
 
 def register(app: typer.Typer) -> None:

@@ -59,6 +59,9 @@ class Heartbeat:
                 "retries": stats.retries,
                 "in_flight": ctx.state.in_flight,
                 "beats": self.beats + 1,
+                # For `dripline status`: why sending stopped, and the latest alerts.
+                "breaker": stats.breaker_reason if stats.breaker_open else None,
+                "alerts": list(stats.alerts),
             },
         )
         live = await ctx.store.heartbeat(info, live_after_s=ctx.gate.live_after_s)

@@ -227,7 +227,9 @@ class Dispatcher:
             await ctx.retry_db(self._heartbeat.beat, "heartbeat")
 
     # ---------------------------------------------------------- circuit breaker
-    def _trip_breaker(self, reason: str) -> None:
+    def _trip_breaker(self, reason: str, probe_after_s: float | None = None) -> None:
+        """Stop sending. `probe_after_s`: when to try again (None: `auth_probe_s`; a
+        spam-rate limit says an hour)."""
         ctx = self._ctx
         if not self._breaker.trip(reason):
             return
@@ -245,11 +247,11 @@ class Dispatcher:
         if ctx.settings.on_auth_failure == "exit":
             self.request_stop()
         else:
-            ctx.spawn(self._probe_later(), "breaker-probe")
+            ctx.spawn(self._probe_later(probe_after_s), "breaker-probe")
 
-    async def _probe_later(self) -> None:
+    async def _probe_later(self, probe_after_s: float | None) -> None:
         ctx = self._ctx
-        await ctx.sleep(ctx.settings.auth_probe_s)
+        await ctx.sleep(ctx.settings.auth_probe_s if probe_after_s is None else probe_after_s)
         if ctx.stopping:
             return
         log.info("circuit breaker half-open: probing with the next due message")

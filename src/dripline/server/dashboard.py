@@ -36,8 +36,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from dripline.errors import DriplineError
-from dripline.metrics import status_document
 from dripline.settings import Settings
+from dripline.status_report import status_document
 from dripline.store import BacklogSnapshot, ErrorCount, LagSummary, Store
 
 __all__ = ["DashboardSampler", "Sample", "router"]
