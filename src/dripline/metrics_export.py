@@ -28,9 +28,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from dripline.errors import DriplineError
-from dripline.metrics import PrometheusObserver, new_registry
+from dripline.metrics import PrometheusObserver, code_label, new_registry
 from dripline.settings import Settings
-from dripline.store import BacklogSnapshot, Store
+from dripline.store import BacklogSnapshot, Store, WebhookErrorCount
 
 __all__ = ["BacklogCollector", "MetricsExporter", "metrics_exporter", "start_metrics_server"]
 
@@ -61,6 +61,7 @@ class BacklogCollector(Collector):
         self._clock = clock
         self._backlog: BacklogSnapshot | None = None
         self._states: dict[str, int] | None = None
+        self._webhook_errors: dict[str, int] | None = None
         self._refreshed_mono = float("-inf")
         self._states_mono = float("-inf")
         self._refreshed_unix = 0.0
@@ -82,6 +83,7 @@ class BacklogCollector(Collector):
                 backlog = await self.store.backlog_snapshot(self._clock())
                 if time.monotonic() - self._states_mono >= self.states_every_s:
                     self._states = await self.store.conversations_by_state()
+                    self._webhook_errors = _by_code_label(await self.store.webhook_errors())
                     self._states_mono = time.monotonic()
             except DriplineError:
                 self._errors += 1
@@ -149,6 +151,16 @@ class BacklogCollector(Collector):
             for state, n in self._states.items():
                 states.add_metric([state], n)
             yield states
+        if self._webhook_errors is not None:
+            errors = CounterMetricFamily(
+                "dripline_webhook_errors",
+                "Value-level webhook errors (value.errors[]: about the number or account, "
+                "no message), by code, from the database (refreshed with the states).",
+                labels=["code"],
+            )
+            for code, n in sorted(self._webhook_errors.items()):
+                errors.add_metric([code], n)
+            yield errors
         yield CounterMetricFamily(
             "dripline_backlog_refresh_errors",
             "Backlog reads that failed (the gauges keep their last values).",
@@ -164,6 +176,14 @@ class BacklogCollector(Collector):
             yield GaugeMetricFamily(
                 "dripline_db_pool_size", "Connections the pool may hold.", value=pool.size
             )
+
+
+def _by_code_label(found: Iterable[WebhookErrorCount]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for e in found:
+        label = code_label(e.code)
+        totals[label] = totals.get(label, 0) + e.count
+    return totals
 
 
 def start_metrics_server(

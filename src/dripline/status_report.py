@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dripline.store import (
@@ -15,11 +15,19 @@ from dripline.store import (
     ErrorCount,
     LagSummary,
     Store,
+    WebhookErrorCount,
     WorkerInfo,
 )
 from dripline.whatsapp.errors import ErrorClass, describe
 
-__all__ = ["alert_rows", "error_rows", "gather_status", "status_document", "window_name"]
+__all__ = [
+    "alert_rows",
+    "error_rows",
+    "gather_status",
+    "status_document",
+    "webhook_error_rows",
+    "window_name",
+]
 
 
 async def gather_status(
@@ -44,6 +52,7 @@ async def gather_status(
     lag = await store.lag_summary(now, window_s=lag_window_s)
     errors = await store.error_counts(now, window_s=error_window_s)
     live = await store.live_workers(now, live_after_s=live_after_s)
+    webhook_errors = await store.webhook_errors(now - timedelta(seconds=error_window_s))
     return status_document(
         now=now,
         backlog=backlog,
@@ -52,6 +61,7 @@ async def gather_status(
         lag=lag,
         errors=errors,
         workers=live,
+        webhook_errors=webhook_errors,
         lag_window_s=lag_window_s,
         error_window_s=error_window_s,
         live_after_s=live_after_s,
@@ -95,6 +105,7 @@ def status_document(
     errors: Iterable[ErrorCount],
     workers: Iterable[WorkerInfo],
     lag_window_s: float,
+    webhook_errors: Iterable[WebhookErrorCount] = (),
     error_window_s: float,
     live_after_s: float,
 ) -> dict[str, Any]:
@@ -122,6 +133,7 @@ def status_document(
             "by_code": error_list,
         },
         "alerts": alert_rows(worker_list),
+        "webhook_errors": webhook_error_rows(webhook_errors, error_window_s),
         "workers": {
             "live_after_s": live_after_s,
             "count": len(worker_list),
@@ -145,3 +157,23 @@ def alert_rows(workers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 recent.append({"worker": w["id"], **a})
     recent.sort(key=lambda a: float(a.get("at") or 0.0), reverse=True)
     return {"breaker_open": stopped, "recent": recent}
+
+
+def webhook_error_rows(found: Iterable[WebhookErrorCount], window_s: float) -> dict[str, Any]:
+    """Value-level webhook errors in the window, by code and number, with the table's
+    meaning and Meta's latest details."""
+    rows = []
+    for e in found:
+        info = describe(e.code)
+        rows.append(
+            {
+                "code": e.code,
+                "phone_number_id": e.phone_number_id,
+                "count": e.count,
+                "last_at": e.last_at.isoformat(),
+                "error_class": info.error_class.value,
+                "meaning": info.meaning,
+                "details": e.details,
+            }
+        )
+    return {"window_s": window_s, "total": sum(r["count"] for r in rows), "by_code": rows}

@@ -173,8 +173,36 @@ def render_status(data: dict[str, Any]) -> RenderableType:
     alerts = _alerts_panel(data.get("alerts") or {})
     if alerts is not None:
         parts.append(alerts)
+    value_errors = _webhook_errors_panel(data.get("webhook_errors") or {})
+    if value_errors is not None:
+        parts.append(value_errors)
     parts.append(workers_panel)
     return Group(*parts)
+
+
+def _webhook_errors_panel(errors: dict[str, Any]) -> Panel | None:
+    """Value-level webhook errors (about the number or account), or nothing."""
+    rows = errors.get("by_code") or []
+    if not rows:
+        return None
+    table = Table(box=None, pad_edge=False)
+    for col in ("code", "number", "count", "last", "meaning / details"):
+        table.add_column(col, justify="right" if col in ("code", "count") else "left")
+    for e in rows[:8]:
+        text = e["meaning"] + (f" ({e['details']})" if e.get("details") else "")
+        table.add_row(
+            str(e["code"]),
+            e.get("phone_number_id") or "-",
+            f"{e['count']:,}",
+            e["last_at"][11:19],
+            text,
+        )
+    return Panel(
+        table,
+        title=f"webhook errors (last {_fmt_s(errors['window_s'])}): {errors['total']:,}",
+        title_align="left",
+        border_style="red",
+    )
 
 
 def _alerts_panel(alerts: dict[str, Any]) -> Panel | None:

@@ -49,6 +49,7 @@ from dripline.store.types import (
     Message,
     MessageUpdate,
     NewInbound,
+    NewWebhookError,
     Outcome,
     PhoneConversations,
     PoolUsage,
@@ -57,6 +58,7 @@ from dripline.store.types import (
     StatusResult,
     StatusUpdate,
     StoreSnapshot,
+    WebhookErrorCount,
     WorkerInfo,
 )
 from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url
@@ -88,6 +90,7 @@ __all__ = [
     "Message",
     "MessageUpdate",
     "NewInbound",
+    "NewWebhookError",
     "Outcome",
     "PhoneConversations",
     "PoolUsage",
@@ -97,6 +100,7 @@ __all__ = [
     "StatusUpdate",
     "Store",
     "StoreSnapshot",
+    "WebhookErrorCount",
     "WebhookTx",
     "WorkerInfo",
     "migrate_database",

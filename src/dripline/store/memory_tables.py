@@ -25,6 +25,7 @@ from dripline.store.types import (
     Inbound,
     InboxEntry,
     Message,
+    NewWebhookError,
     StoreSnapshot,
     WorkerInfo,
 )
@@ -114,6 +115,8 @@ class Tables:
     inbox: dict[int, InboxEntry] = field(default_factory=dict)
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     intake: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    # Value-level webhook errors by id: (when recorded, the error).
+    webhook_errors: dict[int, tuple[datetime, NewWebhookError]] = field(default_factory=dict)
     # Unique keys, as the schema's indexes enforce them.
     active_keys: dict[tuple[str, str], int] = field(default_factory=dict)  # (phone, flow)
     message_keys: dict[tuple[int, int, str], int] = field(default_factory=dict)
@@ -142,6 +145,7 @@ class View:
         self.inbox = _Layer(tables.inbox)
         self.workers = _Layer(tables.workers)
         self.intake = _Layer(tables.intake)
+        self.webhook_errors = _Layer(tables.webhook_errors)
         self.active_keys = _Layer(tables.active_keys)
         self.message_keys = _Layer(tables.message_keys)
         self.inbound_wamids = _Layer(tables.inbound_wamids)
@@ -155,6 +159,7 @@ class View:
             self.inbox,
             self.workers,
             self.intake,
+            self.webhook_errors,
             self.active_keys,
             self.message_keys,
             self.inbound_wamids,

@@ -8,6 +8,7 @@ translation):
     conversations.py   enrollment; read, list and cancel conversations; answers export
     webhook.py         the inbox and the webhook-processing transaction
     operator.py        backlog, throughput, lag, errors, live workers, latency samples
+    webhook_errors.py  value-level webhook errors: the processor's insert, status reads
 
 `SqlStore` combines them; `sqlite.py` and `postgres.py` set the dialect-specific parts.
 """
@@ -23,12 +24,21 @@ from dripline.store.sql.dispatch import DispatchSql
 from dripline.store.sql.evidence import EvidenceSql
 from dripline.store.sql.operator import OperatorSql
 from dripline.store.sql.webhook import WebhookSql
+from dripline.store.sql.webhook_errors import WebhookErrorsSql
 from dripline.store.types import LEASE_LOST, NONFINAL_STATUSES
 
 __all__ = ["LEASE_LOST", "NONFINAL_STATUSES", "SqlStore", "first_line"]
 
 
-class SqlStore(DispatchSql, EvidenceSql, ConversationSql, WebhookSql, OperatorSql, Store):
+class SqlStore(
+    DispatchSql,
+    EvidenceSql,
+    ConversationSql,
+    WebhookSql,
+    OperatorSql,
+    WebhookErrorsSql,
+    Store,
+):
     """The `Store` contract on SQL; subclasses set the dialect-specific parts."""
 
     def __init__(self, engine: AsyncEngine, target: str) -> None:
