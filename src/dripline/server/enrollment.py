@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from dripline.errors import InputError
 from dripline.flows import FlowRegistry, YamlFlow
+from dripline.flows.enrollment import check_template_values
 from dripline.flows.model import MessageSpec, TemplateSpec
 from dripline.flows.placeholders import placeholders_in
 from dripline.phones import normalize_phone
@@ -84,7 +85,7 @@ def _message_placeholders(spec: MessageSpec | TemplateSpec | None) -> set[str]:
     if spec is None:
         return names
     if isinstance(spec, TemplateSpec):
-        for param in spec.body_params:
+        for param in spec.all_params():  # body, named, header and button parameters
             names.update(placeholders_in(param))
         return names
     if spec.text is not None:
@@ -136,6 +137,7 @@ def _check(item: EnrollRequest, flows: FlowRegistry, where: str) -> Enrollment:
                 + (f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""),
                 where=f"{where}{label}",
             )
+    check_template_values(flow, item.fields, item.name, where=where)
     return Enrollment(
         phone=phone,
         flow=item.flow,
