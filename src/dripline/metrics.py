@@ -186,6 +186,19 @@ class PrometheusObserver:
             ["kind", "code"],
             registry=registry,
         )
+        self.tier_rate = Gauge(
+            "dripline_throughput_tier_rate_per_second",
+            "The global send rate per number in force: the number's throughput tier as "
+            "Meta reports it (80 standard, 1,000 high) unless rate_per_s is set.",
+            registry=registry,
+        )
+        self.tier_level = Gauge(
+            "dripline_throughput_tier",
+            "1 for the throughput level Meta last reported for the number (unknown: not "
+            "read or unreadable); source: tier, operator (rate_per_s set) or default.",
+            ["level", "source"],
+            registry=registry,
+        )
         # Pre-bound children: `labels()` hashes and locks on every call; a dict hit does not.
         self._sent = self.sends.labels("sent", "none", "none")
         self._failures: dict[tuple[str, int | None, str], Callable[[], None]] = {}
@@ -254,6 +267,13 @@ class PrometheusObserver:
         if is_open:
             self.breaker_trips.inc()
         self.breaker_open.set(1 if is_open else 0)
+
+    def on_tier(self, level: str | None, rate_per_s: float, source: str) -> None:
+        """The throughput tier was read: the rate it gives, and which level it is."""
+        self.tier_rate.set(rate_per_s)
+        self.tier_level.clear()
+        known = level if level in ("STANDARD", "HIGH") else "unknown"
+        self.tier_level.labels(known, source).set(1)
 
     def on_alert(self, kind: str, code: int | None, reason: str) -> None:
         """A sender alert. The code is a label even when unknown: naming it is the

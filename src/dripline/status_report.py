@@ -25,6 +25,7 @@ __all__ = [
     "error_rows",
     "gather_status",
     "status_document",
+    "tier_row",
     "webhook_error_rows",
     "window_name",
 ]
@@ -133,6 +134,7 @@ def status_document(
             "by_code": error_list,
         },
         "alerts": alert_rows(worker_list),
+        "tier": tier_row(worker_list),
         "webhook_errors": webhook_error_rows(webhook_errors, error_window_s),
         "workers": {
             "live_after_s": live_after_s,
@@ -177,3 +179,19 @@ def webhook_error_rows(found: Iterable[WebhookErrorCount], window_s: float) -> d
             }
         )
     return {"window_s": window_s, "total": sum(r["count"] for r in rows), "by_code": rows}
+
+
+def tier_row(workers: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The throughput tier the live workers last read (dispatcher/tier.py): its level,
+    the global rate per number in force, and where that rate came from (`tier`,
+    `operator`: rate_per_s set, `default`: not readable); None before any worker has
+    read it."""
+    for w in workers:
+        tier = (w.get("stats") or {}).get("tier")
+        if isinstance(tier, Mapping):
+            return {
+                "level": tier.get("level"),
+                "rate_per_s": tier.get("rate_per_s"),
+                "source": tier.get("source"),
+            }
+    return None

@@ -93,6 +93,9 @@ def render_status(data: dict[str, Any]) -> RenderableType:
     for name, w in data["throughput"].items():
         tp.add_row(name, f"{w['sent']:,}", f"{w['per_s']:.2f}/s")
     tp.add_row("limit", "", f"{rate:.1f}/s" if workers["count"] else "-")
+    tier = data.get("tier")
+    if tier:
+        tp.add_row("tier", str(tier["level"] or "unknown"), _tier_text(tier))
     throughput_panel = Panel(tp, title="sent", title_align="left", border_style="cyan")
     lag = data["lag"]
     lag_panel = _kv(
@@ -202,6 +205,14 @@ def _webhook_errors_panel(errors: dict[str, Any]) -> Panel | None:
         title=f"webhook errors (last {_fmt_s(errors['window_s'])}): {errors['total']:,}",
         title_align="left",
         border_style="red",
+    )
+
+
+def _tier_text(tier: dict[str, Any]) -> str:
+    """`80/s` and where it comes from: the tier, the operator's setting, or the default."""
+    rate = f"{float(tier['rate_per_s'] or 0):g}/s"
+    return {"operator": f"{rate} (set)", "default": f"{rate} (default)"}.get(
+        str(tier["source"]), rate
     )
 
 

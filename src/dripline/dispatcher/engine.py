@@ -46,6 +46,7 @@ from dripline.dispatcher.responses import Responder
 from dripline.dispatcher.send import Sender, SendResultLike
 from dripline.dispatcher.share import ShareGate
 from dripline.dispatcher.stats import DispatchObserver, DispatchStats, FanOut
+from dripline.dispatcher.tier import TierReader
 from dripline.flows.base import FlowRegistry
 from dripline.settings import Policy, Settings
 from dripline.store.base import Store
@@ -110,6 +111,7 @@ class Dispatcher:
             batch_limit=limits.batch_limit,
             concurrency=limits.concurrency,
             rate_share=rate,
+            rate_per_s=rate,
         )
         self._build()
 
@@ -123,6 +125,7 @@ class Dispatcher:
             always_open=ctx.policy is Policy.SEED_CRON,
         )
         self._breaker = Breaker()
+        self._tier = TierReader(ctx, self._client)
         self._pacing = SenderPacing(ctx.rate_share)
         self._recorder = Recorder(ctx)
         self._responder = Responder(
@@ -132,6 +135,7 @@ class Dispatcher:
             trip=self._trip_breaker,
             close_breaker=self._close_breaker,
             breaker=self._breaker,
+            on_throttle_streak=self._tier.after_throttle,
         )
         self._controller = Controller(ctx, self._pacing, self._responder)
         self._claimer = Claimer(ctx, self._recorder, self._controller.apply_tiers)
@@ -172,6 +176,7 @@ class Dispatcher:
         ctx.signals.reset()
         self._build()
         started = ctx.clock.now()
+        await self._tier.read("start")
         await ctx.retry_db(self._heartbeat.beat, "register worker")
         await self._wait_for_room()
         ctx.emit_limits(self._pacing.total_rate())

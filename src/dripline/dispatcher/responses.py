@@ -58,6 +58,7 @@ class Responder:
         trip: Callable[[str, float | None], None],
         close_breaker: Callable[[int], None],
         breaker: Breaker,
+        on_throttle_streak: Callable[[int], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._recorder = recorder
@@ -65,6 +66,7 @@ class Responder:
         self._trip = trip
         self._close_breaker = close_breaker
         self._breaker = breaker
+        self._on_throttle_streak = on_throttle_streak
         self.outage = OutageDetector()
         self._codes = CodeStreak()
         # 131056 answers per recipient since its last accepted send (Meta's 4^X backoff).
@@ -182,6 +184,8 @@ class Responder:
                         rate_per_s=round(event.rate_per_s, 1),
                     )
                 ctx.emit_limits(self._pacing.total_rate())
+                if self._on_throttle_streak is not None:
+                    self._on_throttle_streak(event.streak)  # the tier may have changed
             return _with_delay(reaction, event.delay_s)
         # Only known-transient errors can mean an outage: an unclassified code repeating
         # must fail its messages (and trip the breaker above), never pause-and-probe

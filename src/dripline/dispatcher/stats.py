@@ -26,6 +26,7 @@ class DispatchObserver(Protocol):
     def on_limits(self, concurrency: int, rate_per_s: float) -> None: ...
     def on_breaker(self, is_open: bool, reason: str | None) -> None: ...
     def on_alert(self, kind: str, code: int | None, reason: str) -> None: ...
+    def on_tier(self, level: str | None, rate_per_s: float, source: str) -> None: ...
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -81,6 +82,7 @@ class DispatchStats:
     breaker_reason: str | None = None
     # The latest sender alerts (alerts.py), newest last, for the heartbeat and status.
     alerts: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=ALERTS_KEPT))
+    tier_level: str | None = None  # the throughput level Meta last reported
     failures_by_class: Counter[str] = field(default_factory=Counter)
     failures_by_code: Counter[str] = field(default_factory=Counter)
     lag: Reservoir = field(default_factory=Reservoir)
@@ -129,6 +131,9 @@ class DispatchStats:
     def on_alert(self, kind: str, code: int | None, reason: str) -> None:
         self.alerts.append({"at": time.time(), "kind": kind, "code": code, "reason": reason})
 
+    def on_tier(self, level: str | None, rate_per_s: float, source: str) -> None:
+        self.tier_level = level
+
 
 class FanOut:
     """Several observers as one."""
@@ -167,3 +172,7 @@ class FanOut:
     def on_alert(self, kind: str, code: int | None, reason: str) -> None:
         for o in self._observers:
             o.on_alert(kind, code, reason)
+
+    def on_tier(self, level: str | None, rate_per_s: float, source: str) -> None:
+        for o in self._observers:
+            o.on_tier(level, rate_per_s, source)

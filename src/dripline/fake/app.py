@@ -267,6 +267,7 @@ class _Handlers:
         if request.headers.get("Authorization") != self.state.expected_auth:
             return self._auth_error("Invalid OAuth access token - Cannot parse access token")
         cfg = self.state.config
+        self.state.stats.number_reads += 1
         number = request.match_info["phone_number_id"]
         asked = request.query.get("fields")
         fields = (
