@@ -3,22 +3,14 @@
 The backlog gauges and the HTTP exporter are `dripline.metrics_export`; the operator's
 status document (`dripline status`, the dashboard) is `dripline.status_report`.
 
-    # `dripline run --metrics-port 9100`: all of it in one block
-    async with metrics_exporter(settings, 9100) as exporter:
-        await run_dispatcher(settings, observer=exporter.observer)
-
-    # or piece by piece
     registry = new_registry()                       # process/GC collectors included
     observer = PrometheusObserver(registry)         # pass to Dispatcher(observer=...)
-    backlog = BacklogCollector(store, registry)     # due now / overdue / next hour
-    start_metrics_server(9100, registry)            # a daemon thread
-    async with backlog.running():                   # refreshes every `refresh_s`
-        ...
 
 Names follow Prometheus conventions (`_total` counters, `_seconds` units) and every label
 takes a bounded set of values: outcomes and error classes are enums, error codes are the
 codes of `dripline.whatsapp.errors.ERROR_TABLE` (anything else is `other`). Phone numbers,
-message ids and error texts never become labels.
+message ids and error texts never become labels. One deliberate exception, rare
+because each alert stops the sender: `dripline_alerts_total{code}` names an unknown code.
 
 The observer is on the send path (1,000 sends/s and more), so each label combination is
 bound once and cached; a call costs a dict lookup and one or two lock-protected adds.
