@@ -5,6 +5,8 @@ the rate unless the operator set one, read again after a burst of 130429, and sh
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,11 +36,28 @@ def tier_settings(**extra: Any) -> Settings:
     )
 
 
-async def run_for(store: Store, fake: Any, settings: Settings, seconds: float, **kw: Any) -> Any:
+@asynccontextmanager
+async def dispatching(store: Store, fake: Any, settings: Settings, **kw: Any) -> AsyncIterator[Any]:
+    """A dispatcher running against `fake` for the block; stopped and awaited after."""
     async with client_for(fake) as client:
         d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings, **kw)
-        summary = await d.run(max_seconds=seconds)
-    return summary
+        task = asyncio.ensure_future(d.run(max_seconds=60))
+        try:
+            yield d
+        finally:
+            d.request_stop()
+            await task
+
+
+async def status_with(store: Store, rate_per_s: float) -> dict[str, Any]:
+    """The status once a heartbeat has carried the tier and that share (no fixed sleep:
+    the machine may be slow)."""
+    for _ in range(300):
+        status = await gather_status(store)
+        if status["tier"] is not None and status["workers"]["rate_per_s"] == rate_per_s:
+            return status
+        await asyncio.sleep(0.05)
+    return await gather_status(store)
 
 
 async def test_the_rate_comes_from_the_tier_and_shows_in_status_and_metrics(
@@ -50,15 +69,12 @@ async def test_the_rate_comes_from_the_tier_and_shows_in_status_and_metrics(
     async with running_fake(config) as fake:
         settings = tier_settings()
         assert settings.rate_from_tier
-        task = asyncio.ensure_future(
-            run_for(store, fake, settings, 1.5, observer=PrometheusObserver(registry))
-        )
-        await asyncio.sleep(1.0)
-        status = await gather_status(store)
-        summary = await task
+        observer = PrometheusObserver(registry)
+        async with dispatching(store, fake, settings, observer=observer) as d:
+            status = await status_with(store, 1000.0)
         reads = fake.state.stats.number_reads
     assert reads == 1  # at start; no throttling, no second read
-    assert summary.stats.tier_level == "HIGH"
+    assert d.stats.tier_level == "HIGH"
     assert status["tier"] == {"level": "HIGH", "rate_per_s": 1000.0, "source": "tier"}
     assert status["workers"]["rate_per_s"] == 1000.0  # the worker's share: the whole tier
     text = generate_latest(registry).decode()
@@ -72,10 +88,8 @@ async def test_a_set_rate_wins_over_the_tier(store: Store) -> None:
     async with running_fake(config) as fake:
         settings = tier_settings(rate_per_s=25)
         assert not settings.rate_from_tier
-        task = asyncio.ensure_future(run_for(store, fake, settings, 1.2))
-        await asyncio.sleep(0.8)
-        status = await gather_status(store)
-        await task
+        async with dispatching(store, fake, settings):
+            status = await status_with(store, 25.0)
     assert status["tier"] == {"level": "HIGH", "rate_per_s": 25.0, "source": "operator"}
     assert status["workers"]["rate_per_s"] == 25.0
 
@@ -99,8 +113,7 @@ async def test_the_standard_tier_by_default_and_a_burst_of_130429_reads_it_again
             if fake.state.stats.number_reads >= 2:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
-        status = await gather_status(store)
+        status = await status_with(store, 1000.0)
         d.request_stop()
         await task
         reads = fake.state.stats.number_reads
