@@ -176,7 +176,9 @@ class Dispatcher:
         ctx.signals.reset()
         self._build()
         started = ctx.clock.now()
-        await self._tier.read("start")
+        # The tier's rate applies from the heartbeat after the read; until then, and if
+        # the read fails or hangs, the rate in force (80/s) holds: nothing waits on it.
+        ctx.spawn(self._tier.read("start"), "tier-read")
         await ctx.retry_db(self._heartbeat.beat, "register worker")
         await self._wait_for_room()
         ctx.emit_limits(self._pacing.total_rate())
