@@ -1,21 +1,16 @@
-"""Prometheus metrics: a dispatcher observer, backlog gauges from the database, a server.
+"""Prometheus metrics: the dispatcher's observer and the registry.
 
-    # `dripline run --metrics-port 9100`: all of it in one block
-    async with metrics_exporter(settings, 9100) as exporter:
-        await run_dispatcher(settings, observer=exporter.observer)
+The backlog gauges and the HTTP exporter are `dripline.metrics_export`; the operator's
+status document (`dripline status`, the dashboard) is `dripline.status_report`.
 
-    # or piece by piece
     registry = new_registry()                       # process/GC collectors included
     observer = PrometheusObserver(registry)         # pass to Dispatcher(observer=...)
-    backlog = BacklogCollector(store, registry)     # due now / overdue / next hour
-    start_metrics_server(9100, registry)            # a daemon thread
-    async with backlog.running():                   # refreshes every `refresh_s`
-        ...
 
 Names follow Prometheus conventions (`_total` counters, `_seconds` units) and every label
 takes a bounded set of values: outcomes and error classes are enums, error codes are the
 codes of `dripline.whatsapp.errors.ERROR_TABLE` (anything else is `other`). Phone numbers,
-message ids and error texts never become labels.
+message ids and error texts never become labels. One deliberate exception, rare
+because each alert stops the sender: `dripline_alerts_total{code}` names an unknown code.
 
 The observer is on the send path (1,000 sends/s and more), so each label combination is
 bound once and cached; a call costs a dict lookup and one or two lock-protected adds.
@@ -23,14 +18,9 @@ bound once and cached; a call costs a dict lookup and one or two lock-protected 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -41,36 +31,22 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from dripline.dispatcher.stats import DispatchObserver
-from dripline.errors import DriplineError
-from dripline.server.worker_http import WsgiApp, with_routes
-from dripline.settings import Settings
-from dripline.store import (
-    THROUGHPUT_WINDOWS_S,
-    BacklogSnapshot,
-    ErrorCount,
-    LagSummary,
-    Store,
-    WorkerInfo,
-)
-from dripline.whatsapp.errors import ERROR_TABLE, ErrorClass, describe
+
+# Re-exported: the status document lived here before it had a module of its own.
+from dripline.status_report import error_rows, gather_status, status_document, window_name
+from dripline.whatsapp.errors import ERROR_TABLE, ErrorClass
 
 __all__ = [
     "LAG_BUCKETS_S",
     "LATENCY_BUCKETS_S",
     "OUTCOMES",
-    "BacklogCollector",
-    "MetricsExporter",
     "PrometheusObserver",
     "code_label",
     "error_rows",
     "gather_status",
-    "metrics_exporter",
     "new_registry",
-    "start_metrics_server",
     "status_document",
     "window_name",
 ]
@@ -194,6 +170,27 @@ class PrometheusObserver:
             "Times the circuit breaker opened.",
             registry=registry,
         )
+        self.alerts = Counter(
+            "dripline_alerts_total",
+            "Sender alerts that stopped sending: kind (unknown_code: the same code not "
+            "in dripline's table many times in a row; sender_limited: Meta limits the "
+            "number, 131048/131064) and the code, named even when unknown.",
+            ["kind", "code"],
+            registry=registry,
+        )
+        self.tier_rate = Gauge(
+            "dripline_throughput_tier_rate_per_second",
+            "The global send rate per number in force: the number's throughput tier as "
+            "Meta reports it (80 standard, 1,000 high) unless rate_per_s is set.",
+            registry=registry,
+        )
+        self.tier_level = Gauge(
+            "dripline_throughput_tier",
+            "1 for the throughput level Meta last reported for the number (unknown: not "
+            "read or unreadable); source: tier, operator (rate_per_s set) or default.",
+            ["level", "source"],
+            registry=registry,
+        )
         # Pre-bound children: `labels()` hashes and locks on every call; a dict hit does not.
         self._sent = self.sends.labels("sent", "none", "none")
         self._failures: dict[tuple[str, int | None, str], Callable[[], None]] = {}
@@ -263,327 +260,19 @@ class PrometheusObserver:
             self.breaker_trips.inc()
         self.breaker_open.set(1 if is_open else 0)
 
+    def on_tier(self, level: str | None, rate_per_s: float, source: str) -> None:
+        """The throughput tier was read: the rate it gives, and which level it is."""
+        self.tier_rate.set(rate_per_s)
+        self.tier_level.clear()
+        known = level if level in ("STANDARD", "HIGH") else "unknown"
+        self.tier_level.labels(known, source).set(1)
+
+    def on_alert(self, kind: str, code: int | None, reason: str) -> None:
+        """A sender alert. The code is a label even when unknown: naming it is the
+        alert's point, and each one stops sending, so there are few."""
+        self.alerts.labels(kind, "none" if code is None else str(code)).inc()
+
 
 if TYPE_CHECKING:
     # mypy proves here that the observer satisfies the engine's protocol.
     _observer: type[DispatchObserver] = PrometheusObserver
-
-
-class BacklogCollector(Collector):
-    """Backlog gauges from the database, cached so a scrape never runs a query.
-
-    Counting on a large table is not something to do on every scrape by every Prometheus
-    replica. The counts refresh on a timer (`running()`) or on demand
-    (`refresh_if_stale()`, for an async server), and a scrape reads the last values. The
-    backlog comes from the partial due index (cheap); conversations by state scan the
-    state index, so they refresh only every `states_every_s`. Pool usage is read live:
-    it costs no query.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        registry: CollectorRegistry | None = None,
-        *,
-        refresh_s: float = 5.0,
-        states_every_s: float = 30.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.store = store
-        self.refresh_s = refresh_s
-        self.states_every_s = states_every_s
-        self._clock = clock
-        self._backlog: BacklogSnapshot | None = None
-        self._states: dict[str, int] | None = None
-        self._refreshed_mono = float("-inf")
-        self._states_mono = float("-inf")
-        self._refreshed_unix = 0.0
-        self._errors = 0
-        self._lock = asyncio.Lock()
-        if registry is not None:
-            registry.register(self)
-
-    @property
-    def backlog(self) -> BacklogSnapshot | None:
-        """The last backlog read, or None before the first successful refresh."""
-        return self._backlog
-
-    async def refresh(self) -> BacklogSnapshot | None:
-        """Read the counts now. A database error is counted and the old values kept,
-        so one failed refresh does not blank the gauges."""
-        async with self._lock:
-            try:
-                backlog = await self.store.backlog_snapshot(self._clock())
-                if time.monotonic() - self._states_mono >= self.states_every_s:
-                    self._states = await self.store.conversations_by_state()
-                    self._states_mono = time.monotonic()
-            except DriplineError:
-                self._errors += 1
-                # Back off like a success would: a down database is not hit per scrape.
-                self._refreshed_mono = time.monotonic()
-                return self._backlog
-            self._backlog = backlog
-            self._refreshed_mono = time.monotonic()
-            self._refreshed_unix = time.time()
-            return backlog
-
-    async def refresh_if_stale(self) -> BacklogSnapshot | None:
-        """Refresh when the last read is older than `refresh_s` (one query at a time)."""
-        if time.monotonic() - self._refreshed_mono < self.refresh_s:
-            return self._backlog
-        if self._lock.locked():
-            return self._backlog  # a refresh is running: serve the cached values
-        return await self.refresh()
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[BacklogCollector]:
-        """Refresh every `refresh_s` in a background task until the block exits."""
-
-        async def loop() -> None:
-            while True:
-                await self.refresh()
-                await asyncio.sleep(self.refresh_s)
-
-        task = asyncio.get_running_loop().create_task(loop(), name="dripline-backlog-metrics")
-        try:
-            yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def describe(self) -> Iterable[Metric]:
-        """No description: the families depend on what has been read."""
-        return []
-
-    def collect(self) -> Iterable[Metric]:
-        """The cached backlog gauges, the pool gauges, and refresh bookkeeping."""
-        backlog = self._backlog
-        if backlog is not None:
-            for name, help_, value in (
-                ("dripline_backlog_due_now", "Active conversations due now, unleased.",
-                 backlog.due_now),
-                ("dripline_backlog_overdue", "Due more than 60 s ago and still unsent.",
-                 backlog.overdue_1m),
-                ("dripline_backlog_due_next_hour", "Scheduled within the next hour.",
-                 backlog.due_next_hour),
-                ("dripline_backlog_leased", "Claimed by a worker and not yet recorded.",
-                 backlog.leased),
-            ):  # fmt: skip
-                yield GaugeMetricFamily(name, help_, value=value)
-            yield GaugeMetricFamily(
-                "dripline_backlog_refreshed_timestamp_seconds",
-                "When the backlog gauges were last read from the database (Unix time).",
-                value=self._refreshed_unix,
-            )
-        if self._states is not None:
-            states = GaugeMetricFamily(
-                "dripline_conversations", "Conversations by state.", labels=["state"]
-            )
-            for state, n in self._states.items():
-                states.add_metric([state], n)
-            yield states
-        yield CounterMetricFamily(
-            "dripline_backlog_refresh_errors",
-            "Backlog reads that failed (the gauges keep their last values).",
-            value=self._errors,
-        )
-        pool = self.store.pool_usage()
-        if pool is not None:
-            yield GaugeMetricFamily(
-                "dripline_db_pool_in_use",
-                "Database connections checked out of this process's pool.",
-                value=pool.in_use,
-            )
-            yield GaugeMetricFamily(
-                "dripline_db_pool_size", "Connections the pool may hold.", value=pool.size
-            )
-
-
-def start_metrics_server(
-    port: int,
-    registry: CollectorRegistry,
-    addr: str = "0.0.0.0",
-    *,
-    routes: Mapping[str, WsgiApp] | None = None,
-) -> WSGIServer:
-    """Serve `registry` at http://addr:port/metrics from a daemon thread.
-
-    Used by `dripline run --metrics-port`. A thread, not the event loop: a scrape must
-    answer even while the loop is busy sending. Returns the server: `shutdown()` then
-    `server_close()` stop it (the thread also dies with the process). Port 0 picks a
-    free port (`server.server_port`).
-    """
-    from prometheus_client import start_http_server
-
-    server, _thread = start_http_server(port, addr=addr, registry=registry)
-    metrics_app = server.get_app()
-    if routes and metrics_app is not None:
-        # /healthz and /readyz (server/worker_http.py); every other path stays metrics.
-        server.set_app(with_routes(metrics_app, routes))
-    return server
-
-
-@dataclass(frozen=True)
-class MetricsExporter:
-    """What `metrics_exporter` runs: hand `observer` to the dispatcher."""
-
-    observer: PrometheusObserver
-    registry: CollectorRegistry
-    backlog: BacklogCollector
-    server: WSGIServer
-
-    @property
-    def port(self) -> int:
-        """The port the metrics server listens on (useful when asked for port 0)."""
-        return int(self.server.server_port)
-
-
-@contextlib.asynccontextmanager
-async def metrics_exporter(
-    settings: Settings,
-    port: int,
-    *,
-    addr: str = "0.0.0.0",
-    store: Store | None = None,
-    refresh_s: float = 5.0,
-    routes: Mapping[str, WsgiApp] | None = None,
-) -> AsyncIterator[MetricsExporter]:
-    """Everything `dripline run --metrics-port` needs, in one block:
-
-        async with metrics_exporter(settings, port) as exporter:
-            summary = await run_dispatcher(settings, observer=exporter.observer)
-
-    A fresh registry (with process metrics), the observer to hand to the dispatcher,
-    backlog gauges refreshed every `refresh_s`, and the HTTP server. The backlog reads
-    use `store` when given (pass the dispatcher's, so `dripline_db_pool_in_use` shows
-    its pool), else a one-connection store of their own, closed on exit.
-    """
-    from dripline.store import open_store
-
-    registry = new_registry()
-    observer = PrometheusObserver(registry)
-    own = store is None
-    backlog_store = store or await open_store(
-        settings.database_url, pool_size=1, pooler=settings.db_pooler
-    )
-    try:
-        collector = BacklogCollector(backlog_store, registry, refresh_s=refresh_s)
-        server = start_metrics_server(port, registry, addr, routes=routes)
-        try:
-            async with collector.running():
-                yield MetricsExporter(observer, registry, collector, server)
-        finally:
-            server.shutdown()
-            server.server_close()
-    finally:
-        if own:
-            await backlog_store.close()
-
-
-async def gather_status(
-    store: Store,
-    now: datetime | None = None,
-    *,
-    live_after_s: float = 10.0,
-    lag_window_s: float = 300.0,
-    error_window_s: float = 900.0,
-    windows_s: tuple[int, ...] = THROUGHPUT_WINDOWS_S,
-) -> dict[str, Any]:
-    """The operator's one-screen status as plain data (`dripline status --json` and the
-    dashboard): backlog, conversations by state, throughput per window, lag and latency
-    percentiles, errors by code and by class, and the live workers.
-
-    Everything comes from the database, so it describes every worker, wherever it runs.
-    """
-    now = now or datetime.now(UTC)
-    backlog = await store.backlog_snapshot(now)
-    states = await store.conversations_by_state()
-    sent = await store.sent_counts(now, windows_s)
-    lag = await store.lag_summary(now, window_s=lag_window_s)
-    errors = await store.error_counts(now, window_s=error_window_s)
-    live = await store.live_workers(now, live_after_s=live_after_s)
-    return status_document(
-        now=now,
-        backlog=backlog,
-        states=states,
-        sent=sent,
-        lag=lag,
-        errors=errors,
-        workers=live,
-        lag_window_s=lag_window_s,
-        error_window_s=error_window_s,
-        live_after_s=live_after_s,
-    )
-
-
-def window_name(seconds: int) -> str:
-    """60 -> '1m', 300 -> '5m', 45 -> '45s'."""
-    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
-
-
-def error_rows(errors: Iterable[ErrorCount]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Errors by code (with class and meaning from the error table) and totals by class."""
-    rows: list[dict[str, Any]] = []
-    by_class: dict[str, int] = {}
-    for e in errors:
-        info = describe(e.code) if e.code is not None else None
-        cls = info.error_class.value if info else ErrorClass.TRANSIENT.value
-        rows.append(
-            {
-                "code": e.code,
-                "status": e.status,
-                "count": e.count,
-                "error_class": cls,
-                # The table's wording, never the stored title: an API message may quote
-                # the recipient.
-                "meaning": info.meaning if info else "transport error (no response)",
-            }
-        )
-        by_class[cls] = by_class.get(cls, 0) + e.count
-    return rows, dict(sorted(by_class.items(), key=lambda kv: -kv[1]))
-
-
-def status_document(
-    *,
-    now: datetime,
-    backlog: BacklogSnapshot,
-    states: Mapping[str, int],
-    sent: Mapping[int, int],
-    lag: LagSummary,
-    errors: Iterable[ErrorCount],
-    workers: Iterable[WorkerInfo],
-    lag_window_s: float,
-    error_window_s: float,
-    live_after_s: float,
-) -> dict[str, Any]:
-    """Assemble the status document from query results (see `gather_status`)."""
-    error_list, by_class = error_rows(errors)
-    worker_list = [w.to_dict() for w in workers]
-    return {
-        "now": now.isoformat(),
-        "backlog": {
-            "due_now": backlog.due_now,
-            "overdue_1m": backlog.overdue_1m,
-            "due_next_hour": backlog.due_next_hour,
-            "leased": backlog.leased,
-        },
-        "conversations": dict(states),
-        "throughput": {
-            window_name(w): {"window_s": w, "sent": n, "per_s": round(n / w, 3)}
-            for w, n in sent.items()
-        },
-        "lag": {"window_s": lag_window_s, **asdict(lag)},
-        "errors": {
-            "window_s": error_window_s,
-            "total": sum(e["count"] for e in error_list),
-            "by_class": by_class,
-            "by_code": error_list,
-        },
-        "workers": {
-            "live_after_s": live_after_s,
-            "count": len(worker_list),
-            "rate_per_s": round(sum(w["rate_per_s"] for w in worker_list), 3),
-            "list": worker_list,
-        },
-    }

@@ -101,7 +101,12 @@ class Settings(BaseSettings):
     batch_limit: int = Field(200, ge=1, le=10_000)
     concurrency: int = Field(64, ge=1, le=5_000)
     max_concurrency: int = Field(512, ge=1, le=5_000)
-    rate_per_s: float = Field(80.0, gt=0, description="Cloud API default throughput per number")
+    rate_per_s: float = Field(
+        80.0,
+        gt=0,
+        description="messages per second per number; unset: the number's throughput tier "
+        "as Meta reports it (80 standard, 1,000 high), 80 until it is read",
+    )
     lease_ttl_s: float = Field(
         30.0,
         gt=0,
@@ -290,6 +295,12 @@ class Settings(BaseSettings):
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=path),
         )
+
+    @property
+    def rate_from_tier(self) -> bool:
+        """True unless the operator set `rate_per_s` (argument, environment or file): the
+        dispatcher then sends at the number's throughput tier (whatsapp/throughput.py)."""
+        return "rate_per_s" not in self.model_fields_set
 
     @property
     def messages_url(self) -> str:

@@ -22,10 +22,10 @@ from fastapi import FastAPI
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
-from dripline.metrics import gather_status
 from dripline.server import dashboard, metrics_http
 from dripline.server.testing import running_server
 from dripline.settings import load_settings
+from dripline.status_report import gather_status
 from dripline.store import Enrollment, Store, open_store
 from dripline.whatsapp import CloudApiClient
 from tests.fixtures.dispatch import watch_flows
@@ -189,6 +189,17 @@ async def test_dashboard_renders_live_charts(tmp_path: Path) -> None:
                     "r => [r.cells[0].textContent, r.cells[1].textContent]))",
                 )
                 assert states == {k: f"{v:,}" for k, v in expected["conversations"].items()}
+                # The tier the dispatcher read from the fake (80/s: STANDARD), and the
+                # rate in force: the operator's 50/s, since rate_per_s is set.
+                assert expected["tier"] == {
+                    "level": "STANDARD",
+                    "rate_per_s": 50.0,
+                    "source": "operator",
+                }
+                await page.wait_for_function(
+                    """() => document.getElementById("v-tier").textContent === "50/s (set)" """,
+                    timeout=WAIT_MS,
+                )
                 lag_p99 = await page.text_content("#v-lag_p99")
                 assert lag_p99 and lag_p99 != "–"
                 # Settings are shown, secrets are not.

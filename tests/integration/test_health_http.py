@@ -34,10 +34,6 @@ def _dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-# The API needs a token (it is always required); the probes themselves never send it.
-TOKEN = "health-test-token"
-
-
 async def _sql(url: str, statement: str) -> None:
     conn = await asyncpg.connect(_dsn(url))
     try:

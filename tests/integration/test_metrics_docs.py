@@ -9,7 +9,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from dripline.metrics import BacklogCollector, PrometheusObserver
+from dripline.metrics import PrometheusObserver
+from dripline.metrics_export import BacklogCollector
 from dripline.store import open_store
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -18,12 +18,8 @@ from dripline.dispatcher.engine import Dispatcher
 from dripline.errors import DatabaseUnavailable
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import FlowSet
-from dripline.metrics import (
-    BacklogCollector,
-    PrometheusObserver,
-    metrics_exporter,
-    new_registry,
-)
+from dripline.metrics import PrometheusObserver, new_registry
+from dripline.metrics_export import BacklogCollector, metrics_exporter
 from dripline.server import metrics_http
 from dripline.server.testing import running_server
 from dripline.settings import load_settings

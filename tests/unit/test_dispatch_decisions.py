@@ -169,3 +169,32 @@ def test_rate_controller_follows_a_smaller_share() -> None:
     c = RateController(ceiling=100.0, current=100.0)
     assert c.set_ceiling(50.0) == 50.0
     assert c.set_ceiling(100.0) == 100.0
+
+
+@pytest.mark.parametrize(
+    ("code", "attempts", "action", "delay_s"),
+    [
+        (131049, 0, Action.RETRY, 24 * 3600.0),  # per-user marketing limit: a day
+        (131049, 3, Action.RETRY, 24 * 3600.0),
+        (131049, 4, Action.FAIL, 0.0),  # capped: the 5th attempt was the last
+        (131048, 0, Action.RETRY, 3600.0),  # spam rate limit: an hour
+        (131048, 4, Action.FAIL, 0.0),
+        (132069, 4, Action.FAIL, 0.0),
+    ],
+)
+def test_quality_throttles_are_charged_and_capped(
+    code: int, attempts: int, action: Action, delay_s: float
+) -> None:
+    r = _react(Failure("quality_throttle", code, "limit"), attempts=attempts, max_attempts=5)
+    assert r.action is action
+    assert r.counts_attempt
+    assert r.delay_s == delay_s
+    if action is Action.FAIL:
+        assert r.reason == f"gave up after 5 attempts: {code}: limit"
+
+
+@pytest.mark.parametrize("attempts", [0, 1, 2])
+def test_an_unknown_code_is_retried_then_failed_never_held(attempts: int) -> None:
+    r = _react(Failure("unknown", 999001, "new"), attempts=attempts, max_attempts=3)
+    assert r.counts_attempt
+    assert r.action is (Action.FAIL if attempts == 2 else Action.RETRY)

@@ -149,6 +149,10 @@ def test_metas_whitespace_rule(value: str, bad: bool) -> None:
             "give exactly one of payload",
         ),
         (
+            'steps:\n  - template: {name: w, buttons: [{index: 1, url_suffix: "a\\tb"}]}\n',
+            "button 1 url_suffix has a tab",
+        ),
+        (
             'defaults: {city: "a\\nb"}\nsteps:\n  - template: {name: w, body_params: ["{city}"]}\n',
             "defaults.city: the default has a line break",
         ),
@@ -169,8 +173,51 @@ def test_enrollment_values_are_checked_naming_the_field() -> None:
         "name has a tab at character 2; WhatsApp refuses line breaks, tabs and more than "
         "4 consecutive spaces in template parameters (132018)",
     )
-    # URL suffixes and payloads are not text parameters: the rule does not apply.
-    assert template_value_problem(FULL, {"plan": "P", "token": "a\nb"}) is None
+    # A URL button's suffix is sent as a `text` parameter, so the rule applies to it;
+    # a quick-reply payload is a `payload` parameter, for which Meta states no rule.
+    assert template_value_problem(FULL, {"plan": "P", "token": "a\nb"}) == (
+        "fields.token",
+        "fields.token has a line break at character 2; WhatsApp refuses line breaks, tabs "
+        "and more than 4 consecutive spaces in template parameters (132018)",
+    )
+
+
+PAYLOAD_ONLY = flow(
+    """
+steps:
+  - template:
+      name: order_update
+      buttons: [{index: 0, payload: "{choice}"}]
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "fields", "name", "label"),
+    [
+        # every text parameter, each with a value Meta refuses
+        ('{name: w, body_params: ["{city}"]}', {"city": "a\nb"}, None, "fields.city"),
+        ('{name: w, named_params: {c: "{city}"}}', {"city": "a\tb"}, None, "fields.city"),
+        ('{name: w, header: {text: "{city}"}}', {"city": "a     b"}, None, "fields.city"),
+        ('{name: w, body_params: ["x"], buttons: [{index: 0, url_suffix: "{t}"}]}',
+         {"t": "a\r\nb"}, None, "fields.t"),
+        ('{name: w, body_params: ["Hi {name}"]}', {}, "Ana\nMaria", "name"),
+        # fine: at most 4 spaces, and values that land nowhere
+        ('{name: w, body_params: ["{city}"]}', {"city": "a    b"}, None, None),
+        ('{name: w, body_params: ["x"]}', {"city": "a\nb"}, None, None),
+        ('{name: w, header: {image: "https://x.test/{img}.png"}}', {"img": "a b"}, None, None),
+    ],
+)  # fmt: skip
+def test_every_text_parameter_is_checked_at_enrollment(
+    template: str, fields: dict[str, str], name: str | None, label: str | None
+) -> None:
+    f = flow(f"steps:\n  - template: {template}\n")
+    found = template_value_problem(f, fields, name)
+    assert (found[0] if found else None) == label
+
+
+def test_a_quick_reply_payload_is_not_held_to_the_text_rule() -> None:
+    assert template_value_problem(PAYLOAD_ONLY, {"choice": "a\nb"}) is None
 
 
 def test_send_time_cleans_values_that_slipped_through() -> None:

@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from dripline.cli.common import console, err_console, handle_errors, print_json, settings_from
 from dripline.errors import FlowError, InputError, SuppressedError
-from dripline.flows import load_flows
+from dripline.flows import Flow, load_flows
+from dripline.flows.enrollment import check_template_values
 from dripline.phones import normalize_phone
 from dripline.settings import Settings
 from dripline.store import Enrollment, EnrollResult, open_store
@@ -112,6 +113,7 @@ def parse_csv(
     *,
     skip_invalid: bool = False,
     on_row: Callable[[int], None] | None = None,
+    check: Callable[[Enrollment, str], None] | None = None,
 ) -> ParsedCsv:
     """Read and validate a whole CSV file (header row; `phone` required).
 
@@ -151,7 +153,10 @@ def parse_csv(
                             f"{len(values)} values for {len(columns)} columns", where=where
                         )
                     row = dict(zip(columns, values, strict=False))
-                    items.append(_row(row, flow, where, extra))
+                    item = _row(row, flow, where, extra)
+                    if check is not None:
+                        check(item, where)  # the flow's own rules (template values)
+                    items.append(item)
                     lines.append(line)
                 except InputError as exc:
                     if not skip_invalid:
@@ -166,14 +171,24 @@ def parse_csv(
     return ParsedCsv(items, lines, skipped)
 
 
-def _check_flow(flow: str, settings: Settings) -> None:
+def _check_flow(flow: str, settings: Settings) -> Flow:
     """Refuse a flow that is neither built in nor in the flows directory."""
     if not flow.strip():
         raise InputError("flow name is empty", where="--flow")
     try:
-        load_flows(settings.flows_dir).get(flow)
+        return load_flows(settings.flows_dir).get(flow)
     except FlowError as exc:
         raise FlowError(str(exc), where="--flow") from None
+
+
+def _template_values(flow: Flow) -> Callable[[Enrollment, str], None]:
+    """A CSV row's check: a value landing in a template text parameter must pass
+    Meta's rule (no line breaks, tabs, > 4 spaces), else the row names the column."""
+
+    def check(item: Enrollment, where: str) -> None:
+        check_template_values(flow, item.fields, item.name, where=f"{where} ")
+
+    return check
 
 
 async def _enroll(
@@ -213,9 +228,10 @@ def register(app: typer.Typer) -> None:
         Enrolling a number already active in the flow changes nothing (it says so). A
         number that opted out (STOP) is refused unless --opt-in."""
         settings = settings_from(database_url=database_url)
-        _check_flow(flow, settings)
+        flow_def = _check_flow(flow, settings)
         if name and (reason := unstorable_reason(name)):  # argv bytes that are not UTF-8
             raise InputError(reason, where="--name")
+        check_template_values(flow_def, {}, name, where="--")
         item = Enrollment(
             phone=normalize_phone(phone, where="--phone"),
             flow=flow,
@@ -316,7 +332,7 @@ def register(app: typer.Typer) -> None:
         dripline has in the flow in any state, so re-running never duplicates). A number
         that opted out (STOP) refuses the whole file, naming its line, unless --opt-in."""
         settings = settings_from(database_url=database_url)
-        _check_flow(flow, settings)
+        flow_def = _check_flow(flow, settings)
         if from_postgres is not None:
             from dripline.cli.import_pg import load_query, run_table_import
 
@@ -352,6 +368,7 @@ def register(app: typer.Typer) -> None:
                 flow,
                 skip_invalid=skip_invalid,
                 on_row=lambda n: progress.advance(task, n),
+                check=_template_values(flow_def),
             )
             results: list[EnrollResult] = []
             if parsed.items:

@@ -66,7 +66,7 @@ async def _run_with_metrics(
 ) -> RunSummary:
     from dripline.dispatcher.stats import FanOut
     from dripline.health import BreakerWatch, ReadinessProbe
-    from dripline.metrics import metrics_exporter
+    from dripline.metrics_export import metrics_exporter
     from dripline.runtime import run_dispatcher
     from dripline.server.worker_http import health_routes
     from dripline.store import open_store

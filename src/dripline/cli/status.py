@@ -30,7 +30,7 @@ async def load_status(
 
     `pooler`: behind a transaction-mode pooler (settings.db_pooler), as every command
     that opens the store must say, or asyncpg's named statements collide there."""
-    from dripline.metrics import gather_status
+    from dripline.status_report import gather_status
     from dripline.store import open_store
 
     store = await open_store(database_url, pool_size=1, pooler=pooler, auto_migrate=False)
@@ -93,6 +93,9 @@ def render_status(data: dict[str, Any]) -> RenderableType:
     for name, w in data["throughput"].items():
         tp.add_row(name, f"{w['sent']:,}", f"{w['per_s']:.2f}/s")
     tp.add_row("limit", "", f"{rate:.1f}/s" if workers["count"] else "-")
+    tier = data.get("tier")
+    if tier:
+        tp.add_row("tier", str(tier["level"] or "unknown"), _tier_text(tier))
     throughput_panel = Panel(tp, title="sent", title_align="left", border_style="cyan")
     lag = data["lag"]
     lag_panel = _kv(
@@ -169,7 +172,61 @@ def render_status(data: dict[str, Any]) -> RenderableType:
     header = Text.assemble(
         ("dripline status", "bold"), f"  {data.get('database', '')}  {data['now'][:19]}Z"
     )
-    return Group(header, top, errors_panel, workers_panel)
+    parts: list[RenderableType] = [header, top, errors_panel]
+    alerts = _alerts_panel(data.get("alerts") or {})
+    if alerts is not None:
+        parts.append(alerts)
+    value_errors = _webhook_errors_panel(data.get("webhook_errors") or {})
+    if value_errors is not None:
+        parts.append(value_errors)
+    parts.append(workers_panel)
+    return Group(*parts)
+
+
+def _webhook_errors_panel(errors: dict[str, Any]) -> Panel | None:
+    """Value-level webhook errors (about the number or account), or nothing."""
+    rows = errors.get("by_code") or []
+    if not rows:
+        return None
+    table = Table(box=None, pad_edge=False)
+    for col in ("code", "number", "count", "last", "meaning / details"):
+        table.add_column(col, justify="right" if col in ("code", "count") else "left")
+    for e in rows[:8]:
+        text = e["meaning"] + (f" ({e['details']})" if e.get("details") else "")
+        table.add_row(
+            str(e["code"]),
+            e.get("phone_number_id") or "-",
+            f"{e['count']:,}",
+            e["last_at"][11:19],
+            text,
+        )
+    return Panel(
+        table,
+        title=f"webhook errors (last {_fmt_s(errors['window_s'])}): {errors['total']:,}",
+        title_align="left",
+        border_style="red",
+    )
+
+
+def _tier_text(tier: dict[str, Any]) -> str:
+    """`80/s` and where it comes from: the tier, the operator's setting, or the default."""
+    rate = f"{float(tier['rate_per_s'] or 0):g}/s"
+    return {"operator": f"{rate} (set)", "default": f"{rate} (default)"}.get(
+        str(tier["source"]), rate
+    )
+
+
+def _alerts_panel(alerts: dict[str, Any]) -> Panel | None:
+    """Why sending stopped (an open breaker) and the latest sender alerts, or nothing."""
+    lines: list[str] = [
+        f"sending stopped on {b['worker']}: {b['reason']}" for b in alerts.get("breaker_open", ())
+    ]
+    for a in alerts.get("recent", ())[:5]:
+        code = "-" if a.get("code") is None else str(a["code"])
+        lines.append(f"{a.get('kind', 'alert')} code {code} ({a['worker']}): {a.get('reason', '')}")
+    if not lines:
+        return None
+    return Panel(Text("\n".join(lines)), title="alerts", title_align="left", border_style="red")
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from dripline.errors import TransientStoreError
 from dripline.flows.base import FlowRegistry
 from dripline.settings import Policy, Settings
 from dripline.store.base import Conversation, Store
+from dripline.whatsapp.throughput import TierRate
 
 __all__ = ["Context", "RunState", "Signals"]
 
@@ -104,6 +105,9 @@ class Context:
     state: RunState = field(default_factory=RunState)
     signals: Signals = field(default_factory=Signals)
     tasks: dict[asyncio.Task[Any], str] = field(default_factory=dict)
+    # The global rate per number (workers split it): the operator's, or the tier's.
+    rate_per_s: float = 0.0
+    tier: TierRate | None = None  # the last throughput tier read (dispatcher/tier.py)
 
     @property
     def stopping(self) -> bool:

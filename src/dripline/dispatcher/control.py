@@ -59,6 +59,17 @@ class Heartbeat:
                 "retries": stats.retries,
                 "in_flight": ctx.state.in_flight,
                 "beats": self.beats + 1,
+                # For `dripline status`: why sending stopped, and the latest alerts.
+                "breaker": stats.breaker_reason if stats.breaker_open else None,
+                "alerts": list(stats.alerts),
+                # The throughput tier and the global rate it gives (status, dashboard).
+                "tier": None
+                if ctx.tier is None
+                else {
+                    "level": ctx.tier.level,
+                    "rate_per_s": ctx.tier.rate_per_s,
+                    "source": ctx.tier.source,
+                },
             },
         )
         live = await ctx.store.heartbeat(info, live_after_s=ctx.gate.live_after_s)
@@ -66,7 +77,7 @@ class Heartbeat:
         others = {w.id: int(w.stats.get("beats", 0)) for w in live if w.id != ctx.worker_id}
         ctx.gate.on_beat(began, others)
         if ctx.policy is not Policy.SEED_CRON:
-            share = ctx.settings.rate_per_s / max(1, len(live))
+            share = ctx.rate_per_s / max(1, len(live))
             if abs(share - ctx.rate_share) > 1e-9:
                 log.info("rate share", workers=len(live), rate_per_s=round(share, 2))
                 ctx.rate_share = share

@@ -46,6 +46,7 @@ from dripline.dispatcher.responses import Responder
 from dripline.dispatcher.send import Sender, SendResultLike
 from dripline.dispatcher.share import ShareGate
 from dripline.dispatcher.stats import DispatchObserver, DispatchStats, FanOut
+from dripline.dispatcher.tier import TierReader
 from dripline.flows.base import FlowRegistry
 from dripline.settings import Policy, Settings
 from dripline.store.base import Store
@@ -110,6 +111,7 @@ class Dispatcher:
             batch_limit=limits.batch_limit,
             concurrency=limits.concurrency,
             rate_share=rate,
+            rate_per_s=rate,
         )
         self._build()
 
@@ -123,6 +125,7 @@ class Dispatcher:
             always_open=ctx.policy is Policy.SEED_CRON,
         )
         self._breaker = Breaker()
+        self._tier = TierReader(ctx, self._client)
         self._pacing = SenderPacing(ctx.rate_share)
         self._recorder = Recorder(ctx)
         self._responder = Responder(
@@ -132,6 +135,7 @@ class Dispatcher:
             trip=self._trip_breaker,
             close_breaker=self._close_breaker,
             breaker=self._breaker,
+            on_throttle_streak=self._tier.after_throttle,
         )
         self._controller = Controller(ctx, self._pacing, self._responder)
         self._claimer = Claimer(ctx, self._recorder, self._controller.apply_tiers)
@@ -172,6 +176,9 @@ class Dispatcher:
         ctx.signals.reset()
         self._build()
         started = ctx.clock.now()
+        # The tier's rate applies from the heartbeat after the read; until then, and if
+        # the read fails or hangs, the rate in force (80/s) holds: nothing waits on it.
+        ctx.spawn(self._tier.read("start"), "tier-read")
         await ctx.retry_db(self._heartbeat.beat, "register worker")
         await self._wait_for_room()
         ctx.emit_limits(self._pacing.total_rate())
@@ -227,7 +234,9 @@ class Dispatcher:
             await ctx.retry_db(self._heartbeat.beat, "heartbeat")
 
     # ---------------------------------------------------------- circuit breaker
-    def _trip_breaker(self, reason: str) -> None:
+    def _trip_breaker(self, reason: str, probe_after_s: float | None = None) -> None:
+        """Stop sending. `probe_after_s`: when to try again (None: `auth_probe_s`; a
+        spam-rate limit says an hour)."""
         ctx = self._ctx
         if not self._breaker.trip(reason):
             return
@@ -245,11 +254,11 @@ class Dispatcher:
         if ctx.settings.on_auth_failure == "exit":
             self.request_stop()
         else:
-            ctx.spawn(self._probe_later(), "breaker-probe")
+            ctx.spawn(self._probe_later(probe_after_s), "breaker-probe")
 
-    async def _probe_later(self) -> None:
+    async def _probe_later(self, probe_after_s: float | None) -> None:
         ctx = self._ctx
-        await ctx.sleep(ctx.settings.auth_probe_s)
+        await ctx.sleep(ctx.settings.auth_probe_s if probe_after_s is None else probe_after_s)
         if ctx.stopping:
             return
         log.info("circuit breaker half-open: probing with the next due message")

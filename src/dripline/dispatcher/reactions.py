@@ -94,8 +94,13 @@ def react(
     if cls == "pair_throttle":
         return Reaction(Action.RETRY, pair_backoff_s(pair_hits), False, "pending", reason)
     if cls == "quality_throttle":
+        # Charged, so capped: a user who stays at the marketing limit (131049), or a
+        # number that stays spam-limited (131048), fails the message after max_attempts
+        # instead of retrying it every day for ever.
+        if attempts + 1 >= max_attempts:
+            return _give_up(attempts, reason)
         delay = MARKETING_RETRY_S if failure.code == MARKETING_LIMIT_CODE else QUALITY_RETRY_S
-        return Reaction(Action.RETRY, delay, False, "pending", reason)
+        return Reaction(Action.RETRY, delay, True, "pending", reason)
     if cls == "window":
         if purpose != "fallback" and has_fallback:
             return Reaction(Action.FALLBACK, 0.0, False, "failed", reason)
@@ -115,13 +120,7 @@ def react(
         if failure.maybe_sent and delivery is Delivery.AT_MOST_ONCE:
             return Reaction(Action.UNKNOWN, unknown_after_s, True, "unknown", reason)
         if attempts + 1 >= max_attempts:
-            return Reaction(
-                Action.FAIL,
-                0.0,
-                True,
-                "failed",
-                f"gave up after {attempts + 1} attempts: {reason}",
-            )
+            return _give_up(attempts, reason)
         if failure.code == MAINTENANCE_CODE:
             delay = MAINTENANCE_RETRY_S
         elif failure.retry_after_s is not None:
@@ -131,3 +130,9 @@ def react(
         return Reaction(Action.RETRY, delay, True, "pending", reason)
     # permanent, and anything we do not know how to retry safely
     return Reaction(Action.FAIL, 0.0, True, "failed", reason)
+
+
+def _give_up(attempts: int, reason: str) -> Reaction:
+    return Reaction(
+        Action.FAIL, 0.0, True, "failed", f"gave up after {attempts + 1} attempts: {reason}"
+    )

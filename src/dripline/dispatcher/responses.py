@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from dripline.dispatcher import outcomes
+from dripline.dispatcher.alerts import SenderAlert, sender_alert
 from dripline.dispatcher.breaker import Breaker
 from dripline.dispatcher.constants import LATENCY_WINDOW
 from dripline.dispatcher.context import Context
@@ -54,9 +55,10 @@ class Responder:
         recorder: Recorder,
         pacing: SenderPacing,
         *,
-        trip: Callable[[str], None],
+        trip: Callable[[str, float | None], None],
         close_breaker: Callable[[int], None],
         breaker: Breaker,
+        on_throttle_streak: Callable[[int], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._recorder = recorder
@@ -64,6 +66,7 @@ class Responder:
         self._trip = trip
         self._close_breaker = close_breaker
         self._breaker = breaker
+        self._on_throttle_streak = on_throttle_streak
         self.outage = OutageDetector()
         self._codes = CodeStreak()
         # 131056 answers per recipient since its last accepted send (Meta's 4^X backoff).
@@ -129,6 +132,7 @@ class Responder:
             rng=ctx.rng,
         )
         reaction = self._sender_wide(job, failure, reaction)
+        alert = self._alert(failure)
         ctx.observer.on_failure(failure.error_class, failure.code, reaction.action.value)
         now = ctx.clock.now()
         self._recorder.finish(
@@ -136,7 +140,32 @@ class Responder:
         )
         if reaction.action is Action.TRIP:
             code = "" if failure.code is None else f"{failure.code}: "
-            self._trip(f"{code}{failure.message}")
+            self._trip(f"{code}{failure.message}", None)
+        elif alert is not None:
+            self._trip(alert.reason, alert.probe_after_s)
+
+    def _alert(self, failure: Failure) -> SenderAlert | None:
+        """Whether this failure also stops the sender with an alert (alerts.py). The
+        message keeps its own reaction: an unknown code still fails it after
+        max_attempts, so no code can keep a message probing for ever."""
+        if failure.error_class == "unknown":
+            self._codes.on_unknown_code(failure.code)
+        alert = sender_alert(
+            failure.error_class,
+            failure.code,
+            failure.message,
+            unknown_in_a_row=self._codes.count if failure.error_class == "unknown" else 0,
+            threshold=self._codes.threshold,
+        )
+        if alert is not None:
+            log.error(
+                "sender alert: sending stopped",
+                alert=alert.kind.value,
+                code=alert.code,
+                reason=alert.reason,
+            )
+            self._ctx.observer.on_alert(alert.kind.value, alert.code, alert.reason)
+        return alert
 
     def _sender_wide(self, job: SendJob, failure: Failure, reaction: Reaction) -> Reaction:
         """What the failure says about the sender number or the API as a whole."""
@@ -163,21 +192,9 @@ class Responder:
                         rate_per_s=round(event.rate_per_s, 1),
                     )
                 ctx.emit_limits(self._pacing.total_rate())
+                if self._on_throttle_streak is not None:
+                    self._on_throttle_streak(event.streak)  # the tier may have changed
             return _with_delay(reaction, event.delay_s)
-        if cls == "unknown" and self._codes.on_unknown_code(failure.code):
-            log.error(
-                "the same unclassified error code keeps coming back",
-                code=failure.code,
-                times=self._codes.count,
-            )
-            return Reaction(
-                Action.TRIP,
-                0.0,
-                False,
-                "pending",
-                f"error code {failure.code} (not in dripline's table) on "
-                f"{self._codes.count} sends in a row",
-            )
         # Only known-transient errors can mean an outage: an unclassified code repeating
         # must fail its messages (and trip the breaker above), never pause-and-probe
         # forever without charging attempts. A send whose outcome is unknown (a bare

@@ -7,11 +7,14 @@ Prometheus metrics are observers. Calls happen on the hot path, so they must be 
 from __future__ import annotations
 
 import random
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["DispatchObserver", "DispatchStats", "FanOut", "Reservoir", "percentile"]
+__all__ = ["ALERTS_KEPT", "DispatchObserver", "DispatchStats", "FanOut", "Reservoir", "percentile"]
+
+ALERTS_KEPT = 5
 
 
 class DispatchObserver(Protocol):
@@ -22,6 +25,8 @@ class DispatchObserver(Protocol):
     def on_in_flight(self, in_flight: int) -> None: ...
     def on_limits(self, concurrency: int, rate_per_s: float) -> None: ...
     def on_breaker(self, is_open: bool, reason: str | None) -> None: ...
+    def on_alert(self, kind: str, code: int | None, reason: str) -> None: ...
+    def on_tier(self, level: str | None, rate_per_s: float, source: str) -> None: ...
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -75,6 +80,9 @@ class DispatchStats:
     rate_per_s: float = 0.0
     breaker_open: bool = False
     breaker_reason: str | None = None
+    # The latest sender alerts (alerts.py), newest last, for the heartbeat and status.
+    alerts: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=ALERTS_KEPT))
+    tier_level: str | None = None  # the throughput level Meta last reported
     failures_by_class: Counter[str] = field(default_factory=Counter)
     failures_by_code: Counter[str] = field(default_factory=Counter)
     lag: Reservoir = field(default_factory=Reservoir)
@@ -120,6 +128,12 @@ class DispatchStats:
         self.breaker_open = is_open
         self.breaker_reason = reason
 
+    def on_alert(self, kind: str, code: int | None, reason: str) -> None:
+        self.alerts.append({"at": time.time(), "kind": kind, "code": code, "reason": reason})
+
+    def on_tier(self, level: str | None, rate_per_s: float, source: str) -> None:
+        self.tier_level = level
+
 
 class FanOut:
     """Several observers as one."""
@@ -154,3 +168,11 @@ class FanOut:
     def on_breaker(self, is_open: bool, reason: str | None) -> None:
         for o in self._observers:
             o.on_breaker(is_open, reason)
+
+    def on_alert(self, kind: str, code: int | None, reason: str) -> None:
+        for o in self._observers:
+            o.on_alert(kind, code, reason)
+
+    def on_tier(self, level: str | None, rate_per_s: float, source: str) -> None:
+        for o in self._observers:
+            o.on_tier(level, rate_per_s, source)

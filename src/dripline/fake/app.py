@@ -2,8 +2,8 @@
 
 `POST /{version}/{phone_number_id}/messages` is checked in Meta's order of concerns:
 
-    outage -> injected faults -> latency -> bearer token (190) -> token expiry (190)
-    -> body (100) -> throughput per number (130429) -> pair limit (131056)
+    outage -> injected faults (and `inject_code`) -> latency -> bearer token (190)
+    -> token expiry (190) -> body (100) -> throughput per number (130429) -> pair limit (131056)
     -> template registry (132001 / 132000) -> 24 h window for free-form messages
     (131047: refused now with window="sync", else accepted and failed by webhook)
     -> deliverability (131026 by webhook) -> 200
@@ -166,6 +166,8 @@ class _Handlers:
             if u < cfg.fail_500_bare_fraction:
                 state.errors_by_code[500] += 1
                 return web.Response(status=500, text="Internal Server Error")
+        if cfg.inject_code is not None and state.rng.random() < cfg.inject_code_fraction:
+            return self._error(cfg.inject_code, "Injected error (FakeConfig.inject_code)")
         latency_s = self._latency_s() if cfg.latency_ms else 0.0
         if latency_s > 0:
             await asyncio.sleep(latency_s)
@@ -265,6 +267,7 @@ class _Handlers:
         if request.headers.get("Authorization") != self.state.expected_auth:
             return self._auth_error("Invalid OAuth access token - Cannot parse access token")
         cfg = self.state.config
+        self.state.stats.number_reads += 1
         number = request.match_info["phone_number_id"]
         asked = request.query.get("fields")
         fields = (

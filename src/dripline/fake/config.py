@@ -55,6 +55,10 @@ class FakeConfig:
     # Faults (checked before validation; such requests are never recorded).
     fail_500_fraction: float = 0.0  # HTTP 500 with an error JSON body (code 1)
     fail_500_bare_fraction: float = 0.0  # HTTP 500 with a plain-text body
+    # HTTP 400 with Meta's error body for `inject_code` (any code, known or not: tests
+    # of how dripline reacts to a code; the meaning says it was injected).
+    inject_code: int | None = None
+    inject_code_fraction: float = 0.0
     hang_fraction: float = 0.0  # no answer for hang_s, then the connection is closed
     hang_s: float = 60.0
     reset_fraction: float = 0.0  # connection reset before the message is accepted

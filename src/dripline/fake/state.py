@@ -90,6 +90,7 @@ class FakeStats:
     webhook_statuses: int = 0
     webhook_inbound: int = 0
     webhook_value_errors: int = 0
+    number_reads: int = 0  # GET /{phone_number_id} (e.g. ?fields=throughput)
 
 
 class FakeState:

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from dripline.errors import InputError
 from dripline.flows.flow import YamlFlow
 from dripline.flows.model import TemplateSpec
 from dripline.flows.params import field_value_problems
 
-__all__ = ["template_params", "template_specs", "template_value_problem"]
+__all__ = [
+    "check_template_values",
+    "template_params",
+    "template_specs",
+    "template_value_problem",
+]
 
 
 def template_specs(flow: YamlFlow) -> Iterator[TemplateSpec]:
@@ -34,17 +40,13 @@ def template_specs(flow: YamlFlow) -> Iterator[TemplateSpec]:
 
 def template_params(flow: YamlFlow) -> list[str]:
     """Every template parameter string (body, named, header, buttons), for the
-    placeholders an enrollment must supply (`server/api.required_fields` counts only
-    `body_params` today)."""
+    placeholders an enrollment must supply (`server/enrollment.required_fields`)."""
     return [p for t in template_specs(flow) for p in t.all_params()]
 
 
-def template_value_problem(
-    flow: YamlFlow, fields: Mapping[str, str], name: str | None = None
+def _first_problem(
+    flow: YamlFlow, fields: Mapping[str, str], name: str | None
 ) -> tuple[str, str] | None:
-    """(field label, message) for the first value that breaks Meta's template parameter
-    rule, e.g. ("fields.city", "has a line break at character 5; ..."); None when all
-    are fine. The label is `name` or `fields.<key>`, as the enrollment API names them."""
     values: dict[str, object] = {**flow.spec.defaults, **fields}
     if name:
         values["name"] = name
@@ -56,4 +58,28 @@ def template_value_problem(
     label = "name" if key == "name" and name else f"fields.{key}"
     if key not in fields and not (key == "name" and name):
         label = f"defaults.{key}"  # the flow's own default breaks the rule
-    return label, f"{label} {why}"
+    return label, why
+
+
+def template_value_problem(
+    flow: YamlFlow, fields: Mapping[str, str], name: str | None = None
+) -> tuple[str, str] | None:
+    """(field label, message) for the first value that breaks Meta's template parameter
+    rule, e.g. ("fields.city", "fields.city has a line break at character 5; ..."); None
+    when all are fine. The label is `name` or `fields.<key>`, as the enrollment API
+    names them. Every text parameter counts: body (positional or named), header text
+    and URL button suffix."""
+    found = _first_problem(flow, fields, name)
+    return None if found is None else (found[0], f"{found[0]} {found[1]}")
+
+
+def check_template_values(
+    flow: object, fields: Mapping[str, str], name: str | None, *, where: str = ""
+) -> None:
+    """Raise InputError naming the field (`{where}fields.city`) when a value would break
+    Meta's template parameter rule; nothing for flows without templates in YAML."""
+    if not isinstance(flow, YamlFlow):
+        return
+    found = _first_problem(flow, fields, name)
+    if found is not None:
+        raise InputError(found[1], where=f"{where}{found[0]}")

@@ -251,7 +251,11 @@ class YamlFlow:
             header=header,
             buttons=tuple(
                 TemplateButton(
-                    b.index, b.sub_type, self._fill(b.value, conv, f"{where}.buttons[{i}]")
+                    b.index,
+                    b.sub_type,
+                    text(b.value, f"{where}.buttons[{i}]")
+                    if b.url_suffix is not None
+                    else self._fill(b.value, conv, f"{where}.buttons[{i}]"),
                 )
                 for i, b in enumerate(spec.buttons)
             ),

@@ -111,6 +111,12 @@ class ButtonSpec(_Model):
         if not value.strip():
             raise ValueError("the button parameter is empty")
         placeholders_in(value)
+        if self.url_suffix is not None:
+            # Sent as a `text` parameter (payloads.py), so Meta's rule for parameter
+            # text holds (132018); it is also appended to a URL, where a line break or a
+            # tab could never work. A quick-reply payload is a `payload` parameter:
+            # Meta documents no such rule for it.
+            _text_param(self.url_suffix, f"button {self.index} url_suffix")
         return self
 
     @property
@@ -184,11 +190,12 @@ class TemplateSpec(_Model):
         return self
 
     def text_params(self) -> list[str]:
-        """Every text parameter (body, named, header text): what Meta's whitespace rule
-        applies to, and what enrollment values must satisfy."""
+        """Every text parameter (body, named, header text, URL button suffix): what
+        Meta's whitespace rule applies to, and what enrollment values must satisfy."""
         texts = [*self.body_params, *self.named_params.values()]
         if self.header is not None and self.header.text is not None:
             texts.append(self.header.text)
+        texts.extend(b.url_suffix for b in self.buttons if b.url_suffix is not None)
         return texts
 
     def all_params(self) -> list[str]:
@@ -196,5 +203,5 @@ class TemplateSpec(_Model):
         texts = self.text_params()
         if self.header is not None and self.header.text is None:
             texts.append(self.header.value)
-        texts.extend(b.value for b in self.buttons)
+        texts.extend(b.payload for b in self.buttons if b.payload is not None)
         return texts

@@ -27,7 +27,7 @@ from dripline.errors import DatabaseUnavailable, InputError, TransientStoreError
 from dripline.flows import FlowRegistry
 from dripline.inbox.optouts import suppressions_from_statuses
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
-from dripline.store import StatusUpdate, Store, Suppression
+from dripline.store import NewWebhookError, StatusUpdate, Store, Suppression
 from dripline.whatsapp.webhooks import parse_webhook
 
 __all__ = ["InboxProcessor", "PassStats"]
@@ -49,6 +49,7 @@ class PassStats:
     inbound_duplicate: int = 0
     advanced: int = 0
     opted_out: int = 0
+    value_errors: int = 0  # value-level errors recorded (`value.errors[]`)
     last_id: int = 0
 
     def add(self, other: PassStats) -> None:
@@ -202,6 +203,7 @@ class InboxProcessor:
             status_rows: dict[str, set[int]] = {}
             events: dict[str, InboundEvent] = {}
             opt_outs: list[Suppression] = []
+            value_errors: dict[int, list[NewWebhookError]] = {}
             for row in rows:
                 try:
                     batch = parse_webhook(row.body)
@@ -209,6 +211,17 @@ class InboxProcessor:
                     malformed[row.id] = str(exc)[:500]
                     continue
                 opt_outs += suppressions_from_statuses(batch.statuses, now)
+                value_errors[row.id] = [
+                    NewWebhookError(
+                        code=e.error.code,
+                        phone_number_id=e.phone_number_id,
+                        account_id=e.account_id,
+                        title=e.error.title or e.error.message,
+                        details=e.error.details,
+                        inbox_id=row.id,
+                    )
+                    for e in batch.errors
+                ]
                 for s in batch.statuses:
                     u = status_update(s, now)
                     if u is None:
@@ -268,6 +281,18 @@ class InboxProcessor:
                 for r in rows
                 if r.id not in waiting
             ]
+            # A row left waiting is processed again later: its errors are kept then.
+            kept = [
+                e for row_id, errs in value_errors.items() if row_id not in waiting for e in errs
+            ]
+            if kept:
+                await tx.record_webhook_errors(kept, now)
+                log.warning(
+                    "value-level webhook errors",
+                    codes=sorted({e.code for e in kept}),
+                    count=len(kept),
+                )
+            stats.value_errors = len(kept)
             stats.malformed = len(malformed)
             stats.waiting = len(waiting)
             await tx.finish_inbox(done, sorted(waiting.items()), now)

@@ -36,8 +36,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from dripline.errors import DriplineError
-from dripline.metrics import status_document
 from dripline.settings import Settings
+from dripline.status_report import status_document
 from dripline.store import BacklogSnapshot, ErrorCount, LagSummary, Store
 
 __all__ = ["DashboardSampler", "Sample", "router"]
@@ -267,7 +267,18 @@ def _tiles(status: Mapping[str, Any] | None) -> dict[str, str]:
         "lag_p99": _fmt_s(lag["p99_s"]),
         "errors": f"{status['errors']['total']:,}",
         "workers": f"{status['workers']['count']:,}",
+        "tier": _tier_tile(status.get("tier")),
     }
+
+
+def _tier_tile(tier: Mapping[str, Any] | None) -> str:
+    """The throughput tier tile, as the page's script writes it (`tierText`)."""
+    if not tier:
+        return "–"
+    rate = f"{float(tier.get('rate_per_s') or 0):,.0f}/s"
+    if tier.get("source") == "operator":
+        return f"{rate} (set)"
+    return f"{tier.get('level') or 'unknown'} {rate}"
 
 
 def _settings_html(settings: Mapping[str, Any] | None) -> str:
@@ -305,7 +316,7 @@ async def dashboard_page(request: Request) -> HTMLResponse:
 
 _TILE_KEYS = (
     "due_now", "overdue", "next_hour", "leased", "sent_1m", "sent_5m", "sent_15m",
-    "lag_p50", "lag_p99", "errors", "workers",
+    "lag_p50", "lag_p99", "errors", "workers", "tier",
 )  # fmt: skip
 
 

@@ -15,7 +15,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from dripline.metrics import BacklogCollector, new_registry
+from dripline.metrics import new_registry
+from dripline.metrics_export import BacklogCollector
 
 __all__ = ["MetricsState", "metrics_state", "router"]
 

@@ -52,6 +52,7 @@ from dripline.store.types import (
     Message,
     MessageUpdate,
     NewInbound,
+    NewWebhookError,
     Outcome,
     PhoneConversations,
     PoolUsage,
@@ -63,6 +64,7 @@ from dripline.store.types import (
     StoreHealth,
     StoreSnapshot,
     Suppression,
+    WebhookErrorCount,
     WorkerInfo,
 )
 from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url
@@ -96,6 +98,7 @@ __all__ = [
     "Message",
     "MessageUpdate",
     "NewInbound",
+    "NewWebhookError",
     "Outcome",
     "PhoneConversations",
     "PoolUsage",
@@ -108,6 +111,7 @@ __all__ = [
     "StoreHealth",
     "StoreSnapshot",
     "Suppression",
+    "WebhookErrorCount",
     "WebhookTx",
     "WorkerInfo",
     "migrate_database",

@@ -40,6 +40,7 @@ from dripline.store.types import (
     Message,
     MessageUpdate,
     NewInbound,
+    NewWebhookError,
     Outcome,
     PhoneConversations,
     PoolUsage,
@@ -51,6 +52,7 @@ from dripline.store.types import (
     StoreHealth,
     StoreSnapshot,
     Suppression,
+    WebhookErrorCount,
     WorkerInfo,
 )
 
@@ -193,6 +195,12 @@ class WebhookTx(ABC):
         """Write conversation changes (rows `conversations_for` returned, none busy);
         returns rows written. Sleeping dispatchers are woken after commit when a change
         makes a step due."""
+
+    # value-level errors ----------------------------------------------------
+    @abstractmethod
+    async def record_webhook_errors(self, rows: Sequence[NewWebhookError], now: datetime) -> None:
+        """Keep value-level webhook errors (`value.errors[]`) with `now` as their time,
+        for `dripline status` and metrics (`Store.webhook_errors`)."""
 
 
 class Store(ABC):
@@ -450,6 +458,12 @@ class Store(ABC):
         """Messages in an error state (failed, retry pending, outcome unknown) with a code
         or title, updated within `window_s`, among the newest `error_scan` message ids;
         by code and status, most frequent first."""
+
+    @abstractmethod
+    async def webhook_errors(self, since: datetime | None = None) -> list[WebhookErrorCount]:
+        """Value-level webhook errors recorded after `since` (None: all of them), by code
+        and phone number id: how many, the latest time and its details; most frequent
+        first, then by code."""
 
     @abstractmethod
     async def live_workers(self, now: datetime, *, live_after_s: float = 10.0) -> list[WorkerInfo]:

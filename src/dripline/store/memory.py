@@ -65,6 +65,7 @@ from dripline.store.types import (
     ReservationResult,
     StoreHealth,
     StoreSnapshot,
+    WebhookErrorCount,
     WorkerInfo,
 )
 
@@ -433,6 +434,10 @@ class MemoryStore(Store):
     ) -> list[ErrorCount]:
         await self._enter("error_counts")
         return q.error_counts(self._read(), utc(now), window_s, error_scan)
+
+    async def webhook_errors(self, since: datetime | None = None) -> list[WebhookErrorCount]:
+        await self._enter("webhook_errors")
+        return q.webhook_errors(self._read(), None if since is None else utc(since))
 
     async def live_workers(self, now: datetime, *, live_after_s: float = 10.0) -> list[WorkerInfo]:
         await self._enter("live_workers")

@@ -32,6 +32,7 @@ from dripline.store.types import (
     Outcome,
     Reservation,
     ReservationResult,
+    WebhookErrorCount,
     WorkerInfo,
 )
 
@@ -434,3 +435,21 @@ def latency_samples(v: View, limit: int) -> list[float]:
     rows = [m for m in v.messages.values() if m.latency_ms is not None and m.sent_at is not None]
     rows.sort(key=_sent_at, reverse=True)
     return [float(m.latency_ms) for m in rows[:limit] if m.latency_ms is not None]
+
+
+def webhook_errors(v: View, since: datetime | None) -> list[WebhookErrorCount]:
+    """`WebhookErrorsSql.webhook_errors`: by code and number, the latest details."""
+    groups: dict[tuple[int, str | None], tuple[int, datetime, str | None]] = {}
+    for _, (at, e) in sorted(v.webhook_errors.items()):
+        if since is not None and at <= since:
+            continue
+        key = (e.code, e.phone_number_id)
+        n, last, _details = groups.get(key, (0, at, None))
+        details = e.details[:1000] if e.details else None
+        groups[key] = (n + 1, max(last, at), details)
+    found = [
+        WebhookErrorCount(code, number, n, last, details)
+        for (code, number), (n, last, details) in groups.items()
+    ]
+    found.sort(key=lambda e: (-e.count, e.code, e.phone_number_id or ""))
+    return found

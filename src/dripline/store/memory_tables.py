@@ -25,6 +25,7 @@ from dripline.store.types import (
     Inbound,
     InboxEntry,
     Message,
+    NewWebhookError,
     StoreSnapshot,
     Suppression,
     WorkerInfo,
@@ -116,6 +117,8 @@ class Tables:
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     intake: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
     suppressions: dict[tuple[str, str], Suppression] = field(default_factory=dict)
+    # Value-level webhook errors by id: (when recorded, the error).
+    webhook_errors: dict[int, tuple[datetime, NewWebhookError]] = field(default_factory=dict)
     # Unique keys, as the schema's indexes enforce them.
     active_keys: dict[tuple[str, str], int] = field(default_factory=dict)  # (phone, flow)
     message_keys: dict[tuple[int, int, str], int] = field(default_factory=dict)
@@ -146,6 +149,7 @@ class View:
         self.workers = _Layer(tables.workers)
         self.intake = _Layer(tables.intake)
         self.suppressions = _Layer(tables.suppressions)
+        self.webhook_errors = _Layer(tables.webhook_errors)
         self.active_keys = _Layer(tables.active_keys)
         self.message_keys = _Layer(tables.message_keys)
         self.inbound_wamids = _Layer(tables.inbound_wamids)
@@ -160,6 +164,7 @@ class View:
             self.workers,
             self.intake,
             self.suppressions,
+            self.webhook_errors,
             self.active_keys,
             self.message_keys,
             self.inbound_wamids,

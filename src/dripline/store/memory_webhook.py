@@ -22,6 +22,7 @@ from dripline.store.types import (
     Inbound,
     InboxRow,
     NewInbound,
+    NewWebhookError,
     PhoneConversations,
     StatusResult,
     StatusUpdate,
@@ -224,3 +225,9 @@ class MemoryWebhookTx(WebhookTx):
             earliest = min(due)
             self.wake_at = earliest if self.wake_at is None else min(self.wake_at, earliest)
         return written
+
+    async def record_webhook_errors(self, rows: Sequence[NewWebhookError], now: datetime) -> None:
+        await self._enter("webhook_transaction.record_webhook_errors")
+        now = utc(now)
+        for row in rows:
+            self._v.webhook_errors[self._v.next_id("webhook_errors")] = (now, row)

@@ -47,6 +47,7 @@ __all__ = [
     "metadata",
     "sqlite_timestamp",
     "suppressions",
+    "webhook_errors",
     "workers",
 ]
 
@@ -315,6 +316,22 @@ intake = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Index("ix_intake_heartbeat_at", "heartbeat_at"),
+)
+
+# Value-level webhook errors (`entry[].changes[].value.errors[]`): problems Meta reports
+# for a number or account, tied to no message. Kept for `dripline status` and metrics.
+webhook_errors = Table(
+    "webhook_errors",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("code", Integer, nullable=False),
+    Column("phone_number_id", String(64), nullable=True),
+    Column("account_id", String(64), nullable=True),
+    Column("title", String(255), nullable=True),
+    Column("details", Text, nullable=True),
+    Column("inbox_id", Id, nullable=True),
+    Index("ix_webhook_errors_received_at", "received_at"),
 )
 
 # Live dispatchers: a heartbeat row each, so workers can split the rate limit and the

@@ -43,6 +43,7 @@ __all__ = [
     "Message",
     "MessageUpdate",
     "NewInbound",
+    "NewWebhookError",
     "Outcome",
     "PhoneConversations",
     "PoolUsage",
@@ -54,6 +55,7 @@ __all__ = [
     "StoreHealth",
     "StoreSnapshot",
     "Suppression",
+    "WebhookErrorCount",
     "WorkerInfo",
 ]
 
@@ -448,6 +450,30 @@ class InboxBacklog:
     # When the oldest row still waiting arrived: every webhook received before it has
     # been applied (the evidence rule needs that; None: nothing waits).
     oldest_waiting_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewWebhookError:
+    """A value-level webhook error (`entry[].changes[].value.errors[]`) to record: a
+    problem Meta reports for the number or account, tied to no message."""
+
+    code: int
+    phone_number_id: str | None
+    account_id: str | None
+    title: str | None
+    details: str | None
+    inbox_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookErrorCount:
+    """Value-level webhook errors with one code for one number, since some time."""
+
+    code: int
+    phone_number_id: str | None
+    count: int
+    last_at: datetime
+    details: str | None  # the latest one's details (Meta's text, never user content)
 
 
 @dataclass(frozen=True, slots=True)

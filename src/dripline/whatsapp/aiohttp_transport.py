@@ -127,6 +127,20 @@ class AiohttpTransport:
                 maybe_sent=True,
             ) from None
 
+    async def get(self, url: str) -> RawResponse:
+        """A GET on the same session and route (the phone number node's fields). Read-only,
+        so a lost answer is simply an error: nothing may have been sent."""
+        session = self._session or self._open()
+        try:
+            async with session.get(url, headers=self._call_headers, **self._route(url)) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+        except aiohttp.ClientHttpProxyError as exc:
+            raise _proxy_refused(exc.status, exc.message, self._proxy, url) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(
+                f"GET {urlsplit(url).path} failed: {type(exc).__name__}", maybe_sent=False
+            ) from None
+
     async def close(self) -> None:
         """Close the session if this transport created it."""
         if self._session is not None and self._owns_session:

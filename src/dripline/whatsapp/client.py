@@ -61,6 +61,7 @@ from dripline.whatsapp.errors import describe, parse_retry_after
 from dripline.whatsapp.http1 import Http1Transport, RawResponse
 from dripline.whatsapp.payloads import MAX_CALLBACK_DATA_CHARS, template_payload, text_payload
 from dripline.whatsapp.proxy import ProxyConfig
+from dripline.whatsapp.throughput import parse_throughput
 
 __all__ = [
     "MAX_CALLBACK_DATA_CHARS",
@@ -68,6 +69,7 @@ __all__ = [
     "CloudApiClient",
     "HttpClient",
     "RawResponse",
+    "Reader",
     "SendResult",
     "Transport",
     "build_error",
@@ -75,6 +77,7 @@ __all__ = [
 ]
 
 Transport = Callable[[str, bytes], Awaitable[RawResponse]]
+Reader = Callable[[str], Awaitable[RawResponse]]  # a GET: url -> answer
 
 
 class _ClosableTransport(Protocol):
@@ -200,6 +203,7 @@ class CloudApiClient:
         read_timeout_s: float = 15.0,
         connector_limit: int = 0,
         transport: Transport | None = None,
+        reader: Reader | None = None,
         session: aiohttp.ClientSession | None = None,
         http_client: HttpClient = "builtin",
         proxy: ProxyConfig | None = None,
@@ -231,6 +235,17 @@ class CloudApiClient:
                 )
             transport = self._own_transport
         self._transport: Transport = transport
+        # GETs (the throughput tier: rare) go through aiohttp, which both reads and
+        # honours the same proxy; the builtin transport only POSTs.
+        self._reader = reader
+        self._own_reader: AiohttpTransport | None = None
+        self._reader_args: dict[str, Any] = {
+            "access_token": token,
+            "connect_timeout_s": connect_timeout_s,
+            "read_timeout_s": read_timeout_s,
+            "session": session,
+            "proxy": proxy,
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> CloudApiClient:
@@ -324,10 +339,33 @@ class CloudApiClient:
             return parse_send_response(status, raw)
         raise build_error(status, raw, retry_after)
 
+    async def throughput_level(self, sender: str | None = None) -> str | None:
+        """The number's throughput level (`GET /{phone_number_id}?fields=throughput`:
+        "STANDARD", "HIGH", ...; None when the answer has none, or when an injected
+        transport without a `reader` cannot GET). Raises WhatsAppError or TransportError
+        like a send; see `dripline.whatsapp.throughput`."""
+        url = f"{self._base}{sender or self.phone_number_id}?fields=throughput"
+        reader = self._reader
+        if reader is None:
+            if isinstance(self._transport, AiohttpTransport):
+                reader = self._transport.get
+            elif self._own_transport is None:
+                return None  # an injected POST-only transport: no way to read
+            else:
+                if self._own_reader is None:
+                    self._own_reader = AiohttpTransport(**self._reader_args)
+                reader = self._own_reader.get
+        status, raw, retry_after = await reader(url)
+        if 200 <= status < 300:
+            return parse_throughput(raw)
+        raise build_error(status, raw, retry_after)
+
     async def close(self) -> None:
         """Close the HTTP session this client opened (an injected transport is left alone)."""
         if self._own_transport is not None:
             await self._own_transport.close()
+        if self._own_reader is not None:
+            await self._own_reader.close()
 
     async def __aenter__(self) -> Self:
         return self

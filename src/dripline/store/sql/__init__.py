@@ -11,6 +11,7 @@ translation):
     imports.py         conversations moved in from another scheduler, mid-flow
     health.py          what /readyz reads: schema revision, the inbox's waiting rows
     retention.py       prune old webhook bodies and unanswered texts; forget a person
+    webhook_errors.py  value-level webhook errors: the processor's insert, status reads
 
 `SqlStore` combines them; `sqlite.py` and `postgres.py` set the dialect-specific parts.
 """
@@ -29,6 +30,7 @@ from dripline.store.sql.imports import ImportSql
 from dripline.store.sql.operator import OperatorSql
 from dripline.store.sql.retention import RetentionSql
 from dripline.store.sql.webhook import WebhookSql
+from dripline.store.sql.webhook_errors import WebhookErrorsSql
 from dripline.store.types import LEASE_LOST, NONFINAL_STATUSES
 
 __all__ = ["LEASE_LOST", "NONFINAL_STATUSES", "SqlStore", "first_line"]
@@ -43,6 +45,7 @@ class SqlStore(
     ImportSql,
     HealthSql,
     RetentionSql,
+    WebhookErrorsSql,
     Store,
 ):
     """The `Store` contract on SQL; subclasses set the dialect-specific parts."""

@@ -47,6 +47,7 @@ from dripline.store.sql.core import (
     conversation_from_row,
     ts,
 )
+from dripline.store.sql.webhook_errors import insert_webhook_errors
 from dripline.store.types import (
     STATUS_RANK,
     Conversation,
@@ -54,6 +55,7 @@ from dripline.store.types import (
     InboxBacklog,
     InboxRow,
     NewInbound,
+    NewWebhookError,
     PhoneConversations,
     StatusResult,
     StatusUpdate,
@@ -369,6 +371,9 @@ class SqlWebhookTx(WebhookTx):
             result = await self._conn.execute(stmt)
             inserted.update(r.wamid for r in result)
         return inserted
+
+    async def record_webhook_errors(self, rows: Sequence[NewWebhookError], now: datetime) -> None:
+        await insert_webhook_errors(self._conn, rows, now)
 
     async def update_conversations(
         self, changes: Sequence[ConversationChange], now: datetime

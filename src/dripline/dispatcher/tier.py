@@ -1,0 +1,93 @@
+"""Reads the number's throughput tier and sets the global send rate from it.
+
+At start and after a burst of 130429 (`throughput.refresh_due`), unless the operator set
+`rate_per_s`. The decisions are `dripline.whatsapp.throughput` (pure); this is the I/O:
+one GET through the client, and the result applied to the context. A read that fails
+keeps the rate in force (80/s before any read): sending never waits on it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol, runtime_checkable
+
+import structlog
+
+from dripline.dispatcher.context import Context
+from dripline.errors import TransportError, WhatsAppError
+from dripline.settings import Policy
+from dripline.whatsapp.throughput import REFRESH_STREAK, TierRate, effective_rate, refresh_due
+
+__all__ = ["ThroughputSource", "TierReader"]
+
+log = structlog.get_logger("dripline.dispatcher")
+
+
+@runtime_checkable
+class ThroughputSource(Protocol):
+    """A client that can read the tier (`CloudApiClient`; the simulator's cannot)."""
+
+    async def throughput_level(self, sender: str | None = None) -> str | None: ...
+
+
+class TierReader:
+    def __init__(self, ctx: Context, client: object) -> None:
+        self._ctx = ctx
+        self._source = client if isinstance(client, ThroughputSource) else None
+        self.last_read_at: float | None = None  # the last read a burst caused
+        self._throttles: deque[float] = deque(maxlen=REFRESH_STREAK)
+        self._reading = False
+
+    @property
+    def active(self) -> bool:
+        """Whether the tier decides the rate at all (not with a set rate, nor the seed's
+        cron policy, which has no rate limiter)."""
+        ctx = self._ctx
+        return ctx.settings.rate_from_tier and ctx.policy is not Policy.SEED_CRON
+
+    async def read(self, why: str) -> None:
+        ctx = self._ctx
+        if ctx.policy is Policy.SEED_CRON or self._reading:
+            return
+        self._reading = True
+        if why != "start":
+            self.last_read_at = ctx.loop_time()
+        level = ctx.tier.level if ctx.tier is not None else None
+        try:
+            if self._source is not None:
+                level = await self._source.throughput_level()
+        except (WhatsAppError, TransportError) as exc:
+            log.warning("could not read the throughput tier; keeping the rate", error=str(exc))
+        finally:
+            self._reading = False
+        self.apply(
+            effective_rate(
+                ctx.settings.rate_per_s, operator_set=not ctx.settings.rate_from_tier, level=level
+            ),
+            why,
+        )
+
+    def apply(self, tier: TierRate, why: str) -> None:
+        ctx = self._ctx
+        old = ctx.tier
+        ctx.tier = tier
+        ctx.rate_per_s = tier.rate_per_s
+        ctx.observer.on_tier(tier.level, tier.rate_per_s, tier.source)
+        if old is None or (old.level, old.rate_per_s) != (tier.level, tier.rate_per_s):
+            log.info(
+                "throughput tier",
+                level=tier.level,
+                rate_per_s=tier.rate_per_s,
+                rate_from=tier.source,
+                why=why,
+            )
+
+    def after_throttle(self, streak: int) -> None:
+        """A throttle event (a new pause; `streak` in a row): read the tier again when
+        a burst of them says it may have changed."""
+        ctx = self._ctx
+        now = ctx.loop_time()
+        self._throttles.append(now)
+        if self.active and refresh_due(self._throttles, now, self.last_read_at):
+            self.last_read_at = now  # one read per burst, even while it is in flight
+            ctx.spawn(self.read("throttled"), "tier-read")
