@@ -16,6 +16,7 @@ from dripline.server.app import create_app
 from dripline.server.testing import running_server
 from dripline.settings import load_settings
 from dripline.store import Store
+from tests.fixtures.dispatch import TOKEN
 from tests.integration.test_server_api import NOW
 
 FLOW = """
@@ -49,9 +50,11 @@ async def post(tmp_path: Path, store: Store) -> AsyncIterator[Any]:
         flows_dir=flows,
         whatsapp_app_secret="app-secret",
         whatsapp_verify_token="verify-me",
+        api_token=TOKEN,
     )
     app = create_app(settings, store=store, clock=FakeClock(NOW), process_inbox=False)
-    async with running_server(app) as base, aiohttp.ClientSession() as http:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with running_server(app) as base, aiohttp.ClientSession(headers=auth) as http:
 
         async def call(body: Any) -> tuple[int, Any]:
             async with http.post(f"{base}/v1/conversations", json=body) as resp:
