@@ -142,12 +142,13 @@ class MemoryStore(Store):
         ids: dict[tuple[str, str], int] = {}
         created: set[tuple[str, str]] = set()
         async with self._write() as v:
+            seen = q.last_inbound(v, {phone for phone, _ in first})
             for key, item in first.items():
                 existing = v.active_keys.get(key)
                 if existing is not None:
                     ids[key] = existing
                     continue
-                ids[key] = q.new_conversation(v, item, now)
+                ids[key] = q.new_conversation(v, item, now, seen.get(item.phone))
                 created.add(key)
         if created:
             self.database.wake_all()

@@ -63,7 +63,18 @@ def _unleased(c: Conversation, now: datetime) -> bool:
 
 
 # enrollment and dispatch ---------------------------------------------------------------
-def new_conversation(v: View, item: Enrollment, now: datetime) -> int:
+def last_inbound(v: View, phones: set[str]) -> dict[str, datetime]:
+    """Each phone's latest inbound message, if it ever wrote (the window's start)."""
+    seen: dict[str, datetime] = {}
+    for row in v.inbound.values():
+        if row.phone in phones and (row.phone not in seen or row.received_at > seen[row.phone]):
+            seen[row.phone] = row.received_at
+    return seen
+
+
+def new_conversation(
+    v: View, item: Enrollment, now: datetime, last_inbound_at: datetime | None = None
+) -> int:
     """enroll's INSERT: pending, step 0, due at `item.at` or now."""
     row = Conversation(
         id=v.next_id("conversations"),
@@ -76,7 +87,7 @@ def new_conversation(v: View, item: Enrollment, now: datetime) -> int:
         attempts=0,
         lease_owner=None,
         lease_expires_at=None,
-        last_inbound_at=None,
+        last_inbound_at=last_inbound_at,
         last_error=None,
         name=item.name,
         timezone=item.timezone,
