@@ -26,7 +26,8 @@ from dripline.clock import Clock
 from dripline.errors import DatabaseUnavailable, InputError
 from dripline.flows import FlowRegistry
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
-from dripline.store import StatusUpdate, Store
+from dripline.inbox.refusals import plan_refusals
+from dripline.store import STATUS_RANK, StatusUpdate, Store
 from dripline.whatsapp.webhooks import parse_webhook
 
 __all__ = ["InboxProcessor", "PassStats"]
@@ -48,6 +49,10 @@ class PassStats:
     inbound_duplicate: int = 0
     advanced: int = 0
     opted_out: int = 0
+    # `failed` statuses that failed their conversation, sent its template, retried it
+    refused_failed: int = 0
+    refused_fallbacks: int = 0
+    refused_retries: int = 0
     last_id: int = 0
 
     def add(self, other: PassStats) -> None:
@@ -70,6 +75,9 @@ class InboxProcessor:
         batch_rows: int = 200,
         idle_poll_s: float = 1.0,
         retry_s: float = 1.0,
+        max_attempts: int = 8,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 300.0,
     ) -> None:
         self.store = store
         self.flows = flows
@@ -78,6 +86,10 @@ class InboxProcessor:
         self.batch_rows = batch_rows
         self.idle_poll_s = idle_poll_s
         self.retry_s = retry_s
+        # How a refused message is retried (the dispatcher's settings, `refusals.py`).
+        self.max_attempts = max_attempts
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
         self.stats = PassStats()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -208,13 +220,36 @@ class InboxProcessor:
                         continue
                     events.setdefault(e.wamid, e)  # the first copy in the batch wins
             stats.statuses = len(updates)
-            sres = await tx.apply_statuses(updates, now)
+            waiting: dict[int, str] = {}
+            # A `failed` status drives its conversation (refusals.py); one whose
+            # conversation a dispatcher holds waits, status and all, so that the
+            # reaction is written with it.
+            refusals = await tx.refusals(_furthest(updates), now)
+            held = {r.wamid for r in refusals if r.busy}
+            for wamid in held:
+                for row_id in status_rows.get(wamid, ()):
+                    waiting[row_id] = "waiting: the conversation is being sent to"
+            sres = await tx.apply_statuses([u for u in updates if u.wamid not in held], now)
             stats.statuses_applied = sres.applied
             stats.statuses_unmatched = sres.unmatched
-            waiting: dict[int, str] = {}
             for wamid in sres.busy:
                 for row_id in status_rows.get(wamid, ()):
                     waiting[row_id] = "waiting: a message row is locked by a dispatcher"
+            ready = [r for r in refusals if not r.busy and r.wamid not in sres.busy]
+            if ready:
+                rplan = plan_refusals(
+                    ready,
+                    self.flows,
+                    now,
+                    max_attempts=self.max_attempts,
+                    retry_base_s=self.retry_base_s,
+                    retry_cap_s=self.retry_cap_s,
+                )
+                await tx.requeue_messages(rplan.requeue, now)
+                await tx.update_conversations(list(rplan.changes.values()), now)
+                stats.refused_failed += rplan.failed
+                stats.refused_fallbacks += rplan.fallbacks
+                stats.refused_retries += rplan.retries
 
             stats.inbound = len(events)
             existing = await tx.existing_inbound(list(events))
@@ -245,6 +280,15 @@ class InboxProcessor:
             stats.waiting = len(waiting)
             await tx.finish_inbox(done, sorted(waiting.items()), now)
         return stats
+
+
+def _furthest(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
+    """The `failed` updates that are their wamid's furthest status in the batch: a
+    `delivered` or `read` in the same batch proves the message arrived."""
+    rank: dict[str, int] = {}
+    for u in updates:
+        rank[u.wamid] = max(rank.get(u.wamid, 0), STATUS_RANK[u.status])
+    return [u for u in updates if u.status == "failed" and rank[u.wamid] == STATUS_RANK["failed"]]
 
 
 class _Conflict(Exception):

@@ -125,7 +125,13 @@ def create_app(
             )
         assert parts.store is not None
         processor = InboxProcessor(
-            parts.store, registry, clk, opt_out_keywords=settings.opt_out_keywords
+            parts.store,
+            registry,
+            clk,
+            opt_out_keywords=settings.opt_out_keywords,
+            max_attempts=settings.max_attempts,
+            retry_base_s=settings.retry_base_s,
+            retry_cap_s=settings.retry_cap_s,
         )
         writer = InboxWriter(parts.store, clk, on_commit=processor.notify)
         parts.processor, parts.writer = processor, writer

@@ -133,7 +133,16 @@ class _World:
                 self.store, self.server, self.faults, batch_delay_s=self.cfg.processor_delay_s
             ),
         )
-        processor = InboxProcessor(view, self.flows, self.clock, batch_rows=50)
+        st = self.settings
+        processor = InboxProcessor(
+            view,
+            self.flows,
+            self.clock,
+            batch_rows=50,
+            max_attempts=st.max_attempts,
+            retry_base_s=st.retry_base_s,
+            retry_cap_s=st.retry_cap_s,
+        )
         self.processor = processor
         self.trace.add(self.loop.time(), f"start {tag}")
 

@@ -40,6 +40,7 @@ from dripline.store.types import (
     NewInbound,
     Outcome,
     PhoneConversations,
+    Refusal,
     PoolUsage,
     Reservation,
     ReservationResult,
@@ -140,6 +141,19 @@ class WebhookTx(ABC):
         with the same one, so a stray id cannot touch another message. Rows another
         transaction holds are left alone and their wamids reported `busy`.
         """
+
+    @abstractmethod
+    async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
+        """The `failed` updates that will move their message (found as `apply_statuses`
+        finds it, and not yet failed, delivered or read), each with the message's key and
+        its conversation; call it before `apply_statuses`. A conversation with a live
+        lease (or, on PostgreSQL, one another transaction holds) is `busy`; the others
+        are locked until commit. Other statuses are ignored."""
+
+    @abstractmethod
+    async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
+        """Make `failed` message rows `pending` again (their error code and title stay):
+        a refused send to retry under its own key. Returns the rows changed."""
 
     # inbound messages ------------------------------------------------------
     @abstractmethod

@@ -23,6 +23,7 @@ from dripline.store.types import (
     InboxRow,
     NewInbound,
     PhoneConversations,
+    Refusal,
     StatusResult,
     StatusUpdate,
 )
@@ -123,6 +124,61 @@ class MemoryWebhookTx(WebhookTx):
                 )
             applied += 1
         return StatusResult(applied, len(best) - applied, unmatched, frozenset())
+
+    async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
+        await self._enter("webhook_transaction.refusals")
+        now = utc(now)
+        v = self._v
+        failed = [u for u in updates if u.status == "failed"]
+        if not failed:
+            return []
+        wamids = {u.wamid for u in failed}
+        by_wamid: dict[str, int] = {}
+        for m in v.messages.values():
+            if m.wamid is not None and m.wamid in wamids:
+                by_wamid[m.wamid] = m.id
+        found: dict[int, StatusUpdate] = {}
+        for u in failed:
+            row_id: int | None = by_wamid.get(u.wamid)
+            if row_id is None and u.message_id:
+                row = v.messages.get(u.message_id)
+                if row is not None and row.wamid in (None, u.wamid):
+                    row_id = row.id
+            if row_id is not None:
+                found.setdefault(row_id, u)
+        out: list[Refusal] = []
+        for row_id in sorted(found):
+            u = found[row_id]
+            msg = v.messages.get(row_id)
+            conv = v.conversations.get(msg.conversation_id) if msg is not None else None
+            if msg is None or conv is None or STATUS_RANK[msg.status] >= STATUS_RANK["failed"]:
+                continue
+            leased = conv.lease_expires_at is not None and conv.lease_expires_at >= now
+            out.append(
+                Refusal(
+                    wamid=u.wamid,
+                    message_id=row_id,
+                    step=msg.step,
+                    purpose=msg.purpose,
+                    attempts=msg.attempts,
+                    error_code=u.error_code,
+                    error_title=u.error_title,
+                    conversation=conv,
+                    busy=leased,
+                )
+            )
+        return out
+
+    async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
+        await self._enter("webhook_transaction.requeue_messages")
+        now = utc(now)
+        changed = 0
+        for row_id in sorted(set(ids)):
+            row = self._v.messages.get(row_id)
+            if row is not None and row.status == "failed":
+                self._v.change_message(row, status="pending", updated_at=now)
+                changed += 1
+        return changed
 
     async def existing_inbound(self, wamids: Sequence[str]) -> set[str]:
         await self._enter("webhook_transaction.existing_inbound")

@@ -52,6 +52,7 @@ from dripline.store.types import (
     InboxRow,
     NewInbound,
     PhoneConversations,
+    Refusal,
     StatusResult,
     StatusUpdate,
 )
@@ -235,6 +236,83 @@ class SqlWebhookTx(WebhookTx):
                 applied += max(result.rowcount, 0)
         busy = frozenset(w for i in busy_ids for w in wamids_of[i])
         return StatusResult(applied, len(best) - applied - len(busy_ids), unmatched, busy)
+
+    async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
+        failed = [u for u in updates if u.status == "failed"]
+        if not failed:
+            return []
+        lower = [s for s, r in STATUS_RANK.items() if r < STATUS_RANK["failed"]]
+        cols = (M.id, M.wamid, M.conversation_id, M.step, M.purpose, M.attempts, M.status)
+        by_wamid: dict[str, Any] = {}
+        for chunk in chunks(sorted({u.wamid for u in failed})):
+            for r in await self._conn.execute(select(*cols).where(M.wamid.in_(list(chunk)))):
+                by_wamid[r.wamid] = r
+        ids = sorted({u.message_id for u in failed if u.wamid not in by_wamid and u.message_id})
+        by_id: dict[int, Any] = {}
+        for id_chunk in chunks(ids):
+            for r in await self._conn.execute(select(*cols).where(M.id.in_(list(id_chunk)))):
+                by_id[r.id] = r
+        found: dict[int, tuple[StatusUpdate, Any]] = {}
+        for u in failed:
+            row = by_wamid.get(u.wamid)
+            if row is None and u.message_id in by_id:
+                candidate = by_id[u.message_id]
+                row = candidate if candidate.wamid in (None, u.wamid) else None
+            if row is not None and row.status in lower:
+                found.setdefault(row.id, (u, row))
+        if not found:
+            return []
+        conv_ids = sorted({row.conversation_id for _, row in found.values()})
+        convs: dict[int, Conversation] = {}
+        for id_chunk in chunks(conv_ids):
+            stmt = select(*CONVERSATION_COLUMNS).where(C.id.in_(list(id_chunk))).order_by(C.id)
+            if self._pg:
+                stmt = stmt.with_for_update(skip_locked=True)
+            for r in await self._conn.execute(stmt):
+                convs[r.id] = conversation_from_row(r)
+        if self._pg:
+            # Rows SKIP LOCKED left out are held by another transaction: busy.
+            missing = [cid for cid in conv_ids if cid not in convs]
+            for id_chunk in chunks(missing):
+                for r in await self._conn.execute(
+                    select(*CONVERSATION_COLUMNS).where(C.id.in_(list(id_chunk)))
+                ):
+                    convs[r.id] = conversation_from_row(r)
+            locked_ids = set(conv_ids) - set(missing)
+        else:
+            locked_ids = set(conv_ids)
+        out: list[Refusal] = []
+        for message_id in sorted(found):
+            u, row = found[message_id]
+            conv = convs.get(row.conversation_id)
+            if conv is None:
+                continue
+            leased = conv.lease_expires_at is not None and conv.lease_expires_at >= now
+            out.append(
+                Refusal(
+                    wamid=u.wamid,
+                    message_id=message_id,
+                    step=row.step,
+                    purpose=row.purpose,
+                    attempts=row.attempts,
+                    error_code=u.error_code,
+                    error_title=u.error_title,
+                    conversation=conv,
+                    busy=leased or conv.id not in locked_ids,
+                )
+            )
+        return out
+
+    async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
+        changed = 0
+        for chunk in chunks(sorted(set(ids))):
+            result = await self._conn.execute(
+                update(messages)
+                .where(M.id.in_(list(chunk)), M.status == "failed")
+                .values(status="pending", updated_at=now)
+            )
+            changed += max(result.rowcount, 0)
+        return changed
 
     # inbound ---------------------------------------------------------------
     async def existing_inbound(self, wamids: Sequence[str]) -> set[str]:
