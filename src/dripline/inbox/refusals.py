@@ -5,12 +5,15 @@ Meta reports errors "synchronously, asynchronously via webhook, or sometimes bot
 `failed` status goes through the same reaction table as a failed send
 (`dispatcher.reactions.react`, by the class of `errors[0].code`), and then:
 
-| reaction (class) | refused message | conversation becomes |
-|---|---|---|
-| FALLBACK (window, 131047; step has a template) | question | step s, `fallback` due now |
-| FAIL (permanent: 131026, 131050, 130472, 131051, 132xxx, ...; window without a template; a template refused) | any | `failed`, with the code and reason |
-| RETRY / THROTTLE / TRIP (transient, 131049, 131000, 131016, unknown codes, ...) | question or fallback | the same message (its row back to `pending`) due after a backoff; `failed` once the message was tried `max_attempts` times |
-| SKIP (window) / any retry | reminder | nothing: the user has the question, the reply timeout runs on |
+- FALLBACK (window, 131047, and the step has a template), for a question: the
+  conversation goes back to step s with `fallback` due now.
+- FAIL (permanent: 131026, 131050, 130472, 131051, 132xxx, ...; the window without a
+  template; a template refused), for any message: `failed`, with the code and reason.
+- RETRY / THROTTLE / TRIP (transient, 131049, 131000, 131016, unknown codes, ...), for a
+  question or fallback: the same message (its row back to `pending`) due after a
+  backoff; `failed` once the message was tried `max_attempts` times.
+- SKIP (the window) or any retry, for a reminder: nothing; the user has the question
+  and the reply timeout runs on.
 
 The conversation may have moved on since the send was accepted. The rule:
 
