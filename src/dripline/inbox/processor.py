@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
@@ -30,7 +31,11 @@ from dripline.inbox.refusals import plan_refusals
 from dripline.store import STATUS_RANK, StatusUpdate, Store
 from dripline.whatsapp.webhooks import parse_webhook
 
-__all__ = ["InboxProcessor", "PassStats"]
+__all__ = ["UNMATCHED_FAILED_WAIT_S", "InboxProcessor", "PassStats"]
+
+# How long a `failed` status that matches no message yet waits for the dispatcher to
+# record the send's wamid (its write is batched and may be held up by the database).
+UNMATCHED_FAILED_WAIT_S = 30.0
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +100,8 @@ class InboxProcessor:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._taken: list[int] = []
+        # Inbox rows holding a `failed` status that matched no message: first seen at.
+        self._unmatched_since: dict[int, datetime] = {}
         # After a failed batch, rows up to this id go one at a time to isolate the culprit.
         self._single_until = 0
 
@@ -181,6 +188,30 @@ class InboxProcessor:
             async with self.store.webhook_transaction() as tx:
                 await tx.finish_inbox([(inbox_id, why)], [], self.clock.now())
 
+    def _hold_unmatched_failures(
+        self,
+        lost: set[str],
+        status_rows: dict[str, set[int]],
+        waiting: dict[int, str],
+        now: datetime,
+    ) -> None:
+        """Leave a `failed` status that matched no message waiting for a while.
+
+        Meta sends no `biz_opaque_callback_data` with `failed`, so a refusal reported
+        before the dispatcher wrote the send's wamid matches nothing yet; dropping it
+        would let the conversation go on as if the message had arrived. It is retried
+        for UNMATCHED_FAILED_WAIT_S (from when this processor first saw it), then
+        recorded as unmatched (a status for a message that is not ours). Only while
+        some send is in flight: otherwise there is nothing it could still match.
+        """
+        for wamid in sorted(lost):
+            for row_id in status_rows.get(wamid, ()):
+                first = self._unmatched_since.setdefault(row_id, now)
+                if (now - first).total_seconds() < UNMATCHED_FAILED_WAIT_S:
+                    waiting[row_id] = "waiting: a failed status for a send not recorded yet"
+                else:
+                    self._unmatched_since.pop(row_id, None)
+
     async def process_batch(self, after_id: int = 0) -> PassStats:
         """Take up to `batch_rows` unprocessed rows with id > `after_id` and apply them in
         one transaction. Returns what it did (`rows` 0 when nothing was waiting)."""
@@ -235,6 +266,9 @@ class InboxProcessor:
             for wamid in sres.busy:
                 for row_id in status_rows.get(wamid, ()):
                     waiting[row_id] = "waiting: a message row is locked by a dispatcher"
+            lost = {u.wamid for u in updates if u.status == "failed"} & sres.unmatched_wamids
+            if lost and await tx.sends_in_flight():
+                self._hold_unmatched_failures(lost, status_rows, waiting, now)
             ready = [r for r in refusals if not r.busy and r.wamid not in sres.busy]
             if ready:
                 rplan = plan_refusals(
@@ -276,6 +310,9 @@ class InboxProcessor:
                 for r in rows
                 if r.id not in waiting
             ]
+            for r in rows:
+                if r.id not in waiting:
+                    self._unmatched_since.pop(r.id, None)
             stats.malformed = len(malformed)
             stats.waiting = len(waiting)
             await tx.finish_inbox(done, sorted(waiting.items()), now)

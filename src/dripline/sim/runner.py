@@ -87,6 +87,10 @@ def settings_for(cfg: SimConfig) -> Settings:
         whatsapp_phone_number_id=NUMBER,
         whatsapp_access_token="sim-token",  # noqa: S106 (a simulated credential)
         http_read_timeout_s=cfg.read_timeout_s,
+        window_s=cfg.window_s,
+        # Covers the time from deciding to the request's arrival (a token's wait and
+        # half the latency) and the webhook timestamps' whole seconds.
+        window_margin_s=2.0 + 2 * cfg.latency_mean_s,
     )
 
 

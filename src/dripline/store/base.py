@@ -151,6 +151,11 @@ class WebhookTx(ABC):
         are locked until commit. Other statuses are ignored."""
 
     @abstractmethod
+    async def sends_in_flight(self) -> bool:
+        """True when some message is `sending`: reserved, its result (and wamid) not yet
+        written. A `failed` status that matches nothing may be for one of them."""
+
+    @abstractmethod
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
         """Make `failed` message rows `pending` again (their error code and title stay):
         a refused send to retry under its own key. Returns the rows changed."""

@@ -79,6 +79,7 @@ class MemoryWebhookTx(WebhookTx):
         # The furthest status per row in this batch (a batch may hold sent+delivered+read).
         best: dict[int, StatusUpdate] = {}
         unmatched = 0
+        lost: set[str] = set()
         for u in updates:
             row_id: int | None = None
             if u.wamid in by_wamid:
@@ -89,6 +90,7 @@ class MemoryWebhookTx(WebhookTx):
                     row_id = row.id
             if row_id is None:
                 unmatched += 1
+                lost.add(u.wamid)
                 continue
             prev = best.get(row_id)
             if prev is None or STATUS_RANK[u.status] > STATUS_RANK[prev.status]:
@@ -123,7 +125,7 @@ class MemoryWebhookTx(WebhookTx):
                     webhook_at=row.webhook_at or now,
                 )
             applied += 1
-        return StatusResult(applied, len(best) - applied, unmatched, frozenset())
+        return StatusResult(applied, len(best) - applied, unmatched, frozenset(), frozenset(lost))
 
     async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
         await self._enter("webhook_transaction.refusals")
@@ -168,6 +170,10 @@ class MemoryWebhookTx(WebhookTx):
                 )
             )
         return out
+
+    async def sends_in_flight(self) -> bool:
+        await self._enter("webhook_transaction.sends_in_flight")
+        return any(m.status == "sending" for m in self._v.messages.values())
 
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
         await self._enter("webhook_transaction.requeue_messages")

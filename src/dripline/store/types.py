@@ -331,6 +331,9 @@ class StatusResult:
     unchanged: int  # matched, but the row was already as far along (a repeat)
     unmatched: int  # no message row for the wamid or the callback id
     busy: frozenset[str]  # wamids whose row another transaction holds: retry later
+    # The wamids of `unmatched` updates (a `failed` status carries no callback id, so
+    # one that outruns the dispatcher's record of its wamid matches nothing yet).
+    unmatched_wamids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

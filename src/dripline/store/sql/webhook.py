@@ -184,6 +184,7 @@ class SqlWebhookTx(WebhookTx):
         current: dict[int, str] = {}
         wamids_of: dict[int, set[str]] = {}
         unmatched = 0
+        lost: set[str] = set()
         for u in updates:
             row_id: int | None = None
             if u.wamid in by_wamid:
@@ -195,6 +196,7 @@ class SqlWebhookTx(WebhookTx):
                     row_id = u.message_id
             if row_id is None:
                 unmatched += 1
+                lost.add(u.wamid)
                 continue
             current[row_id] = status
             wamids_of.setdefault(row_id, set()).add(u.wamid)
@@ -235,7 +237,9 @@ class SqlWebhookTx(WebhookTx):
                 result = await self._conn.execute(stmt, params)
                 applied += max(result.rowcount, 0)
         busy = frozenset(w for i in busy_ids for w in wamids_of[i])
-        return StatusResult(applied, len(best) - applied - len(busy_ids), unmatched, busy)
+        return StatusResult(
+            applied, len(best) - applied - len(busy_ids), unmatched, busy, frozenset(lost)
+        )
 
     async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
         failed = [u for u in updates if u.status == "failed"]
@@ -302,6 +306,10 @@ class SqlWebhookTx(WebhookTx):
                 )
             )
         return out
+
+    async def sends_in_flight(self) -> bool:
+        row = await self._conn.execute(select(M.id).where(M.status == "sending").limit(1))
+        return row.first() is not None
 
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
         changed = 0
