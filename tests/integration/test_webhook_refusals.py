@@ -193,3 +193,35 @@ async def test_refusals_contract(store: Store) -> None:
     assert found is not None
     assert (found[1][0].status, found[1][0].error_code) == ("pending", 131047)
     assert b
+
+
+async def test_a_failure_that_outruns_the_wamid_waits_for_it(
+    store: Store, processor: InboxProcessor
+) -> None:
+    """Meta sends no callback id with `failed`: one that arrives before the dispatcher
+    recorded the send's wamid matches nothing yet. It waits while sends are in flight
+    instead of being dropped (the simulator found this)."""
+    [res] = await store.enroll([Enrollment(phone=phone(1), flow="survey")], NOW)
+    await store.claim_due(10, 60, "w", NOW)
+    [r] = await store.reserve([Reservation(res.id, 0, "question", NOW)], "w", NOW)
+    async with store.webhook_transaction() as tx:
+        assert await tx.sends_in_flight() is True
+    stats = await run(processor, failed("wamid.1", 131026))
+    assert (stats.statuses_unmatched, stats.waiting) == (1, 1)
+    upd = ConversationUpdate(res.id, "awaiting_reply", 0, "reminder", NOW + timedelta(hours=1), 0)
+    msg = MessageUpdate(r.message_id, "sent", wamid="wamid.1", sent_at=NOW)
+    await store.record_results([Outcome(upd, msg)], "w", NOW)
+    async with store.webhook_transaction() as tx:
+        assert await tx.sends_in_flight() is False
+    stats = await run(processor)
+    assert stats.refused_failed == 1 and stats.waiting == 0
+    assert (await conv(store, res.id)).state == "failed"
+
+
+async def test_a_failure_for_no_message_of_ours_is_not_held(
+    store: Store, processor: InboxProcessor
+) -> None:
+    await sent(store, 1)  # nothing in flight
+    stats = await run(processor, failed("wamid.someone-else", 131026))
+    assert (stats.statuses_unmatched, stats.waiting) == (1, 0)
+    assert (await processor.store.inbox_backlog()).waiting == 0
