@@ -170,6 +170,10 @@ class Launcher:
             )
             return None
         assert choice.message is not None
+        if choice.purpose != conv.purpose:
+            # The template replaces the question: a retry or an unknown outcome comes
+            # back as the template's (its own row, its own evidence), never the text's.
+            conv = dataclasses.replace(conv, purpose=choice.purpose)
         return SendJob(conv, choice.purpose, choice.message, key, now_m)
 
     async def _reserve(self, group: list[SendJob], *, resend: bool) -> list[ReservationResult]:

@@ -152,8 +152,10 @@ class WebhookTx(ABC):
 
     @abstractmethod
     async def sends_in_flight(self) -> bool:
-        """True when some message is `sending`: reserved, its result (and wamid) not yet
-        written. A `failed` status that matches nothing may be for one of them."""
+        """True when some message has no wamid yet and is `sending` (reserved, its result
+        not yet written) or `unknown` (its answer was lost; a `sent` status carrying its
+        callback id may still bring the wamid). A `failed` status that matches nothing
+        (it carries no callback id) may be for one of them."""
 
     @abstractmethod
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:

@@ -173,7 +173,10 @@ class MemoryWebhookTx(WebhookTx):
 
     async def sends_in_flight(self) -> bool:
         await self._enter("webhook_transaction.sends_in_flight")
-        return any(m.status == "sending" for m in self._v.messages.values())
+        return any(
+            m.wamid is None and m.status in ("sending", "unknown")
+            for m in self._v.messages.values()
+        )
 
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
         await self._enter("webhook_transaction.requeue_messages")

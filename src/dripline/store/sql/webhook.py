@@ -308,7 +308,11 @@ class SqlWebhookTx(WebhookTx):
         return out
 
     async def sends_in_flight(self) -> bool:
-        row = await self._conn.execute(select(M.id).where(M.status == "sending").limit(1))
+        row = await self._conn.execute(
+            select(M.id)
+            .where(M.wamid.is_(None), _in_literal(M.status, ("sending", "unknown")))
+            .limit(1)
+        )
         return row.first() is not None
 
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
