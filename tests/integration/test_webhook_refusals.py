@@ -191,7 +191,30 @@ async def test_refusals_contract(store: Store) -> None:
         assert await tx.requeue_messages([mid_a, mid_b], NOW) == 1  # only the failed one
     found = await store.conversation_detail(a)
     assert found is not None
-    assert (found[1][0].status, found[1][0].error_code) == ("pending", 131047)
+    m = found[1][0]
+    # The refused attempt's wamid stays: its late statuses are recognized as stale.
+    assert (m.status, m.error_code, m.wamid, m.sent_at, m.webhook_at) == (
+        "pending",
+        131047,
+        "wamid.1",
+        None,
+        None,
+    )
+    async with store.webhook_transaction() as tx:
+        late = [StatusUpdate("wamid.1", "sent", at, mid_a), StatusUpdate("wamid.1", "failed", at)]
+        assert await tx.refusals(late, NOW) == []
+        res = await tx.apply_statuses(late, NOW)
+        assert (res.applied, res.unchanged) == (0, 2)
+    # The retry in flight, its answer lost: its own status comes by callback id.
+    later = NOW + timedelta(hours=2)
+    assert a in [c.id for c in await store.claim_due(100, 60, "w", later)]
+    [r2] = await store.reserve([Reservation(a, 0, "question", later)], "w", later)
+    assert r2.ok and r2.message_id == mid_a
+    async with store.webhook_transaction() as tx:
+        res = await tx.apply_statuses([StatusUpdate("wamid.1b", "sent", at, mid_a)], NOW)
+        assert res.applied == 1
+    found = await store.conversation_detail(a)
+    assert found is not None and (found[1][0].status, found[1][0].wamid) == ("sent", "wamid.1b")
     assert b
 
 

@@ -28,7 +28,7 @@ from dripline.errors import DatabaseUnavailable, InputError
 from dripline.flows import FlowRegistry
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
 from dripline.inbox.refusals import plan_refusals
-from dripline.store import STATUS_RANK, StatusUpdate, Store
+from dripline.store import STATUS_RANK, StatusUpdate, Store, WebhookTx
 from dripline.whatsapp.webhooks import parse_webhook
 
 __all__ = ["UNMATCHED_FAILED_WAIT_S", "InboxProcessor", "PassStats"]
@@ -188,6 +188,61 @@ class InboxProcessor:
             async with self.store.webhook_transaction() as tx:
                 await tx.finish_inbox([(inbox_id, why)], [], self.clock.now())
 
+    async def _apply_statuses(
+        self,
+        tx: WebhookTx,
+        updates: list[StatusUpdate],
+        status_rows: dict[str, set[int]],
+        waiting: dict[int, str],
+        stats: PassStats,
+        now: datetime,
+    ) -> None:
+        """Apply the batch's statuses; a `failed` one drives its conversation
+        (refusals.py). One whose conversation a dispatcher holds waits, status and all,
+        so that the reaction is written with it."""
+        refusals = await tx.refusals(_furthest(updates), now)
+        held = {r.wamid for r in refusals if r.busy}
+        for wamid in held:
+            for row_id in status_rows.get(wamid, ()):
+                waiting[row_id] = "waiting: the conversation is being sent to"
+        sres = await tx.apply_statuses([u for u in updates if u.wamid not in held], now)
+        stats.statuses_applied = sres.applied
+        stats.statuses_unmatched = sres.unmatched
+        for wamid in sres.busy:
+            for row_id in status_rows.get(wamid, ()):
+                waiting[row_id] = "waiting: a message row is locked by a dispatcher"
+        ready = [r for r in refusals if not r.busy and r.wamid not in sres.busy]
+        lost = [u for u in _furthest(updates) if u.wamid in sres.unmatched_wamids]
+        if lost:
+            # A `sent` in this batch may just have given its row the wamid (by callback
+            # id, which `failed` lacks): look again before giving up on them.
+            again = await tx.refusals(lost, now)
+            for wamid in {r.wamid for r in again if r.busy}:
+                for row_id in status_rows.get(wamid, ()):
+                    waiting[row_id] = "waiting: the conversation is being sent to"
+            found = [r for r in again if not r.busy]
+            if found:
+                wamids = {r.wamid for r in found}
+                await tx.apply_statuses([u for u in lost if u.wamid in wamids], now)
+                ready += found
+            unmatched = {u.wamid for u in lost} - {r.wamid for r in again}
+            if unmatched and await tx.sends_in_flight():
+                self._hold_unmatched_failures(unmatched, status_rows, waiting, now)
+        if ready:
+            rplan = plan_refusals(
+                ready,
+                self.flows,
+                now,
+                max_attempts=self.max_attempts,
+                retry_base_s=self.retry_base_s,
+                retry_cap_s=self.retry_cap_s,
+            )
+            await tx.requeue_messages(rplan.requeue, now)
+            await tx.update_conversations(list(rplan.changes.values()), now)
+            stats.refused_failed += rplan.failed
+            stats.refused_fallbacks += rplan.fallbacks
+            stats.refused_retries += rplan.retries
+
     def _hold_unmatched_failures(
         self,
         lost: set[str],
@@ -255,35 +310,7 @@ class InboxProcessor:
             # A `failed` status drives its conversation (refusals.py); one whose
             # conversation a dispatcher holds waits, status and all, so that the
             # reaction is written with it.
-            refusals = await tx.refusals(_furthest(updates), now)
-            held = {r.wamid for r in refusals if r.busy}
-            for wamid in held:
-                for row_id in status_rows.get(wamid, ()):
-                    waiting[row_id] = "waiting: the conversation is being sent to"
-            sres = await tx.apply_statuses([u for u in updates if u.wamid not in held], now)
-            stats.statuses_applied = sres.applied
-            stats.statuses_unmatched = sres.unmatched
-            for wamid in sres.busy:
-                for row_id in status_rows.get(wamid, ()):
-                    waiting[row_id] = "waiting: a message row is locked by a dispatcher"
-            lost = {u.wamid for u in updates if u.status == "failed"} & sres.unmatched_wamids
-            if lost and await tx.sends_in_flight():
-                self._hold_unmatched_failures(lost, status_rows, waiting, now)
-            ready = [r for r in refusals if not r.busy and r.wamid not in sres.busy]
-            if ready:
-                rplan = plan_refusals(
-                    ready,
-                    self.flows,
-                    now,
-                    max_attempts=self.max_attempts,
-                    retry_base_s=self.retry_base_s,
-                    retry_cap_s=self.retry_cap_s,
-                )
-                await tx.requeue_messages(rplan.requeue, now)
-                await tx.update_conversations(list(rplan.changes.values()), now)
-                stats.refused_failed += rplan.failed
-                stats.refused_fallbacks += rplan.fallbacks
-                stats.refused_retries += rplan.retries
+            await self._apply_statuses(tx, updates, status_rows, waiting, stats, now)
 
             stats.inbound = len(events)
             existing = await tx.existing_inbound(list(events))

@@ -159,8 +159,10 @@ class WebhookTx(ABC):
 
     @abstractmethod
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
-        """Make `failed` message rows `pending` again (their error code and title stay):
-        a refused send to retry under its own key. Returns the rows changed."""
+        """Make `failed` message rows `pending` again: a refused send to retry under its
+        own key. The error code and title stay (what happened last); the wamid, sent
+        time and first-webhook time go, since they were the refused attempt's (the next
+        attempt's statuses must match by its callback id). Returns the rows changed."""
 
     # inbound messages ------------------------------------------------------
     @abstractmethod

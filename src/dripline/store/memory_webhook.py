@@ -21,6 +21,7 @@ from dripline.store.types import (
     ConversationChange,
     Inbound,
     InboxRow,
+    Message,
     NewInbound,
     PhoneConversations,
     Refusal,
@@ -31,6 +32,8 @@ from dripline.store.types import (
 __all__ = ["MemoryWebhookTx"]
 
 _SENT = ("sent", "delivered", "read")
+_IN_FLIGHT = ("sending", "unknown")  # see store/sql/webhook.py
+_NOT_SENT = ("pending", "sending", "unknown")
 
 
 class MemoryWebhookTx(WebhookTx):
@@ -79,14 +82,19 @@ class MemoryWebhookTx(WebhookTx):
         # The furthest status per row in this batch (a batch may hold sent+delivered+read).
         best: dict[int, StatusUpdate] = {}
         unmatched = 0
+        stale = 0
         lost: set[str] = set()
         for u in updates:
             row_id: int | None = None
             if u.wamid in by_wamid:
                 row_id = by_wamid[u.wamid]
+                held = v.messages.get(row_id)
+                if held is not None and held.status in _NOT_SENT:
+                    stale += 1  # a refused earlier attempt's status
+                    continue
             elif u.message_id:
                 row = v.messages.get(u.message_id)
-                if row is not None and row.wamid in (None, u.wamid):
+                if row is not None and (row.wamid in (None, u.wamid) or row.status in _IN_FLIGHT):
                     row_id = row.id
             if row_id is None:
                 unmatched += 1
@@ -107,7 +115,7 @@ class MemoryWebhookTx(WebhookTx):
                 v.change_message(
                     row,
                     status=u.status,
-                    wamid=row.wamid if row.wamid is not None else u.wamid,
+                    wamid=_wamid(row, u),
                     error_code=u.error_code,
                     error_title=u.error_title,
                     status_at=at,
@@ -118,14 +126,16 @@ class MemoryWebhookTx(WebhookTx):
                 v.change_message(
                     row,
                     status=u.status,
-                    wamid=row.wamid if row.wamid is not None else u.wamid,
+                    wamid=_wamid(row, u),
                     sent_at=row.sent_at if row.sent_at is not None else at,
                     status_at=at,
                     updated_at=now,
                     webhook_at=row.webhook_at or now,
                 )
             applied += 1
-        return StatusResult(applied, len(best) - applied, unmatched, frozenset(), frozenset(lost))
+        return StatusResult(
+            applied, len(best) - applied + stale, unmatched, frozenset(), frozenset(lost)
+        )
 
     async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
         await self._enter("webhook_transaction.refusals")
@@ -142,9 +152,13 @@ class MemoryWebhookTx(WebhookTx):
         found: dict[int, StatusUpdate] = {}
         for u in failed:
             row_id: int | None = by_wamid.get(u.wamid)
-            if row_id is None and u.message_id:
+            if row_id is not None:
+                held = v.messages.get(row_id)
+                if held is not None and held.status in _NOT_SENT:
+                    continue  # a refused earlier attempt's status
+            elif u.message_id:
                 row = v.messages.get(u.message_id)
-                if row is not None and row.wamid in (None, u.wamid):
+                if row is not None and (row.wamid in (None, u.wamid) or row.status in _IN_FLIGHT):
                     row_id = row.id
             if row_id is not None:
                 found.setdefault(row_id, u)
@@ -173,10 +187,7 @@ class MemoryWebhookTx(WebhookTx):
 
     async def sends_in_flight(self) -> bool:
         await self._enter("webhook_transaction.sends_in_flight")
-        return any(
-            m.wamid is None and m.status in ("sending", "unknown")
-            for m in self._v.messages.values()
-        )
+        return any(m.status in _IN_FLIGHT for m in self._v.messages.values())
 
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
         await self._enter("webhook_transaction.requeue_messages")
@@ -185,7 +196,9 @@ class MemoryWebhookTx(WebhookTx):
         for row_id in sorted(set(ids)):
             row = self._v.messages.get(row_id)
             if row is not None and row.status == "failed":
-                self._v.change_message(row, status="pending", updated_at=now)
+                self._v.change_message(
+                    row, status="pending", sent_at=None, webhook_at=None, updated_at=now
+                )
                 changed += 1
         return changed
 
@@ -273,3 +286,11 @@ class MemoryWebhookTx(WebhookTx):
             earliest = min(due)
             self.wake_at = earliest if self.wake_at is None else min(self.wake_at, earliest)
         return written
+
+
+def _wamid(row: Message, u: StatusUpdate) -> str:
+    """The row's wamid after a status: a row in flight may hold a refused earlier
+    attempt's, which the status of the attempt in flight replaces."""
+    if row.wamid is None or row.status in _IN_FLIGHT:
+        return u.wamid
+    return row.wamid

@@ -24,7 +24,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal_column, select, update
+from sqlalchemy import bindparam, case, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -65,6 +65,10 @@ I = inbound_messages.c  # noqa: E741 -- mirrors C and M
 X = inbox.c
 
 _SENT = ("sent", "delivered", "read")
+# Statuses of a row whose send is (or may be) in flight: a wamid such a row holds is a
+# refused earlier attempt's (rows are requeued with it), so a status for it is stale.
+_IN_FLIGHT = ("sending", "unknown")
+_NOT_SENT = ("pending", "sending", "unknown")
 
 
 def _in_literal(column: Any, values: Sequence[str]) -> Any:
@@ -76,7 +80,12 @@ def _status_update_statement(target: str) -> Any:
     lower = [s for s, r in STATUS_RANK.items() if r < STATUS_RANK[target]]
     values: dict[str, Any] = {
         "status": target,
-        "wamid": func.coalesce(M.wamid, bindparam("b_wamid")),
+        # A row in flight may hold a refused earlier attempt's wamid (`requeue_messages`):
+        # the status of the attempt in flight replaces it.
+        "wamid": case(
+            (_in_literal(M.status, _IN_FLIGHT), bindparam("b_wamid")),
+            else_=func.coalesce(M.wamid, bindparam("b_wamid")),
+        ),
         "status_at": ts("b_at"),
         "updated_at": ts("b_now"),
         # The first status webhook's time: the earliest evidence this send gives.
@@ -185,14 +194,18 @@ class SqlWebhookTx(WebhookTx):
         wamids_of: dict[int, set[str]] = {}
         unmatched = 0
         lost: set[str] = set()
+        stale = 0
         for u in updates:
             row_id: int | None = None
             if u.wamid in by_wamid:
                 row_id, status = by_wamid[u.wamid]
+                if status in _NOT_SENT:
+                    stale += 1  # a refused earlier attempt's status: see _IN_FLIGHT
+                    continue
             elif u.message_id in by_id:
                 assert u.message_id is not None
                 row_wamid, status = by_id[u.message_id]
-                if row_wamid in (None, u.wamid):
+                if row_wamid in (None, u.wamid) or status in _IN_FLIGHT:
                     row_id = u.message_id
             if row_id is None:
                 unmatched += 1
@@ -238,7 +251,7 @@ class SqlWebhookTx(WebhookTx):
                 applied += max(result.rowcount, 0)
         busy = frozenset(w for i in busy_ids for w in wamids_of[i])
         return StatusResult(
-            applied, len(best) - applied - len(busy_ids), unmatched, busy, frozenset(lost)
+            applied, len(best) - applied - len(busy_ids) + stale, unmatched, busy, frozenset(lost)
         )
 
     async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
@@ -259,9 +272,12 @@ class SqlWebhookTx(WebhookTx):
         found: dict[int, tuple[StatusUpdate, Any]] = {}
         for u in failed:
             row = by_wamid.get(u.wamid)
+            if row is not None and row.status in _NOT_SENT:
+                continue  # a refused earlier attempt's status
             if row is None and u.message_id in by_id:
                 candidate = by_id[u.message_id]
-                row = candidate if candidate.wamid in (None, u.wamid) else None
+                if candidate.wamid in (None, u.wamid) or candidate.status in _IN_FLIGHT:
+                    row = candidate
             if row is not None and row.status in lower:
                 found.setdefault(row.id, (u, row))
         if not found:
@@ -309,9 +325,7 @@ class SqlWebhookTx(WebhookTx):
 
     async def sends_in_flight(self) -> bool:
         row = await self._conn.execute(
-            select(M.id)
-            .where(M.wamid.is_(None), _in_literal(M.status, ("sending", "unknown")))
-            .limit(1)
+            select(M.id).where(_in_literal(M.status, ("sending", "unknown"))).limit(1)
         )
         return row.first() is not None
 
@@ -321,7 +335,7 @@ class SqlWebhookTx(WebhookTx):
             result = await self._conn.execute(
                 update(messages)
                 .where(M.id.in_(list(chunk)), M.status == "failed")
-                .values(status="pending", updated_at=now)
+                .values(status="pending", sent_at=None, webhook_at=None, updated_at=now)
             )
             changed += max(result.rowcount, 0)
         return changed
