@@ -70,26 +70,6 @@ CASES = [
     (2, "reminder", None, Choice.SEND, "reminder", "nudge"),
 ]
 
-# An earlier attempt of the question (its outcome may be unknown): the same message.
-RETRIED = [
-    (0, None, "question", None),
-    (1, NOW - 48 * H, "question", None),
-    (2, None, "question", "checkin"),
-]
-
-
-@pytest.mark.parametrize(("step", "seen", "sent", "template"), RETRIED)
-def test_a_question_tried_before_keeps_its_message(
-    step: int, seen: datetime | None, sent: str, template: str | None
-) -> None:
-    conv = Conv(step=step, last_inbound_at=seen, attempts=1)
-    got = decide(conv, FLOW, NOW, window_s=86400, margin_s=600)
-    assert (got.choice, got.purpose) == (Choice.SEND, sent)
-    if template is None:
-        assert isinstance(got.message, TextMessage)
-    else:
-        assert isinstance(got.message, TemplateMessage) and got.message.name == template
-
 
 @pytest.mark.parametrize(("step", "purpose", "seen", "choice", "sent", "template"), CASES)
 def test_decide(

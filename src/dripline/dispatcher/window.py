@@ -17,16 +17,15 @@ Rules (`decide`), for the conversation's due purpose:
 | fallback | (a template) | any | SEND fallback |
 | question / reminder | a template | any | SEND it as is |
 | question / reminder | text | open | SEND it as is |
-| question, tried before (`attempts` > 0) | text | any | SEND it as is (below) |
 | question | text | closed, step has a template (its own or the flow's) | SEND fallback |
 | question | text | closed, no template | FAIL: the reason names the step and what to add |
 | reminder | text | closed | SKIP: the reminder is not sent, the reply timeout runs on |
 
-A question tried before keeps its text: an earlier attempt's outcome may be unknown
-(the API may have it), and only a retry of the same message (conversation, step,
-'question') goes through the evidence rule that decides whether it may be resent. If it
-is resent outside the window, the API refuses it (131047, at once or by webhook) and
-the reaction table sends the template then.
+The margin also covers a text whose outcome is unknown (a lost answer): it is checked
+again every `unknown_after_s` (60 s) up to `max_attempts` (8) times, about 8 minutes,
+less than the default margin (10 min), so its retry is decided as the same text and
+goes through the evidence rule (sent again only if proven never accepted). A retry held
+back longer than the margin goes as the template, and the text may have arrived too.
 
 A reminder outside the window is skipped rather than replaced by the step's template:
 the step's one template slot (message key (conversation, step, 'fallback')) is the
@@ -89,8 +88,6 @@ def decide(
     if purpose == "fallback":
         return SendChoice(Choice.SEND, purpose, flow.message(conv, purpose))
     message = flow.message(conv, purpose)
-    if purpose == "question" and conv.attempts > 0:
-        return SendChoice(Choice.SEND, purpose, message)
     if isinstance(message, TemplateMessage) or window_open(
         conv.last_inbound_at, now, window_s=window_s, margin_s=margin_s
     ):

@@ -162,6 +162,11 @@ def _completed_never_refused(
 def _settled(conversations: Sequence[Any], messages: Sequence[Any]) -> list[str]:
     out = []
     convs = {c.id: c for c in conversations}
+    templated = {
+        (m.conversation_id, m.step)
+        for m in messages
+        if m.purpose == "fallback" and m.status in ("sent", "delivered", "read")
+    }
     for c in conversations:
         if c.state not in TERMINAL:
             out.append(
@@ -177,7 +182,10 @@ def _settled(conversations: Sequence[Any], messages: Sequence[Any]) -> list[str]
             # Refused after acceptance and put back to retry; the step went another way
             # (its template, as the window had closed meanwhile) or the flow ended.
             requeued = m.status == "pending" and m.error_code is not None
-            gave_up = gave_up or (requeued and c.state in TERMINAL)
+            # A question in doubt whose retry came after the window closed: the step
+            # went as its template instead (dispatcher/window.py, the margin).
+            replaced = m.purpose == "question" and (m.conversation_id, m.step) in templated
+            gave_up = gave_up or ((requeued or replaced) and c.state in TERMINAL)
             moved_on = c.state in ("opted_out", "cancelled") or (c.step, c.purpose) != (
                 m.step,
                 m.purpose,
