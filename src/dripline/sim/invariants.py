@@ -44,6 +44,7 @@ SAMPLE_S = 0.25
 TERMINAL = ("completed", "failed", "opted_out", "cancelled")
 RANK = {"pending": 0, "sending": 0, "unknown": 0, "sent": 1, "failed": 2, "delivered": 3, "read": 4}
 UNKNOWN_REASON = "outcome of step"
+WINDOW_REASON = "window closed"  # dispatcher/window.py's reason for a step it cannot send
 # The limiter lets a send start up to 0.05 s ahead of its steady schedule (burst_s).
 BURST_S = 0.05
 
@@ -186,6 +187,9 @@ def _settled(conversations: Sequence[Any], messages: Sequence[Any]) -> list[str]
             # went as its template instead (dispatcher/window.py, the margin).
             replaced = m.purpose == "question" and (m.conversation_id, m.step) in templated
             gave_up = gave_up or ((requeued or replaced) and c.state in TERMINAL)
+            # Its retry came after the window closed, with no template to send instead:
+            # the conversation failed saying so (the text may or may not have arrived).
+            gave_up = gave_up or (c.state == "failed" and WINDOW_REASON in (c.last_error or ""))
             moved_on = c.state in ("opted_out", "cancelled") or (c.step, c.purpose) != (
                 m.step,
                 m.purpose,
