@@ -27,7 +27,7 @@ ENV PATH=/opt/dripline/bin:$PATH \
     DRIPLINE_PORT=8080 \
     DRIPLINE_FLOWS_DIR=/app/flows \
     DRIPLINE_LOG_FORMAT=json \
-    HEALTHCHECK_URL=http://127.0.0.1:8080/healthz
+    HEALTHCHECK_URL=http://127.0.0.1:8080/readyz
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin dripline
 COPY --from=builder /opt/dripline /opt/dripline
 # The repository's example flows; mount your own folder over /app/flows.
@@ -36,11 +36,10 @@ WORKDIR /app
 RUN chown dripline:dripline /app
 USER 10001:10001
 EXPOSE 8080 9100
-# /healthz of `dripline serve` (process alive). Workers (`dripline run --metrics-port
-# 9100`) set HEALTHCHECK_URL=http://127.0.0.1:9100/healthz. /healthz and /readyz for
-# both roles are being added by another change (issue 16, item 4); until then the
-# metrics port answers any path with the metrics, so the worker check only proves the
-# process is up.
+# /readyz of `dripline serve`: 200 when the database answers, the schema is current, the
+# circuit breaker is closed and stored webhooks are being applied; 503 (unhealthy) with
+# a JSON body naming what is not. Workers (`dripline run --metrics-port 9100`) set
+# HEALTHCHECK_URL=http://127.0.0.1:9100/readyz. /healthz (process alive) on both ports.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
 ENTRYPOINT ["dripline"]

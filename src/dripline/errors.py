@@ -4,7 +4,8 @@
     ├── ConfigError            settings, URLs, files the operator wrote
     ├── InputError             user data: phones, CSV rows, flow files, API bodies
     │   ├── InvalidPhoneError
-    │   └── FlowError
+    │   ├── FlowError
+    │   └── SuppressedError    enrolling a number that opted out, without a new opt-in
     ├── StoreError             the database
     │   └── TransientStoreError    a retry will do (deadlock, serialization failure)
     │       └── DatabaseUnavailable
@@ -26,6 +27,7 @@ __all__ = [
     "InputError",
     "InvalidPhoneError",
     "StoreError",
+    "SuppressedError",
     "TransientStoreError",
     "TransportError",
     "WhatsAppError",
@@ -54,6 +56,21 @@ class InvalidPhoneError(InputError):
 
 class FlowError(InputError):
     """A flow definition is invalid or a flow name is unknown."""
+
+
+class SuppressedError(InputError):
+    """Enrollment item `index` is a number that opted out (a STOP, or 131050) and the
+    caller did not state a new opt-in. `reason` is the message without `where`."""
+
+    def __init__(self, reason: str, *, index: int, phone: str, where: str | None = None) -> None:
+        self.reason = reason
+        self.index = index
+        self.phone = phone
+        super().__init__(reason, where=where)
+
+    def at(self, where: str) -> SuppressedError:
+        """The same error, naming the caller's field or line."""
+        return SuppressedError(self.reason, index=self.index, phone=self.phone, where=where)
 
 
 class StoreError(DriplineError):

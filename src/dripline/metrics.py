@@ -46,6 +46,7 @@ from prometheus_client.registry import Collector
 
 from dripline.dispatcher.stats import DispatchObserver
 from dripline.errors import DriplineError
+from dripline.server.worker_http import WsgiApp, with_routes
 from dripline.settings import Settings
 from dripline.store import (
     THROUGHPUT_WINDOWS_S,
@@ -400,7 +401,11 @@ class BacklogCollector(Collector):
 
 
 def start_metrics_server(
-    port: int, registry: CollectorRegistry, addr: str = "0.0.0.0"
+    port: int,
+    registry: CollectorRegistry,
+    addr: str = "0.0.0.0",
+    *,
+    routes: Mapping[str, WsgiApp] | None = None,
 ) -> WSGIServer:
     """Serve `registry` at http://addr:port/metrics from a daemon thread.
 
@@ -412,6 +417,10 @@ def start_metrics_server(
     from prometheus_client import start_http_server
 
     server, _thread = start_http_server(port, addr=addr, registry=registry)
+    metrics_app = server.get_app()
+    if routes and metrics_app is not None:
+        # /healthz and /readyz (server/worker_http.py); every other path stays metrics.
+        server.set_app(with_routes(metrics_app, routes))
     return server
 
 
@@ -438,6 +447,7 @@ async def metrics_exporter(
     addr: str = "0.0.0.0",
     store: Store | None = None,
     refresh_s: float = 5.0,
+    routes: Mapping[str, WsgiApp] | None = None,
 ) -> AsyncIterator[MetricsExporter]:
     """Everything `dripline run --metrics-port` needs, in one block:
 
@@ -459,7 +469,7 @@ async def metrics_exporter(
     )
     try:
         collector = BacklogCollector(backlog_store, registry, refresh_s=refresh_s)
-        server = start_metrics_server(port, registry, addr)
+        server = start_metrics_server(port, registry, addr, routes=routes)
         try:
             async with collector.running():
                 yield MetricsExporter(observer, registry, collector, server)

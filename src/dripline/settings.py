@@ -169,9 +169,63 @@ class Settings(BaseSettings):
     opt_out_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE", "CANCEL")
     webhook_max_body_bytes: int = Field(1_048_576, gt=0)
 
+    # Server security (see `dripline.server.auth` and docs/deploy.md)
+    api_token_file: Path | None = Field(
+        None,
+        description="where `serve` reads the API token when DRIPLINE_API_TOKEN is unset, "
+        "and writes a generated one on first run (mode 0600); default: next to the "
+        "SQLite database, else ./dripline-api-token",
+    )
+    public_url: str | None = Field(
+        None,
+        description="the server's public address (https://dripline.example.com): its "
+        "host is accepted in Host and Origin headers, besides loopback",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="more host names accepted in Host and Origin headers ('.example.com' "
+        "also matches subdomains, '*' any host)",
+    )
+    dashboard_public: bool = Field(
+        False, description="serve the dashboard and /api/dashboard without the API token"
+    )
+    metrics_public: bool = Field(False, description="serve /metrics without the API token")
+    server_max_connections: int = Field(
+        1000, ge=1, description="connections and requests at once; more are answered 503"
+    )
+    server_header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must arrive within this time"
+    )
+    server_body_timeout_s: float = Field(
+        30.0, gt=0, description="longest wait for the next part of a request body (408)"
+    )
+    server_max_header_bytes: int = Field(
+        16_384, ge=1024, description="a request line and headers larger than this: 431"
+    )
+    webhook_max_queued_bytes: int = Field(
+        64 * 1_048_576,
+        gt=0,
+        description="webhook bodies waiting to be stored; above it POST /webhook answers "
+        "503 with Retry-After (Meta redelivers)",
+    )
+
+    # Retention (docs/data.md)
+    retention_days: int = Field(
+        30,
+        ge=1,
+        description="processed webhook bodies and the texts of messages that answered "
+        "nothing are deleted after this many days (answers are kept); `serve` prunes daily",
+    )
+
     # Operations
     log_format: str = Field("console", pattern="^(console|json)$")
     log_level: str = "INFO"
+    ready_max_inbox_lag_s: float = Field(
+        300.0,
+        gt=0,
+        description="/readyz of `dripline serve` fails once a stored webhook has waited "
+        "this long to be applied (a stuck inbox processor)",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -281,6 +335,9 @@ class Settings(BaseSettings):
             from dripline.whatsapp.proxy import Proxy
 
             values.extend(Proxy.from_url(self.proxy_url).secrets())
+        from dripline.store.urls import url_secrets
+
+        values.extend(url_secrets(self.database_url))
         return values
 
     def preset_values(self) -> dict[str, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dripline.store import open_store
+from dripline.store import Suppression, open_store
 
 DRIPLINE = str(Path(sys.executable).with_name("dripline"))
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
@@ -257,3 +257,26 @@ def test_unknown_flow_is_refused_before_anything_is_written(
     )
     assert_one_line_error(proc, "--flow", "nope")
     assert not (tmp_path / "dripline.db").exists() or "nope" not in proc.stdout
+
+
+def test_a_number_that_opted_out_needs_opt_in(tmp_path: Path, sqlite_url: str) -> None:
+    async def stop() -> None:
+        store = await open_store(sqlite_url)
+        try:
+            async with store.webhook_transaction() as tx:
+                when = datetime(2026, 3, 1, tzinfo=UTC)
+                await tx.add_suppressions([Suppression("1", "+14155550100", "STOP", when)])
+        finally:
+            await store.close()
+
+    asyncio.run(stop())  # the inbox recorded a STOP (open_store creates the schema)
+    args = ["enroll", "--flow", "demo", "--phone", "+14155550100", "--database-url", sqlite_url]
+    refused = run(*args, cwd=tmp_path)
+    assert_one_line_error(refused, "--phone: +14155550100 opted out", "--opt-in")
+    csv_file = write_csv(tmp_path / "people.csv", ["+14155550101,A,,,", "+14155550100,B,,,"])
+    imported = ["import", str(csv_file), "--flow", "demo", "--database-url", sqlite_url]
+    assert_one_line_error(run(*imported, cwd=tmp_path), "people.csv:3: +14155550100 opted out")
+    assert count_pending(sqlite_url) == 0
+    ok = run(*args, "--opt-in", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert count_pending(sqlite_url) == 1

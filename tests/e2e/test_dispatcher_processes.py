@@ -29,6 +29,11 @@ DRIPLINE = str(Path(sys.executable).with_name("dripline"))
 _counter = itertools.count()
 
 
+# `serve` needs one; tests send it as AUTH.
+API_TOKEN = "e2e-processes-api-token"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
 def worker_env(database_url: str, fake: RunningFake, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIPLINE_")}
     env.update(
@@ -45,6 +50,7 @@ def worker_env(database_url: str, fake: RunningFake, **extra: str) -> dict[str, 
             "DRIPLINE_HTTP_READ_TIMEOUT_S": "2",
             "DRIPLINE_UNKNOWN_AFTER_S": "1",
             "DRIPLINE_LOG_FORMAT": "json",
+            "DRIPLINE_API_TOKEN": API_TOKEN,
         }
     )
     env.update(extra)

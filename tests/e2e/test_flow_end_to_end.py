@@ -82,6 +82,10 @@ def phone(n: int) -> str:
     return f"+1415555{n:04d}"
 
 
+API_TOKEN = "flow-e2e-api-token"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
 def fast_settings(url: str, flows_dir: Path, base_url: str) -> Any:
     return load_settings(
         database_url=url,
@@ -95,6 +99,7 @@ def fast_settings(url: str, flows_dir: Path, base_url: str) -> Any:
         whatsapp_phone_number_id=NUMBER,
         whatsapp_access_token=TOKEN,
         whatsapp_app_secret=SECRET,
+        api_token=API_TOKEN,
     )
 
 
@@ -142,7 +147,7 @@ async def test_two_hundred_users_through_a_three_question_flow(
             )
             items = [{"phone": phone(n), "flow": "trial"} for n in range(USERS)]
             async with (
-                aiohttp.ClientSession() as http,
+                aiohttp.ClientSession(headers=AUTH) as http,
                 http.post(f"{base}/v1/conversations", json=items) as resp,
             ):
                 assert resp.status == 201
@@ -203,7 +208,7 @@ async def test_two_hundred_users_through_a_three_question_flow(
     replier = next(u for u, k in kinds.items() if k == "yes")
     async with (
         running_server(create_app(settings, store=store, flows=flows)) as base2,
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=AUTH) as http,
         http.get(f"{base2}/v1/conversations/{ids[replier]}") as resp,
     ):
         detail = await resp.json()
@@ -227,7 +232,7 @@ async def test_quiet_hours_hold_a_step_until_the_window_opens(
         app = create_app(settings, flows=flows, clock=clock, process_inbox=False)
         async with (
             running_server(app) as base,
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(headers=AUTH) as http,
             CloudApiClient(
                 base_url=fake.base_url, access_token=TOKEN, phone_number_id=NUMBER
             ) as client,

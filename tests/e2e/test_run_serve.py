@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from dripline.fake import FakeConfig, running_fake
-from tests.e2e.test_dispatcher_processes import start_worker, worker_env
+from tests.e2e.test_dispatcher_processes import AUTH, start_worker, worker_env
 from tests.fixtures.dispatch import TOKEN
 
 
@@ -28,7 +28,7 @@ async def test_run_serve_enrolls_sends_and_reports(sqlite_url: str, tmp_path: Pa
         env = worker_env(sqlite_url, fake, DRIPLINE_PORT=str(port), DRIPLINE_RATE_PER_S="100")
         worker = await start_worker(env, tmp_path, "--serve")
         try:
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession(headers=AUTH) as http:
                 async with asyncio.timeout(30):
                     while True:
                         try:

@@ -49,6 +49,8 @@ SECRET = "e2e-window-secret"
 TOKEN = "test-token"
 NUMBER = "100000000000001"
 USERS = 1_000
+API_TOKEN = "e2e-window-api-token"  # noqa: S105 (a test credential)
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def phone(n: int) -> str:
@@ -79,6 +81,7 @@ def settings_for(base_url: str) -> Settings:
         whatsapp_phone_number_id=NUMBER,
         whatsapp_access_token=TOKEN,
         whatsapp_app_secret=SECRET,
+        api_token=API_TOKEN,
     )
 
 
@@ -170,7 +173,7 @@ async def test_a_thousand_new_users_through_the_free_trial_flow(tmp_path: Path) 
         config.webhook_url = f"{base}/webhook"
         async with (
             running_fake(config) as fake,
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(headers=AUTH) as http,
             CloudApiClient(
                 base_url=fake.base_url, access_token=TOKEN, phone_number_id=NUMBER
             ) as client,
@@ -289,7 +292,7 @@ async def test_undeliverable_users_fail_with_the_code_and_reason(tmp_path: Path)
         config.webhook_url = f"{base}/webhook"
         async with (
             running_fake(config) as fake,
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(headers=AUTH) as http,
             CloudApiClient(
                 base_url=fake.base_url, access_token=TOKEN, phone_number_id=NUMBER
             ) as client,

@@ -34,7 +34,7 @@ async def test_document_matches_the_served_one(
     async with (
         running_server(create_app(settings)) as base,
         aiohttp.ClientSession() as http,
-        http.get(f"{base}/openapi.json") as response,
+        http.get(f"{base}/openapi.json", headers={"Authorization": f"Bearer {SECRET}"}) as response,
     ):
         assert response.status == 200
         served = await response.json()

@@ -13,6 +13,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi import checks
 
 from dripline.server.app import create_app
@@ -28,6 +29,9 @@ steps:
 """
 
 
+TOKEN = "schema-test-token-0123456789"
+
+
 def _app(tmp: Path) -> FastAPI:
     (tmp / "flows").mkdir(exist_ok=True)
     (tmp / "flows" / "survey.yaml").write_text(FLOW)
@@ -37,6 +41,7 @@ def _app(tmp: Path) -> FastAPI:
         whatsapp_app_secret="s",
         whatsapp_verify_token="v",
         webhook_max_body_bytes=65_536,
+        api_token=TOKEN,
     )
     return create_app(conf)
 
@@ -76,8 +81,12 @@ def test_openapi_conformance(case: schemathesis.Case, base_url: str) -> None:
     # "schema-valid data must be accepted" cannot hold for rules no JSON Schema can say
     # (the phone is a real number, the flow exists, its placeholders have values): those
     # are documented 422s, which the status-code and schema checks still verify.
+    # The token, unless this case tests a request without valid headers (then 401).
+    header_info = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
+    negative_headers = header_info is not None and header_info.mode.is_negative
     case.call_and_validate(
         base_url=base_url,
+        headers=None if negative_headers else {"Authorization": f"Bearer {TOKEN}"},
         excluded_checks=[
             checks.unsupported_method,
             checks.allow_header_conformance,

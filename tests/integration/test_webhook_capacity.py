@@ -94,7 +94,10 @@ async def test_status_capacity(tmp_path: Path, store: Store, per_post: int) -> N
     ]
     total = len(wamids) * 2
     settings = load_settings(
-        database_url="sqlite:///unused.db", flows_dir=tmp_path, whatsapp_app_secret=SECRET
+        database_url="sqlite:///unused.db",
+        flows_dir=tmp_path,
+        whatsapp_app_secret=SECRET,
+        api_token="t" * 32,
     )
     app = create_app(settings, store=store)
     acks: list[float] = []

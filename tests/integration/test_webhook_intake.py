@@ -47,6 +47,7 @@ async def served(tmp_path: Path, store: Store) -> AsyncIterator[tuple[str, Store
         whatsapp_app_secret=SECRET,
         whatsapp_verify_token=VERIFY,
         webhook_max_body_bytes=LIMIT,
+        api_token="t" * 32,
     )
     app = create_app(settings, store=store, process_inbox=False)
     async with running_server(app) as base:
@@ -142,7 +143,9 @@ async def test_signed_garbage_is_stored_and_acknowledged(served: tuple[str, Stor
 
 
 async def test_no_app_secret_rejects_everything(tmp_path: Path, sqlite_url: str) -> None:
-    settings = load_settings(database_url=sqlite_url, flows_dir=tmp_path / "flows")
+    settings = load_settings(
+        database_url=sqlite_url, flows_dir=tmp_path / "flows", api_token="t" * 32
+    )
     async with running_server(create_app(settings)) as base:
         body = status_body()
         status, _ = await post(base, body, {SIGNATURE_HEADER: sign(body, "")})

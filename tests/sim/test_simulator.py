@@ -91,6 +91,9 @@ FOUND = {
     # took the worker's own rows for a crashed worker's and gave them up as unknown,
     # never sent (1383; the same happened to 24 sends when PostgreSQL restarted).
     "own-reservation-retried-as-unknown": (1383,),
+    # A one-row inbox batch whose commit the database refused for a retry (a deadlock)
+    # was marked failed for good: its status or answer was never applied (101, 115).
+    "event-failed-on-a-transient-refusal": (101, 115),
 }
 
 
@@ -115,3 +118,4 @@ def test_the_fault_mix_varies_by_seed() -> None:
     assert any(c.crashes for c in configs) and any(not c.crashes for c in configs)
     assert any(c.outages for c in configs) and any(c.stalls for c in configs)
     assert any(not c.statuses for c in configs)
+    assert any(c.p_tx_refused for c in configs) and any(not c.p_tx_refused for c in configs)

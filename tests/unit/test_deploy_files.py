@@ -74,7 +74,7 @@ def test_image_runs_as_non_root_with_a_health_check_and_no_build_tools() -> None
     assert users, "the final stage sets no USER: it would run as root"
     assert users[-1].split(":")[0] not in ("root", "0")
     assert _instruction(stage, "HEALTHCHECK"), "no HEALTHCHECK in the final stage"
-    assert "/healthz" in (REPO / "Dockerfile").read_text()
+    assert "HEALTHCHECK_URL=http://127.0.0.1:8080/readyz" in (REPO / "Dockerfile").read_text()
     for line in stage:
         assert not re.search(r"\b(gcc|build-essential|apt-get install|pip install)\b", line), line
     entrypoint = yaml.safe_load(_instruction(stage, "ENTRYPOINT")[-1])
@@ -116,7 +116,8 @@ def test_prometheus_scrapes_the_ports_the_processes_listen_on() -> None:
     services = _compose()["services"]
     worker_port = int(_option(services["worker"]["command"], "--metrics-port"))
     assert _option(services["worker"]["command"], "--metrics-host") == "0.0.0.0"
-    assert str(worker_port) in services["worker"]["environment"]["HEALTHCHECK_URL"]
+    health = services["worker"]["environment"]["HEALTHCHECK_URL"]
+    assert health == f"http://127.0.0.1:{worker_port}/readyz"
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     worker_sd = jobs["dripline-worker"]["dns_sd_configs"][0]
@@ -157,7 +158,7 @@ def test_render_commands_are_dripline_commands() -> None:
                 assert words[0] == "dripline", f"{service['name']} {key}: {service[key]}"
                 parse_cli(words[1:])
     web = next(s for s in services if s["type"] == "web")
-    assert web["healthCheckPath"] == "/healthz"
+    assert web["healthCheckPath"] == "/readyz"
     assert web["preDeployCommand"] == "dripline db upgrade"
 
 

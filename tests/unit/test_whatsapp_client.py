@@ -62,6 +62,31 @@ async def test_send_text_builds_the_documented_body() -> None:
     }
 
 
+def _answer(contacts: object) -> bytes:
+    return json.dumps({"contacts": contacts, "messages": [{"id": "wamid.X"}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("contacts", "wa_id"),
+    [
+        # Meta's send reference: the ID may differ from the number sent (Brazil, Mexico).
+        ([{"input": "+5531988887777", "wa_id": "553188887777"}], "553188887777"),
+        ([{"input": "+525512345678", "wa_id": "5215512345678"}], "5215512345678"),
+        ([{"input": "+15551234567", "wa_id": "15551234567"}], "15551234567"),
+        # Missing or odd values never fail a send the API accepted: just no wa_id.
+        ([], None),
+        ([{"input": "+15551234567"}], None),
+        ([{"wa_id": 15551234567}], None),
+        ([{"wa_id": "not-a-number"}], None),
+        ("nonsense", None),
+    ],
+)
+async def test_the_answers_wa_id_is_surfaced(contacts: object, wa_id: str | None) -> None:
+    result = await make(Recorder((200, _answer(contacts), None))).send_text("+15551234567", "Hi")
+    assert result.wamid == "wamid.X"
+    assert result.wa_id == wa_id
+
+
 async def test_send_template_with_parameters_and_sender_override() -> None:
     rec = Recorder((200, OK, None))
     await make(rec).send_template("+1555", "welcome", "en_US", ("Ana", "3"), sender="222")

@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "bench",
     "plan",
     "db",
+    "retention",
     "enroll",
     "status",
     "serve",

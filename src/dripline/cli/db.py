@@ -32,9 +32,12 @@ db_app = typer.Typer(
 @db_app.command("upgrade")
 @handle_errors
 def upgrade(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) -> None:
-    """Upgrade the database to this dripline's schema (creates it when empty; idempotent)."""
-    url = settings_from(database_url=database_url).database_url
-    before, after = asyncio.run(migrate_database(url))
+    """Upgrade the database to this dripline's schema (creates it when empty; idempotent).
+
+    Several at once are safe: on PostgreSQL they take turns (an advisory lock)."""
+    settings = settings_from(database_url=database_url)
+    url = settings.database_url
+    before, after = asyncio.run(migrate_database(url, pooler=settings.db_pooler))
     if as_json:
         print_json({"database": redact_url(url), "from": before, "to": after})
     elif before == after:
@@ -50,8 +53,9 @@ def upgrade(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) -> No
 @handle_errors
 def current(database_url: DatabaseUrlOpt = None, as_json: JsonOpt = False) -> None:
     """Show the database's schema revision and the one this dripline needs."""
-    url = settings_from(database_url=database_url).database_url
-    revision, head = asyncio.run(schema_revision(url))
+    settings = settings_from(database_url=database_url)
+    url = settings.database_url
+    revision, head = asyncio.run(schema_revision(url, pooler=settings.db_pooler))
     if as_json:
         print_json(
             {"database": redact_url(url), "current": revision, "head": head, "ok": revision == head}

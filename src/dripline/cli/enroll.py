@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,11 +20,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from dripline.cli.common import console, err_console, handle_errors, print_json, settings_from
-from dripline.errors import FlowError, InputError
+from dripline.errors import FlowError, InputError, SuppressedError
 from dripline.flows import load_flows
 from dripline.phones import normalize_phone
 from dripline.settings import Settings
 from dripline.store import Enrollment, EnrollResult, open_store
+from dripline.text import unstorable_reason
 
 __all__ = ["ParsedCsv", "parse_at", "parse_csv", "parse_timezone"]
 
@@ -46,6 +48,14 @@ AtOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+OptInOpt = Annotated[
+    bool,
+    typer.Option(
+        "--opt-in",
+        help="The person opted in again: lift an earlier opt-out (STOP, 131050) of the "
+        "number instead of refusing it.",
+    ),
+]
 
 
 def parse_at(raw: str, *, where: str) -> datetime:
@@ -166,10 +176,16 @@ def _check_flow(flow: str, settings: Settings) -> None:
         raise FlowError(str(exc), where="--flow") from None
 
 
-async def _enroll(settings: Settings, items: Sequence[Enrollment]) -> list[EnrollResult]:
+async def _enroll(
+    settings: Settings, items: Sequence[Enrollment], where: Callable[[int], str]
+) -> list[EnrollResult]:
+    """Enroll `items`; a suppressed number's error names `where(index)` (its option or
+    file line)."""
     store = await open_store(settings.database_url, pool_size=1, pooler=settings.db_pooler)
     try:
         return await store.enroll(items, datetime.now(UTC))
+    except SuppressedError as exc:
+        raise exc.at(where(exc.index)) from None
     finally:
         await store.close()
 
@@ -188,22 +204,27 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--timezone", help="IANA time zone (Europe/Paris) for quiet hours."),
         ] = None,
+        opt_in: OptInOpt = False,
         database_url: DatabaseUrlOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Start one conversation: PHONE enters FLOW, first message due at --at (or now).
 
-        Enrolling a number already active in the flow changes nothing (it says so)."""
+        Enrolling a number already active in the flow changes nothing (it says so). A
+        number that opted out (STOP) is refused unless --opt-in."""
         settings = settings_from(database_url=database_url)
         _check_flow(flow, settings)
+        if name and (reason := unstorable_reason(name)):  # argv bytes that are not UTF-8
+            raise InputError(reason, where="--name")
         item = Enrollment(
             phone=normalize_phone(phone, where="--phone"),
             flow=flow,
             at=parse_at(at, where="--at") if at else None,
             name=name.strip() or None if name else None,
             timezone=parse_timezone(timezone, where="--timezone") if timezone else None,
+            opt_in=opt_in,
         )
-        [result] = asyncio.run(_enroll(settings, [item]))
+        [result] = asyncio.run(_enroll(settings, [item], lambda _i: "--phone"))
         if as_json:
             print_json(
                 {
@@ -229,14 +250,15 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     @handle_errors
     def import_csv(
+        flow: FlowOpt,
         file: Annotated[
-            Path,
+            Path | None,
             typer.Argument(
                 help="CSV with a header row: phone (required), name, timezone, at "
-                "(ISO 8601, no offset = UTC); other columns become template fields."
+                "(ISO 8601, no offset = UTC); other columns become template fields. "
+                "Not with --from-postgres."
             ),
-        ],
-        flow: FlowOpt,
+        ] = None,
         skip_invalid: Annotated[
             bool,
             typer.Option(
@@ -245,16 +267,75 @@ def register(app: typer.Typer) -> None:
                 "refusing the whole file.",
             ),
         ] = False,
+        opt_in: Annotated[
+            bool,
+            typer.Option(
+                "--opt-in",
+                help="Everyone in the file opted in again: lift earlier opt-outs (STOP, "
+                "131050) of these numbers instead of refusing the file.",
+            ),
+        ] = False,
         database_url: DatabaseUrlOpt = None,
         as_json: JsonOpt = False,
+        from_postgres: Annotated[
+            str | None,
+            typer.Option(
+                "--from-postgres",
+                help="Instead of a CSV: move in from another scheduler's table in this "
+                "PostgreSQL database (read-only), each row at its own step of FLOW. "
+                "See docs/migrating.md.",
+            ),
+        ] = None,
+        query: Annotated[
+            str | None,
+            typer.Option(
+                "--query",
+                help="With --from-postgres: the SQL whose columns are phone, step, "
+                "next_send_at, and optionally state, asked_at, name, timezone, key.",
+            ),
+        ] = None,
+        query_file: Annotated[
+            Path | None, typer.Option("--query-file", help="The same SQL, from a file.")
+        ] = None,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="With --from-postgres: show what would be imported; write nothing.",
+            ),
+        ] = False,
     ) -> None:
-        """Enroll everyone in a CSV file into FLOW, all or nothing.
+        """Enroll a CSV file into FLOW, or move in another scheduler's table (--from-postgres).
+
+        A CSV file is enrolled all or nothing; --from-postgres places each row of the
+        query at its own step of FLOW (docs/migrating.md).
 
         Every row is checked first; one bad row (phone, timezone, at) stops the import
         with its file, line and field, and nothing is written. Numbers already active in
-        the flow are left as they are and counted as existing."""
+        the flow are left as they are and counted as existing (from a table: numbers
+        dripline has in the flow in any state, so re-running never duplicates). A number
+        that opted out (STOP) refuses the whole file, naming its line, unless --opt-in."""
         settings = settings_from(database_url=database_url)
         _check_flow(flow, settings)
+        if from_postgres is not None:
+            from dripline.cli.import_pg import load_query, run_table_import
+
+            if file is not None:
+                raise InputError("give a CSV file or --from-postgres, not both", where=str(file))
+            run_table_import(
+                settings,
+                url=from_postgres,
+                query=load_query(query, query_file),
+                flow_name=flow,
+                dry_run=dry_run,
+                skip_invalid=skip_invalid,
+                as_json=as_json,
+            )
+            return
+        if file is None:
+            raise InputError("give a CSV file to import (or --from-postgres)", where="FILE")
+        if query is not None or query_file is not None or dry_run:
+            raise InputError("--query, --query-file and --dry-run go with --from-postgres")
         show = not as_json and err_console.is_terminal
         progress = Progress(
             TextColumn("{task.description}"),
@@ -276,7 +357,14 @@ def register(app: typer.Typer) -> None:
             if parsed.items:
                 # One transaction (all or nothing), so no partial progress to show.
                 progress.update(task, description=f"writing {len(parsed.items)} rows", total=None)
-                results = asyncio.run(_enroll(settings, parsed.items))
+                items = (
+                    [dataclasses.replace(i, opt_in=True) for i in parsed.items]
+                    if opt_in
+                    else parsed.items
+                )
+                results = asyncio.run(
+                    _enroll(settings, items, lambda i: f"{file}:{parsed.lines[i]}")
+                )
         created = sum(r.created for r in results)
         report: dict[str, Any] = {
             "file": str(file),

@@ -64,13 +64,32 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
 async def _run_with_metrics(
     settings: Settings, port: int, host: str, once: bool, max_seconds: float | None
 ) -> RunSummary:
+    from dripline.dispatcher.stats import FanOut
+    from dripline.health import BreakerWatch, ReadinessProbe
     from dripline.metrics import metrics_exporter
     from dripline.runtime import run_dispatcher
+    from dripline.server.worker_http import health_routes
+    from dripline.store import open_store
 
-    async with metrics_exporter(settings, port, addr=host) as exporter:
-        return await run_dispatcher(
-            settings, once=once, max_seconds=max_seconds, observer=exporter.observer
+    # The exporter's one connection (backlog gauges) also answers /readyz.
+    store = await open_store(settings.database_url, pool_size=1, pooler=settings.db_pooler)
+    try:
+        breaker = BreakerWatch()
+        probe = ReadinessProbe(
+            store, settings.ready_max_inbox_lag_s, breaker=breaker, inbox_checked=False
         )
+        routes = health_routes(probe, asyncio.get_running_loop())
+        async with metrics_exporter(
+            settings, port, addr=host, store=store, routes=routes
+        ) as exporter:
+            return await run_dispatcher(
+                settings,
+                once=once,
+                max_seconds=max_seconds,
+                observer=FanOut(exporter.observer, breaker),
+            )
+    finally:
+        await store.close()
 
 
 def register(app: typer.Typer) -> None:
@@ -115,7 +134,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
         metrics_port: Annotated[
             int | None,
-            typer.Option(help="Expose Prometheus metrics on this port (without --serve)."),
+            typer.Option(
+                help="Expose Prometheus metrics on this port (without --serve), with "
+                "/healthz and /readyz for health checks."
+            ),
         ] = None,
         metrics_host: Annotated[
             str, typer.Option(help="Address for --metrics-port; 0.0.0.0 for remote scrapers.")

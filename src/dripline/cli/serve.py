@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         host: Annotated[
             str | None,
-            typer.Option(help="Address to bind; beyond loopback needs DRIPLINE_API_TOKEN."),
+            typer.Option(help="Address to bind (127.0.0.1; put a TLS proxy in front)."),
         ] = None,
         port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
         database_url: Annotated[
@@ -35,10 +35,12 @@ def register(app: typer.Typer) -> None:
         """
         from dripline.runtime import configure_from_settings
         from dripline.server.app import create_app, serve_app
+        from dripline.server.token import ensure_api_token
 
         settings = settings_from(
             host=host, port=port, database_url=database_url, flows_dir=flows_dir
         )
         configure_from_settings(settings)
+        settings = ensure_api_token(settings).settings  # the setting, its file, or a new one
         app = create_app(settings)  # ConfigError (one line) before binding anything
         asyncio.run(serve_app(app, settings))

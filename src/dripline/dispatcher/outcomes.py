@@ -7,6 +7,7 @@ was reserved, that row's new status.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 
 from dripline.dispatcher.reactions import Action, Failure, Reaction
@@ -109,8 +110,11 @@ def sent(
     wamid: str,
     sent_at: datetime,
     latency_s: float,
+    wa_id: str | None = None,
 ) -> Outcome:
-    return transitioned(
+    """An accepted send: the message row `sent`, and the conversation learns the user's
+    WhatsApp ID when the answer reported one (replies are matched by it)."""
+    outcome = transitioned(
         conv,
         t,
         MessageUpdate(
@@ -120,6 +124,11 @@ def sent(
             sent_at=sent_at,
             latency_ms=latency_s * 1000.0,
         ),
+    )
+    if wa_id is None or wa_id == conv.wa_id:
+        return outcome
+    return dataclasses.replace(
+        outcome, conversation=dataclasses.replace(outcome.conversation, wa_id=wa_id)
     )
 
 

@@ -76,7 +76,14 @@ class Responder:
 
     # ------------------------------------------------------------ accepted
     def on_success(
-        self, job: SendJob, wamid: str, sent_at: datetime, latency_s: float, lag_s: float
+        self,
+        job: SendJob,
+        wamid: str,
+        sent_at: datetime,
+        latency_s: float,
+        lag_s: float,
+        *,
+        wa_id: str | None = None,
     ) -> None:
         ctx = self._ctx
         conv = job.conv
@@ -97,6 +104,7 @@ class Responder:
                 wamid=wamid,
                 sent_at=sent_at,
                 latency_s=latency_s,
+                wa_id=wa_id,
             ),
         )
         restore = self._breaker.on_success()

@@ -79,7 +79,14 @@ async def send_one(ctx: Context, client: Sender, responder: Responder, job: Send
             failure = Failure(exc.error_class, exc.code, str(exc), retry_after_s=exc.retry_after_s)
             responder.on_failure(job, failure, message_id=job.message_id)
             return
-        responder.on_success(job, result.wamid, sent_at, ctx.loop_time() - started, lag_s)
+        responder.on_success(
+            job,
+            result.wamid,
+            sent_at,
+            ctx.loop_time() - started,
+            lag_s,
+            wa_id=getattr(result, "wa_id", None),  # a Sender may not report one
+        )
     except asyncio.CancelledError:
         # Shutdown deadline passed mid-call: the row stays `sending` and becomes
         # `unknown` when the conversation is next claimed.

@@ -7,17 +7,28 @@ decides what follows when it next claims the conversation. A status carrying our
 
 Inbound messages (`plan_inbound`):
 
+- the sender's conversations are found by WhatsApp ID first (`wa_id`, learned from the
+  send response), then by the number and its known variants (`dripline.phones`:
+  Brazil's ninth digit, Mexico's 521, Argentina's 549);
 - recorded once per wamid in `inbound_messages`; from a number with no conversation
   they are recorded with no conversation, never an error;
-- every active conversation of the sender gets `last_inbound_at` (the 24-hour window is
-  per user, not per conversation);
-- an opt-out keyword (trimmed, case-insensitive) moves every active conversation of the
-  sender to `opted_out`: nothing more is ever sent to them;
+- the message is for the sender's active conversations on the business number it was
+  sent to (`metadata.phone_number_id`; a conversation without a sender uses the default
+  number); when none is on that number (a webhook naming a number we do not know), for
+  all of them;
+- each of those gets `last_inbound_at` (the 24-hour window is per user and business
+  number, not per conversation);
+- an opt-out keyword (trimmed, case-insensitive) moves each of those to `opted_out`:
+  nothing more is ever sent to them; and the number (as it wrote, and as each of those
+  conversations was enrolled) is suppressed for that business number, so enrolling it
+  again is refused without a new opt-in (`Store.enroll`), even with no conversation;
 - otherwise the reply advances the sender's waiting conversation through
   `flow.on_reply`: one `awaiting_reply`, or one `pending`/`in_progress` whose current
   step waits for a reply and whose question already went out (a send the dispatcher
-  recorded as `unknown` that a status webhook since resolved). A reply with no text (an
-  image, a sticker) is recorded but does not advance the flow. Anything else is recorded
+  recorded as `unknown` that a status webhook since resolved); a reply quoting one of
+  our messages (`context.id`) goes to that message's conversation when it is one of
+  them, else the most recently moved waiting one. A reply with no text (an image, a
+  sticker) is recorded but does not advance the flow. Anything else is recorded
   against the step most recently asked and changes nothing.
 
 Leases: a conversation a dispatcher holds (live lease) is not touched, because the
@@ -28,7 +39,7 @@ dispatcher's result write would overwrite ours: its messages are deferred (see
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +56,7 @@ from dripline.store import (
     NewInbound,
     PhoneConversations,
     StatusUpdate,
+    Suppression,
 )
 from dripline.whatsapp.webhooks import InboundMessage, StatusEvent
 
@@ -103,7 +115,9 @@ def status_update(event: StatusEvent, now: datetime) -> StatusUpdate | None:
 
 @dataclass(frozen=True, slots=True)
 class InboundEvent:
-    """An inbound message ready to apply: `phone` in E.164, from inbox row `inbox_id`."""
+    """An inbound message ready to apply: `phone` in E.164 (the sender's WhatsApp ID),
+    from inbox row `inbox_id`; `number` the business phone number id it was sent to
+    (`metadata.phone_number_id`) and `context_id` the wamid it replies to, when known."""
 
     wamid: str
     phone: str
@@ -111,6 +125,8 @@ class InboundEvent:
     text: str | None
     at: datetime
     inbox_id: int = 0
+    number: str | None = None
+    context_id: str | None = None
 
 
 def inbound_event(msg: InboundMessage, inbox_id: int, now: datetime) -> InboundEvent | None:
@@ -127,7 +143,14 @@ def inbound_event(msg: InboundMessage, inbox_id: int, now: datetime) -> InboundE
         text=_clean(msg.text, 8_192),
         at=_when(msg.timestamp, now),
         inbox_id=inbox_id,
+        number=_id_or_none(msg.phone_number_id),
+        context_id=_id_or_none(msg.context_id),
     )
+
+
+def _id_or_none(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value if value and len(value) <= 128 and "\x00" not in value else None
 
 
 @dataclass(slots=True)
@@ -136,6 +159,7 @@ class InboundPlan:
 
     inserts: list[NewInbound] = field(default_factory=list)
     changes: dict[int, ConversationChange] = field(default_factory=dict)
+    suppressions: list[Suppression] = field(default_factory=list)
     deferred: list[InboundEvent] = field(default_factory=list)
     advanced: int = 0
     opted_out: int = 0
@@ -179,6 +203,36 @@ def _change(row: Conversation) -> ConversationChange:
     )
 
 
+def _on_number(
+    active: list[Conversation], number: str | None, default_sender: str | None
+) -> list[Conversation]:
+    """The conversations on business number `number`: those whose sender (or, without
+    one, the default number) is it; all of them when none is, or the number is unknown."""
+    if number is None:
+        return active
+    mine = [r for r in active if (r.sender or default_sender) in (number, None)]
+    return mine or active
+
+
+def _quoted(
+    rows: list[Conversation], event: InboundEvent, replied: Mapping[str, int]
+) -> Conversation | None:
+    """The conversation whose message the reply quotes (`context.id`), if among `rows`."""
+    target = replied.get(event.context_id) if event.context_id else None
+    return next((r for r in rows if r.id == target), None)
+
+
+def _suppressions(
+    event: InboundEvent, rows: list[Conversation], default_sender: str | None
+) -> list[Suppression]:
+    """An opt-out: the number as it wrote and as each conversation was enrolled, for the
+    business number it wrote to ("" when no sender is known)."""
+    reason = f"the user sent {(event.text or '').strip()[:40]!r}"
+    pairs = {(event.number or default_sender or "", event.phone)}
+    pairs |= {(event.number or r.sender or default_sender or "", r.phone) for r in rows}
+    return [Suppression(sender, phone, reason, event.at) for sender, phone in sorted(pairs)]
+
+
 def plan_inbound(
     events: Sequence[InboundEvent],
     phones: dict[str, PhoneConversations],
@@ -186,12 +240,18 @@ def plan_inbound(
     flows: FlowRegistry,
     keywords: Iterable[str],
     now: datetime,
+    *,
+    replied: Mapping[str, int] | None = None,
+    default_sender: str | None = None,
 ) -> InboundPlan:
     """Decide what new (never recorded) inbound messages do, in the order they were sent.
 
     Pure: reads the conversations as locked for this transaction and returns the rows
-    to insert and the conversation changes to write.
+    to insert and the conversation changes to write. `replied` maps our sends' wamids
+    that replies quote to their conversation (`WebhookTx.replied_to`); `default_sender`
+    is the phone number id conversations without a sender are sent from.
     """
+    replied = replied or {}
     keywords = tuple(keywords)
     plan = InboundPlan()
     originals = {row.id: row for pc in phones.values() for row in pc.active}
@@ -205,6 +265,9 @@ def plan_inbound(
             plan.deferred.append(event)
             continue
         active = [rows[r.id] for r in pc.active if rows[r.id].state in ACTIVE_STATES] if pc else []
+        active = _on_number(active, event.number, default_sender)
+        if opt_out:
+            plan.suppressions += _suppressions(event, active, default_sender)
         if not active:
             # No conversation waits for it: keep it with the newest conversation, if any.
             latest = (pc.active[-1].id if pc.active else pc.latest_id) if pc else None
@@ -232,8 +295,12 @@ def plan_inbound(
             )
             continue
         waiting = [r for r in active if _waits(r, flows, sent)]
-        # The conversation the user is answering: a waiting one, the most recently moved.
-        primary = max(waiting or active, key=lambda r: (r.updated_at, r.id))
+        # The conversation the user is answering: the one quoted, else a waiting one,
+        # the most recently moved.
+        quoted = _quoted(active, event, replied)
+        if quoted is not None:
+            waiting = [quoted] if quoted in waiting else []
+        primary = quoted or max(waiting or active, key=lambda r: (r.updated_at, r.id))
         step: int | None
         if waiting and event.text is not None and event.text.strip():
             step = primary.step

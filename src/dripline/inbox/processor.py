@@ -24,11 +24,12 @@ from datetime import datetime
 import structlog
 
 from dripline.clock import Clock
-from dripline.errors import DatabaseUnavailable, InputError
+from dripline.errors import DatabaseUnavailable, InputError, TransientStoreError
 from dripline.flows import FlowRegistry
+from dripline.inbox.optouts import suppressions_from_statuses
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
 from dripline.inbox.refusals import plan_refusals
-from dripline.store import STATUS_RANK, StatusUpdate, Store, WebhookTx
+from dripline.store import STATUS_RANK, StatusUpdate, Store, Suppression, WebhookTx
 from dripline.whatsapp.webhooks import parse_webhook
 
 __all__ = ["UNMATCHED_FAILED_WAIT_S", "InboxProcessor", "PassStats"]
@@ -77,6 +78,7 @@ class InboxProcessor:
         clock: Clock,
         *,
         opt_out_keywords: Sequence[str] = ("STOP",),
+        default_sender: str | None = None,
         batch_rows: int = 200,
         idle_poll_s: float = 1.0,
         retry_s: float = 1.0,
@@ -88,6 +90,9 @@ class InboxProcessor:
         self.flows = flows
         self.clock = clock
         self.keywords = tuple(opt_out_keywords)
+        # The phone number id conversations without a sender go out from (settings):
+        # replies are routed by the number they were sent to.
+        self.default_sender = default_sender
         self.batch_rows = batch_rows
         self.idle_poll_s = idle_poll_s
         self.retry_s = retry_s
@@ -151,6 +156,13 @@ class InboxProcessor:
                 continue
             except _Conflict:
                 continue  # the retry sees the other processor's rows as duplicates
+            except TransientStoreError as exc:
+                # A deadlock, serialization failure or timeout says nothing about the
+                # rows: retry them (never mark one failed for it), after a short pause.
+                log.warning("webhook.batch_retry", error=str(exc)[:200], rows=len(self._taken))
+                await self._sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+                continue
             except Exception:
                 log.exception("webhook.batch_failed", rows=len(self._taken))
                 await self._isolate()
@@ -287,12 +299,14 @@ class InboxProcessor:
             updates: list[StatusUpdate] = []
             status_rows: dict[str, set[int]] = {}
             events: dict[str, InboundEvent] = {}
+            opt_outs: list[Suppression] = []
             for row in rows:
                 try:
                     batch = parse_webhook(row.body)
                 except InputError as exc:
                     malformed[row.id] = str(exc)[:500]
                     continue
+                opt_outs += suppressions_from_statuses(batch.statuses, now)
                 for s in batch.statuses:
                     u = status_update(s, now)
                     if u is None:
@@ -311,6 +325,7 @@ class InboxProcessor:
             # conversation a dispatcher holds waits, status and all, so that the
             # reaction is written with it.
             await self._apply_statuses(tx, updates, status_rows, waiting, stats, now)
+            await tx.add_suppressions(opt_outs)
 
             stats.inbound = len(events)
             existing = await tx.existing_inbound(list(events))
@@ -320,7 +335,18 @@ class InboxProcessor:
                 phones = await tx.conversations_for([e.phone for e in fresh], now)
                 keys = [(c.id, c.step) for pc in phones.values() for c in pc.active]
                 sent = await tx.sent_steps(keys) if keys else set()
-                plan = plan_inbound(fresh, phones, sent, self.flows, self.keywords, now)
+                quoted = sorted({e.context_id for e in fresh if e.context_id})
+                replied = await tx.replied_to(quoted) if quoted else {}
+                plan = plan_inbound(
+                    fresh,
+                    phones,
+                    sent,
+                    self.flows,
+                    self.keywords,
+                    now,
+                    replied=replied,
+                    default_sender=self.default_sender,
+                )
                 inserted = await tx.insert_inbound(plan.inserts)
                 # A concurrent processor recorded one first (same body, two rows): its
                 # effects are that processor's; drop ours for that message.
@@ -328,6 +354,7 @@ class InboxProcessor:
                 if lost:
                     raise _Conflict(f"{len(lost)} inbound messages recorded concurrently")
                 await tx.update_conversations(list(plan.changes.values()), now)
+                await tx.add_suppressions(plan.suppressions)
                 stats.advanced = plan.advanced
                 stats.opted_out = plan.opted_out
                 for e in plan.deferred:

@@ -4,7 +4,8 @@ Every rejected request answers a 4xx with a one-line `detail` naming the field (
 a list, its index) and stores nothing: a list is validated whole before the single
 enrollment transaction. Enrollment is idempotent on (phone, flow) among active
 conversations: enrolling again answers the existing conversation with 200 instead of
-201, unchanged (its fields are not updated).
+201, unchanged (its fields are not updated). A number that opted out (STOP, 131050) is
+refused with 409 unless the item says `"opt_in": true` (the person opted in again).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dripline.clock import Clock
-from dripline.errors import InputError
+from dripline.errors import InputError, SuppressedError
 from dripline.flows import FlowRegistry, YamlFlow
 from dripline.flows.model import MessageSpec, TemplateSpec
 from dripline.flows.placeholders import placeholders_in
@@ -35,6 +36,7 @@ from dripline.store import (
     Message,
     Store,
 )
+from dripline.text import unstorable_reason
 
 __all__ = [
     "MAX_BATCH",
@@ -60,9 +62,11 @@ CANCEL_WAIT_S = 2.0
 
 
 def _no_nul(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL; refusing it here keeps it a 422, not a 5xx.
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+    # PostgreSQL text cannot hold NUL, no encoder a lone surrogate (a later read, page or
+    # send would fail on it); refusing them here keeps it a 422, not a 5xx.
+    reason = unstorable_reason(value) if value is not None else None
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 
@@ -84,6 +88,11 @@ class EnrollRequest(BaseModel):
     )
     fields: dict[str, str] = Field(
         default_factory=dict, max_length=50, description="placeholder values"
+    )
+    opt_in: bool = Field(
+        False,
+        description="the person opted in again: lifts an earlier opt-out (STOP, 131050) "
+        "of this number instead of refusing it with 409",
     )
 
     @field_validator("phone", "flow", "name", "timezone")
@@ -137,6 +146,11 @@ class ConversationOut(BaseModel):
     last_inbound_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    wa_id: str | None = Field(
+        None,
+        description="the user's WhatsApp ID as the Cloud API reported it when a message "
+        "was accepted (may differ from phone, e.g. Brazil, Mexico); null before that",
+    )
 
 
 class MessageOut(BaseModel):
@@ -247,6 +261,7 @@ def _check(item: EnrollRequest, flows: FlowRegistry, where: str) -> Enrollment:
         name=item.name,
         timezone=item.timezone,
         fields=dict(item.fields),
+        opt_in=item.opt_in,
     )
 
 
@@ -316,6 +331,7 @@ def conversation_out(record: Conversation, flows: FlowRegistry) -> ConversationO
         last_inbound_at=record.last_inbound_at,
         created_at=record.created_at,
         updated_at=record.updated_at,
+        wa_id=record.wa_id,
     )
 
 
@@ -397,6 +413,11 @@ def build_router(
             },
             201: {"description": "created (for a list: at least one was)"},
             **_errors(*common, 422),
+            409: {
+                "model": ErrorOut,
+                "description": "the number opted out (STOP, 131050): nothing is enrolled; "
+                'send it again with `"opt_in": true` only if the person opted in again',
+            },
         },
         openapi_extra={"requestBody": _enroll_body_schema()},
         summary="Enroll one conversation or a list (all or nothing)",
@@ -410,7 +431,11 @@ def build_router(
         except InputError as exc:
             raise HTTPException(422, detail=str(exc)) from None
         now = clock.now()
-        results = await store.enroll(items, now)
+        try:
+            results = await store.enroll(items, now)
+        except SuppressedError as exc:
+            where = f"body[{exc.index}].phone" if is_list else "phone"
+            raise HTTPException(409, detail=str(exc.at(where))) from None
         records = await store.conversations_by_ids([r.id for r in results])
         outs = [
             EnrollOut(

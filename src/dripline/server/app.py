@@ -4,11 +4,11 @@
     await serve(settings)                           # uvicorn, until SIGINT/SIGTERM
     await serve_with_dispatcher(settings)           # `dripline run --serve`
 
-The app's lifespan starts three background tasks in the server process: the inbox
-writer (group-commits webhook bodies), the inbox processor (applies them in batches) and
-the intake heartbeat (records when webhooks could be received: the dispatcher's
-evidence about unknown sends counts only then). The
-dashboard and metrics routers are included when their modules exist.
+The app's lifespan starts four background tasks in the server process: the inbox
+writer (group-commits webhook bodies), the inbox processor (applies them in batches), the
+daily retention pass (`dripline.inbox.retention`) and the intake heartbeat (records
+when webhooks could be received: the dispatcher's evidence about unknown sends counts
+only then). The dashboard and metrics routers are included when their modules exist.
 
 For other routers, the app exposes `app.state.store`, `app.state.flows`,
 `app.state.settings` and `app.state.clock` once started.
@@ -36,8 +36,13 @@ from dripline.errors import DatabaseUnavailable, StoreError
 from dripline.flows import FlowRegistry, load_flows
 from dripline.inbox import InboxProcessor
 from dripline.inbox.intake import IntakeHeartbeat
+from dripline.inbox.retention import RetentionPass
 from dripline.server.api import ErrorOut, build_router
 from dripline.server.auth import TokenAuth, check_auth_settings
+from dripline.server.guard import AccessGuard, AccessPolicy
+from dripline.server.health import router as health_router
+from dripline.server.limits import server_limits
+from dripline.server.token import ensure_api_token
 from dripline.server.webhook import InboxWriter, build_webhook_router
 from dripline.settings import Settings
 from dripline.store import Store, open_store
@@ -95,8 +100,8 @@ def create_app(
     clock: Clock | None = None,
     process_inbox: bool = True,
 ) -> FastAPI:
-    """The dripline HTTP app. Raises ConfigError when it must not start (no API token
-    while binding beyond loopback, broken flow files).
+    """The dripline HTTP app. Raises ConfigError when it must not start (no API token:
+    see `dripline.server.token.ensure_api_token`; broken flow files).
 
     `store`: use this open store (the caller closes it); default: open
     `settings.database_url` at startup, close at shutdown. `process_inbox=False` leaves
@@ -132,8 +137,14 @@ def create_app(
             max_attempts=settings.max_attempts,
             retry_base_s=settings.retry_base_s,
             retry_cap_s=settings.retry_cap_s,
+            default_sender=settings.whatsapp_phone_number_id,
         )
-        writer = InboxWriter(parts.store, clk, on_commit=processor.notify)
+        writer = InboxWriter(
+            parts.store,
+            clk,
+            on_commit=processor.notify,
+            max_queued_bytes=settings.webhook_max_queued_bytes,
+        )
         parts.processor, parts.writer = processor, writer
         app.state.store = parts.store
         app.state.processor = processor
@@ -141,6 +152,9 @@ def create_app(
         intake = asyncio.get_running_loop().create_task(
             IntakeHeartbeat(parts.store, clk).run(), name="dripline-intake-heartbeat"
         )
+        retention = RetentionPass(parts.store, clk, settings.retention_days)  # daily prune
+        if process_inbox:
+            retention.start()
         if process_inbox:
             processor.start()
         if not settings.whatsapp_app_secret.get_secret_value():
@@ -151,6 +165,7 @@ def create_app(
             intake.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await intake
+            await retention.stop()
             await writer.stop()
             await processor.stop()
             if own:
@@ -179,15 +194,20 @@ def create_app(
         detail = "the database is unavailable; retry" if unavailable else "database error; retry"
         return JSONResponse({"detail": detail}, status_code=503)
 
-    auth = TokenAuth(token) if token else None
+    # Every route's access rules (token, Host, Origin, JSON only): see server/guard.py.
+    app.add_middleware(
+        AccessGuard,
+        policy=AccessPolicy.from_settings(settings, token),
+        body_timeout_s=settings.server_body_timeout_s,
+    )
+    auth = TokenAuth(token)
     app.include_router(
         build_router(get_store=get_store, get_flows=lambda: registry, clock=clk, auth=auth)
     )
     app.include_router(build_webhook_router(settings, get_writer))
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    # /healthz and /readyz: public, see server/health.py.
+    app.include_router(health_router)
 
     for module_name in OPTIONAL_ROUTERS:
         router = _optional_router(module_name)
@@ -231,6 +251,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
+        **server_limits(settings),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
@@ -238,12 +259,26 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
 
 async def serve(settings: Settings, **overrides: Any) -> None:
     """Run the server until SIGINT/SIGTERM (uvicorn handles the signals)."""
+    settings = ensure_api_token(settings).settings
     await serve_app(create_app(settings), settings, **overrides)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that SIGTERM, the ordinary stop of every process manager
+    (Docker, systemd, Render), ends in exit code 0 after the graceful shutdown: uvicorn
+    re-raises the signal it caught, which makes the process die *by* SIGTERM. SIGINT is
+    still re-raised (Ctrl-C ends with "interrupted", 130)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 async def serve_app(app: FastAPI, settings: Settings, **overrides: Any) -> None:
     """Run an app made by `create_app` until SIGINT/SIGTERM."""
-    await uvicorn.Server(uvicorn_config(app, settings, **overrides)).serve()
+    await _Server(uvicorn_config(app, settings, **overrides)).serve()
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -265,21 +300,26 @@ async def serve_with_dispatcher(
     the dispatcher's connection.
     """
     from dripline.dispatcher.engine import Dispatcher
+    from dripline.dispatcher.stats import FanOut
+    from dripline.health import BreakerWatch
     from dripline.metrics import PrometheusObserver, new_registry
     from dripline.runtime import open_runtime
 
+    settings = ensure_api_token(settings).settings
     async with open_runtime(settings) as rt:
         # One registry: /metrics shows this process's dispatcher counters too.
         registry = new_registry()
+        breaker = BreakerWatch()  # for /readyz
         dispatcher = Dispatcher(
             store=rt.store,
             client=rt.client,
             flows=rt.flows,
             settings=settings,
-            observer=PrometheusObserver(registry),
+            observer=FanOut(PrometheusObserver(registry), breaker),
         )
         app = create_app(settings, flows=rt.flows)
         app.state.metrics_registry = registry
+        app.state.breaker = breaker
         server = _EmbeddedServer(uvicorn_config(app, settings, **overrides))
 
         def stop() -> None:

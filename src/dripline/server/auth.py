@@ -1,9 +1,10 @@
-"""Bearer-token auth for the `/v1` API.
+"""The API token: required, always.
 
-The token is required whenever the server listens beyond loopback: an enrollment API
-open to a network lets anyone message your users at your expense. On loopback it is
-optional (a token set is still enforced). Tokens are compared in constant time and never
-logged or echoed.
+`check_auth_settings` refuses to build a server without one: `dripline serve` resolves it
+first (`dripline.server.token`: the setting, the token file, or a new token on first
+run). Which routes need it, and the Host, Origin and content-type rules, are in
+`dripline.server.guard` (its `PUBLIC_PATHS` lists the routes open to anyone). Tokens
+are compared in constant time and never logged or echoed.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dripline.errors import ConfigError
+from dripline.server.guard import PUBLIC_PATHS, SIGNED_PATHS
 from dripline.settings import Settings
 
-__all__ = ["TokenAuth", "check_auth_settings", "is_loopback"]
+# The routes anyone may call (no token, any Host): defined in guard.py, re-exported here
+# so that a new public route (`/readyz`) is added in one place, next to the others.
+__all__ = ["PUBLIC_PATHS", "SIGNED_PATHS", "TokenAuth", "check_auth_settings", "is_loopback"]
 
 # Documents the scheme in OpenAPI; our own check below gives the 401 (not FastAPI's 403).
 _bearer = HTTPBearer(auto_error=False, description="DRIPLINE_API_TOKEN")
@@ -34,20 +38,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_auth_settings(settings: Settings) -> str | None:
-    """The configured API token, or None on loopback without one.
-
-    Raises ConfigError (one line) when the server would bind beyond loopback without one.
-    """
+def check_auth_settings(settings: Settings) -> str:
+    """The configured API token. Raises ConfigError (one line) when there is none."""
     token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
-    if token:
-        return token
-    if not is_loopback(settings.host):
+    if not token:
         raise ConfigError(
-            f"serving on {settings.host} (beyond loopback) needs an API token: "
-            "set DRIPLINE_API_TOKEN, or bind to 127.0.0.1"
+            "the server needs an API token: set DRIPLINE_API_TOKEN "
+            "(`dripline serve` generates one on first run)"
         )
-    return None
+    return token
 
 
 class TokenAuth:

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from dripline.settings import Settings
+
 __all__ = ["running_server"]
 
 
@@ -26,11 +28,19 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def running_server(app: FastAPI, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve `app` on a free loopback port; yields its base URL; stops on exit."""
-    config = uvicorn.Config(
-        app, host=host, port=0, log_config=None, access_log=False, lifespan="on"
-    )
+async def running_server(
+    app: FastAPI, host: str = "127.0.0.1", settings: Settings | None = None
+) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port; yields its base URL; stops on exit.
+    With `settings`, uvicorn runs as `dripline serve` configures it (its limits)."""
+    if settings is not None:
+        from dripline.server.app import uvicorn_config
+
+        config = uvicorn_config(app, settings, host=host, port=0)
+    else:
+        config = uvicorn.Config(
+            app, host=host, port=0, log_config=None, access_log=False, lifespan="on"
+        )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve(), name="dripline-test-server")
     try:

@@ -16,6 +16,10 @@ operator. The processor marks such rows with an error (see `dripline.inbox`).
 Writes are group-committed: concurrent POSTs wait on one shared transaction, so a burst
 of deliveries costs a few commits, not one each, and the median acknowledgement stays
 at one commit's latency.
+
+The queue of bodies waiting for a commit is bounded (`webhook_max_queued_bytes`): when
+the database falls behind, further POSTs are answered 503 with `Retry-After` at once,
+and Meta redelivers them later, rather than the server holding them all in memory.
 """
 
 from __future__ import annotations
@@ -36,24 +40,37 @@ from dripline.settings import Settings
 from dripline.store import Store
 from dripline.whatsapp.webhooks import SIGNATURE_HEADER, verify_signature
 
-__all__ = ["InboxWriter", "build_webhook_router"]
+__all__ = ["InboxFull", "InboxWriter", "build_webhook_router"]
 
 log = structlog.get_logger(__name__)
 
 # Bodies per intake transaction. Meta sends up to 1,000 updates per body, so a full
 # group is at most a few MB of text.
 MAX_GROUP = 256
+# Seconds a refused sender is asked to wait (Meta retries with its own backoff anyway).
+RETRY_AFTER_S = 5
+
+
+class InboxFull(Exception):
+    """The writer's queue is at its limit: answer 503 and let Meta redeliver."""
 
 
 class InboxWriter:
     """Commits webhook bodies to the inbox in groups; `write` returns once durable."""
 
     def __init__(
-        self, store: Store, clock: Clock, on_commit: Callable[[], None] | None = None
+        self,
+        store: Store,
+        clock: Clock,
+        on_commit: Callable[[], None] | None = None,
+        *,
+        max_queued_bytes: int = 64 * 1_048_576,
     ) -> None:
         self._store = store
         self._clock = clock
         self._on_commit = on_commit
+        self._max_queued = max_queued_bytes
+        self._queued = 0  # characters of the bodies in _queue and in the group being written
         self._queue: list[tuple[str, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -76,13 +93,20 @@ class InboxWriter:
             self._task = None
 
     async def write(self, body: str) -> None:
-        """Queue `body` and wait until its transaction committed (raises if it failed)."""
+        """Queue `body` and wait until its transaction committed (raises if it failed).
+        Raises InboxFull at once when the queue is at its limit (one body always fits)."""
         if self._closing or self._task is None:
             raise RuntimeError("the inbox writer is not running")
+        if self._queued and self._queued + len(body) > self._max_queued:
+            raise InboxFull(f"{self._queued} characters waiting to be stored")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((body, future))
+        self._queued += len(body)
         self._wake.set()
-        await future
+        try:
+            await future
+        finally:
+            self._queued -= len(body)
 
     async def _run(self) -> None:
         while True:
@@ -184,7 +208,11 @@ def build_webhook_router(settings: Settings, get_writer: Callable[[], InboxWrite
             400: {"description": "unreadable Content-Length", **error},
             401: {"description": "missing or wrong X-Hub-Signature-256", **error},
             413: {"description": "body over webhook_max_body_bytes", **error},
-            503: {"description": "could not store the body; Meta retries", **error},
+            503: {
+                "description": "could not store the body, or too many waiting; Meta "
+                "retries (Retry-After)",
+                **error,
+            },
         },
         openapi_extra={
             "requestBody": {
@@ -203,11 +231,19 @@ def build_webhook_router(settings: Settings, get_writer: Callable[[], InboxWrite
         raw = await _read_limited(request, limit)
         if not verify_signature(raw, signature, secret):
             raise HTTPException(401, detail=f"missing or wrong {SIGNATURE_HEADER}")
+        retry = {"Retry-After": str(RETRY_AFTER_S)}
         try:
             await get_writer().write(_text_body(raw))
+        except InboxFull:
+            log.warning("webhook.queue_full", hint="the database is not keeping up")
+            raise HTTPException(
+                503, detail="too many webhooks waiting; retry", headers=retry
+            ) from None
         except (DriplineError, RuntimeError, OSError) as exc:
             log.warning("webhook.store_failed", error=type(exc).__name__)
-            raise HTTPException(503, detail="could not store the webhook; retry") from None
+            raise HTTPException(
+                503, detail="could not store the webhook; retry", headers=retry
+            ) from None
         return JSONResponse({"status": "stored"})
 
     return router

@@ -12,6 +12,12 @@ failed 131026 for an undeliverable user, or failed 131000 now and then);
 (`window_s`, scaled down) opens when a user writes: text outside it is accepted and
 failed 131047 by webhook, or refused at once. Users answer delivered questions (or
 not), and some send STOP.
+
+Users are identified as Meta may identify them: the send answer's `contacts[0].wa_id`,
+statuses' `recipient_id` and inbound `from` carry the user's WhatsApp ID, which differs
+from the number sent for Brazilian mobiles outside areas 11-28 and for Mexican numbers
+(`dripline.fake.rules.wa_id_for`, with its sources), so dripline's matching of replies
+by ID and number variants runs in every seed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dripline.errors import TransportError
+from dripline.fake.rules import wa_id_for
 from dripline.fake.state import TokenBucket
 from dripline.sim import meta
 from dripline.sim.channel import WebhookChannel
@@ -212,7 +219,7 @@ class SimCloudApi:
         self._schedule_statuses(number, to, wamid, callback, refused)
         if fate in ("lost", "timeout"):
             return None
-        return 200, meta.send_answer("+" + to, to, wamid), None
+        return 200, meta.send_answer("+" + to, wa_id_for(to), wamid), None
 
     def _window_open(self, number: str, to: str, now: float) -> bool:
         return any(0.0 <= now - t < self._cfg.window_s for t in self._wrote[(number, to)])
@@ -242,7 +249,7 @@ class SimCloudApi:
                 wamid=wamid,
                 status=name,
                 timestamp=stamp,
-                recipient_id=to,
+                recipient_id=wa_id_for(to),
                 callback_data=data,
                 error=error,
             )
@@ -274,7 +281,7 @@ class SimCloudApi:
         value = meta.inbound_value(
             number,
             wamid=f"wamid.IN{self._inbound_seq:06d}",
-            wa_id=user.phone.lstrip("+"),
+            wa_id=wa_id_for(user.phone),
             timestamp=stamp,
             text=text,
             context_id=context,

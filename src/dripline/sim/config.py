@@ -97,6 +97,9 @@ class SimConfig:
     outages: tuple[Outage, ...] = ()
     stalls: tuple[Stall, ...] = ()
     store_latency_s: float = 0.002
+    # a webhook transaction's commit refused for a retry (a deadlock, a serialization
+    # failure, a statement timeout)
+    p_tx_refused: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> SimConfig:
@@ -157,6 +160,8 @@ def draw(seed: int) -> SimConfig:
         crashes=tuple(sorted(crashes, key=lambda c: c.at_s)),
         outages=outages,
         stalls=stalls,
+        # From its own generator: the draws above (and the worlds of kept seeds) stay.
+        p_tx_refused=_maybe(random.Random(f"dripline-sim-refusals-{seed}"), 0.3, 0.0, 0.3),
     )
     # Drawn last, so the worlds above stay what they were for each seed.
     return cfg.replace(

@@ -12,6 +12,8 @@ Each is named in docs/reliability.md ("Invariants the simulator checks"):
     unknown-without-cause  nothing ends "outcome unknown" in a world where no crash,
                       stall or lost answer could hide an outcome
     stop-is-final     nothing is accepted for a conversation after its STOP was applied
+    replies-reach     every message a user sent after being enrolled is recorded with
+                      one of that user's conversations, whatever WhatsApp ID it came from
     final-is-final    a conversation in a terminal state never changes state again
                       (except `completed` reopened or failed by a refusal its
                       webhook reported); a message's status never moves backwards
@@ -314,6 +316,41 @@ def _rate(cfg: SimConfig, arrivals: dict[str, list[float]]) -> list[str]:
     return out
 
 
+def _replies_reach(
+    owners: dict[str, str], conversations: Sequence[Any], inbound: Sequence[Any]
+) -> list[str]:
+    """`owners`: each user's WhatsApp ID (as inbound `from`, E.164) -> enrolled number."""
+    by_id = {c.id: c for c in conversations}
+    first: dict[str, Any] = {}
+    for c in conversations:
+        if c.phone not in first or c.created_at < first[c.phone]:
+            first[c.phone] = c.created_at
+    out = []
+    for row in inbound:
+        phone = owners.get(row.phone)
+        enrolled = first.get(phone) if phone is not None else None
+        if enrolled is None or row.received_at < enrolled:
+            continue  # the user had no conversation yet when writing
+        conv = by_id.get(row.conversation_id)
+        if conv is None or conv.phone != phone:
+            out.append(
+                f"replies-reach: {row.wamid} from {row.phone} (enrolled as {phone}) was "
+                f"recorded with conversation {row.conversation_id}"
+            )
+    return out
+
+
+def _no_event_failed(inbox: Sequence[Any]) -> list[str]:
+    """Every webhook the simulation sends is well formed: none may end marked failed (a
+    transient database refusal is retried, never a reason to give an event up)."""
+    failed = [r.id for r in inbox if r.processed_at is not None and r.error is not None]
+    return (
+        [f"inbox: {len(failed)} webhook bodies failed for good (ids {failed[:5]})"]
+        if failed
+        else []
+    )
+
+
 def check_final(
     cfg: SimConfig,
     obs: Observer,
@@ -323,6 +360,9 @@ def check_final(
     intake_up: Sequence[tuple[float, float]],
     conversations: Sequence[Any],
     messages: Sequence[Any],
+    inbound: Sequence[Any] = (),
+    owners: dict[str, str] | None = None,
+    inbox: Sequence[Any] = (),
 ) -> list[str]:
     by_id = {m.id: m for m in messages}
     out = list(obs.violations)
@@ -332,7 +372,9 @@ def check_final(
     out += _no_blind_give_up(cfg, obs, accepted, intake_up, conversations, messages, obs.at)
     out += _unknown_without_cause(cfg, conversations)
     out += _stop_is_final(obs, accepted, by_id)
+    out += _replies_reach(owners or {}, conversations, inbound)
     out += _rate(cfg, arrivals)
+    out += _no_event_failed(inbox)
     if pair_refusals:
         out.append(f"pair: {pair_refusals} requests refused with 131056")
     return out

@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from dripline.errors import DatabaseUnavailable
+from dripline.errors import DatabaseUnavailable, TransientStoreError
 from dripline.sim.loop import TaskTag, VirtualTimeLoop
 
 __all__ = ["Killed", "SimProcess", "StoreView"]
@@ -89,9 +89,13 @@ class Faults:
         latency_s: float,
         outages: list[tuple[float, float]],
         stalls: dict[str, list[tuple[float, float]]],
+        p_tx_refused: float = 0.0,
+        refusal_rng: random.Random | None = None,
     ) -> None:
         self._loop = loop
         self._rng = rng
+        self._p_refused = p_tx_refused
+        self._refusal_rng = refusal_rng or random.Random(0)
         self._latency_s = latency_s
         self._outages = outages
         self._stalls = stalls
@@ -109,6 +113,10 @@ class Faults:
 
     def latency(self) -> float:
         return self._rng.uniform(0.0, 2 * self._latency_s)
+
+    def tx_refused(self) -> bool:
+        """Whether the database refuses this commit for a retry (a deadlock)."""
+        return self._p_refused > 0 and self._refusal_rng.random() < self._p_refused
 
 
 class StoreView:
@@ -185,6 +193,10 @@ class _TxView:
             except Killed as killed:  # died before commit: roll back
                 await self._cm.__aexit__(Killed, killed, None)
                 raise
+            if self._view._faults.tx_refused():  # the database asks for a retry
+                refused = TransientStoreError("simulated deadlock: retry the transaction")
+                await self._cm.__aexit__(TransientStoreError, refused, None)
+                raise refused
         return await self._cm.__aexit__(*exc)
 
 

@@ -17,7 +17,8 @@ from typing import Any, cast
 import structlog
 
 from dripline.dispatcher.engine import Dispatcher
-from dripline.errors import DriplineError
+from dripline.errors import DriplineError, SuppressedError
+from dripline.fake.rules import wa_id_for
 from dripline.inbox.intake import INTAKE_HEARTBEAT_S, INTAKE_TOLERANCE_S, IntakeHeartbeat
 from dripline.inbox.processor import InboxProcessor
 from dripline.settings import Settings
@@ -114,6 +115,8 @@ class _World:
             latency_s=cfg.store_latency_s,
             outages=[(o.start_s, o.start_s + o.duration_s) for o in cfg.outages],
             stalls=_stalls(cfg),
+            p_tx_refused=cfg.p_tx_refused,
+            refusal_rng=random.Random(f"refusal-{seed}"),
         )
         self.server = SimProcess("server", loop)
         self.workers = [SimProcess(f"worker{i}", loop) for i in range(cfg.workers)]
@@ -142,6 +145,7 @@ class _World:
             view,
             self.flows,
             self.clock,
+            default_sender=NUMBER,
             batch_rows=50,
             max_attempts=st.max_attempts,
             retry_base_s=st.retry_base_s,
@@ -247,6 +251,9 @@ class _World:
             _intake_up(self.intake_up, cfg),
             snap.conversations,
             snap.messages,
+            snap.inbound,
+            {"+" + wa_id_for(p): p for p in self.users},
+            snap.inbox,
         )
         if not settled:
             violations.insert(
@@ -262,7 +269,14 @@ class _World:
             phone = phones[i % len(phones)]
             flow = "checkin" if i % 3 else "nudge"
             items.append(Enrollment(phone=phone, flow=flow, at=now))
-        results = await self.store.enroll(items, now)
+        while True:
+            try:
+                results = await self.store.enroll(items, now)
+                break
+            except SuppressedError as exc:
+                # The user sent STOP before being enrolled: refused, as it must be.
+                self.trace.add(self.loop.time(), f"enroll refused: {exc.phone} opted out")
+                items = [i for i in items if i.phone != exc.phone]
         created = sum(r.created for r in results)
         self.trace.add(self.loop.time(), f"enrolled {created} of {len(items)}")
 
@@ -373,10 +387,24 @@ def _minus(
     return out
 
 
+def _phone(i: int) -> str:
+    """User `i`'s number: US, or one whose WhatsApp ID Meta may report differently
+    (a Brazilian mobile in area 31 without its ninth digit, a Mexican one as 521), or a
+    Brazilian one in area 11 (ID unchanged)."""
+    kind = i % 4
+    if kind == 1:
+        return f"+55319{88880000 + i:08d}"
+    if kind == 2:
+        return f"+5255{12340000 + i:08d}"
+    if kind == 3:
+        return f"+55119{88880000 + i:08d}"
+    return f"+1415555{i:04d}"
+
+
 def _users(cfg: SimConfig, rng: random.Random) -> dict[str, User]:
     users = {}
     for i in range(cfg.phones):
-        phone = f"+1415555{i:04d}"
+        phone = _phone(i)
         stop_at = rng.uniform(0.0, cfg.fault_end_s) if rng.random() < cfg.p_stop else None
         users[phone] = User(
             phone=phone,

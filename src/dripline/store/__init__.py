@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.errors import ConfigError, DatabaseUnavailable, DriplineError, StoreError
@@ -41,6 +42,8 @@ from dripline.store.types import (
     Enrollment,
     EnrollResult,
     ErrorCount,
+    ForgetResult,
+    ImportedConversation,
     Inbound,
     InboxBacklog,
     InboxEntry,
@@ -52,12 +55,15 @@ from dripline.store.types import (
     Outcome,
     PhoneConversations,
     PoolUsage,
+    PruneResult,
     Refusal,
     Reservation,
     ReservationResult,
     StatusResult,
     StatusUpdate,
+    StoreHealth,
     StoreSnapshot,
+    Suppression,
     WorkerInfo,
 )
 from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url
@@ -79,6 +85,8 @@ __all__ = [
     "EnrollResult",
     "Enrollment",
     "ErrorCount",
+    "ForgetResult",
+    "ImportedConversation",
     "Inbound",
     "InboxBacklog",
     "InboxEntry",
@@ -92,13 +100,16 @@ __all__ = [
     "Outcome",
     "PhoneConversations",
     "PoolUsage",
+    "PruneResult",
     "Refusal",
     "Reservation",
     "ReservationResult",
     "StatusResult",
     "StatusUpdate",
     "Store",
+    "StoreHealth",
     "StoreSnapshot",
+    "Suppression",
     "WebhookTx",
     "WorkerInfo",
     "migrate_database",
@@ -129,6 +140,17 @@ def _check_sqlite_directory(path: str) -> None:
         )
 
 
+def _create_private(path: str) -> None:
+    """Create a missing SQLite file readable by its owner only (0600): it holds phone
+    numbers and messages. SQLite gives its -wal and -shm files the same mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create SQLite database {path}: {exc.strerror}") from None
+
+
 def _unavailable(store: SqlStore, exc: BaseException) -> DatabaseUnavailable:
     kind = "SQLite database" if store.backend == "sqlite" else "PostgreSQL at"
     return DatabaseUnavailable(f"cannot open {kind} {store.target}: {first_line(exc)}")
@@ -155,6 +177,8 @@ async def open_store(
         return MemoryStore()  # a new, empty database each time
     if url.sqlite_path is not None:
         _check_sqlite_directory(url.sqlite_path)
+        if auto_migrate:
+            _create_private(url.sqlite_path)
     store = _make_store(url, pool_size, pooler)
     head = head_revision()
     try:
@@ -185,12 +209,31 @@ async def open_store(
         raise
 
 
-async def migrate_database(database_url: str, revision: str = "head") -> tuple[str | None, str]:
-    """Upgrade the database's schema; returns (revision before, revision after)."""
+# `pg_advisory_xact_lock` key ("drip"): one migration at a time per database.
+MIGRATION_LOCK_KEY = 0x64726970
+_MIGRATION_LOCK = text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+
+
+async def migrate_database(
+    database_url: str, revision: str = "head", *, pooler: bool = False
+) -> tuple[str | None, str]:
+    """Upgrade the database's schema; returns (revision before, revision after).
+
+    Safe to run from several processes at once (every replica's start command, a
+    pre-deploy step racing a manual one): on PostgreSQL the migration holds a
+    transaction-scoped advisory lock, so the others wait, then find the schema at
+    `revision` and do nothing. `pooler`: behind a transaction-mode pooler, as in
+    `open_store` (the lock and the DDL share the one transaction, so that works).
+    """
     url = parse_database_url(database_url)
-    store = _make_store(url, 1, False)
+    if url.sqlite_path is not None:
+        _check_sqlite_directory(url.sqlite_path)
+        _create_private(url.sqlite_path)
+    store = _make_store(url, 1, pooler)
     try:
         async with store._engine.begin() as conn:
+            if store.backend == "postgresql":
+                await conn.execute(_MIGRATION_LOCK)
             before = await _revision(conn)
             await conn.run_sync(upgrade_connection, revision)
             after = await _revision(conn)
@@ -204,10 +247,10 @@ async def migrate_database(database_url: str, revision: str = "head") -> tuple[s
     return before, after
 
 
-async def schema_revision(database_url: str) -> tuple[str | None, str]:
+async def schema_revision(database_url: str, *, pooler: bool = False) -> tuple[str | None, str]:
     """(the database's revision or None, this dripline's head), without changing anything."""
     url = parse_database_url(database_url)
-    store = _make_store(url, 1, False)
+    store = _make_store(url, 1, pooler)
     try:
         async with store._engine.connect() as conn:
             conn = await conn.execution_options(dripline_read=True)

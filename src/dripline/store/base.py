@@ -31,6 +31,8 @@ from dripline.store.types import (
     Enrollment,
     EnrollResult,
     ErrorCount,
+    ForgetResult,
+    ImportedConversation,
     Inbound,
     InboxBacklog,
     InboxRow,
@@ -41,12 +43,15 @@ from dripline.store.types import (
     Outcome,
     PhoneConversations,
     PoolUsage,
+    PruneResult,
     Refusal,
     Reservation,
     ReservationResult,
     StatusResult,
     StatusUpdate,
+    StoreHealth,
     StoreSnapshot,
+    Suppression,
     WorkerInfo,
 )
 
@@ -173,9 +178,27 @@ class WebhookTx(ABC):
     async def conversations_for(
         self, phones: Sequence[str], now: datetime
     ) -> dict[str, PhoneConversations]:
-        """Each phone's conversations (every phone asked for is a key): the active ones in
-        id order, `busy` when one has a live lease (`lease_expires_at > now`) or another
-        transaction holds it, and the newest conversation id of any state."""
+        """Each sender's conversations (every phone asked for, the E.164 of an inbound
+        `from`, is a key): the active ones in id order, `busy` when one has a live lease
+        (`lease_expires_at > now`) or another transaction holds it, and the newest
+        conversation id of any state.
+
+        A conversation is the sender's when its `wa_id` (learned from a send response) is
+        the sender's ID, when its phone is the sender's number, or, while its `wa_id` is
+        unknown, when its phone is one of that number's variants (Brazil's ninth digit,
+        Mexico's 521, Argentina's 549: `dripline.phones.is_same_user`)."""
+
+    @abstractmethod
+    async def replied_to(self, wamids: Sequence[str]) -> dict[str, int]:
+        """The conversation each of these message ids (our sends' wamids, as an inbound
+        message's `context.id` quotes them) belongs to; unknown ones are absent."""
+
+    @abstractmethod
+    async def add_suppressions(self, rows: Sequence[Suppression]) -> int:
+        """Record numbers that opted out (a STOP; the inbox's failed-status path for
+        131050, "user stopped marketing messages"), in this transaction. A number already
+        suppressed for that business number keeps its first row. Returns rows added.
+        `Store.enroll` then refuses these numbers unless the item states `opt_in`."""
 
     @abstractmethod
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -232,6 +255,23 @@ class Store(ABC):
         Idempotent on (phone, flow) among active conversations: an existing one is
         returned with `created=False`. Results are in input order. All or nothing.
         Wakes sleeping dispatchers when a new row is due earlier than they planned.
+
+        Suppressed numbers (`WebhookTx.add_suppressions`; see `store.identity.blocking`)
+        raise SuppressedError naming the first such item's index, and nothing is written;
+        an item with `opt_in` lifts the suppressions that would block it instead.
+        """
+
+    @abstractmethod
+    async def import_conversations(
+        self, items: Sequence[ImportedConversation], now: datetime
+    ) -> list[EnrollResult]:
+        """Insert conversations moved in from another scheduler, each at its own step,
+        state, purpose and due time (`dripline import --from-postgres`). All or nothing.
+
+        Idempotent on (phone, flow) in *any* state, unlike `enroll`: re-running an
+        import never starts a conversation again, even one that has finished since; an
+        existing one is returned with `created=False`. Results are in input order. Wakes
+        sleeping dispatchers like `enroll`.
         """
 
     # dispatch --------------------------------------------------------------
@@ -381,6 +421,19 @@ class Store(ABC):
         """One write transaction for a batch of webhook events; wakes sleeping
         dispatchers after commit when it scheduled a step."""
 
+    # retention (docs/data.md) ------------------------------------------------
+    @abstractmethod
+    async def prune(self, before: datetime) -> PruneResult:
+        """Delete inbox rows processed before `before`, and clear the text of inbound
+        messages received before it that answered nothing (`step` None). Answers,
+        conversations and messages are kept; unprocessed inbox rows are never touched."""
+
+    @abstractmethod
+    async def forget(self, phone: str) -> ForgetResult:
+        """Erase one person: the conversations of `phone` (E.164) with their messages,
+        every inbound message from it, and the processed inbox bodies that name it
+        (`"<digits>"` as a JSON string). Unprocessed bodies are counted, not deleted."""
+
     # the operator's view -----------------------------------------------------
     @abstractmethod
     async def backlog(self, now: datetime) -> BacklogCounts:
@@ -428,6 +481,13 @@ class Store(ABC):
     @abstractmethod
     async def latency_samples_ms(self, *, limit: int = 20_000) -> list[float]:
         """The `latency_ms` of the newest `limit` sends that recorded one, newest first."""
+
+    # health ------------------------------------------------------------------
+    @abstractmethod
+    async def health(self) -> StoreHealth:
+        """The schema revision and the inbox's waiting rows, in one short read (for
+        `/readyz`). Raises DatabaseUnavailable when the database does not answer. The
+        in-memory store is always at this dripline's head revision."""
 
     # inspection ----------------------------------------------------------------
     @abstractmethod

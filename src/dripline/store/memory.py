@@ -36,7 +36,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 
 from dripline.store import memory_queries as q
+from dripline.store import memory_retention
 from dripline.store.base import Store, WebhookTx, enroll_results
+from dripline.store.identity import lifted_suppressions, suppression_phones
 from dripline.store.memory_tables import Tables, View, utc
 from dripline.store.memory_webhook import MemoryWebhookTx
 from dripline.store.types import (
@@ -50,14 +52,18 @@ from dripline.store.types import (
     Enrollment,
     EnrollResult,
     ErrorCount,
+    ForgetResult,
+    ImportedConversation,
     Inbound,
     InboxBacklog,
     InboxEntry,
     LagSummary,
     Message,
     Outcome,
+    PruneResult,
     Reservation,
     ReservationResult,
+    StoreHealth,
     StoreSnapshot,
     WorkerInfo,
 )
@@ -143,6 +149,10 @@ class MemoryStore(Store):
         created: set[tuple[str, str]] = set()
         async with self._write() as v:
             seen = q.last_inbound(v, {phone for phone, _ in first})
+            wanted = set(suppression_phones(items))
+            rows = [r for r in v.suppressions.values() if r.phone in wanted]
+            for r in lifted_suppressions(items, rows) if rows else ():
+                v.suppressions.delete((r.sender, r.phone))
             for key, item in first.items():
                 existing = v.active_keys.get(key)
                 if existing is not None:
@@ -153,6 +163,29 @@ class MemoryStore(Store):
         if created:
             self.database.wake_all()
         return enroll_results(items, ids, created)
+
+    async def import_conversations(
+        self, items: Sequence[ImportedConversation], now: datetime
+    ) -> list[EnrollResult]:
+        await self._enter("import_conversations")
+        now = utc(now)
+        ids: dict[tuple[str, str], int] = {}
+        created: set[tuple[str, str]] = set()
+        async with self._write() as v:
+            for c in sorted(v.conversations.values(), key=lambda c: c.id):
+                ids.setdefault((c.phone, c.flow), c.id)  # any state, the oldest one
+            for item in items:
+                key = (item.phone, item.flow)
+                if key in ids:
+                    continue
+                at = utc(item.next_send_at)
+                ids[key] = q.insert_conversation(
+                    v, item, item.step, item.purpose, item.state, at, now
+                )
+                created.add(key)
+        if created:
+            self.database.wake_all()
+        return [EnrollResult(ids[k], k in created) for k in ((i.phone, i.flow) for i in items)]
 
     # dispatch ------------------------------------------------------------------
     async def claim_due(
@@ -330,12 +363,31 @@ class MemoryStore(Store):
                 row = InboxEntry(v.next_id("inbox"), now, body, None, None)
                 v.inbox[row.id] = row
 
+    async def health(self) -> StoreHealth:
+        await self._enter("health")
+        # Imported here: nothing else in memory needs alembic. No schema: always at head.
+        from dripline.store.migrate import head_revision
+
+        waiting = [r.received_at for r in self._read().inbox.values() if r.processed_at is None]
+        return StoreHealth(head_revision(), len(waiting), min(waiting, default=None))
+
     async def inbox_backlog(self) -> InboxBacklog:
         await self._enter("inbox_backlog")
         rows = list(self._read().inbox.values())
         waiting = [r.received_at for r in rows if r.processed_at is None]
         errors = sum(1 for r in rows if r.processed_at is not None and r.error is not None)
         return InboxBacklog(len(waiting), errors, min(waiting, default=None))
+
+    # retention ---------------------------------------------------------------------
+    async def prune(self, before: datetime) -> PruneResult:
+        await self._enter("prune")
+        async with self._write() as v:
+            return memory_retention.prune(v, utc(before))
+
+    async def forget(self, phone: str) -> ForgetResult:
+        await self._enter("forget")
+        async with self._write() as v:
+            return memory_retention.forget(v, phone)
 
     def webhook_transaction(self) -> AbstractAsyncContextManager[WebhookTx]:
         return self._webhook_transaction()

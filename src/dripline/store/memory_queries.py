@@ -25,6 +25,7 @@ from dripline.store.types import (
     Conversation,
     Enrollment,
     ErrorCount,
+    ImportedConversation,
     Inbound,
     LagSummary,
     Message,
@@ -42,6 +43,7 @@ __all__ = [
     "due",
     "due_order",
     "error_counts",
+    "insert_conversation",
     "lag_summary",
     "latency_samples",
     "live",
@@ -76,14 +78,29 @@ def new_conversation(
     v: View, item: Enrollment, now: datetime, last_inbound_at: datetime | None = None
 ) -> int:
     """enroll's INSERT: pending, step 0, due at `item.at` or now."""
+    at = utc(item.at) if item.at is not None else now
+    return insert_conversation(v, item, 0, "question", "pending", at, now, last_inbound_at)
+
+
+def insert_conversation(
+    v: View,
+    item: Enrollment | ImportedConversation,
+    step: int,
+    purpose: str,
+    state: str,
+    next_send_at: datetime,
+    now: datetime,
+    last_inbound_at: datetime | None = None,
+) -> int:
+    """A new conversation row at `step` (enrollment: 0; an import: wherever it was)."""
     row = Conversation(
         id=v.next_id("conversations"),
         phone=item.phone,
         flow=item.flow,
-        step=0,
-        purpose="question",
-        state="pending",
-        next_send_at=utc(item.at) if item.at is not None else now,
+        step=step,
+        purpose=purpose,
+        state=state,
+        next_send_at=next_send_at,
         attempts=0,
         lease_owner=None,
         lease_expires_at=None,
@@ -258,6 +275,7 @@ def record(v: View, outcomes: Sequence[Outcome], worker_id: str, now: datetime) 
             next_send_at=utc_or_none(u.next_send_at),
             attempts=u.attempts,
             last_error=u.last_error,
+            wa_id=u.wa_id if u.wa_id is not None else c.wa_id,
             lease_owner=None,
             lease_expires_at=None,
             updated_at=now,

@@ -26,6 +26,7 @@ from dripline.store.types import (
     InboxEntry,
     Message,
     StoreSnapshot,
+    Suppression,
     WorkerInfo,
 )
 
@@ -114,6 +115,7 @@ class Tables:
     inbox: dict[int, InboxEntry] = field(default_factory=dict)
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     intake: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    suppressions: dict[tuple[str, str], Suppression] = field(default_factory=dict)
     # Unique keys, as the schema's indexes enforce them.
     active_keys: dict[tuple[str, str], int] = field(default_factory=dict)  # (phone, flow)
     message_keys: dict[tuple[int, int, str], int] = field(default_factory=dict)
@@ -128,6 +130,7 @@ class Tables:
             inbound=tuple(self.inbound.values()),
             inbox=tuple(self.inbox.values()),
             workers=tuple(sorted(self.workers.values(), key=lambda w: w.id)),
+            suppressions=tuple(self.suppressions[k] for k in sorted(self.suppressions)),
         )
 
 
@@ -142,6 +145,7 @@ class View:
         self.inbox = _Layer(tables.inbox)
         self.workers = _Layer(tables.workers)
         self.intake = _Layer(tables.intake)
+        self.suppressions = _Layer(tables.suppressions)
         self.active_keys = _Layer(tables.active_keys)
         self.message_keys = _Layer(tables.message_keys)
         self.inbound_wamids = _Layer(tables.inbound_wamids)
@@ -155,6 +159,7 @@ class View:
             self.inbox,
             self.workers,
             self.intake,
+            self.suppressions,
             self.active_keys,
             self.message_keys,
             self.inbound_wamids,

@@ -13,11 +13,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from dripline.store.base import WebhookTx
+from dripline.store.identity import RowsByUser
 from dripline.store.memory_tables import View, utc, utc_or_none
 from dripline.store.types import (
     ACTIVE_STATES,
     STATUS_RANK,
-    Conversation,
     ConversationChange,
     Inbound,
     InboxRow,
@@ -27,6 +27,7 @@ from dripline.store.types import (
     Refusal,
     StatusResult,
     StatusUpdate,
+    Suppression,
 )
 
 __all__ = ["MemoryWebhookTx"]
@@ -212,18 +213,33 @@ class MemoryWebhookTx(WebhookTx):
         await self._enter("webhook_transaction.conversations_for")
         now = utc(now)
         wanted = sorted(set(phones))
-        active: dict[str, list[Conversation]] = {p: [] for p in wanted}
-        latest: dict[str, int] = {}
-        busy: dict[str, bool] = dict.fromkeys(wanted, False)
-        for c in self._v.conversations.values():
-            if c.phone not in active:
-                continue
-            latest[c.phone] = max(latest.get(c.phone, 0), c.id)
-            if c.state in ACTIVE_STATES:
-                active[c.phone].append(c)
-                if c.lease_expires_at is not None and c.lease_expires_at >= now:
-                    busy[c.phone] = True
-        return {p: PhoneConversations(tuple(active[p]), busy[p], latest.get(p)) for p in wanted}
+        rows_of = RowsByUser(self._v.conversations.values(), lambda c: (c.phone, c.wa_id))
+        out: dict[str, PhoneConversations] = {}
+        for p in wanted:
+            mine = sorted(rows_of.of(p), key=lambda c: c.id)
+            active = tuple(c for c in mine if c.state in ACTIVE_STATES)
+            busy = any(c.lease_expires_at is not None and c.lease_expires_at >= now for c in active)
+            out[p] = PhoneConversations(active, busy, max((c.id for c in mine), default=None))
+        return out
+
+    async def replied_to(self, wamids: Sequence[str]) -> dict[str, int]:
+        await self._enter("webhook_transaction.replied_to")
+        wanted = set(wamids)
+        return {
+            m.wamid: m.conversation_id
+            for m in self._v.messages.values()
+            if m.wamid is not None and m.wamid in wanted
+        }
+
+    async def add_suppressions(self, rows: Sequence[Suppression]) -> int:
+        await self._enter("webhook_transaction.add_suppressions")
+        added = 0
+        for r in rows:
+            key = (r.sender, r.phone)
+            if key not in self._v.suppressions:  # ON CONFLICT DO NOTHING: the first stays
+                self._v.suppressions[key] = replace(r, created_at=utc(r.created_at))
+                added += 1
+        return added
 
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
         await self._enter("webhook_transaction.sent_steps")

@@ -61,12 +61,13 @@ WITH msg AS (
     UPDATE conversations AS c SET
         state = v.state, step = v.step, purpose = v.purpose,
         next_send_at = v.next_send_at, attempts = v.attempts, last_error = v.last_error,
+        wa_id = COALESCE(v.wa_id, c.wa_id),
         lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
     FROM unnest(
         CAST(:c_id AS BIGINT[]), CAST(:c_state AS TEXT[]), CAST(:c_step AS INTEGER[]),
         CAST(:c_purpose AS TEXT[]), CAST(:c_next AS TIMESTAMPTZ[]),
-        CAST(:c_attempts AS INTEGER[]), CAST(:c_error AS TEXT[])
-    ) AS v(id, state, step, purpose, next_send_at, attempts, last_error)
+        CAST(:c_attempts AS INTEGER[]), CAST(:c_error AS TEXT[]), CAST(:c_wa AS TEXT[])
+    ) AS v(id, state, step, purpose, next_send_at, attempts, last_error, wa_id)
     WHERE c.id = v.id AND c.lease_owner = :worker AND c.lease_expires_at >= :now
     RETURNING c.id
 )
@@ -89,8 +90,12 @@ def asyncpg_dsn(url: DatabaseUrl) -> str:
     query = {
         k: v
         for k, v in u.query.items()
-        if k not in ("prepared_statement_cache_size", "async_fallback")
+        if k not in ("prepared_statement_cache_size", "async_fallback", "ssl")
     }
+    # asyncpg's DSN knows libpq's `sslmode`; an `ssl` there would be sent to the server
+    # as a setting, which it refuses, and the LISTEN connection would never open.
+    if "ssl" in u.query:
+        query["sslmode"] = u.query["ssl"]
     return u.set(query=query).render_as_string(hide_password=False)
 
 
@@ -174,6 +179,7 @@ class PostgresStore(SqlStore):
             "c_next": [_aware(c.next_send_at) for c in convs],
             "c_attempts": [c.attempts for c in convs],
             "c_error": [c.last_error for c in convs],
+            "c_wa": [c.wa_id for c in convs],
         }
         row = (await conn.execute(_RECORD_SQL, params)).one()
         return int(row[0])

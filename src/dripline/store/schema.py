@@ -46,6 +46,7 @@ __all__ = [
     "messages",
     "metadata",
     "sqlite_timestamp",
+    "suppressions",
     "workers",
 ]
 
@@ -182,6 +183,11 @@ conversations = Table(
     Column("fields", JSON(none_as_null=True), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The user's WhatsApp ID as the send response reported it (`contacts[0].wa_id`, digits
+    # only; migration 0003). Meta warns it may differ from `phone` (Brazil's ninth digit,
+    # Mexico's 521): inbound messages come `from` it, so replies are matched by it first.
+    # NULL until a send was accepted.
+    Column("wa_id", String(20), nullable=True),
     # The due query reads `WHERE state IN (active) AND next_send_at <= now ORDER BY
     # next_send_at LIMIT n`. A partial index holds only active conversations, so the
     # millions that completed, failed or opted out are never scanned or even indexed,
@@ -203,6 +209,10 @@ conversations = Table(
     ),
     Index("ix_conversations_state", "state"),
     Index("ix_conversations_flow", "flow"),
+    # Replies find their user's conversations by WhatsApp ID, else by the number and its
+    # variants, in any state (the newest keeps a message that answers nothing): 0003.
+    Index("ix_conversations_wa_id", "wa_id"),
+    Index("ix_conversations_phone", "phone"),
 )
 
 messages = Table(
@@ -279,6 +289,20 @@ inbox = Table(
         postgresql_where=text("processed_at IS NULL"),
         sqlite_where=text("processed_at IS NULL"),
     ),
+)
+
+# Numbers that opted out (a STOP, or Meta's 131050 "user stopped marketing messages"),
+# per business number (`sender`: a phone number id; "" when it was not known). Enrolling
+# a suppressed number is refused unless the caller states a new opt-in, which deletes
+# the row (migration 0003).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("sender", String(64), primary_key=True),
+    Column("phone", String(20), primary_key=True),
+    Column("reason", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_suppressions_phone", "phone"),
 )
 
 # Webhook receivers (`dripline serve`): one row per process run, its start and its

@@ -61,7 +61,7 @@ WHERE id = ?
 _RECORD_CONVERSATION_SQL = """
 UPDATE conversations SET
     state = ?, step = ?, purpose = ?, next_send_at = ?, attempts = ?, last_error = ?,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+    wa_id = COALESCE(?, wa_id), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
 WHERE id = ? AND lease_owner = ? AND lease_expires_at >= ?
 """
 
@@ -153,8 +153,8 @@ class SqliteStore(SqlStore):
         if msg_rows:
             await conn.exec_driver_sql(_RECORD_MESSAGE_SQL, msg_rows)
         conv_rows = [
-            (c.state, c.step, c.purpose, ts(c.next_send_at), c.attempts, c.last_error, at,
-             c.conversation_id, worker_id, at)
+            (c.state, c.step, c.purpose, ts(c.next_send_at), c.attempts, c.last_error,
+             c.wa_id, at, c.conversation_id, worker_id, at)
             for c in (o.conversation for o in outcomes)
         ]  # fmt: skip
         result = await conn.exec_driver_sql(_RECORD_CONVERSATION_SQL, conv_rows)

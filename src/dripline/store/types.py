@@ -33,6 +33,8 @@ __all__ = [
     "EnrollResult",
     "Enrollment",
     "ErrorCount",
+    "ForgetResult",
+    "ImportedConversation",
     "Inbound",
     "InboxBacklog",
     "InboxEntry",
@@ -44,12 +46,15 @@ __all__ = [
     "Outcome",
     "PhoneConversations",
     "PoolUsage",
+    "PruneResult",
     "Refusal",
     "Reservation",
     "ReservationResult",
     "StatusResult",
     "StatusUpdate",
+    "StoreHealth",
     "StoreSnapshot",
+    "Suppression",
     "WorkerInfo",
 ]
 
@@ -127,6 +132,9 @@ class Conversation:
     fields: Mapping[str, Any]
     created_at: datetime
     updated_at: datetime
+    # The user's WhatsApp ID from the send response (digits; None until a send was
+    # accepted): replies are matched by it first (see `WebhookTx.conversations_for`).
+    wa_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,17 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
+class Suppression:
+    """A suppressions row: `phone` (E.164) opted out of messages from business number
+    `sender` (a phone number id; "" when it was not known), and why."""
+
+    sender: str
+    phone: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class InboxEntry:
     """An inbox row: one stored webhook body and what processing made of it."""
 
@@ -191,6 +210,9 @@ class Enrollment:
     timezone: str | None = None
     sender: str | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    # The caller states the user opted in again: a suppression of this number (a STOP,
+    # 131050) is lifted instead of refusing the enrollment.
+    opt_in: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +285,8 @@ class ConversationUpdate:
     next_send_at: datetime | None
     attempts: int
     last_error: str | None = None
+    # The WhatsApp ID the send response reported (`contacts[0].wa_id`); None: unchanged.
+    wa_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,3 +484,53 @@ class StoreSnapshot:
     inbound: tuple[Inbound, ...]
     inbox: tuple[InboxEntry, ...]
     workers: tuple[WorkerInfo, ...]
+    suppressions: tuple[Suppression, ...] = ()
+
+
+# moving in and health ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ImportedConversation:
+    """A conversation moved in from another scheduler, already part-way through its
+    flow: at `step`, in an active `state`, its next action (`purpose`) due at
+    `next_send_at`. `phone` already E.164."""
+
+    phone: str
+    flow: str
+    step: int
+    purpose: str
+    state: str
+    next_send_at: datetime
+    name: str | None = None
+    timezone: str | None = None
+    sender: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What readiness needs from the database, read in one short transaction."""
+
+    schema_revision: str | None  # None: no dripline schema
+    inbox_waiting: int
+    inbox_oldest_waiting_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What `Store.prune` removed (see docs/data.md)."""
+
+    inbox_rows: int  # processed raw webhook bodies deleted
+    inbound_bodies: int  # texts of inbound messages that answered nothing, cleared
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetResult:
+    """What `Store.forget` erased for one phone number."""
+
+    conversations: int
+    messages: int
+    inbound: int
+    inbox_rows: int
+    # Raw bodies naming the number that are not processed yet: left for the processor,
+    # erased by running forget again once it has caught up.
+    inbox_waiting: int

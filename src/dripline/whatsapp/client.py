@@ -2,7 +2,7 @@
 or a typed error.
 
     CloudApiClient.send / send_text / send_template
-        -> SendResult(wamid, raw, http_status)          HTTP 2xx with messages[0].id
+        -> SendResult(wamid, raw, http_status, wa_id)   HTTP 2xx with messages[0].id
         -> WhatsAppError(code, error_class, ...)        the API answered an error
         -> TransportError(maybe_sent=...)               no usable answer
 
@@ -89,15 +89,35 @@ _MAX_ERROR_TEXT = 300
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """The API accepted the message: `wamid` identifies it in status webhooks."""
+    """The API accepted the message: `wamid` identifies it in status webhooks.
+
+    `wa_id` is the user's WhatsApp ID (`contacts[0].wa_id`, digits), None when the answer
+    had none. Meta warns it may differ from the number sent (Brazil's ninth digit,
+    Mexico's 521); the user's replies come `from` it."""
 
     wamid: str
     raw: dict[str, Any]
     http_status: int
+    wa_id: str | None = None
+
+
+def _wa_id(data: Any) -> str | None:
+    """`contacts[0].wa_id` when it is a plausible WhatsApp ID (digits), else None: an
+    odd value must never fail a send the API accepted."""
+    try:
+        value = data["contacts"][0]["wa_id"]
+    except (TypeError, KeyError, IndexError):
+        return None
+    if isinstance(value, str):
+        value = value.strip().lstrip("+")
+        if value.isascii() and value.isdigit() and 4 <= len(value) <= 15:
+            return value
+    return None
 
 
 def parse_send_response(status: int, raw: bytes) -> SendResult:
-    """A 2xx answer's wamid; TransportError(maybe_sent=True) when the body is unusable."""
+    """A 2xx answer's wamid and wa_id; TransportError(maybe_sent=True) when the body is
+    unusable (no wamid)."""
     try:
         data = json.loads(raw)
         wamid = data["messages"][0]["id"]
@@ -111,7 +131,7 @@ def parse_send_response(status: int, raw: bytes) -> SendResult:
             maybe_sent=True,
             http_status=status,
         )
-    return SendResult(wamid=wamid, raw=data, http_status=status)
+    return SendResult(wamid=wamid, raw=data, http_status=status, wa_id=_wa_id(data))
 
 
 def build_error(status: int, raw: bytes, retry_after: str | None) -> WhatsAppError:
@@ -288,7 +308,18 @@ class CloudApiClient:
 
     async def _post(self, sender: str | None, payload: dict[str, Any]) -> SendResult:
         url = self._url if sender is None else self.messages_url(sender)
-        status, raw, retry_after = await self._transport(url, _encode(payload).encode())
+        try:
+            body = _encode(payload).encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (stored before enrollment refused them): nothing can be
+            # sent, and nothing was; a failure with a reason, not an unknown send.
+            raise WhatsAppError(
+                "the message holds a lone UTF-16 surrogate (a broken character in a "
+                "field or name); nothing was sent",
+                code=None,
+                error_class="permanent",
+            ) from None
+        status, raw, retry_after = await self._transport(url, body)
         if 200 <= status < 300:
             return parse_send_response(status, raw)
         raise build_error(status, raw, retry_after)

@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 from dripline.errors import InputError
+from dripline.text import scrub_surrogates
 from dripline.whatsapp.webhook_types import (
     Contact,
     Conversation,
@@ -326,6 +327,8 @@ def parse_webhook(body: bytes | str | dict[str, Any]) -> WebhookBatch:
             data = json.loads(body)
         except (ValueError, RecursionError) as exc:
             raise InputError(f"not valid JSON ({exc})", where="webhook body") from None
+        # A lone surrogate would fail the whole batch's insert: keep the rest of it.
+        data = scrub_surrogates(data, body)
     else:
         data = body
     if not isinstance(data, dict):

@@ -8,6 +8,9 @@ translation):
     conversations.py   enrollment; read, list and cancel conversations; answers export
     webhook.py         the inbox and the webhook-processing transaction
     operator.py        backlog, throughput, lag, errors, live workers, latency samples
+    imports.py         conversations moved in from another scheduler, mid-flow
+    health.py          what /readyz reads: schema revision, the inbox's waiting rows
+    retention.py       prune old webhook bodies and unanswered texts; forget a person
 
 `SqlStore` combines them; `sqlite.py` and `postgres.py` set the dialect-specific parts.
 """
@@ -21,14 +24,27 @@ from dripline.store.sql.conversations import ConversationSql
 from dripline.store.sql.core import first_line
 from dripline.store.sql.dispatch import DispatchSql
 from dripline.store.sql.evidence import EvidenceSql
+from dripline.store.sql.health import HealthSql
+from dripline.store.sql.imports import ImportSql
 from dripline.store.sql.operator import OperatorSql
+from dripline.store.sql.retention import RetentionSql
 from dripline.store.sql.webhook import WebhookSql
 from dripline.store.types import LEASE_LOST, NONFINAL_STATUSES
 
 __all__ = ["LEASE_LOST", "NONFINAL_STATUSES", "SqlStore", "first_line"]
 
 
-class SqlStore(DispatchSql, EvidenceSql, ConversationSql, WebhookSql, OperatorSql, Store):
+class SqlStore(
+    DispatchSql,
+    EvidenceSql,
+    ConversationSql,
+    WebhookSql,
+    OperatorSql,
+    ImportSql,
+    HealthSql,
+    RetentionSql,
+    Store,
+):
     """The `Store` contract on SQL; subclasses set the dialect-specific parts."""
 
     def __init__(self, engine: AsyncEngine, target: str) -> None:

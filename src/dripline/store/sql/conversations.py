@@ -10,18 +10,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dripline.errors import StoreError
 from dripline.store.base import enroll_results
+from dripline.store.identity import lifted_suppressions, suppression_phones
 from dripline.store.schema import (
     ACTIVE_STATES,
     UTCDateTime,
     conversations,
     inbound_messages,
     messages,
+    suppressions,
 )
 from dripline.store.sql.core import (
     ACTIVE,
@@ -44,6 +46,7 @@ from dripline.store.types import (
     EnrollResult,
     Inbound,
     Message,
+    Suppression,
 )
 
 __all__ = ["ConversationSql"]
@@ -51,6 +54,7 @@ __all__ = ["ConversationSql"]
 C = conversations.c
 M = messages.c
 I = inbound_messages.c  # noqa: E741 -- mirrors C and M
+S = suppressions.c
 
 _ENROLL_RETRIES = 5
 
@@ -96,7 +100,7 @@ class ConversationSql(SqlCore):
             first.setdefault((item.phone, item.flow), item)
         for attempt in range(_ENROLL_RETRIES):
             try:
-                ids, created, earliest = await self._enroll_once(first, now)
+                ids, created, earliest = await self._enroll_once(items, first, now)
                 break
             except StoreError as exc:
                 # A concurrent enroll of the same (phone, flow) won the race: the retry
@@ -112,13 +116,27 @@ class ConversationSql(SqlCore):
             self._after_enroll_commit()
         return enroll_results(items, ids, created)
 
+    async def _lift_suppressions(self, conn: AsyncConnection, items: Sequence[Enrollment]) -> None:
+        """Refuse suppressed numbers (SuppressedError, rolling back), or delete the
+        suppressions that items stating a new opt-in lift (`store.identity`)."""
+        found: list[Suppression] = []
+        for chunk in chunks(suppression_phones(items)):
+            rows = await conn.execute(select(*suppressions.c).where(S.phone.in_(list(chunk))))
+            found += [Suppression(*r) for r in rows]
+        for r in lifted_suppressions(items, found) if found else ():
+            await conn.execute(delete(suppressions).where(S.sender == r.sender, S.phone == r.phone))
+
     async def _enroll_once(
-        self, first: Mapping[tuple[str, str], Enrollment], now: datetime
+        self,
+        items: Sequence[Enrollment],
+        first: Mapping[tuple[str, str], Enrollment],
+        now: datetime,
     ) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]], datetime | None]:
         ids: dict[tuple[str, str], int] = {}
         created: set[tuple[str, str]] = set()
         earliest: datetime | None = None
         async with self._write() as conn:
+            await self._lift_suppressions(conn, items)
             phones = sorted({phone for phone, _ in first})
             for chunk in chunks(phones):
                 rows = await conn.execute(self._existing_active, {"b_phones": list(chunk)})

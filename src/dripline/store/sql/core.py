@@ -46,8 +46,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-# PostgreSQL: deadlock_detected, serialization_failure.
-_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+# PostgreSQL: deadlock_detected, serialization_failure, query_canceled (a statement
+# timeout) and lock_not_available (a lock timeout): the same call may succeed later.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "57014", "55P03"})
 # admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections.
 _UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 # asyncpg's errors for a connection whose protocol state was broken mid-operation.
@@ -155,7 +156,7 @@ class SqlCore:
                 raise DatabaseUnavailable(
                     f"database {self.target} is unavailable: {first_line(exc)}"
                 ) from exc
-            # Deadlocks and serialization failures are the database asking for a retry.
+            # Deadlocks, serialization failures and timeouts: the database asks for a retry.
             if state in _RETRYABLE_SQLSTATES:
                 raise TransientStoreError(f"database {self.target}: {first_line(exc)}") from exc
             raise StoreError(f"database {self.target}: {first_line(exc)}") from exc

@@ -328,6 +328,7 @@ class DispatchSql(SqlCore):
                 "b_next": o.conversation.next_send_at,
                 "b_attempts": o.conversation.attempts,
                 "b_error": o.conversation.last_error,
+                "b_wa": o.conversation.wa_id,
                 "b_now": now,
             }
             for o in outcomes
@@ -423,6 +424,7 @@ _UPDATE_CONVERSATION = (
         next_send_at=ts("b_next"),
         attempts=bindparam("b_attempts"),
         last_error=bindparam("b_error"),
+        wa_id=func.coalesce(bindparam("b_wa"), C.wa_id),
         lease_owner=None,
         lease_expires_at=None,
         updated_at=ts("b_now"),

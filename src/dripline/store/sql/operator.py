@@ -28,7 +28,14 @@ from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.pool import QueuePool
 
 from dripline.store.base import summarize_sends
-from dripline.store.schema import CONVERSATION_STATES, conversations, inbox, messages, workers
+from dripline.store.schema import (
+    CONVERSATION_STATES,
+    conversations,
+    inbox,
+    messages,
+    suppressions,
+    workers,
+)
 from dripline.store.sql.core import (
     ACTIVE,
     CONVERSATION_COLUMNS,
@@ -50,6 +57,7 @@ from dripline.store.types import (
     LagSummary,
     PoolUsage,
     StoreSnapshot,
+    Suppression,
     WorkerInfo,
 )
 
@@ -219,10 +227,14 @@ class OperatorSql(SqlCore):
             inbound = await conn.execute(select(*INBOUND_COLUMNS).order_by(INBOUND_COLUMNS[0]))
             rows = await conn.execute(select(*inbox.c).order_by(inbox.c.id))
             live = await conn.execute(select(workers).order_by(W.id))
+            opted = await conn.execute(
+                select(*suppressions.c).order_by(suppressions.c.sender, suppressions.c.phone)
+            )
             return StoreSnapshot(
                 conversations=tuple(conversation_from_row(r) for r in convs),
                 messages=tuple(message_from_row(r) for r in msgs),
                 inbound=tuple(inbound_from_row(r) for r in inbound),
                 inbox=tuple(InboxEntry(*r) for r in rows),
                 workers=tuple(worker_from_row(r) for r in live),
+                suppressions=tuple(Suppression(*r) for r in opted),
             )

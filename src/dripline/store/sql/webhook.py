@@ -24,18 +24,21 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, literal_column, select, update
+from sqlalchemy import bindparam, case, func, insert, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dripline.phones import phone_variants
 from dripline.store.base import WebhookTx
+from dripline.store.identity import RowsByUser
 from dripline.store.schema import (
     ACTIVE_STATES,
     conversations,
     inbound_messages,
     inbox,
     messages,
+    suppressions,
 )
 from dripline.store.sql.core import (
     CONVERSATION_COLUMNS,
@@ -55,6 +58,7 @@ from dripline.store.types import (
     Refusal,
     StatusResult,
     StatusUpdate,
+    Suppression,
 )
 
 __all__ = ["SqlWebhookTx", "WebhookSql"]
@@ -63,6 +67,7 @@ C = conversations.c
 M = messages.c
 I = inbound_messages.c  # noqa: E741 -- mirrors C and M
 X = inbox.c
+S = suppressions.c
 
 _SENT = ("sent", "delivered", "read")
 # Statuses of a row whose send is (or may be) in flight: a wamid such a row holds is a
@@ -131,6 +136,10 @@ _FINISH_INBOX = (
     .where(X.id == bindparam("b_id"))
     .values(processed_at=ts("b_done"), error=bindparam("b_error"))
 )
+
+
+def _id(c: Conversation) -> int:
+    return c.id
 
 
 class SqlWebhookTx(WebhookTx):
@@ -351,31 +360,41 @@ class SqlWebhookTx(WebhookTx):
     async def conversations_for(
         self, phones: Sequence[str], now: datetime
     ) -> dict[str, PhoneConversations]:
-        """Each phone's conversations; active ones are locked until commit (PostgreSQL)."""
+        """Each sender's conversations (`is_same_user`); active ones are locked until
+        commit (PostgreSQL)."""
         phones = sorted(set(phones))
-        active: dict[str, list[Conversation]] = {p: [] for p in phones}
-        latest: dict[str, int] = {}
+        found: dict[int, Conversation] = {}
+        heads: set[tuple[str, str | None, int]] = set()
+        for chunk in chunks(phones, 1_000):
+            # By number (and its variants) or by WhatsApp ID: one statement, two indexes.
+            theirs = or_(
+                C.phone.in_(sorted({v for p in chunk for v in phone_variants(p)})),
+                C.wa_id.in_(sorted({p.lstrip("+") for p in chunk})),
+            )
+            rows = await self._conn.execute(
+                select(*CONVERSATION_COLUMNS).where(theirs, C.state.in_(ACTIVE_STATES))
+            )
+            found.update((r.id, conversation_from_row(r)) for r in rows)
+            rows = await self._conn.execute(
+                select(C.phone, C.wa_id, func.max(C.id).label("id"))
+                .where(theirs)
+                .group_by(C.phone, C.wa_id)
+            )
+            heads.update((r.phone, r.wa_id, r.id) for r in rows)
+        active: dict[str, list[Conversation]] = {}
         busy: set[str] = set()
-        for chunk in chunks(phones):
-            rows = await self._conn.execute(
-                select(*CONVERSATION_COLUMNS)
-                .where(C.phone.in_(list(chunk)), C.state.in_(ACTIVE_STATES))
-                .order_by(C.id)
-            )
-            for r in rows:
-                row = conversation_from_row(r)
-                active[r.phone].append(row)
-                # Live while lease_expires_at >= now, as the claim sees it.
-                if row.lease_expires_at is not None and row.lease_expires_at >= now:
-                    busy.add(r.phone)
-            rows = await self._conn.execute(
-                select(C.phone, func.max(C.id).label("id"))
-                .where(C.phone.in_(list(chunk)))
-                .group_by(C.phone)
-            )
-            latest.update((r.phone, r.id) for r in rows)
+        latest: dict[str, int | None] = {}
+        rows_of = RowsByUser(sorted(found.values(), key=_id), lambda c: (c.phone, c.wa_id))
+        heads_of = RowsByUser(heads, lambda h: (h[0], h[1]))
+        for p in phones:
+            mine = rows_of.of(p)
+            active[p] = mine
+            # Live while lease_expires_at >= now, as the claim sees it.
+            if any(c.lease_expires_at is not None and c.lease_expires_at >= now for c in mine):
+                busy.add(p)
+            latest[p] = max((h[2] for h in heads_of.of(p)), default=None)
         if self._pg:
-            ids = sorted(c.id for p in phones if p not in busy for c in active[p])
+            ids = sorted({c.id for p in phones if p not in busy for c in active[p]})
             locked: set[int] = set()
             for id_chunk in chunks(ids):
                 rows = await self._conn.execute(
@@ -388,7 +407,28 @@ class SqlWebhookTx(WebhookTx):
             for p in phones:
                 if any(c.id not in locked for c in active[p]):
                     busy.add(p)
-        return {p: PhoneConversations(tuple(active[p]), p in busy, latest.get(p)) for p in phones}
+        return {p: PhoneConversations(tuple(active[p]), p in busy, latest[p]) for p in phones}
+
+    async def replied_to(self, wamids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in chunks(sorted(set(wamids))):
+            rows = await self._conn.execute(
+                select(M.wamid, M.conversation_id).where(M.wamid.in_(list(chunk)))
+            )
+            found.update((r.wamid, r.conversation_id) for r in rows)
+        return found
+
+    async def add_suppressions(self, rows: Sequence[Suppression]) -> int:
+        """ON CONFLICT DO NOTHING on (sender, phone): the first opt-out's row stays."""
+        if not rows:
+            return 0
+        maker = pg_insert if self._pg else sqlite_insert
+        values = [
+            {"sender": r.sender, "phone": r.phone, "reason": r.reason, "created_at": r.created_at}
+            for r in {(r.sender, r.phone): r for r in reversed(rows)}.values()
+        ]
+        stmt = maker(suppressions).values(values).on_conflict_do_nothing().returning(S.phone)
+        return len((await self._conn.execute(stmt)).all())
 
     async def sent_steps(self, keys: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
         found: set[tuple[int, int]] = set()
