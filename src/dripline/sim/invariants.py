@@ -97,8 +97,12 @@ class Observer:
                 self.terminal[c.id] = ("", t)
         for m in messages:
             prev = self.status_seen.get(m.id)
-            # A refused send retried under its own row: failed (maybe unseen) to pending.
-            retried = m.error_code is not None and m.status in ("pending", "sending")
+            # A refused send retried under its own row: failed (maybe unseen) to pending,
+            # and on (its retry may fail too). Only such a row is unsent with a wamid,
+            # the refused attempt's (`requeue_messages`).
+            retried = m.status in ("pending", "sending", "unknown") and (
+                m.error_code is not None or m.wamid is not None
+            )
             if prev is not None and not retried and RANK.get(m.status, 0) < RANK.get(prev[0], 0):
                 self.violations.append(
                     f"final-is-final: message {m.id} status went back from {prev[0]} to "
