@@ -49,7 +49,7 @@ SECRET = "e2e-window-secret"
 TOKEN = "test-token"
 NUMBER = "100000000000001"
 USERS = 1_000
-API_TOKEN = "e2e-window-api-token"  # noqa: S105 (a test credential)
+API_TOKEN = "e2e-window-api-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
