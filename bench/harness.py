@@ -254,7 +254,7 @@ async def running_fake(
         str(seed),
         # Raw throughput: free-form text to users who never wrote, as no real number
         # could send it (the bench tables say so).
-        "--no-window",  # until window-aware sending lands (issue 12)
+        "--no-window",  # raw throughput: the table says so (bench/README.md)
     ]
     if latency_p99_ms is not None:
         argv += ["--latency-p99-ms", str(latency_p99_ms)]

@@ -130,9 +130,9 @@ def markdown(doc: dict[str, Any], rows: list[Row]) -> str:
         "run (the machine is shared, so this includes any other load); RSS = peak "
         "resident set; DB conns = peak pg_stat_activity rows for the run's database.",
         "",
-        "The fake ran with `--no-window`: every message is free-form text to a number "
-        "that never wrote, which Meta would accept and then fail with 131047, so these "
-        "runs measure raw throughput, not deliveries (issue 12).",
+        "The fake ran with `--no-window` (the 24-hour window off): these runs measure "
+        "raw throughput, not deliveries. dripline sent the demo flow's templates to these "
+        "numbers that never wrote, as it would to Meta.",
     ]
     return "\n".join(out) + "\n"
 

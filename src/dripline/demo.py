@@ -238,7 +238,6 @@ async def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> D
         rate_per_s=opts.rate_per_s,
         latency_ms=opts.latency_ms,
         latency_p99_ms=opts.latency_p99_ms,
-        window="off",  # until window-aware sending lands (issue 12)
         seed=7,
     )
     total = opts.conversations + opts.stream

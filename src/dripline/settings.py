@@ -130,6 +130,18 @@ class Settings(BaseSettings):
         description="how long statuses of later sends must have been in before they "
         "prove an unknown send was never accepted; also how often it is checked",
     )
+    window_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="WhatsApp's customer-service window: free-form text only this long "
+        "after the user's last message, templates otherwise (Meta: 24 h)",
+    )
+    window_margin_s: float = Field(
+        600.0,
+        ge=0,
+        description="a step due this close to the window's end goes as its template, so a "
+        "send delayed by pacing still arrives inside the window",
+    )
     on_auth_failure: str = Field("exit", pattern="^(exit|pause)$")
     auth_probe_s: float = Field(60.0, gt=0)
     tier_thresholds: tuple[int, int, int] = (100, 50, 10)

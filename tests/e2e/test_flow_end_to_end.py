@@ -1,10 +1,13 @@
 """A whole flow over real loopback HTTP: enroll through the API, send through the fake
 Cloud API, answers and statuses back through signed webhooks to `dripline serve`.
 
-200 users in a 3-question flow: repliers complete with three answers, silent users get
-each reminder and then time out, STOP users receive nothing after their STOP. The fake
-delivers some webhooks twice and some out of order. A second test drives quiet hours
-with an injected clock instead of sleeping.
+200 users who never wrote, in a 3-question flow, on the fake's faithful defaults (the
+24-hour window): every first question goes as the flow's template; repliers get the
+next questions as text (their answer opened the window) and complete with three
+answers; silent users get each question as the template (their text reminders are not
+sent outside the window) and then time out; STOP users receive nothing after their
+STOP. The fake delivers some webhooks twice and some out of order. A second test drives
+quiet hours with an injected clock instead of sleeping.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ REPLY, STOP = 0.6, 0.1
 FLOW = """
 name: trial
 defaults: {name: friend}
+fallback: {name: trial_checkin, language: en_US, body_params: ["{name}"]}
 steps:
   - id: q1
     text: "Hi {name}! How did setup go?"
@@ -60,6 +64,9 @@ steps:
 QUIET_FLOW = """
 name: quiet
 quiet_hours: {start: "21:00", end: "08:00"}
+defaults: {name: there}
+# The first question reaches a user who never wrote: the template.
+fallback: {name: trial_checkin, language: en_US, body_params: ["{name}"]}
 steps:
   - id: q1
     text: "First question?"
@@ -132,7 +139,6 @@ async def test_two_hundred_users_through_a_three_question_flow(
             duplicate_fraction=0.2,
             out_of_order_fraction=0.2,
             out_of_order_delay_s=0.3,
-            window="off",  # until window-aware sending lands (issue 12)
             seed=7,
         )
         async with running_fake(config) as fake:
@@ -167,8 +173,11 @@ async def test_two_hundred_users_through_a_three_question_flow(
     per_user: dict[str, list[str]] = {}
     for m in sent:
         per_user.setdefault("+" + m.to.lstrip("+"), []).append(m.body)
-    # Nobody is ever sent the same message twice (at-most-once, despite duplicates).
-    assert all(len(bodies) == len(set(bodies)) for bodies in per_user.values())
+    # No message row is ever sent twice (at-most-once, despite duplicates), and nothing
+    # was refused: no text went outside the window.
+    callbacks = [m.callback_data for m in sent]
+    assert len(callbacks) == len(set(callbacks))
+    assert [m.failure_code for m in sent if m.failure_code is not None] == []
 
     rows = {}
     async for page in store.answer_pages("trial"):
@@ -180,15 +189,20 @@ async def test_two_hundred_users_through_a_three_question_flow(
         if kind == "yes":
             assert conv.state == "completed" and conv.last_error is None, (user, conv)
             assert sorted(a.step for a in answers) == [0, 1, 2]
+            # The template first, then texts: the answer opened the window.
+            assert bodies[:3] == [
+                "trial_checkin",
+                "Which feature do you use most?",
+                "Would you recommend us?",
+            ]
             assert not any("Any news" in b or "Still there" in b for b in bodies)
         elif kind == "STOP":
             assert conv.state == "opted_out"
-            assert bodies == ["Hi friend! How did setup go?"]  # nothing after the STOP
+            assert bodies == ["trial_checkin"]  # nothing after the STOP
             assert answers == []  # STOP is not an answer
         else:
             assert conv.state == "completed" and "no reply" in (conv.last_error or "")
-            assert len(bodies) == 6  # three questions, three reminders
-            assert bodies[1] == "Any news, friend?"
+            assert bodies == ["trial_checkin"] * 3  # no text reminder outside the window
             assert answers == []
     # The API shows the history with webhook statuses (delivered or read, never back).
     replier = next(u for u, k in kinds.items() if k == "yes")

@@ -76,7 +76,6 @@ async def test_faults_lose_nothing_and_double_nothing(store: Store) -> None:
         # send, the evidence that settles the last unknown ones.
         read_fraction=1.0,
         read_delay_s=4.0,
-        window="off",  # until window-aware sending lands (issue 12)
         seed=3,
     )
     async with fake_with_webhooks(store, settings, config) as fake:

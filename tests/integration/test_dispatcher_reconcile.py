@@ -56,9 +56,8 @@ async def test_hung_sends_are_resent_once_webhooks_prove_they_never_landed(
         read_fraction=1.0,
         read_delay_s=4.0,
         # The read receipts 4 s later keep webhooks coming, which is what proves a
-        # hung send never landed; free-form text to users who never wrote would
-        # only fail at once with 131047 and leave hung sends unproven.
-        window="off",  # until window-aware sending lands (issue 12)
+        # hung send never landed (dripline sends the demo's templates to these users
+        # who never wrote, so they are delivered and read).
         seed=11,
     )
     async with fake_with_webhooks(store, settings, config) as fake:

@@ -219,3 +219,23 @@ async def test_an_exception_rolls_the_batch_back(store: Store) -> None:
     assert conv.state == "pending"
     found = await store.conversation_detail(cid)
     assert found is not None and found[2] == []
+
+
+async def test_enrollment_knows_when_the_user_last_wrote(store: Store) -> None:
+    """A new conversation starts with the user's latest inbound message (from another
+    conversation, or from none): its 24-hour window may already be open."""
+    [old] = [r.id for r in await store.enroll([Enrollment(phone(1), "f")], NOW)]
+    rows = [
+        NewInbound("wamid.1", old, phone(1), 0, "text", "hi", NOW - timedelta(hours=3)),
+        NewInbound("wamid.2", old, phone(1), 0, "text", "again", NOW - timedelta(hours=1)),
+        NewInbound("wamid.3", None, phone(2), None, "text", "hello?", NOW - timedelta(hours=30)),
+    ]
+    async with store.webhook_transaction() as tx:
+        assert len(await tx.insert_inbound(rows)) == 3
+    results = await store.enroll(
+        [Enrollment(phone(i), "g") for i in (1, 2, 3)] + [Enrollment(phone(1), "f")], NOW
+    )
+    assert [r.created for r in results] == [True, True, True, False]
+    got = await store.conversations_by_ids([r.id for r in results])
+    seen = [got[r.id].last_inbound_at for r in results[:3]]
+    assert seen == [NOW - timedelta(hours=1), NOW - timedelta(hours=30), None]

@@ -90,6 +90,14 @@ def test_window_closed_uses_the_fallback_once() -> None:
     assert again.action is Action.FAIL
 
 
+def test_window_closed_on_a_reminder_skips_it() -> None:
+    # The step's template slot is the question's; a refused reminder is dropped and the
+    # reply timeout runs on, with or without a fallback.
+    for has_fallback in (True, False):
+        r = _react(Failure("window", 131047, "x"), has_fallback=has_fallback, purpose="reminder")
+        assert r.action is Action.SKIP and not r.counts_attempt
+
+
 @pytest.mark.parametrize("code", [100, 131026, 131051, 132001])
 def test_permanent_fails_at_once(code: int) -> None:
     r = _react(Failure("permanent", code, "bad"))

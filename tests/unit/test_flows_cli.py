@@ -71,3 +71,13 @@ def test_show_unknown_flow_is_a_one_line_error(runner: CliRunner, tmp_path: Path
     result = runner.invoke(app, ["flows", "show", "nope", "--dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "unknown flow 'nope' (known: demo)" in result.output
+
+
+def test_check_warns_about_text_outside_the_window(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "w.yaml").write_text("steps:\n  - text: hello\n")
+    result = runner.invoke(app, ["flows", "check", str(tmp_path)])
+    assert result.exit_code == 0, result.output  # a warning, not a problem
+    assert "warning:" in result.output and "w.yaml:2: steps[0]" in result.output
+    data = json.loads(runner.invoke(app, ["flows", "check", str(tmp_path), "--json"]).stdout)
+    assert data["ok"] is True
+    assert [w.split(": ")[0] for w in data["warnings"]] == [f"{tmp_path}/w.yaml:2"]

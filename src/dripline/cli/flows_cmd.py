@@ -39,6 +39,7 @@ def check(
                 "ok": result.ok,
                 "flows": {name: flow.source for name, flow in result.flows.items()},
                 "problems": result.problems,
+                "warnings": result.warnings,
             }
         )
     else:
@@ -48,6 +49,8 @@ def check(
             console.print(
                 f"{folder} does not exist: only the built-in flows", highlight=False, markup=False
             )
+        for warning in result.warnings:
+            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
         for name, flow in result.flows.items():
             console.print(
                 f"ok  {name} ({len(flow.spec.steps)} steps) from {flow.source}",

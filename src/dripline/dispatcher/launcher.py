@@ -10,6 +10,7 @@ while a call is in flight.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import structlog
@@ -28,7 +29,9 @@ from dripline.dispatcher.reconcile import (
 from dripline.dispatcher.recorder import Recorder
 from dripline.dispatcher.responses import Responder, SendJob
 from dripline.dispatcher.send import Sender, send_one
+from dripline.dispatcher.window import Choice, decide
 from dripline.errors import DriplineError
+from dripline.flows.base import Flow
 from dripline.inbox.intake import INTAKE_TOLERANCE_S
 from dripline.settings import Delivery
 from dripline.store.base import Conversation, Reservation, ReservationResult
@@ -146,11 +149,32 @@ class Launcher:
             if conv.purpose == "timeout":
                 self._recorder.finish(conv, outcomes.transitioned(conv, flow.on_timeout(conv, now)))
                 return None
-            message = flow.message(conv, conv.purpose)
+            choice = decide(
+                conv,
+                flow,
+                now,
+                window_s=ctx.settings.window_s,
+                margin_s=ctx.settings.window_margin_s,
+                step_label=_step_label(flow, conv.step),
+            )
         except DriplineError as exc:
             self._responder.fail(conv, f"flow error: {exc}")
             return None
-        return SendJob(conv, conv.purpose, message, key, now_m)
+        if choice.choice is Choice.FAIL:
+            self._responder.fail(conv, choice.reason or "24-hour window closed")
+            return None
+        if choice.choice is Choice.SKIP:
+            t = flow.after_send(conv, conv.purpose, now)
+            self._recorder.finish(
+                conv, outcomes.transitioned(conv, dataclasses.replace(t, note=choice.reason))
+            )
+            return None
+        assert choice.message is not None
+        if choice.purpose != conv.purpose:
+            # The template replaces the question: a retry or an unknown outcome comes
+            # back as the template's (its own row, its own evidence), never the text's.
+            conv = dataclasses.replace(conv, purpose=choice.purpose)
+        return SendJob(conv, choice.purpose, choice.message, key, now_m)
 
     async def _reserve(self, group: list[SendJob], *, resend: bool) -> list[ReservationResult]:
         ctx = self._ctx
@@ -227,3 +251,10 @@ class Launcher:
         if proven:
             log.info("resending sends that webhooks show were never accepted", count=len(proven))
         return proven
+
+
+def _step_label(flow: Flow, step: int) -> str:
+    questions = flow.questions()
+    if 0 <= step < len(questions):
+        return f"step {step + 1} ({questions[step].id})"
+    return f"step {step + 1}"

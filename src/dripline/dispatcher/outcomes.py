@@ -18,6 +18,7 @@ __all__ = [
     "abandoned",
     "after_failure",
     "failed",
+    "failed_message",
     "rescheduled",
     "sent",
     "transitioned",
@@ -131,6 +132,20 @@ def sent(
     )
 
 
+def failed_message(
+    failure: Failure, reaction: Reaction, message_id: int | None
+) -> MessageUpdate | None:
+    """The message row after a failed send: the reaction's status, Meta's code and title."""
+    if not message_id:
+        return None
+    return MessageUpdate(
+        message_id=message_id,
+        status=reaction.message_status,
+        error_code=failure.code,
+        error_title=failure.message[:500],
+    )
+
+
 def after_failure(
     conv: Conversation,
     failure: Failure,
@@ -144,16 +159,7 @@ def after_failure(
     TRIP leaves the conversation exactly as it was; FAIL ends it with the reason;
     FALLBACK makes the step's template due now; the rest retry after `delay_s`.
     """
-    msg = (
-        MessageUpdate(
-            message_id=message_id,
-            status=reaction.message_status,
-            error_code=failure.code,
-            error_title=failure.message[:500],
-        )
-        if message_id
-        else None
-    )
+    msg = failed_message(failure, reaction, message_id)
     if reaction.action is Action.TRIP:
         return Outcome(_update(conv, next_send_at=conv.next_send_at), msg)
     if reaction.action is Action.FAIL:

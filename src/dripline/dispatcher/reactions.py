@@ -34,6 +34,7 @@ class Action(StrEnum):
     THROTTLE = "throttle"  # retry once the sender's throttle pause is over (not a failure)
     FAIL = "fail"  # the conversation fails with `reason`
     FALLBACK = "fallback"  # 24-hour window closed: send the step's template instead
+    SKIP = "skip"  # a reminder refused for the closed window: not sent, the timeout runs on
     UNKNOWN = "unknown"  # the API may have the message: hold for webhook reconciliation
     TRIP = "trip"  # credentials or account broken: stop all sending, touch nothing
 
@@ -102,6 +103,10 @@ def react(
         delay = MARKETING_RETRY_S if failure.code == MARKETING_LIMIT_CODE else QUALITY_RETRY_S
         return Reaction(Action.RETRY, delay, True, "pending", reason)
     if cls == "window":
+        if purpose == "reminder":
+            # The step's one template slot is its question's (window.py): the user has
+            # the question, so the reminder is dropped rather than failing the flow.
+            return Reaction(Action.SKIP, 0.0, False, "failed", f"reminder not sent ({reason})")
         if purpose != "fallback" and has_fallback:
             return Reaction(Action.FALLBACK, 0.0, False, "failed", reason)
         why = (

@@ -8,6 +8,7 @@ the outage detector, the unknown-code streak and the breaker.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,6 +136,11 @@ class Responder:
         alert = self._alert(failure)
         ctx.observer.on_failure(failure.error_class, failure.code, reaction.action.value)
         now = ctx.clock.now()
+        if reaction.action is Action.SKIP:
+            t = dataclasses.replace(flow.after_send(conv, "reminder", now), note=reaction.reason)
+            msg = outcomes.failed_message(failure, reaction, message_id)
+            self._recorder.finish(conv, outcomes.transitioned(conv, t, msg))
+            return
         self._recorder.finish(
             conv, outcomes.after_failure(conv, failure, reaction, message_id=message_id, now=now)
         )

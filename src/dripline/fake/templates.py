@@ -54,6 +54,10 @@ DEFAULT_TEMPLATES = (
     TemplateSpec("trial_checkin", "en_US", body=1),
     TemplateSpec("trial_welcome", "en_US", body=2),
     TemplateSpec("trial_ending", "en_US", body=2),
+    # dripline/flows/builtin/demo.yaml: one per step.
+    TemplateSpec("demo_hello", "en_US", body=1),
+    TemplateSpec("demo_middle", "en_US"),
+    TemplateSpec("demo_bye", "en_US", body=1),
 )
 
 

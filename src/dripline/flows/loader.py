@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from dripline.errors import FlowError
 from dripline.flows.model import FlowSpec, Loc, semantic_problems
+from dripline.flows.reach import window_warnings
 
 __all__ = [
     "FLOW_SUFFIXES",
@@ -65,6 +66,9 @@ class LoadedSpec:
     spec: FlowSpec
     source: str
     line: int  # the line of `name:` (or 1), for duplicate-name errors
+    # Not errors: steps that can be due outside the 24-hour window with only text
+    # (`reach.window_warnings`), as "source:line: field: message".
+    warnings: tuple[str, ...] = ()
 
 
 def format_loc(loc: Sequence[str | int]) -> str:
@@ -230,7 +234,11 @@ def parse_flow_text(text: str, source: str, default_name: str) -> LoadedSpec:
         _, where, message = problems[0]
         raise FlowFileError(message, where=where, problems=[f"{w}: {m}" for _, w, m in problems])
     name_line = _line_of(root, ("name",)) if "name" in _keys(root) else 1
-    return LoadedSpec(spec=spec, source=source, line=name_line)
+    warnings = tuple(
+        f"{source}:{_line_of(root, loc)}: {format_loc(loc)}: {message}"
+        for loc, message in window_warnings(spec)
+    )
+    return LoadedSpec(spec=spec, source=source, line=name_line, warnings=warnings)
 
 
 def _keys(root: yaml.Node | None) -> set[str]:

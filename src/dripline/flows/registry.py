@@ -59,6 +59,7 @@ class CheckResult:
     flows: dict[str, YamlFlow] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # not problems: see flows/reach.py
 
     @property
     def ok(self) -> bool:
@@ -108,6 +109,7 @@ def check_flows(flows_dir: Path | None) -> CheckResult:
 
     for name, loaded in {**builtins, **users}.items():
         result.flows[name] = YamlFlow(loaded.spec, loaded.source)
+        result.warnings.extend(loaded.warnings)
     return result
 
 

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
@@ -27,10 +28,22 @@ from dripline.errors import DatabaseUnavailable, InputError, TransientStoreError
 from dripline.flows import FlowRegistry
 from dripline.inbox.optouts import suppressions_from_statuses
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
-from dripline.store import NewWebhookError, StatusUpdate, Store, Suppression
+from dripline.inbox.refusals import plan_refusals
+from dripline.store import (
+    STATUS_RANK,
+    NewWebhookError,
+    StatusUpdate,
+    Store,
+    Suppression,
+    WebhookTx,
+)
 from dripline.whatsapp.webhooks import parse_webhook
 
-__all__ = ["InboxProcessor", "PassStats"]
+__all__ = ["UNMATCHED_FAILED_WAIT_S", "InboxProcessor", "PassStats"]
+
+# How long a `failed` status that matches no message yet waits for the dispatcher to
+# record the send's wamid (its write is batched and may be held up by the database).
+UNMATCHED_FAILED_WAIT_S = 30.0
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +63,10 @@ class PassStats:
     advanced: int = 0
     opted_out: int = 0
     value_errors: int = 0  # value-level errors recorded (`value.errors[]`)
+    # `failed` statuses that failed their conversation, sent its template, retried it
+    refused_failed: int = 0
+    refused_fallbacks: int = 0
+    refused_retries: int = 0
     last_id: int = 0
 
     def add(self, other: PassStats) -> None:
@@ -73,6 +90,9 @@ class InboxProcessor:
         batch_rows: int = 200,
         idle_poll_s: float = 1.0,
         retry_s: float = 1.0,
+        max_attempts: int = 8,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 300.0,
     ) -> None:
         self.store = store
         self.flows = flows
@@ -84,11 +104,17 @@ class InboxProcessor:
         self.batch_rows = batch_rows
         self.idle_poll_s = idle_poll_s
         self.retry_s = retry_s
+        # How a refused message is retried (the dispatcher's settings, `refusals.py`).
+        self.max_attempts = max_attempts
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
         self.stats = PassStats()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._taken: list[int] = []
+        # Inbox rows holding a `failed` status that matched no message: first seen at.
+        self._unmatched_since: dict[int, datetime] = {}
         # After a failed batch, rows up to this id go one at a time to isolate the culprit.
         self._single_until = 0
 
@@ -182,6 +208,85 @@ class InboxProcessor:
             async with self.store.webhook_transaction() as tx:
                 await tx.finish_inbox([(inbox_id, why)], [], self.clock.now())
 
+    async def _apply_statuses(
+        self,
+        tx: WebhookTx,
+        updates: list[StatusUpdate],
+        status_rows: dict[str, set[int]],
+        waiting: dict[int, str],
+        stats: PassStats,
+        now: datetime,
+    ) -> None:
+        """Apply the batch's statuses; a `failed` one drives its conversation
+        (refusals.py). One whose conversation a dispatcher holds waits, status and all,
+        so that the reaction is written with it."""
+        refusals = await tx.refusals(_furthest(updates), now)
+        held = {r.wamid for r in refusals if r.busy}
+        for wamid in held:
+            for row_id in status_rows.get(wamid, ()):
+                waiting[row_id] = "waiting: the conversation is being sent to"
+        sres = await tx.apply_statuses([u for u in updates if u.wamid not in held], now)
+        stats.statuses_applied = sres.applied
+        stats.statuses_unmatched = sres.unmatched
+        for wamid in sres.busy:
+            for row_id in status_rows.get(wamid, ()):
+                waiting[row_id] = "waiting: a message row is locked by a dispatcher"
+        ready = [r for r in refusals if not r.busy and r.wamid not in sres.busy]
+        lost = [u for u in _furthest(updates) if u.wamid in sres.unmatched_wamids]
+        if lost:
+            # A `sent` in this batch may just have given its row the wamid (by callback
+            # id, which `failed` lacks): look again before giving up on them.
+            again = await tx.refusals(lost, now)
+            for wamid in {r.wamid for r in again if r.busy}:
+                for row_id in status_rows.get(wamid, ()):
+                    waiting[row_id] = "waiting: the conversation is being sent to"
+            found = [r for r in again if not r.busy]
+            if found:
+                wamids = {r.wamid for r in found}
+                await tx.apply_statuses([u for u in lost if u.wamid in wamids], now)
+                ready += found
+            unmatched = {u.wamid for u in lost} - {r.wamid for r in again}
+            if unmatched and await tx.sends_in_flight():
+                self._hold_unmatched_failures(unmatched, status_rows, waiting, now)
+        if ready:
+            rplan = plan_refusals(
+                ready,
+                self.flows,
+                now,
+                max_attempts=self.max_attempts,
+                retry_base_s=self.retry_base_s,
+                retry_cap_s=self.retry_cap_s,
+            )
+            await tx.requeue_messages(rplan.requeue, now)
+            await tx.update_conversations(list(rplan.changes.values()), now)
+            stats.refused_failed += rplan.failed
+            stats.refused_fallbacks += rplan.fallbacks
+            stats.refused_retries += rplan.retries
+
+    def _hold_unmatched_failures(
+        self,
+        lost: set[str],
+        status_rows: dict[str, set[int]],
+        waiting: dict[int, str],
+        now: datetime,
+    ) -> None:
+        """Leave a `failed` status that matched no message waiting for a while.
+
+        Meta sends no `biz_opaque_callback_data` with `failed`, so a refusal reported
+        before the dispatcher wrote the send's wamid matches nothing yet; dropping it
+        would let the conversation go on as if the message had arrived. It is retried
+        for UNMATCHED_FAILED_WAIT_S (from when this processor first saw it), then
+        recorded as unmatched (a status for a message that is not ours). Only while
+        some send is in flight: otherwise there is nothing it could still match.
+        """
+        for wamid in sorted(lost):
+            for row_id in status_rows.get(wamid, ()):
+                first = self._unmatched_since.setdefault(row_id, now)
+                if (now - first).total_seconds() < UNMATCHED_FAILED_WAIT_S:
+                    waiting[row_id] = "waiting: a failed status for a send not recorded yet"
+                else:
+                    self._unmatched_since.pop(row_id, None)
+
     async def process_batch(self, after_id: int = 0) -> PassStats:
         """Take up to `batch_rows` unprocessed rows with id > `after_id` and apply them in
         one transaction. Returns what it did (`rows` 0 when nothing was waiting)."""
@@ -235,14 +340,12 @@ class InboxProcessor:
                         continue
                     events.setdefault(e.wamid, e)  # the first copy in the batch wins
             stats.statuses = len(updates)
-            sres = await tx.apply_statuses(updates, now)
-            stats.statuses_applied = sres.applied
-            await tx.add_suppressions(opt_outs)
-            stats.statuses_unmatched = sres.unmatched
             waiting: dict[int, str] = {}
-            for wamid in sres.busy:
-                for row_id in status_rows.get(wamid, ()):
-                    waiting[row_id] = "waiting: a message row is locked by a dispatcher"
+            # A `failed` status drives its conversation (refusals.py); one whose
+            # conversation a dispatcher holds waits, status and all, so that the
+            # reaction is written with it.
+            await self._apply_statuses(tx, updates, status_rows, waiting, stats, now)
+            await tx.add_suppressions(opt_outs)
 
             stats.inbound = len(events)
             existing = await tx.existing_inbound(list(events))
@@ -293,10 +396,22 @@ class InboxProcessor:
                     count=len(kept),
                 )
             stats.value_errors = len(kept)
+            for r in rows:
+                if r.id not in waiting:
+                    self._unmatched_since.pop(r.id, None)
             stats.malformed = len(malformed)
             stats.waiting = len(waiting)
             await tx.finish_inbox(done, sorted(waiting.items()), now)
         return stats
+
+
+def _furthest(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:
+    """The `failed` updates that are their wamid's furthest status in the batch: a
+    `delivered` or `read` in the same batch proves the message arrived."""
+    rank: dict[str, int] = {}
+    for u in updates:
+        rank[u.wamid] = max(rank.get(u.wamid, 0), STATUS_RANK[u.status])
+    return [u for u in updates if u.status == "failed" and rank[u.wamid] == STATUS_RANK["failed"]]
 
 
 class _Conflict(Exception):

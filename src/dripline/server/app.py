@@ -134,6 +134,9 @@ def create_app(
             registry,
             clk,
             opt_out_keywords=settings.opt_out_keywords,
+            max_attempts=settings.max_attempts,
+            retry_base_s=settings.retry_base_s,
+            retry_cap_s=settings.retry_cap_s,
             default_sender=settings.whatsapp_phone_number_id,
         )
         writer = InboxWriter(

@@ -7,8 +7,11 @@ handled there whatever becomes of the caller (a killed worker's request still la
 and the answer takes the other half. Faults are drawn per request (see `SimConfig`).
 
 An accepted message gets status webhooks (sent, then delivered and maybe read, or
-failed 131026 for an undeliverable user); `biz_opaque_callback_data` is echoed on
-sent/delivered/read. Users answer delivered questions (or not), and some send STOP.
+failed 131026 for an undeliverable user, or failed 131000 now and then);
+`biz_opaque_callback_data` is echoed on sent/delivered/read. The 24-hour window
+(`window_s`, scaled down) opens when a user writes: text outside it is accepted and
+failed 131047 by webhook, or refused at once. Users answer delivered questions (or
+not), and some send STOP.
 
 Users are identified as Meta may identify them: the send answer's `contacts[0].wa_id`,
 statuses' `recipient_id` and inbound `from` carry the user's WhatsApp ID, which differs
@@ -53,6 +56,8 @@ class Accepted:
     to: str
     kind: str  # text | template
     at: float  # arrival (acceptance) time
+    # The error its later `failed` status carries (the API took it, then refused it).
+    refused: int | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +98,9 @@ class SimCloudApi:
         self._seq = 0
         self._inbound_seq = 0
         self.pair_refusals = 0
+        # When each user wrote to each number (the window opens then): a reply is
+        # scheduled ahead, so the times may lie in the future.
+        self._wrote: dict[tuple[str, str], list[float]] = defaultdict(list)
 
     # ------------------------------------------------------------ transport
     def transport(self, process: SimProcess) -> Any:
@@ -189,18 +197,42 @@ class SimCloudApi:
             self.pair_refusals += 1
             self._trace.add(now, f"api 131056 {what}")
             return 400, meta.error_body(131056, "Pair rate limit hit"), None
+        kind = str(request.get("type", "text"))
+        refused: tuple[int, str] | None = None
+        user = self.users.get("+" + to)
+        if kind != "template" and not self._window_open(number, to, now):
+            # [SM] outside the window only templates; [EC] 131047, synchronously or by
+            # webhook after acceptance.
+            if self._rng.random() < self._cfg.p_window_sync:
+                self._trace.add(now, f"api 131047 {what}")
+                return 400, meta.error_body(131047, "Re-engagement message"), None
+            refused = (131047, "Re-engagement message")
+        elif user is not None and user.undeliverable:
+            refused = (131026, "Message undeliverable")
+        elif self._rng.random() < self._cfg.p_async_transient:
+            refused = (131000, "Something went wrong")
         self._seq += 1
         wamid = f"wamid.SIM{self._seq:06d}"
-        kind = str(request.get("type", "text"))
-        self.accepted.append(Accepted(wamid, callback, number, to, kind, now))
-        self._trace.add(now, f"api accepted {what} {wamid} ({fate})")
-        self._schedule_statuses(number, to, wamid, callback)
+        code = refused[0] if refused else None
+        self.accepted.append(Accepted(wamid, callback, number, to, kind, now, code))
+        self._trace.add(now, f"api accepted {what} {wamid} ({fate}) refused={code}")
+        self._schedule_statuses(number, to, wamid, callback, refused)
         if fate in ("lost", "timeout"):
             return None
         return 200, meta.send_answer("+" + to, wa_id_for(to), wamid), None
 
+    def _window_open(self, number: str, to: str, now: float) -> bool:
+        return any(0.0 <= now - t < self._cfg.window_s for t in self._wrote[(number, to)])
+
     # ------------------------------------------------------------- webhooks
-    def _schedule_statuses(self, number: str, to: str, wamid: str, callback: str | None) -> None:
+    def _schedule_statuses(
+        self,
+        number: str,
+        to: str,
+        wamid: str,
+        callback: str | None,
+        refused: tuple[int, str] | None,
+    ) -> None:
         cfg = self._cfg
         if not cfg.statuses:
             return
@@ -223,9 +255,12 @@ class SimCloudApi:
             )
             self._channel.post(value, delay, f"{name}:{wamid}")
 
+        if refused is not None and refused[0] == 131047:
+            status("failed", t_sent, refused)  # never sent: no `sent` first
+            return
         status("sent", t_sent)
-        if user is not None and user.undeliverable:
-            status("failed", t_sent + rng.uniform(0.0, 1.0), (131026, "Message undeliverable"))
+        if refused is not None:
+            status("failed", t_sent + rng.uniform(0.0, 1.0), refused)
             return
         t_delivered = t_sent + rng.uniform(0.0, cfg.status_delay_s)
         status("delivered", t_delivered)
@@ -241,6 +276,7 @@ class SimCloudApi:
     ) -> None:
         self._inbound_seq += 1
         now = self._clock.monotonic()
+        self._wrote[(number, user.phone.lstrip("+"))].append(now + delay)
         stamp = int(self._clock.epoch.timestamp() + now + delay)
         value = meta.inbound_value(
             number,

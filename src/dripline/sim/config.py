@@ -73,6 +73,12 @@ class SimConfig:
     p_error_json: float = 0.0  # HTTP 500 with Meta's error body (131000), not accepted
     p_bare_5xx: float = 0.0  # HTTP 502/503 with no body, not accepted
     p_undeliverable: float = 0.0  # users whose messages fail 131026 by webhook
+    # The 24-hour window, scaled down: text to a user who has not written within
+    # window_s is accepted and then failed 131047 by webhook, or refused at once with
+    # probability p_window_sync (Meta does both).
+    window_s: float = 30.0
+    p_window_sync: float = 0.0
+    p_async_transient: float = 0.0  # accepted, then failed 131000 by webhook (retryable)
     # the webhook channel (Meta -> our server)
     status_delay_s: float = 0.5
     p_webhook_dup: float = 0.0
@@ -122,7 +128,7 @@ def draw(seed: int) -> SimConfig:
         Stall(rng.randrange(workers), rng.uniform(0, fault_end), rng.uniform(2.0, 15.0))
         for _ in range(rng.choice((0, 0, 0, 1)))
     )
-    return SimConfig(
+    cfg = SimConfig(
         seed=seed,
         workers=workers,
         conversations=rng.randint(8, 40),
@@ -156,4 +162,10 @@ def draw(seed: int) -> SimConfig:
         stalls=stalls,
         # From its own generator: the draws above (and the worlds of kept seeds) stay.
         p_tx_refused=_maybe(random.Random(f"dripline-sim-refusals-{seed}"), 0.3, 0.0, 0.3),
+    )
+    # Drawn last, so the worlds above stay what they were for each seed.
+    return cfg.replace(
+        window_s=rng.choice((8.0, 30.0, 120.0)),
+        p_window_sync=rng.choice((0.0, 0.0, 0.5, 1.0)),
+        p_async_transient=_maybe(rng, 0.2, 0.0, 0.1),
     )

@@ -36,10 +36,12 @@ steps:
 """,
     "nudge": """\
 name: nudge
-description: Two messages that wait for nothing.
+description: Two messages that wait for nothing; only the first has a template, so the
+  second fails where the window is closed.
 steps:
   - id: hello
     text: "Hello from the other flow."
+    fallback: {name: sim_hello, language: en_US}
   - id: later
     after: 3s
     text: "And a second message."

@@ -14,8 +14,13 @@ Each is named in docs/reliability.md ("Invariants the simulator checks"):
     stop-is-final     nothing is accepted for a conversation after its STOP was applied
     replies-reach     every message a user sent after being enrolled is recorded with
                       one of that user's conversations, whatever WhatsApp ID it came from
-    final-is-final    a conversation in a terminal state never changes state again;
-                      a message's status never moves backwards
+    final-is-final    a conversation in a terminal state never changes state again
+                      (except `completed` reopened or failed by a refusal its
+                      webhook reported); a message's status never moves backwards
+                      (except `failed` back to `pending`: a refused send retried)
+    completed-never-refused  no conversation ends `completed` while the API refused
+                      one of its questions (every step it went through has a
+                      question or template the API accepted and did not refuse)
     rate              no sender number gets more requests in any 1 s window than its
                       rate allows (plus the limiter's documented burst)
     pair              no request reaches a recipient within the pair interval of an
@@ -41,6 +46,7 @@ SAMPLE_S = 0.25
 TERMINAL = ("completed", "failed", "opted_out", "cancelled")
 RANK = {"pending": 0, "sending": 0, "unknown": 0, "sent": 1, "failed": 2, "delivered": 3, "read": 4}
 UNKNOWN_REASON = "outcome of step"
+WINDOW_REASON = "window closed"  # dispatcher/window.py's reason for a step it cannot send
 # The limiter lets a send start up to 0.05 s ahead of its steady schedule (burst_s).
 BURST_S = 0.05
 
@@ -68,12 +74,20 @@ class Observer:
         return all(oldest > upto for t, oldest in self.inbox_lag if since <= t <= until)
 
     def sample(self, t: float, conversations: Sequence[Any], messages: Sequence[Any]) -> None:
+        # Conversations with a send refused after acceptance (its row keeps the code).
+        refused = {m.conversation_id for m in messages if m.error_code is not None}
         for c in conversations:
             self.first_state.setdefault((c.id, c.state), t)
             seen = self.terminal.get(c.id)
             if seen is None:
                 if c.state in TERMINAL:
                     self.terminal[c.id] = (c.state, t)
+            elif seen[0] == "completed" and c.state != "completed" and c.id in refused:
+                # A refusal reported after the last step completed reopens or fails it.
+                if c.state in TERMINAL:
+                    self.terminal[c.id] = (c.state, t)
+                else:
+                    del self.terminal[c.id]
             elif seen[0] and seen[0] != c.state:
                 # Reported once per conversation; "" marks it as reported.
                 self.violations.append(
@@ -83,7 +97,13 @@ class Observer:
                 self.terminal[c.id] = ("", t)
         for m in messages:
             prev = self.status_seen.get(m.id)
-            if prev is not None and RANK.get(m.status, 0) < RANK.get(prev[0], 0):
+            # A refused send retried under its own row: failed (maybe unseen) to pending,
+            # and on (its retry may fail too). Only such a row is unsent with a wamid,
+            # the refused attempt's (`requeue_messages`).
+            retried = m.status in ("pending", "sending", "unknown") and (
+                m.error_code is not None or m.wamid is not None
+            )
+            if prev is not None and not retried and RANK.get(m.status, 0) < RANK.get(prev[0], 0):
                 self.violations.append(
                     f"final-is-final: message {m.id} status went back from {prev[0]} to "
                     f"{m.status} at {t:.2f}s"
@@ -97,6 +117,8 @@ def _at_most_once(accepted: list[Accepted], messages: dict[int, Any]) -> list[st
     out = []
     by_key: dict[tuple[int, int, str], list[Accepted]] = defaultdict(list)
     for a in accepted:
+        if a.refused is not None:
+            continue  # taken, then refused: never delivered, may be retried
         m = messages.get(int(a.callback)) if a.callback and a.callback.isdigit() else None
         if m is None:
             out.append(f"at-most-once: accepted {a.wamid} has no message row (cb={a.callback})")
@@ -109,9 +131,49 @@ def _at_most_once(accepted: list[Accepted], messages: dict[int, Any]) -> list[st
     return out
 
 
+def _completed_never_refused(
+    cfg: SimConfig,
+    accepted: list[Accepted],
+    conversations: Sequence[Any],
+    messages: dict[int, Any],
+) -> list[str]:
+    """Every step a completed conversation went through reached the user: the API
+    accepted its question or template and did not refuse it."""
+    if not cfg.statuses:
+        return []  # no webhooks: a refusal after acceptance cannot be known
+    delivered: set[tuple[int, int]] = set()
+    refused: dict[tuple[int, int], Accepted] = {}
+    for a in accepted:
+        m = messages.get(int(a.callback)) if a.callback and a.callback.isdigit() else None
+        if m is None or m.purpose not in ("question", "fallback"):
+            continue
+        key = (m.conversation_id, m.step)
+        if a.refused is None:
+            delivered.add(key)
+        else:
+            refused.setdefault(key, a)
+    out = []
+    for c in conversations:
+        if c.state != "completed":
+            continue
+        for step in range(c.step + 1):
+            lost = refused.get((c.id, step))
+            if lost is not None and (c.id, step) not in delivered:
+                out.append(
+                    f"completed-never-refused: conversation {c.id} completed although step "
+                    f"{step} was refused ({lost.wamid}, {lost.refused}) and never delivered"
+                )
+    return out
+
+
 def _settled(conversations: Sequence[Any], messages: Sequence[Any]) -> list[str]:
     out = []
     convs = {c.id: c for c in conversations}
+    templated = {
+        (m.conversation_id, m.step)
+        for m in messages
+        if m.purpose == "fallback" and m.status in ("sent", "delivered", "read")
+    }
     for c in conversations:
         if c.state not in TERMINAL:
             out.append(
@@ -124,6 +186,16 @@ def _settled(conversations: Sequence[Any], messages: Sequence[Any]) -> list[str]
         if m.status in ("pending", "sending", "unknown"):
             c = convs[m.conversation_id]
             gave_up = c.state == "failed" and UNKNOWN_REASON in (c.last_error or "")
+            # Refused after acceptance and put back to retry; the step went another way
+            # (its template, as the window had closed meanwhile) or the flow ended.
+            requeued = m.status == "pending" and m.error_code is not None
+            # A question in doubt whose retry came after the window closed: the step
+            # went as its template instead (dispatcher/window.py, the margin).
+            replaced = m.purpose == "question" and (m.conversation_id, m.step) in templated
+            gave_up = gave_up or ((requeued or replaced) and c.state in TERMINAL)
+            # Its retry came after the window closed, with no template to send instead:
+            # the conversation failed saying so (the text may or may not have arrived).
+            gave_up = gave_up or (c.state == "failed" and WINDOW_REASON in (c.last_error or ""))
             moved_on = c.state in ("opted_out", "cancelled") or (c.step, c.purpose) != (
                 m.step,
                 m.purpose,
@@ -299,6 +371,7 @@ def check_final(
     by_id = {m.id: m for m in messages}
     out = list(obs.violations)
     out += _at_most_once(accepted, by_id)
+    out += _completed_never_refused(cfg, accepted, conversations, by_id)
     out += _settled(conversations, messages)
     out += _no_blind_give_up(cfg, obs, accepted, intake_up, conversations, messages, obs.at)
     out += _unknown_without_cause(cfg, conversations)

@@ -88,6 +88,10 @@ def settings_for(cfg: SimConfig) -> Settings:
         whatsapp_phone_number_id=NUMBER,
         whatsapp_access_token="sim-token",  # noqa: S106 (a simulated credential)
         http_read_timeout_s=cfg.read_timeout_s,
+        window_s=cfg.window_s,
+        # Covers the time from deciding to the request's arrival (a token's wait and
+        # half the latency) and the webhook timestamps' whole seconds.
+        window_margin_s=2.0 + 2 * cfg.latency_mean_s,
     )
 
 
@@ -136,8 +140,16 @@ class _World:
                 self.store, self.server, self.faults, batch_delay_s=self.cfg.processor_delay_s
             ),
         )
+        st = self.settings
         processor = InboxProcessor(
-            view, self.flows, self.clock, default_sender=NUMBER, batch_rows=50
+            view,
+            self.flows,
+            self.clock,
+            default_sender=NUMBER,
+            batch_rows=50,
+            max_attempts=st.max_attempts,
+            retry_base_s=st.retry_base_s,
+            retry_cap_s=st.retry_cap_s,
         )
         self.processor = processor
         self.trace.add(self.loop.time(), f"start {tag}")

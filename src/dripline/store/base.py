@@ -45,6 +45,7 @@ from dripline.store.types import (
     PhoneConversations,
     PoolUsage,
     PruneResult,
+    Refusal,
     Reservation,
     ReservationResult,
     StatusResult,
@@ -147,6 +148,28 @@ class WebhookTx(ABC):
         with the same one, so a stray id cannot touch another message. Rows another
         transaction holds are left alone and their wamids reported `busy`.
         """
+
+    @abstractmethod
+    async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
+        """The `failed` updates that will move their message (found as `apply_statuses`
+        finds it, and not yet failed, delivered or read), each with the message's key and
+        its conversation; call it before `apply_statuses`. A conversation with a live
+        lease (or, on PostgreSQL, one another transaction holds) is `busy`; the others
+        are locked until commit. Other statuses are ignored."""
+
+    @abstractmethod
+    async def sends_in_flight(self) -> bool:
+        """True when some message has no wamid yet and is `sending` (reserved, its result
+        not yet written) or `unknown` (its answer was lost; a `sent` status carrying its
+        callback id may still bring the wamid). A `failed` status that matches nothing
+        (it carries no callback id) may be for one of them."""
+
+    @abstractmethod
+    async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
+        """Make `failed` message rows `pending` again: a refused send to retry under its
+        own key. The error code and title stay (what happened last); the wamid, sent
+        time and first-webhook time go, since they were the refused attempt's (the next
+        attempt's statuses must match by its callback id). Returns the rows changed."""
 
     # inbound messages ------------------------------------------------------
     @abstractmethod

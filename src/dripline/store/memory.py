@@ -149,6 +149,7 @@ class MemoryStore(Store):
         ids: dict[tuple[str, str], int] = {}
         created: set[tuple[str, str]] = set()
         async with self._write() as v:
+            seen = q.last_inbound(v, {phone for phone, _ in first})
             wanted = set(suppression_phones(items))
             rows = [r for r in v.suppressions.values() if r.phone in wanted]
             for r in lifted_suppressions(items, rows) if rows else ():
@@ -158,7 +159,7 @@ class MemoryStore(Store):
                 if existing is not None:
                     ids[key] = existing
                     continue
-                ids[key] = q.new_conversation(v, item, now)
+                ids[key] = q.new_conversation(v, item, now, seen.get(item.phone))
                 created.add(key)
         if created:
             self.database.wake_all()

@@ -66,10 +66,21 @@ def _unleased(c: Conversation, now: datetime) -> bool:
 
 
 # enrollment and dispatch ---------------------------------------------------------------
-def new_conversation(v: View, item: Enrollment, now: datetime) -> int:
+def last_inbound(v: View, phones: set[str]) -> dict[str, datetime]:
+    """Each phone's latest inbound message, if it ever wrote (the window's start)."""
+    seen: dict[str, datetime] = {}
+    for row in v.inbound.values():
+        if row.phone in phones and (row.phone not in seen or row.received_at > seen[row.phone]):
+            seen[row.phone] = row.received_at
+    return seen
+
+
+def new_conversation(
+    v: View, item: Enrollment, now: datetime, last_inbound_at: datetime | None = None
+) -> int:
     """enroll's INSERT: pending, step 0, due at `item.at` or now."""
     at = utc(item.at) if item.at is not None else now
-    return insert_conversation(v, item, 0, "question", "pending", at, now)
+    return insert_conversation(v, item, 0, "question", "pending", at, now, last_inbound_at)
 
 
 def insert_conversation(
@@ -80,6 +91,7 @@ def insert_conversation(
     state: str,
     next_send_at: datetime,
     now: datetime,
+    last_inbound_at: datetime | None = None,
 ) -> int:
     """A new conversation row at `step` (enrollment: 0; an import: wherever it was)."""
     row = Conversation(
@@ -93,7 +105,7 @@ def insert_conversation(
         attempts=0,
         lease_owner=None,
         lease_expires_at=None,
-        last_inbound_at=None,
+        last_inbound_at=last_inbound_at,
         last_error=None,
         name=item.name,
         timezone=item.timezone,

@@ -21,9 +21,11 @@ from dripline.store.types import (
     ConversationChange,
     Inbound,
     InboxRow,
+    Message,
     NewInbound,
     NewWebhookError,
     PhoneConversations,
+    Refusal,
     StatusResult,
     StatusUpdate,
     Suppression,
@@ -32,6 +34,8 @@ from dripline.store.types import (
 __all__ = ["MemoryWebhookTx"]
 
 _SENT = ("sent", "delivered", "read")
+_IN_FLIGHT = ("sending", "unknown")  # see store/sql/webhook.py
+_NOT_SENT = ("pending", "sending", "unknown")
 
 
 class MemoryWebhookTx(WebhookTx):
@@ -80,16 +84,23 @@ class MemoryWebhookTx(WebhookTx):
         # The furthest status per row in this batch (a batch may hold sent+delivered+read).
         best: dict[int, StatusUpdate] = {}
         unmatched = 0
+        stale = 0
+        lost: set[str] = set()
         for u in updates:
             row_id: int | None = None
             if u.wamid in by_wamid:
                 row_id = by_wamid[u.wamid]
+                held = v.messages.get(row_id)
+                if held is not None and held.status in _NOT_SENT:
+                    stale += 1  # a refused earlier attempt's status
+                    continue
             elif u.message_id:
                 row = v.messages.get(u.message_id)
-                if row is not None and row.wamid in (None, u.wamid):
+                if row is not None and (row.wamid in (None, u.wamid) or row.status in _IN_FLIGHT):
                     row_id = row.id
             if row_id is None:
                 unmatched += 1
+                lost.add(u.wamid)
                 continue
             prev = best.get(row_id)
             if prev is None or STATUS_RANK[u.status] > STATUS_RANK[prev.status]:
@@ -106,7 +117,7 @@ class MemoryWebhookTx(WebhookTx):
                 v.change_message(
                     row,
                     status=u.status,
-                    wamid=row.wamid if row.wamid is not None else u.wamid,
+                    wamid=_wamid(row, u),
                     error_code=u.error_code,
                     error_title=u.error_title,
                     status_at=at,
@@ -117,14 +128,81 @@ class MemoryWebhookTx(WebhookTx):
                 v.change_message(
                     row,
                     status=u.status,
-                    wamid=row.wamid if row.wamid is not None else u.wamid,
+                    wamid=_wamid(row, u),
                     sent_at=row.sent_at if row.sent_at is not None else at,
                     status_at=at,
                     updated_at=now,
                     webhook_at=row.webhook_at or now,
                 )
             applied += 1
-        return StatusResult(applied, len(best) - applied, unmatched, frozenset())
+        return StatusResult(
+            applied, len(best) - applied + stale, unmatched, frozenset(), frozenset(lost)
+        )
+
+    async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
+        await self._enter("webhook_transaction.refusals")
+        now = utc(now)
+        v = self._v
+        failed = [u for u in updates if u.status == "failed"]
+        if not failed:
+            return []
+        wamids = {u.wamid for u in failed}
+        by_wamid: dict[str, int] = {}
+        for m in v.messages.values():
+            if m.wamid is not None and m.wamid in wamids:
+                by_wamid[m.wamid] = m.id
+        found: dict[int, StatusUpdate] = {}
+        for u in failed:
+            row_id: int | None = by_wamid.get(u.wamid)
+            if row_id is not None:
+                held = v.messages.get(row_id)
+                if held is not None and held.status in _NOT_SENT:
+                    continue  # a refused earlier attempt's status
+            elif u.message_id:
+                row = v.messages.get(u.message_id)
+                if row is not None and (row.wamid in (None, u.wamid) or row.status in _IN_FLIGHT):
+                    row_id = row.id
+            if row_id is not None:
+                found.setdefault(row_id, u)
+        out: list[Refusal] = []
+        for row_id in sorted(found):
+            u = found[row_id]
+            msg = v.messages.get(row_id)
+            conv = v.conversations.get(msg.conversation_id) if msg is not None else None
+            if msg is None or conv is None or STATUS_RANK[msg.status] >= STATUS_RANK["failed"]:
+                continue
+            leased = conv.lease_expires_at is not None and conv.lease_expires_at >= now
+            out.append(
+                Refusal(
+                    wamid=u.wamid,
+                    message_id=row_id,
+                    step=msg.step,
+                    purpose=msg.purpose,
+                    attempts=msg.attempts,
+                    error_code=u.error_code,
+                    error_title=u.error_title,
+                    conversation=conv,
+                    busy=leased,
+                )
+            )
+        return out
+
+    async def sends_in_flight(self) -> bool:
+        await self._enter("webhook_transaction.sends_in_flight")
+        return any(m.status in _IN_FLIGHT for m in self._v.messages.values())
+
+    async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
+        await self._enter("webhook_transaction.requeue_messages")
+        now = utc(now)
+        changed = 0
+        for row_id in sorted(set(ids)):
+            row = self._v.messages.get(row_id)
+            if row is not None and row.status == "failed":
+                self._v.change_message(
+                    row, status="pending", sent_at=None, webhook_at=None, updated_at=now
+                )
+                changed += 1
+        return changed
 
     async def existing_inbound(self, wamids: Sequence[str]) -> set[str]:
         await self._enter("webhook_transaction.existing_inbound")
@@ -231,3 +309,11 @@ class MemoryWebhookTx(WebhookTx):
         now = utc(now)
         for row in rows:
             self._v.webhook_errors[self._v.next_id("webhook_errors")] = (now, row)
+
+
+def _wamid(row: Message, u: StatusUpdate) -> str:
+    """The row's wamid after a status: a row in flight may hold a refused earlier
+    attempt's, which the status of the attempt in flight replaces."""
+    if row.wamid is None or row.status in _IN_FLIGHT:
+        return u.wamid
+    return row.wamid

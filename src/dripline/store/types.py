@@ -48,6 +48,7 @@ __all__ = [
     "PhoneConversations",
     "PoolUsage",
     "PruneResult",
+    "Refusal",
     "Reservation",
     "ReservationResult",
     "StatusResult",
@@ -356,6 +357,30 @@ class StatusResult:
     unchanged: int  # matched, but the row was already as far along (a repeat)
     unmatched: int  # no message row for the wamid or the callback id
     busy: frozenset[str]  # wamids whose row another transaction holds: retry later
+    # The wamids of `unmatched` updates (a `failed` status carries no callback id, so
+    # one that outruns the dispatcher's record of its wamid matches nothing yet).
+    unmatched_wamids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A `failed` status about to move one of our messages (one not yet failed, delivered
+    or read), with the message's key and its conversation as it stands.
+
+    `attempts` is the message row's (reservations so far). `busy`: a dispatcher holds
+    the conversation (live lease), or another transaction locks it (PostgreSQL): the
+    status must wait, since its reaction cannot be written yet.
+    """
+
+    wamid: str
+    message_id: int
+    step: int
+    purpose: str
+    attempts: int
+    error_code: int | None
+    error_title: str | None
+    conversation: Conversation
+    busy: bool
 
 
 @dataclass(frozen=True, slots=True)

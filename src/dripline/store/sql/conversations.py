@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -143,6 +143,7 @@ class ConversationSql(SqlCore):
                 for id_, phone, flow in rows:
                     if (phone, flow) in first:
                         ids[(phone, flow)] = id_
+            seen = await self._last_inbound(conn, [k[0] for k in first if k not in ids])
             new = []
             for key, item in first.items():
                 if key in ids:
@@ -159,6 +160,9 @@ class ConversationSql(SqlCore):
                         "state": "pending",
                         "next_send_at": at,
                         "attempts": 0,
+                        # The user's window may already be open: they wrote to us before
+                        # (another conversation, or with none).
+                        "last_inbound_at": seen.get(item.phone),
                         "name": item.name,
                         "timezone": item.timezone,
                         "sender": item.sender,
@@ -175,6 +179,21 @@ class ConversationSql(SqlCore):
             if earliest is not None:
                 await self._after_enroll(conn, earliest)
         return ids, created, earliest
+
+    @staticmethod
+    async def _last_inbound(conn: AsyncConnection, phones: Sequence[str]) -> dict[str, datetime]:
+        """Each phone's latest inbound message, if it ever wrote (the window's start)."""
+        seen: dict[str, datetime] = {}
+        for chunk in chunks(sorted(set(phones))):
+            rows = await conn.execute(
+                select(I.phone, func.max(I.received_at))
+                .where(I.phone.in_(list(chunk)))
+                .group_by(I.phone)
+            )
+            for phone, at in rows:
+                if at is not None:
+                    seen[phone] = at
+        return seen
 
     # reading ---------------------------------------------------------------------
     async def conversations_by_ids(self, ids: Sequence[int]) -> dict[int, Conversation]:
