@@ -45,20 +45,20 @@ steps:
   - id: q1
     text: "Hi {name}! How did setup go?"
     wait_for_reply: true
-    reply_timeout: 4s
-    reminder: {after: 2s, text: "Any news, {name}?"}
+    reply_timeout: 7s
+    reminder: {after: 5s, text: "Any news, {name}?"}
     on_timeout: continue
   - id: q2
     text: "Which feature do you use most?"
     wait_for_reply: true
-    reply_timeout: 4s
-    reminder: {after: 2s, text: "Still there?"}
+    reply_timeout: 7s
+    reminder: {after: 5s, text: "Still there?"}
     on_timeout: continue
   - id: q3
     text: "Would you recommend us?"
     wait_for_reply: true
-    reply_timeout: 4s
-    reminder: {after: 2s, text: "Last one!"}
+    reply_timeout: 7s
+    reminder: {after: 5s, text: "Last one!"}
 """
 
 QUIET_FLOW = """
