@@ -24,8 +24,11 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
+# Two workers: the end-to-end tests and the simulator on one, one at a time, the rest
+# on the other (see tests/conftest.py). `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Build the sdist and wheel, install the wheel in a fresh virtualenv outside the tree and
 # run dripline from it (about 45 s; CI runs it after `make test`).

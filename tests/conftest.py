@@ -5,9 +5,24 @@ Fixtures live in `tests/fixtures/<area>.py`, one module per area, loaded here.
 
 from __future__ import annotations
 
+import pytest
+
 pytest_plugins: list[str] = [
     "tests.fixtures.db",
     "tests.fixtures.fake",
     "tests.fixtures.dispatch",
     "tests.fixtures.nginx",
 ]
+
+
+_SERIAL = {("tests", "e2e"), ("tests", "sim")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two xdist workers (`-n 2 --dist loadgroup`). The end-to-end tests
+    and the simulator's seeds (two processes of their own) share one worker, one at a
+    time, so those that wait on real timers never compete with each other for the two
+    cores; unit and integration tests run on the other worker meanwhile."""
+    for item in items:
+        if item.path.relative_to(config.rootpath).parts[:2] in _SERIAL:
+            item.add_marker(pytest.mark.xdist_group("serial"))
