@@ -21,9 +21,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 __all__ = [
+    "ChoiceRow",
     "ConversationLike",
     "Flow",
     "FlowRegistry",
+    "InteractiveMessage",
     "OutboundMessage",
     "Question",
     "TemplateButton",
@@ -108,7 +110,28 @@ class TemplateMessage:
     buttons: tuple[TemplateButton, ...] = ()
 
 
-OutboundMessage = TextMessage | TemplateMessage
+@dataclass(frozen=True, slots=True)
+class ChoiceRow:
+    """One option of an interactive message: a reply button or a list row."""
+
+    id: str
+    title: str
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InteractiveMessage:
+    """A choice question: reply buttons (`style` "button", 1-3 options) or a list
+    message (`style` "list", up to 10 rows under one button labelled `list_button`).
+    Only inside the 24-hour window, like text."""
+
+    body: str
+    options: tuple[ChoiceRow, ...]
+    style: str  # "button" or "list"
+    list_button: str = "Choose"
+
+
+OutboundMessage = TextMessage | TemplateMessage | InteractiveMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +153,8 @@ class Question:
     id: str  # the column name: the step's `id`, default q1, q2, ...
     title: str  # the step's `title`, else the start of its text or its template name
     expects_reply: bool
+    kind: str = "text"  # text, choice, number or yes_no (flows/questions.py)
+    options: tuple[str, ...] = ()  # a choice's or yes_no's option ids, in order
 
 
 class Flow(Protocol):

@@ -106,9 +106,7 @@ def _overlaps(step: Any) -> list[str]:
         (b, k) for k in step.next if k != "default" and (b := parse_range(k)) is not None
     )
     return [
-        f"ranges {a!r} and {b!r} overlap"
-        for (ra, a), (rb, b) in pairwise(ranges)
-        if rb[0] <= ra[1]
+        f"ranges {a!r} and {b!r} overlap" for (ra, a), (rb, b) in pairwise(ranges) if rb[0] <= ra[1]
     ]
 
 

@@ -54,12 +54,17 @@ import aiohttp
 from pydantic import SecretStr
 
 from dripline.errors import InputError, TransportError, WhatsAppError
-from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
+from dripline.flows.base import InteractiveMessage, OutboundMessage, TemplateMessage, TextMessage
 from dripline.settings import HttpClient, Settings
 from dripline.whatsapp.aiohttp_transport import AiohttpTransport
 from dripline.whatsapp.errors import describe, parse_retry_after
 from dripline.whatsapp.http1 import Http1Transport, RawResponse
-from dripline.whatsapp.payloads import MAX_CALLBACK_DATA_CHARS, template_payload, text_payload
+from dripline.whatsapp.payloads import (
+    MAX_CALLBACK_DATA_CHARS,
+    interactive_payload,
+    template_payload,
+    text_payload,
+)
 from dripline.whatsapp.proxy import ProxyConfig
 from dripline.whatsapp.throughput import parse_throughput
 
@@ -311,13 +316,16 @@ class CloudApiClient:
         sender: str | None = None,
         callback_data: str | None = None,
     ) -> SendResult:
-        """Send a flow's `TextMessage` or `TemplateMessage`."""
+        """Send a flow's `TextMessage`, `TemplateMessage` or `InteractiveMessage`."""
         if isinstance(message, TextMessage):
             return await self.send_text(
                 to, message.body, sender=sender, callback_data=callback_data
             )
         if isinstance(message, TemplateMessage):
             payload = template_payload(to, message, callback_data=callback_data)
+            return await self._post(sender, payload)
+        if isinstance(message, InteractiveMessage):
+            payload = interactive_payload(to, message, callback_data=callback_data)
             return await self._post(sender, payload)
         raise InputError(f"unsupported message type {type(message).__name__}", where="message")
 
