@@ -219,6 +219,7 @@ class _Handlers:
             failure_code=decision.fail_later.code if decision.fail_later else None,
             language=parsed.language,
             in_window=in_window,
+            choices=tuple((c.id, c.title, c.description) for c in parsed.choices),
         )
         return self._accept(request, data, parsed, message, decision.fail_later)
 

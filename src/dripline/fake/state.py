@@ -58,6 +58,9 @@ class AcceptedMessage:
     failure_code: int | None = None  # reported `failed` by webhook with this code
     language: str | None = None  # a template's language
     in_window: bool = False  # the customer-service window was open when it was sent
+    # (id, title, description) of each option the user can tap (interactive buttons or
+    # list rows; a template's quick-reply payloads as id and title).
+    choices: tuple[tuple[str, str, str | None], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class AcceptedMessage:
             "language": self.language,
             "callback_data": self.callback_data,
             "failure_code": self.failure_code,
+            "choices": [{"id": i, "title": t, "description": d} for i, t, d in self.choices],
             "received_monotonic": self.received_monotonic,
             "received_wall": self.received_wall,
             "arrived_wall": self.arrived_wall,

@@ -185,7 +185,7 @@ def draw(steps: Sequence[Any]) -> list[str]:
         wait = " waits" if step.wait_for_reply else ""
         lines.append(f"{index + 1}. {ids[index]} [{kind}]{wait}")
         branches = edges(steps, index)
-        if len(branches) == 1 and branches[0][1] == _following(steps, index):
+        if len(branches) == 1:
             lines.append(f"   -> {branches[0][1]}")
             continue
         for label, target in branches:

@@ -176,7 +176,7 @@ def _quiet_hours(value: Any) -> Any:
 QuietHoursField = Annotated[QuietHours | None, BeforeValidator(_quiet_hours)]
 
 
-class StepSpec(MessageSpec, QuestionFields):
+class StepSpec(QuestionFields, MessageSpec):
     """One question: its message, its timing, what a closed window or silence does, and
     what it asks (`QuestionFields`: kind, options, re-asks, branches)."""
 
