@@ -102,7 +102,10 @@ class YamlFlow:
             template = self._fallback(step)
             if template is None:
                 raise FlowError("this step has no fallback template", where=where)
-            return self._template(template, conv, f"{where}.fallback", step)
+            # Quick replies only in the step's own template: the flow's is shared by
+            # steps with other options (or none), so it cannot carry theirs.
+            own = step if step.fallback is not None else None
+            return self._template(template, conv, f"{where}.fallback", own)
         raise FlowError(f"nothing to send for purpose {purpose!r}", where=where)
 
     def has_fallback(self, conv: ConversationLike) -> bool:
