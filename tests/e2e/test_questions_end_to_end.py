@@ -248,7 +248,7 @@ async def test_three_hundred_users_walk_every_branch_of_the_free_trial(tmp_path:
                 at = clock.now() + timedelta(minutes=10)
                 bodies = []
                 for m in new:
-                    row = rows[int(m.callback_data)]
+                    row = rows[int(m.callback_data or 0)]
                     body = users["+" + m.to].answer(row.step, row.purpose, m)
                     if body is not None:
                         bodies.append({**body, "timestamp": int(at.timestamp())})
@@ -272,8 +272,8 @@ async def test_three_hundred_users_walk_every_branch_of_the_free_trial(tmp_path:
     assert [m.failure_code for m in sent if m.failure_code is not None] == []
     convs = {c.phone: c for c in snap.conversations}
     inbound: dict[int, list[Any]] = defaultdict(list)
-    for row in sorted(snap.inbound, key=lambda r: r.id):
-        inbound[row.conversation_id].append(row)
+    for reply in sorted(snap.inbound, key=lambda r: r.id):
+        inbound[reply.conversation_id or 0].append(reply)
     asked: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for msg in sorted(snap.messages, key=lambda r: r.id):
         asked[msg.conversation_id].append((msg.step, msg.purpose))
