@@ -242,7 +242,15 @@ def test_undecodable_file(tmp_path: Path) -> None:
 def test_the_shipped_example_loads() -> None:
     flows = load_flows(REPO / "flows")
     trial = flows.get("free-trial")
-    assert [q.id for q in trial.questions()] == ["goal", "setup", "feature", "score", "fix", "review", "upgrade"]
+    assert [q.id for q in trial.questions()] == [
+        "goal",
+        "setup",
+        "feature",
+        "score",
+        "fix",
+        "review",
+        "upgrade",
+    ]
     spec = trial.spec
     assert spec.quiet_hours is not None
     assert spec.fallback is not None
