@@ -18,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from dripline.flows.answers import Answer, Reply
 
 __all__ = [
     "ChoiceRow",
@@ -179,6 +182,14 @@ class Flow(Protocol):
         only once the step's question (or fallback) went out. Raises FlowError for a
         conversation that is not active.
         """
+
+    def answer(self, conv: ConversationLike, reply: Reply) -> Answer:
+        """`reply` read as a typed answer to conv.step (valid or not)."""
+
+    def on_answer(self, conv: ConversationLike, answer: Answer, now: datetime) -> Transition | None:
+        """What a typed answer to conv.step does: its branch, a re-ask, the step's
+        `on_invalid`, or None (nothing changes). Raises FlowError for a conversation
+        that is not active."""
 
     def has_fallback(self, conv: ConversationLike) -> bool:
         """True when conv.step has a template for a closed 24-hour window."""

@@ -18,9 +18,18 @@ after_send(conv, purpose, sent_at), step s = conv.step:
 on_timeout(conv, now):
   on_timeout: end      -> completed, note "no reply to step N (id) within <reply_timeout>"
   on_timeout: continue -> as on_reply at `now`
-on_reply(conv, text, now):
-  s is not the last -> in_progress, s+1, question, at now + steps[s+1].after (quiet hours)
-  s is the last     -> completed
+on_answer(conv, answer, now) (answer: `answers.interpret` of the reply):
+  valid             -> in_progress at its `next` step (branches.py; default: s+1),
+                       question, at now + that step's after (quiet hours); completed
+                       after the last step or at `end`
+  invalid, k re-asks sent (purpose timeout<k> or reminder/timeout: k=0):
+    k < max_reasks  -> in_progress, s, reask<k+1>, at now
+    otherwise       -> on_invalid: continue (the default way on), end (completed with a
+                       note) or wait (None: nothing changes)
+  a re-ask already due (purpose reask<k>) -> None
+after_send(conv, reask<k>, sent_at) -> awaiting_reply, s, timeout<k>, at sent_at +
+  reply_timeout
+on_reply(conv, text, now): on_answer with `text` taken as valid whatever it says
 
 Timeouts are not sends, so quiet hours never move them. Silence ends a conversation as
 `completed`, not `failed`: `failed` means dripline could not deliver, which an operator
@@ -183,7 +192,13 @@ class YamlFlow:
                 where=f"flow {self.name}",
             )
         answer = self.answer(conv, Reply(text))
-        return self.on_answer(conv, answer, now) or self._advance(conv, conv.step, now)
+        if not answer.valid:
+            # Taken as an answer whatever it says (what any reply did before typed
+            # answers): the step's default way on. The inbox uses on_answer instead.
+            answer = Answer("text", True, text=text)
+        transition = self.on_answer(conv, answer, now)
+        assert transition is not None  # a valid answer always moves the conversation
+        return transition
 
     def answer(self, conv: ConversationLike, reply: Reply) -> Answer:
         """`reply` read as an answer to conv.step (`answers.interpret`)."""

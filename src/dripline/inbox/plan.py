@@ -51,7 +51,7 @@ import structlog
 
 from dripline.errors import InputError
 from dripline.flows import FlowRegistry, Transition
-from dripline.flows.answers import Answer, Reply
+from dripline.flows.answers import Reply
 from dripline.store import (
     ACTIVE_STATES,
     OPT_OUT_KIND,
@@ -246,12 +246,9 @@ def _answer(
 ) -> tuple[Transition | None, dict[str, Any]]:
     """The reply read as a typed answer to the row's step (`flows.answers`) and what it
     does: the next step, a re-ask, `on_invalid`, or nothing (None). The dict holds the
-    typed answer's NewInbound fields. A flow without typed answers takes any text."""
-    flow: Any = flows.get(row.flow)
-    read = getattr(flow, "answer", None)
-    if read is None:
-        return flow.on_reply(row, event.text or event.tap_id or "", now), {}
-    answer: Answer = read(row, Reply(event.text, event.tap_id))
+    typed answer's NewInbound fields."""
+    flow = flows.get(row.flow)
+    answer = flow.answer(row, Reply(event.text, event.tap_id))
     typed = {
         "answer_kind": answer.kind,
         "answer_option": answer.option,
