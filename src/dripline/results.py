@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dripline.flows import Question
-from dripline.store import FlowResultsData, StepCounts
+from dripline.flows import Flow, Question
+from dripline.store import FlowResultsData, StepCounts, Store
 
 __all__ = [
     "FlowResults",
@@ -29,6 +29,7 @@ __all__ = [
     "OptionCount",
     "QuestionInfo",
     "QuestionResult",
+    "flow_results",
     "nps",
     "question_info",
     "summarize",
@@ -248,3 +249,9 @@ def to_json(results: FlowResults) -> dict[str, Any]:
             for q in results.questions
         ],
     }
+
+
+async def flow_results(store: Store, flow: Flow) -> FlowResults:
+    """Read `flow`'s counts from the store and summarize them (the one I/O step)."""
+    data = await store.flow_results(flow.name)
+    return summarize(data, [question_info(q) for q in flow.questions()])

@@ -42,6 +42,7 @@ from dripline.server.auth import TokenAuth, check_auth_settings
 from dripline.server.guard import AccessGuard, AccessPolicy
 from dripline.server.health import router as health_router
 from dripline.server.limits import server_limits
+from dripline.server.results_api import build_results_router
 from dripline.server.token import ensure_api_token
 from dripline.server.webhook import InboxWriter, build_webhook_router
 from dripline.settings import Settings
@@ -203,6 +204,9 @@ def create_app(
     auth = TokenAuth(token)
     app.include_router(
         build_router(get_store=get_store, get_flows=lambda: registry, clock=clk, auth=auth)
+    )
+    app.include_router(
+        build_results_router(get_store=get_store, get_flows=lambda: registry, auth=auth)
     )
     app.include_router(build_webhook_router(settings, get_writer))
 
