@@ -12,6 +12,7 @@ from dripline.store.results_types import (
     AnswerCount,
     FlowResultsData,
     StepCounts,
+    answer_of,
     answer_sort_key,
     median,
 )
@@ -28,17 +29,6 @@ def _reach(m: Message) -> int:
     if m.status == "sent" or (m.status == "failed" and m.wamid is not None):
         return 1
     return 0
-
-
-def _answer(replies: list[Inbound]) -> Inbound | None:
-    """The answer among one (conversation, step)'s replies (in received order)."""
-    ordered = sorted(
-        replies,
-        key=lambda r: (0 if r.valid is True else 1 if r.valid is None else 2, r.received_at, r.id),
-    )
-    first = ordered[0]
-    typed = any(r.valid is not None for r in replies)
-    return first if first.valid is True or (first.valid is None and not typed) else None
 
 
 def flow_results(v: View, flow: str) -> FlowResultsData:
@@ -71,7 +61,7 @@ def flow_results(v: View, flow: str) -> FlowResultsData:
     counts: Counter[tuple[int, str | None, str | None, float | None]] = Counter()
     times: dict[int, list[float]] = {}
     for key, replies in grouped.items():
-        answer = _answer(replies)
+        answer = answer_of(replies)
         if answer is None:
             continue
         step = key[1]

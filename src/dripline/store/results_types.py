@@ -23,7 +23,10 @@ Definitions every backend follows (the contract tests hold them to it):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from dripline.store.types import Inbound
 
 __all__ = [
     "FUNNEL_PURPOSES",
@@ -31,6 +34,8 @@ __all__ = [
     "FlowResultsData",
     "ResultsQueries",
     "StepCounts",
+    "answer_of",
+    "answer_value",
     "median",
 ]
 
@@ -75,6 +80,30 @@ class FlowResultsData:
     conversations: int
     steps: tuple[StepCounts, ...]
     answers: tuple[AnswerCount, ...]
+
+
+def answer_of(replies: Sequence[Inbound]) -> Inbound | None:
+    """The answer among one (conversation, step)'s replies, as defined above: the first
+    valid one, else (no reply typed) the first untyped one; None when none answered."""
+    if not replies:
+        return None
+    first = min(
+        replies,
+        key=lambda r: (0 if r.valid is True else 1 if r.valid is None else 2, r.received_at, r.id),
+    )
+    if first.valid is True:
+        return first
+    typed = any(r.valid is not None for r in replies)
+    return first if first.valid is None and not typed else None
+
+
+def answer_value(answer: Inbound) -> str | float | None:
+    """The typed value of an answer: its option id, its number, or its text."""
+    if answer.answer_kind == "option":
+        return answer.answer_option
+    if answer.answer_kind == "number":
+        return answer.answer_number
+    return answer.body
 
 
 def median(values: list[float]) -> float | None:
