@@ -124,6 +124,10 @@ class FakeState:
         # message without a number goes to the last number that wrote to them.
         self.last_sent: dict[tuple[str, str], str] = {}
         self.last_number: dict[str, str] = {}
+        # Messages users sent (wamid -> (number, user)), and those a number marked read,
+        # in order (`read_receipts.py`).
+        self.received: dict[str, tuple[str, str]] = {}
+        self.marked_read: list[str] = []
         self.outage_until: float | None = None
         if self.config.outage_start_s is not None:
             start = self.started_monotonic + self.config.outage_start_s

@@ -98,6 +98,9 @@ class WebhookSender:
     ) -> None:
         cfg = self.state.config
         rng = self.state.rng
+        if kind == "messages" and isinstance(payload.get("id"), str):
+            # A message the user sent this number: it may be marked read (read_receipts).
+            self.state.received[payload["id"]] = (phone_number_id, str(payload.get("from")))
         if cfg.out_of_order_fraction and rng.random() < cfg.out_of_order_fraction:
             due += cfg.out_of_order_delay_s
         self._seq += 1

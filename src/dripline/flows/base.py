@@ -200,6 +200,10 @@ class Flow(Protocol):
     def questions(self) -> Sequence[Question]:
         """Every step in order, for the answers export (one column per question)."""
 
+    @property
+    def read_receipts(self) -> bool:
+        """True when the inbox marks each answer to this flow as read (`read_receipts`)."""
+
 
 class FlowRegistry(Protocol):
     def get(self, name: str) -> Flow:

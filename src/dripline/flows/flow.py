@@ -133,6 +133,11 @@ class YamlFlow:
         """Every step in order, for the answers export."""
         return self._questions
 
+    @property
+    def read_receipts(self) -> bool:
+        """The flow's `read_receipts`: mark each answer as read (blue ticks)."""
+        return self.spec.read_receipts
+
     # -- what happens next -----------------------------------------------------
     def after_send(self, conv: ConversationLike, purpose: str, sent_at: datetime) -> Transition:
         """Where the conversation goes once `purpose` was accepted by the API."""

@@ -5,6 +5,7 @@
     quiet_hours: {start: "21:00", end: "08:00"}   # recipient's local time
     defaults: {name: there}       # placeholder values when the conversation has none
     fallback: {name: ..., language: en_US, body_params: ["{name}"]}   # all steps
+    read_receipts: true           # mark each answer read (blue ticks); default false
     steps:
       - id: q1                    # optional, default q1, q2, ...: the export column
         title: ...                # optional, for people and the export
@@ -207,6 +208,8 @@ class FlowSpec(_Model):
     quiet_hours: QuietHoursField = None
     defaults: dict[str, str] = Field(default_factory=dict)
     fallback: TemplateSpec | None = None
+    # Mark each answer as read through the Cloud API (the user sees blue ticks).
+    read_receipts: bool = False
     steps: list[StepSpec] = Field(min_length=1)
 
     @field_validator("name")
