@@ -25,6 +25,8 @@ stored reply's typed answer (kind, option id, number, valid) against the script.
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dripline.cli.export import write_answers
 from dripline.clock import FakeClock
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import load_flows
@@ -49,6 +52,7 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 USERS = 300
 
 GOAL, SETUP, FEATURE, SCORE, FIX, REVIEW, UPGRADE = range(7)
+IDS = ("goal", "setup", "feature", "score", "fix", "review", "upgrade")
 # The option titles of the shipped flow (a user who cannot tap types the title).
 TITLES = {
     "yes": "Yes",
@@ -162,6 +166,44 @@ def expected(acts: dict[int, list[Act]]) -> tuple[list[int], list[tuple[int, Exp
     return path, answers, "no reply to step 7" if acts[UPGRADE] == [SILENT] else None
 
 
+def answer_value(acts: dict[int, list[Act]], step: int) -> str | float | None:
+    """What the export shows for a step: the first valid answer's option, number or text."""
+    for act in acts[step]:
+        if act.expect is not None and act.expect[3]:
+            kind, option, number, _ = act.expect
+            if kind == "number" and number is not None:
+                return int(number) if float(number).is_integer() else number
+            return option if kind == "option" else act.value
+    return None
+
+
+def expected_results(scripts: list[dict[int, list[Act]]]) -> dict[str, dict[str, Any]]:
+    """Per question id: the results endpoint's counts the scripts imply."""
+    out: dict[str, dict[str, Any]] = {}
+    for step, qid in enumerate(IDS):
+        asked = [acts for acts in scripts if step in expected(acts)[0]]
+        said = [a.expect for acts in asked for a in acts[step] if a.expect is not None]
+        values = [answer_value(acts, step) for acts in asked]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        out[qid] = {
+            "sent": len(asked),
+            "answered": sum(v is not None for v in values),
+            "replies": len(said),
+            "invalid": sum(not e[3] for e in said),
+            "options": dict(Counter(v for v in values if isinstance(v, str)))
+            if step in (SETUP, FEATURE, REVIEW, UPGRADE)
+            else {},
+            "nps": (
+                sum(n >= 9 for n in numbers),
+                sum(7 <= n < 9 for n in numbers),
+                sum(n <= 6 for n in numbers),
+            )
+            if step == SCORE
+            else None,
+        }
+    return out
+
+
 @dataclass
 class User:
     phone: str
@@ -265,6 +307,9 @@ async def test_three_hundred_users_walk_every_branch_of_the_free_trial(tmp_path:
                     break
                 clock.set(max(nxt, clock.now()))
             snap = await store.snapshot()
+            async with http.get(f"{base}/v1/flows/free-trial/results") as resp:
+                assert resp.status == 200, await resp.text()
+                results = await resp.json()
             sent = list(fake.state.messages)
 
     # Every way of answering was used.
@@ -302,6 +347,30 @@ async def test_three_hundred_users_walk_every_branch_of_the_free_trial(tmp_path:
             for r in inbound[conv.id]
         ]
         assert got == answers, (p, got, answers)
+    # The export: one row per conversation, each question's typed answer.
+    out = io.StringIO()
+    assert await write_answers(url, "free-trial", REPO / "flows", out, as_json=True) == USERS
+    exported = {r["phone"]: r["answers"] for r in json.loads(out.getvalue())}
+    for n in range(USERS):
+        acts = users[phone(n)].acts
+        path = expected(acts)[0]
+        wanted = {qid: answer_value(acts, s) if s in path else None for s, qid in enumerate(IDS)}
+        assert exported[phone(n)] == wanted, (phone(n), exported[phone(n)], wanted)
+    # The results endpoint: per question, what the users' scripts add up to.
+    want_results = expected_results([u.acts for u in users.values()])
+    assert results["conversations"] == USERS
+    for q in results["questions"]:
+        counts = want_results[q["id"]]
+        nps = q["nps"]
+        seen_counts = {
+            "sent": q["funnel"]["sent"],
+            "answered": q["funnel"]["answered"],
+            "replies": q["replies"],
+            "invalid": q["invalid"],
+            "options": {o["id"]: o["count"] for o in q["options"] if o["count"]},
+            "nps": None if nps is None else (nps["promoters"], nps["passives"], nps["detractors"]),
+        }
+        assert seen_counts == counts, (q["id"], seen_counts, counts)
     # Every branch after the score: what to fix, a review, straight on, and the end.
     assert {len(path) for path in branches} == {4, 5, 6}, branches
     assert any(FIX in path for path in branches) and any(REVIEW in path for path in branches)

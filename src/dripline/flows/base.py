@@ -158,6 +158,7 @@ class Question:
     expects_reply: bool
     kind: str = "text"  # text, choice, number or yes_no (flows/questions.py)
     options: tuple[str, ...] = ()  # a choice's or yes_no's option ids, in order
+    number_range: tuple[float, float] | None = None  # a number question's (min, max)
 
 
 class Flow(Protocol):

@@ -86,6 +86,9 @@ class YamlFlow:
                 expects_reply=step.wait_for_reply,
                 kind=step.kind,
                 options=tuple(o.id for o in question_options(step)),
+                number_range=(step.min, step.max)
+                if step.kind == "number" and step.min is not None and step.max is not None
+                else None,
             )
             for index, step in enumerate(spec.steps)
         )
