@@ -12,9 +12,14 @@ chromium (`apt-get install -y chromium`); `playwright install` cannot download h
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import statistics
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +27,7 @@ from fastapi import FastAPI
 
 from dripline.dispatcher.engine import Dispatcher
 from dripline.fake import FakeConfig, running_fake
+from dripline.flows import load_flows
 from dripline.server import dashboard, metrics_http
 from dripline.server.testing import running_server
 from dripline.settings import load_settings
@@ -210,6 +216,227 @@ async def test_dashboard_renders_live_charts(tmp_path: Path) -> None:
             finally:
                 dispatcher.request_stop()
                 await running
+            assert errors == []
+        finally:
+            await browser.close()
+    await store.close()
+
+
+# The flow view ---------------------------------------------------------------------
+POLL_FLOW = """
+name: poll
+steps:
+  - id: plan
+    text: "Which plan do you use? pro, basic or none"
+    wait_for_reply: true
+    reply_timeout: 1d
+  - id: score
+    text: "From 0 to 10, how likely are you to recommend us?"
+    wait_for_reply: true
+    reply_timeout: 1d
+"""
+
+
+@dataclass(frozen=True)
+class _TypedQuestion:
+    """A step with its question kind. The flow format gains kinds with issue 15's
+    question kinds (branch `questions`); until those land, this stands in for the
+    loaded flow's questions so the view's NPS (a 0-10 number question) can be shown."""
+
+    index: int
+    id: str
+    title: str
+    expects_reply: bool
+    kind: str
+    options: tuple[str, ...] = ()
+    number_range: tuple[float, float] | None = None
+
+
+class _TypedFlows:
+    """The loaded flows, with `poll`'s questions typed (see _TypedQuestion)."""
+
+    def __init__(self, flows: Any) -> None:
+        self._flows = flows
+
+    def names(self) -> list[str]:
+        return list(self._flows.names())
+
+    def get(self, name: str) -> Any:
+        flow = self._flows.get(name)
+        if name != "poll":
+            return flow
+        typed = (
+            _TypedQuestion(0, "plan", "Which plan?", True, "choice", ("pro", "basic", "none")),
+            _TypedQuestion(1, "score", "Recommend?", True, "number", (), (0.0, 10.0)),
+        )
+        return SimpleNamespace(name=name, questions=lambda: typed)
+
+
+# 40 people: (step 0 status, plan answer or None, invalid replies first, score or None).
+# Step 1 is asked of those who answered step 0, and read by every third of them.
+def _people() -> list[tuple[str, str | None, int, int | None]]:
+    statuses = ("read", "delivered", "sent", "failed")
+    plans = ("pro", "basic", "pro", None, "none")
+    return [
+        (
+            statuses[i % 4],
+            plans[i % 5] if i % 4 != 3 else None,
+            i % 3 == 0,
+            i % 11 if i % 2 else None,
+        )
+        for i in range(40)
+    ]
+
+
+async def _fill_poll(store: Store) -> None:
+    from tests.integration.test_store_results import T0, ask, reply, statuses
+
+    people = _people()
+    ids = [
+        r.id
+        for r in await store.enroll(
+            [Enrollment(f"+1555200{i:04d}", "poll", at=T0) for i in range(len(people))]
+            + [Enrollment("+15552009999", "other", at=T0)],
+            T0,
+        )
+    ]
+    rows, updates = [], []
+    for cid, (status, plan, invalid, score) in zip(ids, people, strict=False):
+        wamid = await ask(store, cid, 0, T0)
+        updates.append((wamid, status))
+        if invalid:
+            rows.append(reply(cid, 0, 5, None, valid=False))
+        if plan is None:
+            continue
+        rows.append(reply(cid, 0, 10 + cid % 50, "option", option=plan))
+        wamid = await ask(store, cid, 1, T0 + timedelta(hours=1))
+        updates.append((wamid, "read" if cid % 3 == 0 else "delivered"))
+        if score is not None:
+            rows.append(reply(cid, 1, 3600 + 20 + cid, "number", number=score))
+    await ask(store, ids[-1], 0, T0)
+    await statuses(store, *updates)
+    async with store.webhook_transaction() as tx:
+        await tx.insert_inbound(rows)
+
+
+def _pct(part: int, whole: int) -> str:
+    return "–" if not whole else f"{part / whole * 100:.1f}%"
+
+
+async def _expected_view(store: Store) -> dict[str, Any]:
+    """The flow view's cells, computed here from the rows (not by `Store.flow_results`)."""
+    funnel: dict[int, dict[str, int]] = {}
+    options: Counter[tuple[str, str]] = Counter()
+    scores: list[float] = []
+    waits: dict[int, list[float]] = {}
+    replies: Counter[int] = Counter()
+    invalid: Counter[int] = Counter()
+    for conv in await store.list_conversations(flow="poll", limit=500):
+        found = await store.conversation_detail(conv.id)
+        assert found is not None
+        _, sent_messages, inbound = found
+        asked = {}
+        for m in sent_messages:
+            step = funnel.setdefault(m.step, Counter())
+            reach = {"sent": 1, "failed": 1, "delivered": 2, "read": 3}[m.status]
+            step["sent"] += 1
+            step["delivered"] += reach >= 2
+            step["read"] += reach >= 3
+            asked[m.step] = m.sent_at
+        for i in inbound:
+            assert i.step is not None
+            replies[i.step] += 1
+            invalid[i.step] += i.valid is False
+            if i.valid:
+                funnel[i.step]["answered"] += 1
+                waits.setdefault(i.step, []).append((i.received_at - asked[i.step]).total_seconds())
+                if i.answer_option is not None:
+                    options[("plan", i.answer_option)] += 1
+                if i.answer_number is not None:
+                    scores.append(i.answer_number)
+    ids = {0: ("plan", "choice"), 1: ("score", "number")}
+    rows = []
+    for step, f in sorted(funnel.items()):
+        median = statistics.median(waits[step])
+        rows.append(
+            [
+                str(step),
+                *ids[step],
+                f"{f['sent']:,}",
+                f"{f['delivered']:,}",
+                f"{f['read']:,}",
+                f"{f['answered']:,}",
+                _pct(f["answered"], f["sent"]),
+                f"{math.floor(median + 0.5)} s" if median < 120 else f"{median / 60:.1f} min",
+                _pct(invalid[step], replies[step]),
+            ]
+        )
+    total = sum(options.values())
+    option_rows = [
+        ["plan", o, str(options[("plan", o)]), _pct(options[("plan", o)], total)]
+        for o in ("pro", "basic", "none")
+    ]
+    promoters = sum(s >= 9 for s in scores)
+    detractors = sum(s <= 6 for s in scores)
+    score = round(100 * (promoters - detractors) / len(scores), 1)
+    nps = [
+        "score",
+        f"{score:g}",
+        str(promoters),
+        str(len(scores) - promoters - detractors),
+        str(detractors),
+        str(len(scores)),
+    ]
+    return {"funnel": rows, "options": option_rows, "nps": [nps]}
+
+
+ROWS_JS = "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+
+
+async def test_dashboard_flow_view_matches_the_database(tmp_path: Path) -> None:
+    _require_chromium()
+    from playwright.async_api import async_playwright
+
+    url = f"sqlite:///{tmp_path / 'flows.db'}"
+    store = await open_store(url, pool_size=4)
+    flows_dir = tmp_path / "flows"
+    flows_dir.mkdir()
+    (flows_dir / "poll.yaml").write_text(POLL_FLOW)
+    await _fill_poll(store)
+    expected = await _expected_view(store)
+    app = FastAPI()
+    app.state.store = store
+    app.state.flows = _TypedFlows(load_flows(flows_dir))
+    app.state.dashboard_interval_s = 0.5
+    app.include_router(dashboard.router)
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with running_server(app) as base, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1400})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            await page.goto(f"{base}/")
+            await page.select_option("#flow-select", "poll")
+            assert await page.text_content("#flow-summary") == "40 conversations"
+            assert (
+                await page.eval_on_selector_all("#flow-funnel tbody tr", ROWS_JS)
+                == (expected["funnel"])
+            )
+            options = await page.eval_on_selector_all("#flow-options tbody tr", ROWS_JS)
+            assert [row[:4] for row in options] == expected["options"]
+            assert (
+                await page.eval_on_selector_all("#flow-nps tbody tr", ROWS_JS) == (expected["nps"])
+            )
+            # The view follows the selection, and keeps it across polls.
+            await page.select_option("#flow-select", "other")
+            assert await page.text_content("#flow-summary") == "1 conversation"
+            await page.wait_for_timeout(1_200)  # two polls
+            assert await page.input_value("#flow-select") == "other"
+            await page.select_option("#flow-select", "poll")
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-flow.png"), full_page=True)
+            assert "+1555" not in await page.content()
             assert errors == []
         finally:
             await browser.close()

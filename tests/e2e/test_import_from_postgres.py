@@ -183,4 +183,4 @@ def test_a_bad_row_or_query_writes_nothing(postgres_url: str) -> None:
     beyond = dripline(
         postgres_url, "--query", 'SELECT "phoneNumber" AS phone, 9 AS step FROM "freeTrials"'
     )
-    assert_one_line_error(beyond, "row 1", "step 9 is outside flow free-trial's steps 0 to 4")
+    assert_one_line_error(beyond, "row 1", "step 9 is outside flow free-trial's steps 0 to 6")

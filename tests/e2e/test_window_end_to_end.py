@@ -7,13 +7,14 @@ where it is midday (quiet hours satisfied). dripline runs on an injected clock t
 test moves from one due time to the next (the flow takes days); the users' answers are
 signed webhooks stamped with that clock. Four kinds of users:
 
-- A answer every question: the welcome template, then every question as text (23 h
+- A answer every question: the welcome template, then every question as text or
+  buttons (23 h
   after an answer: the window is open);
 - B answer the first question only: then questions go as the template again (after a
   reply timeout the window has closed);
 - C never answer: every question as a template, no text reminder;
 - D wrote to dripline but the Cloud API never saw it (its window stays closed): their
-  step 2 text is accepted and then refused with 131047 by webhook; dripline sends the
+  step 2 buttons are accepted and then refused with 131047 by webhook; dripline sends the
   step's template once instead, and the refusal stays visible on the conversation.
 
 A second test: the API accepts, then reports 131026 for 10 of 100 users; those 10
@@ -34,17 +35,17 @@ import pytest
 
 from dripline.clock import FakeClock
 from dripline.dispatcher.engine import Dispatcher
-from dripline.fake import FakeConfig, RunningFake, running_fake
+from dripline.fake import FakeConfig, running_fake
 from dripline.fake.rules import is_undeliverable
-from dripline.flows import FlowSet, load_flows
+from dripline.flows import load_flows
 from dripline.server.app import create_app
 from dripline.server.testing import running_server
-from dripline.settings import Settings, load_settings
+from dripline.settings import Settings
 from dripline.store import Store
 from dripline.whatsapp import CloudApiClient
 from dripline.whatsapp.webhooks import SIGNATURE_HEADER, sign
+from tests.fixtures.clocked import REPO, Harness, clocked_settings, midday_zone
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "e2e-window-secret"
 TOKEN = "test-token"
 NUMBER = "100000000000001"
@@ -61,45 +62,29 @@ def kind(n: int) -> str:
     return "D" if n % 100 < 2 else "ABBC"[n % 4] if n % 10 < 8 else "C"
 
 
-def midday_zone(now: datetime) -> str:
-    """A fixed-offset zone where `now` is about 12:00 (quiet hours are 21:00-08:00)."""
-    offset = (12 - now.hour + 12) % 24 - 12  # hours east of UTC, -12..11
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX signs are inverted
-
-
 def settings_for(base_url: str) -> Settings:
-    return load_settings(
-        database_url="sqlite:///unused.db",
-        flows_dir=REPO / "flows",
-        rate_per_s=1_000,
-        concurrency=200,
-        pair_interval_s=0,
-        unknown_after_s=1,
-        heartbeat_s=0.2,
-        poll_ceiling_s=0.2,
-        whatsapp_base_url=base_url,
-        whatsapp_phone_number_id=NUMBER,
-        whatsapp_access_token=TOKEN,
-        whatsapp_app_secret=SECRET,
-        api_token=API_TOKEN,
-    )
+    return clocked_settings(base_url, secret=SECRET, api_token=API_TOKEN)
 
 
-def inbound_body(items: list[tuple[str, str, datetime]]) -> bytes:
+# What A users type at each step of the shipped flow (score 8 goes straight to upgrade).
+ANSWERS = {0: "yes", 1: "yes", 2: "1", 3: "8", 6: "yes"}
+
+
+def inbound_body(items: list[tuple[str, str, datetime, str]]) -> bytes:
     messages = [
         {
             "from": p.lstrip("+"),
             "id": wamid,
             "timestamp": str(int(at.timestamp())),
             "type": "text",
-            "text": {"body": "yes"},
+            "text": {"body": text},
         }
-        for p, wamid, at in items
+        for p, wamid, at, text in items
     ]
     value = {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550000000", "phone_number_id": NUMBER},
-        "contacts": [{"profile": {"name": "u"}, "wa_id": p.lstrip("+")} for p, _, _ in items],
+        "contacts": [{"profile": {"name": "u"}, "wa_id": p.lstrip("+")} for p, *_ in items],
         "messages": messages,
     }
     doc = {
@@ -109,40 +94,18 @@ def inbound_body(items: list[tuple[str, str, datetime]]) -> bytes:
     return json.dumps(doc).encode()
 
 
-class Harness:
-    """dripline's server (inbox) and one-pass dispatcher on a FakeClock, and the fake."""
+class WebhookHarness(Harness):
+    """Users answer with signed webhooks posted straight to dripline (stamped with the
+    clock); the fake's window opens only where the test says so."""
 
-    def __init__(
-        self, store: Store, flows: FlowSet, fake: RunningFake, base: str, clock: FakeClock
+    async def reply(
+        self, http: aiohttp.ClientSession, asked: list[tuple[str, int]], at: datetime
     ) -> None:
-        self.store, self.flows, self.fake, self.base, self.clock = store, flows, fake, base, clock
-        self.settings = settings_for(fake.base_url)
-        self.seq = 0
-
-    async def send_due(self, client: CloudApiClient) -> None:
-        d = Dispatcher(
-            store=self.store,
-            client=client,
-            flows=self.flows,
-            settings=self.settings,
-            clock=self.clock,
-        )
-        await d.run(once=True)
-
-    async def settle(self, http: aiohttp.ClientSession, app: Any) -> None:
-        """Wait until the fake delivered every webhook and the inbox applied it."""
-        async with asyncio.timeout(30):
-            while self.fake.webhooks.pending:
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.1)
-            await app.state.processor.drain()
-
-    async def reply(self, http: aiohttp.ClientSession, phones: list[str], at: datetime) -> None:
-        for start in range(0, len(phones), 200):
+        for start in range(0, len(asked), 200):
             items = []
-            for p in phones[start : start + 200]:
+            for p, step in asked[start : start + 200]:
                 self.seq += 1
-                items.append((p, f"wamid.IN{self.seq:06d}", at))
+                items.append((p, f"wamid.IN{self.seq:06d}", at, ANSWERS[step]))
             body = inbound_body(items)
             headers = {SIGNATURE_HEADER: sign(body, SECRET)}
             async with http.post(f"{self.base}/webhook", data=body, headers=headers) as resp:
@@ -179,7 +142,7 @@ async def test_a_thousand_new_users_through_the_free_trial_flow(tmp_path: Path) 
             ) as client,
         ):
             store: Store = app.state.store
-            h = Harness(store, flows, fake, base, clock)
+            h = WebhookHarness(store, flows, fake, base, clock, settings_for(fake.base_url))
             items = [
                 {"phone": phone(n), "flow": "free-trial", "timezone": zone} for n in range(USERS)
             ]
@@ -188,7 +151,7 @@ async def test_a_thousand_new_users_through_the_free_trial_flow(tmp_path: Path) 
             answered: set[tuple[str, int]] = set()
             for _ in range(120):
                 await h.send_due(client)
-                await h.settle(http, app)
+                await h.settle(app)
                 snap = await store.snapshot()
                 # Each user answers what their kind answers, 10 minutes after it was asked.
                 asked = {
@@ -198,17 +161,17 @@ async def test_a_thousand_new_users_through_the_free_trial_flow(tmp_path: Path) 
                 for p, step in sorted(asked - answered):
                     k = kind(int(p[-4:]))
                     if k == "A" or (k in "BD" and step == 0):
-                        due.append(p)
+                        due.append((p, step))
                         answered.add((p, step))
                 if due:
                     at = clock.now() + timedelta(minutes=10)
                     clock.set(at)
                     # A and B wrote to the business number: the API's window opens too.
-                    for p in due:
+                    for p, _ in due:
                         if kind(int(p[-4:])) != "D":
                             fake.state.open_window(NUMBER, p.lstrip("+"))
                     await h.reply(http, due, at)
-                    await h.settle(http, app)
+                    await h.settle(app)
                     continue
                 nxt = await store.next_due_at(clock.now() - timedelta(days=3650))
                 if nxt is None:
@@ -234,29 +197,39 @@ async def test_a_thousand_new_users_through_the_free_trial_flow(tmp_path: Path) 
         # Never completed while one of its questions was refused.
         refused = [m for m in got if m.failure_code is not None]
         assert conv.state == "completed", (p, k, conv)
-        types = [(m.type, m.body if m.type == "template" else "text") for m in got]
+        types = [(m.type, m.body if m.type == "template" else "-") for m in got]
         if k == "A":
-            assert types == [("template", "trial_welcome")] + [("text", "text")] * 4, (p, types)
+            # Yes/no and the feature list as interactive messages, the score as text.
+            assert types == [
+                ("template", "trial_welcome"),
+                ("interactive", "-"),
+                ("interactive", "-"),
+                ("text", "-"),
+                ("interactive", "-"),
+            ], (p, types)
             assert refused == []
         elif k == "B":
             # Answered the first: step 2 inside the window; then the template again.
             assert types == [
                 ("template", "trial_welcome"),
-                ("text", "text"),
+                ("interactive", "-"),
                 ("template", "trial_checkin"),
                 ("template", "trial_checkin"),
             ], (p, types)
             assert refused == []
         elif k == "C":
-            assert types == [("template", "trial_welcome")] + [("template", "trial_checkin")] * 3, (
-                p,
-                types,
-            )
+            # Setup's own template (with Yes/No quick replies), then the flow's.
+            assert types == [
+                ("template", "trial_welcome"),
+                ("template", "trial_setup"),
+                ("template", "trial_checkin"),
+                ("template", "trial_checkin"),
+            ], (p, types)
             assert refused == []
         else:
-            # D: step 2's text refused by webhook (131047), then its template, once.
+            # D: step 2's buttons refused by webhook (131047), then its template, once.
             assert [m.failure_code for m in refused] == [131047], (p, types)
-            assert types[1:3] == [("text", "text"), ("template", "trial_checkin")], types
+            assert types[1:3] == [("interactive", "-"), ("template", "trial_setup")], types
             rows = {(r.step, r.purpose): r for r in msgs_of[conv.id]}
             assert (rows[(1, "question")].status, rows[(1, "question")].error_code) == (
                 "failed",

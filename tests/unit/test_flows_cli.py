@@ -21,7 +21,7 @@ def runner() -> CliRunner:
 def test_check_ok(runner: CliRunner) -> None:
     result = runner.invoke(app, ["flows", "check", str(REPO / "flows")])
     assert result.exit_code == 0, result.output
-    assert "ok  free-trial (5 steps)" in result.output
+    assert "ok  free-trial (7 steps)" in result.output
     assert "ok  demo (3 steps) from builtin:demo.yaml" in result.output
 
 

@@ -132,9 +132,9 @@ def test_every_problem_in_a_file_is_listed() -> None:
     with pytest.raises(FlowFileError) as info:
         parse_flow_text(text, "f.yaml", "f")
     assert info.value.problems == [
-        "f.yaml:3: steps[0].colour: unknown field 'colour' (allowed: text, template, id, "
-        "title, after, wait_for_reply, reply_timeout, reminder, on_timeout, fallback, "
-        "quiet_hours)",
+        "f.yaml:3: steps[0].colour: unknown field 'colour' (allowed: text, template, kind, "
+        "options, list_button, min, max, reask, max_reasks, on_invalid, next, id, title, "
+        "after, wait_for_reply, reply_timeout, reminder, on_timeout, fallback, quiet_hours)",
         "f.yaml:5: steps[1].after: invalid duration 'soon' (use 30s, 10m, 2h, 1d)",
     ]
 
@@ -242,7 +242,15 @@ def test_undecodable_file(tmp_path: Path) -> None:
 def test_the_shipped_example_loads() -> None:
     flows = load_flows(REPO / "flows")
     trial = flows.get("free-trial")
-    assert [q.id for q in trial.questions()] == ["goal", "setup", "feature", "score", "upgrade"]
+    assert [q.id for q in trial.questions()] == [
+        "goal",
+        "setup",
+        "feature",
+        "score",
+        "fix",
+        "review",
+        "upgrade",
+    ]
     spec = trial.spec
     assert spec.quiet_hours is not None
     assert spec.fallback is not None

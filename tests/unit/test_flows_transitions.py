@@ -230,7 +230,7 @@ def test_timeout_continue_moves_on_as_if_answered() -> None:
     assert WAIT_FLOW.on_timeout(conv, T0) == Transition(
         "in_progress", 2, "question", T0 + timedelta(hours=1)
     )
-    assert WAIT_FLOW.on_timeout(conv, T0) == WAIT_FLOW.on_reply(conv, "", T0)
+    assert WAIT_FLOW.on_timeout(conv, T0) == WAIT_FLOW.on_reply(conv, "ok", T0)
 
 
 def test_timeout_continue_on_the_last_step_completes() -> None:

@@ -62,7 +62,7 @@ def test_finished_rows_are_skipped(state: str) -> None:
     ("row", "phrase"),
     [
         ({"step": 0, "state": "active"}, "map the old values in the query"),
-        ({"step": 5}, "outside flow free-trial's steps 0 to 4"),
+        ({"step": 7}, "outside flow free-trial's steps 0 to 6"),
         ({"step": "nope"}, "neither a step index nor a step id"),
         ({"step": True}, "neither a step index"),
         ({"step": 0, "next_send_at": "soon"}, "next_send_at 'soon' is not a timestamp"),

@@ -35,6 +35,7 @@ _COMMAND_MODULES = [
     "status",
     "serve",
     "export",
+    "results_cmd",
     "openapi_cmd",
 ]
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dripline.cli.common import console, handle_errors, print_json, settings_from
 from dripline.flows import YamlFlow, check_flows, format_duration, load_flows
+from dripline.flows.branches import draw
 from dripline.flows.model import MessageSpec, QuietHours, StepSpec, TemplateSpec
 
 flows_app = typer.Typer(help="Validate and inspect question flows.", no_args_is_help=True)
@@ -97,6 +98,10 @@ def show(
         cells = (question.id, _timing(step), _message(step), _no_reply(step), fallback)
         table.add_row(str(question.index + 1), *(escape(cell) for cell in cells))
     console.print(table)
+    # The steps as a graph: where each answer leads (branches.py).
+    console.print("[bold]branches[/]", highlight=False)
+    for line in draw(spec.steps):
+        console.print(line, highlight=False, markup=False)
 
 
 def _quiet(hours: QuietHours | None) -> str:
@@ -140,9 +145,17 @@ def _flow_json(flow: YamlFlow) -> dict[str, Any]:
     data = flow.spec.model_dump(mode="json", exclude_none=True)
     data["source"] = flow.source
     data["questions"] = [
-        {"index": q.index, "id": q.id, "title": q.title, "expects_reply": q.expects_reply}
+        {
+            "index": q.index,
+            "id": q.id,
+            "title": q.title,
+            "expects_reply": q.expects_reply,
+            "kind": q.kind,
+            "options": list(q.options),
+        }
         for q in flow.questions()
     ]
+    data["branches"] = draw(flow.spec.steps)
     return data
 
 

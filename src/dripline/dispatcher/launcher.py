@@ -32,6 +32,7 @@ from dripline.dispatcher.send import Sender, send_one
 from dripline.dispatcher.window import Choice, decide
 from dripline.errors import DriplineError
 from dripline.flows.base import Flow
+from dripline.flows.purposes import is_timeout
 from dripline.inbox.intake import INTAKE_TOLERANCE_S
 from dripline.settings import Delivery
 from dripline.store.base import Conversation, Reservation, ReservationResult
@@ -146,7 +147,7 @@ class Launcher:
             if quiet is not None and quiet > now:
                 self._recorder.finish(conv, outcomes.rescheduled(conv, quiet))
                 return None
-            if conv.purpose == "timeout":
+            if is_timeout(conv.purpose):
                 self._recorder.finish(conv, outcomes.transitioned(conv, flow.on_timeout(conv, now)))
                 return None
             choice = decide(

@@ -103,9 +103,9 @@ def react(
         delay = MARKETING_RETRY_S if failure.code == MARKETING_LIMIT_CODE else QUALITY_RETRY_S
         return Reaction(Action.RETRY, delay, True, "pending", reason)
     if cls == "window":
-        if purpose == "reminder":
+        if purpose == "reminder" or purpose.startswith("reask"):
             # The step's one template slot is its question's (window.py): the user has
-            # the question, so the reminder is dropped rather than failing the flow.
+            # the question, so a reminder (or a re-ask) is dropped, the flow goes on.
             return Reaction(Action.SKIP, 0.0, False, "failed", f"reminder not sent ({reason})")
         if purpose != "fallback" and has_fallback:
             return Reaction(Action.FALLBACK, 0.0, False, "failed", reason)

@@ -27,6 +27,7 @@ from dripline.dispatcher.reactions import Action, Failure, Reaction, react
 from dripline.dispatcher.reconcile import Settle, settle
 from dripline.dispatcher.recorder import Recorder
 from dripline.flows.base import OutboundMessage
+from dripline.flows.purposes import is_reask
 from dripline.store.base import Conversation, ReservationResult
 from dripline.whatsapp.errors import classify
 
@@ -137,7 +138,8 @@ class Responder:
         ctx.observer.on_failure(failure.error_class, failure.code, reaction.action.value)
         now = ctx.clock.now()
         if reaction.action is Action.SKIP:
-            t = dataclasses.replace(flow.after_send(conv, "reminder", now), note=reaction.reason)
+            skipped = job.purpose if is_reask(job.purpose) else "reminder"
+            t = dataclasses.replace(flow.after_send(conv, skipped, now), note=reaction.reason)
             msg = outcomes.failed_message(failure, reaction, message_id)
             self._recorder.finish(conv, outcomes.transitioned(conv, t, msg))
             return

@@ -20,6 +20,7 @@ Rules (`decide`), for the conversation's due purpose:
 | question | text | closed, step has a template (its own or the flow's) | SEND fallback |
 | question | text | closed, no template | FAIL: the reason names the step and what to add |
 | reminder | text | closed | SKIP: the reminder is not sent, the reply timeout runs on |
+| reask<k> | text or buttons | closed | SKIP, like a reminder |
 
 The margin also covers a text whose outcome is unknown (a lost answer): it is checked
 again every `unknown_after_s` (60 s) up to `max_attempts` (8) times, about 8 minutes,
@@ -97,11 +98,13 @@ def decide(
         if conv.last_inbound_at is None
         else f"the user last wrote at {conv.last_inbound_at.isoformat(timespec='seconds')}"
     )
-    if purpose == "reminder":
+    if purpose != "question":
+        # A reminder or a re-ask (`reask<k>`, which follows the user's own message, so
+        # this only happens when it was held back a day).
         return SendChoice(
             Choice.SKIP,
             purpose,
-            reason=f"reminder not sent: 24-hour window closed ({since}) and it is text",
+            reason=f"{_what(purpose)} not sent: 24-hour window closed ({since}) and it is text",
         )
     if flow.has_fallback(conv):
         return SendChoice(Choice.SEND, "fallback", flow.message(conv, "fallback"))
@@ -115,3 +118,7 @@ def decide(
             "(or to the flow) in its flow file"
         ),
     )
+
+
+def _what(purpose: str) -> str:
+    return "re-ask" if purpose.startswith("reask") else purpose

@@ -8,6 +8,9 @@
     (131047: refused now with window="sync", else accepted and failed by webhook)
     -> deliverability (131026 by webhook) -> 200
 
+A body with `status` (and no `to`) marks a received message as read instead: after the
+token and the JSON, `read_receipts.py` decides (100, 131009 or `{"success": true}`).
+
 Only the 200 path records the message. Injected hangs and resets happen before
 acceptance, so they are never recorded (the client's `maybe_sent=True` is a worst case
 there); `lost_response_fraction` is the opposite case: recorded, then the connection
@@ -35,6 +38,7 @@ from aiohttp import web
 
 from dripline.fake.config import FakeConfig, lognormal_params
 from dripline.fake.control import Control
+from dripline.fake.read_receipts import check_read, is_read_request
 from dripline.fake.rules import ApiError, api_error, decide_send, is_undeliverable, wa_id_for
 from dripline.fake.state import AcceptedMessage, FakeState
 from dripline.fake.validate import Parsed, Problem, check_message
@@ -180,6 +184,8 @@ class _Handlers:
             data = json.loads(await request.read())
         except ValueError:
             return self._error(100, "The request body is not valid JSON")
+        if is_read_request(data):
+            return self._mark_read(request.match_info["phone_number_id"], data)
         parsed = check_message(data)
         if isinstance(parsed, Problem):
             return self._error(parsed.code, parsed.details)
@@ -219,8 +225,18 @@ class _Handlers:
             failure_code=decision.fail_later.code if decision.fail_later else None,
             language=parsed.language,
             in_window=in_window,
+            choices=tuple((c.id, c.title, c.description) for c in parsed.choices),
         )
         return self._accept(request, data, parsed, message, decision.fail_later)
+
+    def _mark_read(self, number: str, data: dict[str, Any]) -> web.Response:
+        """Mark a received message as read (`read_receipts.py`): no throughput or window
+        check, it sends the user nothing but blue ticks."""
+        found = check_read(data, self.state.received, number)
+        if isinstance(found, Problem):
+            return self._error(found.code, found.details)
+        self.state.marked_read.append(data["message_id"])
+        return _json(b'{"success":true}')
 
     def _accept(
         self,

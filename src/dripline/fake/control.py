@@ -7,11 +7,13 @@
     POST /_fake/value-error               a value-level error webhook (`value.errors`)
 
 `/_fake/inbound` takes `{"from", "kind", "phone_number_id", "text", "payload", "reply_id",
-"description", "emoji", "reply_to", "new_wa_id", "unsupported_type", "delay_s"}`; only
+"description", "emoji", "reply_to", "new_wa_id", "unsupported_type", "delay_s",
+"timestamp"}`; only
 `from` is required. `from` is normalised to the user's WhatsApp ID; `phone_number_id`
 defaults to the last number that wrote to the user; `reply_to` is a wamid or "last" (the
 last message that number sent the user), and taps (button, button_reply, list_reply)
-default to "last".
+default to "last". `timestamp` (Unix seconds) stamps the message with a time other than
+now: for tests that run dripline on an injected clock and play users on it.
 """
 
 from __future__ import annotations
@@ -107,7 +109,10 @@ class Control:
             delay_s = float(data.get("delay_s", 0.0))
         except (TypeError, ValueError):
             return _bad("delay_s must be a number of seconds")
-        self.sender.schedule_inbound(number, user, inbound, delay_s)
+        stamp = data.get("timestamp")
+        if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int)):
+            return _bad("timestamp must be Unix seconds (an integer)")
+        self.sender.schedule_inbound(number, user, inbound, delay_s, stamp=stamp)
         return web.json_response(
             {"queued": True, "from": user, "phone_number_id": number, "kind": kind}
         )

@@ -78,6 +78,9 @@ _CATALOGUE: dict[int, tuple[str, str, int]] = {
         "last replied to this number.",
         400,
     ),
+    # Invalid interactive messages (fake/interactive.py).
+    131008: ("Required parameter is missing", "A required parameter is missing.", 400),
+    131009: ("Parameter value is not valid", "One or more parameter values are invalid.", 400),
     131051: ("Unsupported message type", "Unsupported message type.", 400),
     131056: (
         "(Business Account, Consumer Account) pair rate limit hit",

@@ -58,6 +58,9 @@ class AcceptedMessage:
     failure_code: int | None = None  # reported `failed` by webhook with this code
     language: str | None = None  # a template's language
     in_window: bool = False  # the customer-service window was open when it was sent
+    # (id, title, description) of each option the user can tap (interactive buttons or
+    # list rows; a template's quick-reply payloads as id and title).
+    choices: tuple[tuple[str, str, str | None], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class AcceptedMessage:
             "language": self.language,
             "callback_data": self.callback_data,
             "failure_code": self.failure_code,
+            "choices": [{"id": i, "title": t, "description": d} for i, t, d in self.choices],
             "received_monotonic": self.received_monotonic,
             "received_wall": self.received_wall,
             "arrived_wall": self.arrived_wall,
@@ -120,6 +124,10 @@ class FakeState:
         # message without a number goes to the last number that wrote to them.
         self.last_sent: dict[tuple[str, str], str] = {}
         self.last_number: dict[str, str] = {}
+        # Messages users sent (wamid -> (number, user)), and those a number marked read,
+        # in order (`read_receipts.py`).
+        self.received: dict[str, tuple[str, str]] = {}
+        self.marked_read: list[str] = []
         self.outage_until: float | None = None
         if self.config.outage_start_s is not None:
             start = self.started_monotonic + self.config.outage_start_s

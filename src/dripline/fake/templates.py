@@ -53,7 +53,9 @@ DEFAULT_TEMPLATES = (
     # flows/free-trial.yaml: the flow-wide fallback and two step fallbacks.
     TemplateSpec("trial_checkin", "en_US", body=1),
     TemplateSpec("trial_welcome", "en_US", body=2),
-    TemplateSpec("trial_ending", "en_US", body=2),
+    # Choice steps' own templates carry one quick-reply button per option (yes, no).
+    TemplateSpec("trial_setup", "en_US", body=1, buttons=2),
+    TemplateSpec("trial_ending", "en_US", body=2, buttons=2),
     # dripline/flows/builtin/demo.yaml: one per step.
     TemplateSpec("demo_hello", "en_US", body=1),
     TemplateSpec("demo_middle", "en_US"),

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from dripline.fake.interactive import Choice, Refused, check_interactive
 from dripline.fake.templates import TemplateParams, template_params
 
 __all__ = ["Parsed", "Problem", "check_message", "digits"]
@@ -44,6 +45,8 @@ class Parsed:
     callback_data: str | None
     language: str | None = None  # a template's language code
     params: TemplateParams = field(default_factory=TemplateParams)
+    # What the user can tap: reply buttons, list rows, a template's quick-reply payloads.
+    choices: tuple[Choice, ...] = ()
 
 
 def digits(phone: str) -> str:
@@ -64,7 +67,21 @@ def _template(data: dict[str, Any], to: str, callback: str | None) -> Parsed | P
     params = template_params(template)
     if isinstance(params, str):
         return Problem(100, params)
-    return Parsed(digits(to), to, "template", name, callback, code, params)
+    return Parsed(
+        digits(to), to, "template", name, callback, code, params, _quick_replies(template)
+    )
+
+
+def _quick_replies(template: dict[str, Any]) -> tuple[Choice, ...]:
+    """A template's quick-reply payloads, in button order (the tap sends the payload)."""
+    out = []
+    for component in template.get("components", []):
+        if component.get("type") == "button" and component.get("sub_type") == "quick_reply":
+            for param in component.get("parameters", []):
+                payload = param.get("payload") if isinstance(param, dict) else None
+                if isinstance(payload, str):
+                    out.append(Choice(payload, payload))
+    return tuple(out)
 
 
 def check_message(data: Any) -> Parsed | Problem:
@@ -90,6 +107,12 @@ def check_message(data: Any) -> Parsed | Problem:
         return Parsed(digits(to), to, "text", body, callback)
     if kind == "template":
         return _template(data, to, callback)
+    if kind == "interactive" and isinstance(data.get(kind), dict):
+        try:
+            body, choices = check_interactive(data[kind])
+        except Refused as refused:
+            return Problem(refused.code, refused.details)
+        return Parsed(digits(to), to, kind, body or kind, callback, choices=choices)
     if isinstance(kind, str) and kind in _OTHER_TYPES:
         if not isinstance(data.get(kind), dict):
             return Problem(100, f"The parameter {kind} is required")

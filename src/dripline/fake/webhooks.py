@@ -98,6 +98,9 @@ class WebhookSender:
     ) -> None:
         cfg = self.state.config
         rng = self.state.rng
+        if kind == "messages" and isinstance(payload.get("id"), str):
+            # A message the user sent this number: it may be marked read (read_receipts).
+            self.state.received[payload["id"]] = (phone_number_id, str(payload.get("from")))
         if cfg.out_of_order_fraction and rng.random() < cfg.out_of_order_fraction:
             due += cfg.out_of_order_delay_s
         self._seq += 1
@@ -160,9 +163,11 @@ class WebhookSender:
         message: str | Inbound,
         delay_s: float = 0.0,
         now: float | None = None,
+        stamp: int | None = None,
     ) -> None:
         """Queue a message from `user` (a WhatsApp ID) to `phone_number_id`; it opens
-        their window with that number when they write it, `delay_s` from `now`."""
+        their window with that number when they write it, `delay_s` from `now`.
+        `stamp` (Unix seconds) is its `timestamp` when given, else when it is written."""
         start = time.monotonic() if now is None else now
         inbound = message if isinstance(message, Inbound) else Inbound("text", message)
         if delay_s <= 0:
@@ -175,7 +180,7 @@ class WebhookSender:
             inbound,
             wa_id=user,
             message_id=f"wamid.IN{self.state.next_id()}",
-            timestamp=int(wall),
+            timestamp=int(wall) if stamp is None else stamp,
             business_number=self.state.config.display_phone_number,
         )
         opens = user if delay_s > 0 else None

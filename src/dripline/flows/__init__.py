@@ -8,9 +8,11 @@ transition = flow.after_send(conv, conv.purpose, sent_at)
 """
 
 from dripline.flows.base import (
+    ChoiceRow,
     ConversationLike,
     Flow,
     FlowRegistry,
+    InteractiveMessage,
     OutboundMessage,
     Question,
     TemplateButton,
@@ -28,12 +30,14 @@ from dripline.flows.registry import CheckResult, FlowSet, check_flows, load_flow
 
 __all__ = [
     "CheckResult",
+    "ChoiceRow",
     "ConversationLike",
     "Flow",
     "FlowFileError",
     "FlowRegistry",
     "FlowSet",
     "FlowSpec",
+    "InteractiveMessage",
     "OutboundMessage",
     "Question",
     "QuietHours",

@@ -18,12 +18,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from dripline.flows.answers import Answer, Reply
 
 __all__ = [
+    "ChoiceRow",
     "ConversationLike",
     "Flow",
     "FlowRegistry",
+    "InteractiveMessage",
     "OutboundMessage",
     "Question",
     "TemplateButton",
@@ -108,7 +113,28 @@ class TemplateMessage:
     buttons: tuple[TemplateButton, ...] = ()
 
 
-OutboundMessage = TextMessage | TemplateMessage
+@dataclass(frozen=True, slots=True)
+class ChoiceRow:
+    """One option of an interactive message: a reply button or a list row."""
+
+    id: str
+    title: str
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InteractiveMessage:
+    """A choice question: reply buttons (`style` "button", 1-3 options) or a list
+    message (`style` "list", up to 10 rows under one button labelled `list_button`).
+    Only inside the 24-hour window, like text."""
+
+    body: str
+    options: tuple[ChoiceRow, ...]
+    style: str  # "button" or "list"
+    list_button: str = "Choose"
+
+
+OutboundMessage = TextMessage | TemplateMessage | InteractiveMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +156,9 @@ class Question:
     id: str  # the column name: the step's `id`, default q1, q2, ...
     title: str  # the step's `title`, else the start of its text or its template name
     expects_reply: bool
+    kind: str = "text"  # text, choice, number or yes_no (flows/questions.py)
+    options: tuple[str, ...] = ()  # a choice's or yes_no's option ids, in order
+    number_range: tuple[float, float] | None = None  # a number question's (min, max)
 
 
 class Flow(Protocol):
@@ -155,6 +184,14 @@ class Flow(Protocol):
         conversation that is not active.
         """
 
+    def answer(self, conv: ConversationLike, reply: Reply) -> Answer:
+        """`reply` read as a typed answer to conv.step (valid or not)."""
+
+    def on_answer(self, conv: ConversationLike, answer: Answer, now: datetime) -> Transition | None:
+        """What a typed answer to conv.step does: its branch, a re-ask, the step's
+        `on_invalid`, or None (nothing changes). Raises FlowError for a conversation
+        that is not active."""
+
     def has_fallback(self, conv: ConversationLike) -> bool:
         """True when conv.step has a template for a closed 24-hour window."""
 
@@ -163,6 +200,10 @@ class Flow(Protocol):
 
     def questions(self) -> Sequence[Question]:
         """Every step in order, for the answers export (one column per question)."""
+
+    @property
+    def read_receipts(self) -> bool:
+        """True when the inbox marks each answer to this flow as read (`read_receipts`)."""
 
 
 class FlowRegistry(Protocol):

@@ -18,9 +18,18 @@ after_send(conv, purpose, sent_at), step s = conv.step:
 on_timeout(conv, now):
   on_timeout: end      -> completed, note "no reply to step N (id) within <reply_timeout>"
   on_timeout: continue -> as on_reply at `now`
-on_reply(conv, text, now):
-  s is not the last -> in_progress, s+1, question, at now + steps[s+1].after (quiet hours)
-  s is the last     -> completed
+on_answer(conv, answer, now) (answer: `answers.interpret` of the reply):
+  valid             -> in_progress at its `next` step (branches.py; default: s+1),
+                       question, at now + that step's after (quiet hours); completed
+                       after the last step or at `end`
+  invalid, k re-asks sent (purpose timeout<k> or reminder/timeout: k=0):
+    k < max_reasks  -> in_progress, s, reask<k+1>, at now
+    otherwise       -> on_invalid: continue (the default way on), end (completed with a
+                       note) or wait (None: nothing changes)
+  a re-ask already due (purpose reask<k>) -> None
+after_send(conv, reask<k>, sent_at) -> awaiting_reply, s, timeout<k>, at sent_at +
+  reply_timeout
+on_reply(conv, text, now): on_answer with `text` taken as valid whatever it says
 
 Timeouts are not sends, so quiet hours never move them. Silence ends a conversation as
 `completed`, not `failed`: `failed` means dripline could not deliver, which an operator
@@ -34,8 +43,11 @@ from datetime import datetime
 from typing import Any
 
 from dripline.errors import FlowError
+from dripline.flows.answers import Answer, Reply, interpret
 from dripline.flows.base import (
+    ChoiceRow,
     ConversationLike,
+    InteractiveMessage,
     OutboundMessage,
     Question,
     TemplateButton,
@@ -44,10 +56,13 @@ from dripline.flows.base import (
     TextMessage,
     Transition,
 )
+from dripline.flows.branches import END, default_target, step_ids, target_for
 from dripline.flows.durations import format_duration
 from dripline.flows.model import FlowSpec, MessageSpec, QuietHours, StepSpec, TemplateSpec
 from dripline.flows.params import sanitize
 from dripline.flows.placeholders import render
+from dripline.flows.purposes import is_reask, reask, reasks_sent, timeout_after
+from dripline.flows.questions import default_reask, question_options, uses_buttons
 from dripline.flows.quiet import quiet_window_end, recipient_zone
 
 __all__ = ["ACTIVE", "YamlFlow"]
@@ -62,12 +77,18 @@ class YamlFlow:
         self.spec = spec
         self.name = spec.name
         self.source = source
+        self._ids = step_ids(spec.steps)
         self._questions = tuple(
             Question(
                 index=index,
                 id=step.id or f"q{index + 1}",
                 title=step.title or step.describe(),
                 expects_reply=step.wait_for_reply,
+                kind=step.kind,
+                options=tuple(o.id for o in question_options(step)),
+                number_range=(step.min, step.max)
+                if step.kind == "number" and step.min is not None and step.max is not None
+                else None,
             )
             for index, step in enumerate(spec.steps)
         )
@@ -81,7 +102,10 @@ class YamlFlow:
         index, step = self._step(conv)
         where = f"flow {self.name}: steps[{index}]"
         if purpose == "question":
-            return self._render(step, conv, where)
+            return self._render(step, conv, where, step.text)
+        if is_reask(purpose):
+            # The re-ask repeats the buttons or list, with the re-ask as its body.
+            return self._render(step, conv, f"{where}.reask", step.reask or default_reask(step))
         if purpose == "reminder":
             if step.reminder is None:
                 raise FlowError("this step has no reminder", where=where)
@@ -90,7 +114,10 @@ class YamlFlow:
             template = self._fallback(step)
             if template is None:
                 raise FlowError("this step has no fallback template", where=where)
-            return self._template(template, conv, f"{where}.fallback")
+            # Quick replies only in the step's own template: the flow's is shared by
+            # steps with other options (or none), so it cannot carry theirs.
+            own = step if step.fallback is not None else None
+            return self._template(template, conv, f"{where}.fallback", own)
         raise FlowError(f"nothing to send for purpose {purpose!r}", where=where)
 
     def has_fallback(self, conv: ConversationLike) -> bool:
@@ -108,6 +135,11 @@ class YamlFlow:
     def questions(self) -> Sequence[Question]:
         """Every step in order, for the answers export."""
         return self._questions
+
+    @property
+    def read_receipts(self) -> bool:
+        """The flow's `read_receipts`: mark each answer as read (blue ticks)."""
+        return self.spec.read_receipts
 
     # -- what happens next -----------------------------------------------------
     def after_send(self, conv: ConversationLike, purpose: str, sent_at: datetime) -> Transition:
@@ -127,6 +159,10 @@ class YamlFlow:
                     "awaiting_reply", index, "reminder", self._after_quiet(conv, step, due)
                 )
             return Transition("awaiting_reply", index, "timeout", sent_at + step.reply_timeout)
+        if is_reask(purpose) and step.reply_timeout is not None:
+            # After a re-ask the user gets the whole reply_timeout again (no reminder).
+            waiting = timeout_after(reasks_sent(purpose) + 1)
+            return Transition("awaiting_reply", index, waiting, sent_at + step.reply_timeout)
         if purpose == "reminder":
             if step.reminder is None or step.reply_timeout is None:
                 raise FlowError(
@@ -163,8 +199,51 @@ class YamlFlow:
                 f"conversation {conv.id} is {conv.state}; a reply does not move it",
                 where=f"flow {self.name}",
             )
-        index, _ = self._step(conv)
-        return self._advance(conv, index, now)
+        answer = self.answer(conv, Reply(text))
+        if not answer.valid:
+            # Taken as an answer whatever it says (what any reply did before typed
+            # answers): the step's default way on. The inbox uses on_answer instead.
+            answer = Answer("text", True, text=text)
+        transition = self.on_answer(conv, answer, now)
+        assert transition is not None  # a valid answer always moves the conversation
+        return transition
+
+    def answer(self, conv: ConversationLike, reply: Reply) -> Answer:
+        """`reply` read as an answer to conv.step (`answers.interpret`)."""
+        _, step = self._step(conv)
+        return interpret(step, reply)
+
+    def on_answer(self, conv: ConversationLike, answer: Answer, now: datetime) -> Transition | None:
+        """A valid answer: the step its branch names. An invalid one: the next re-ask,
+        or after `max_reasks` the step's `on_invalid`. None: nothing changes (a re-ask
+        is already due, or `on_invalid: wait`)."""
+        _aware(now)
+        if conv.state not in ACTIVE:
+            raise FlowError(
+                f"conversation {conv.id} is {conv.state}; a reply does not move it",
+                where=f"flow {self.name}",
+            )
+        index, step = self._step(conv)
+        if answer.valid:
+            target = target_for(self.spec.steps, index, answer.option, answer.number)
+            return self._goto(conv, index, target, now)
+        if is_reask(conv.purpose):
+            return None  # the re-ask this answer would earn is already due
+        done = reasks_sent(conv.purpose)
+        if done < step.max_reasks:
+            return Transition("in_progress", index, reask(done + 1), now)
+        if step.on_invalid == "continue":
+            return self._advance(conv, index, now)
+        if step.on_invalid == "end":
+            return Transition(
+                "completed",
+                index,
+                conv.purpose,
+                None,
+                note=f"no valid answer to step {index + 1} ({self._ids[index]}) "
+                f"after {done} re-ask(s)",
+            )
+        return None
 
     def quiet_until(self, conv: ConversationLike, now: datetime) -> datetime | None:
         """When `now` falls in conv.step's quiet hours for the recipient, the time they end."""
@@ -185,9 +264,13 @@ class YamlFlow:
         return index, self.spec.steps[index]
 
     def _advance(self, conv: ConversationLike, index: int, at: datetime) -> Transition:
-        following = index + 1
-        if following >= len(self.spec.steps):
+        """The step's default way on: its `next` (or `default`), else the next step."""
+        return self._goto(conv, index, default_target(self.spec.steps, index), at)
+
+    def _goto(self, conv: ConversationLike, index: int, target: str, at: datetime) -> Transition:
+        if target == END:
             return Transition("completed", index, "question", None)
+        following = self._ids.index(target)
         step = self.spec.steps[following]
         due = self._after_quiet(conv, step, at + step.after)
         return Transition("in_progress", following, "question", due)
@@ -217,13 +300,39 @@ class YamlFlow:
         values["phone"] = conv.phone
         return values
 
-    def _render(self, spec: MessageSpec, conv: ConversationLike, where: str) -> OutboundMessage:
+    def _render(
+        self, spec: MessageSpec, conv: ConversationLike, where: str, text: str | None = None
+    ) -> OutboundMessage:
+        """`spec`'s template, else `text` (default: spec.text), as buttons or a list
+        when `spec` is a step with options."""
         if spec.template is not None:
-            return self._template(spec.template, conv, f"{where}.template")
-        assert spec.text is not None  # validated: exactly one of text and template
-        return TextMessage(self._fill(spec.text, conv, f"{where}.text"))
+            step = spec if isinstance(spec, StepSpec) else None
+            return self._template(spec.template, conv, f"{where}.template", step)
+        text = text if text is not None else spec.text
+        assert text is not None  # validated: exactly one of text and template
+        body = self._fill(text, conv, f"{where}.text")
+        options = question_options(spec) if isinstance(spec, StepSpec) else ()
+        if not options:
+            return TextMessage(body)
+        assert isinstance(spec, StepSpec)
+        return InteractiveMessage(
+            body=body,
+            options=tuple(ChoiceRow(o.id, o.title, o.description) for o in options),
+            style="button" if uses_buttons(spec) else "list",
+            list_button=spec.list_button,
+        )
 
-    def _template(self, spec: TemplateSpec, conv: ConversationLike, where: str) -> TemplateMessage:
+    def _template(
+        self,
+        spec: TemplateSpec,
+        conv: ConversationLike,
+        where: str,
+        step: StepSpec | None = None,
+    ) -> TemplateMessage:
+        """The template with its parameters; for a choice `step` whose template sets no
+        buttons, one quick-reply button per option with the option id as its payload
+        (the template must have them, in the options' order), so a tap is an answer."""
+
         # Text parameters are cleaned of what Meta refuses (132018); enrollment rejects
         # such values first, this only catches older enrollments and defaults.
         def text(param: str, at: str) -> str:
@@ -258,6 +367,10 @@ class YamlFlow:
                     else self._fill(b.value, conv, f"{where}.buttons[{i}]"),
                 )
                 for i, b in enumerate(spec.buttons)
+            )
+            or tuple(
+                TemplateButton(i, "quick_reply", o.id)
+                for i, o in enumerate(question_options(step) if step is not None else ())
             ),
         )
 

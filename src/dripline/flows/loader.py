@@ -148,7 +148,14 @@ def _fields_hint(kind: str, loc: Sequence[str | int]) -> str:
     """For an unknown field, the fields that are allowed there."""
     if kind != "extra_forbidden":
         return ""
-    from dripline.flows.model import ButtonSpec, HeaderSpec, ReminderSpec, StepSpec, TemplateSpec
+    from dripline.flows.model import (
+        ButtonSpec,
+        HeaderSpec,
+        OptionSpec,
+        ReminderSpec,
+        StepSpec,
+        TemplateSpec,
+    )
 
     parents = [p for p in loc[:-1] if isinstance(p, str)]
     model: type[Any] = FlowSpec
@@ -162,6 +169,8 @@ def _fields_hint(kind: str, loc: Sequence[str | int]) -> str:
         model = HeaderSpec
     elif parents and parents[-1] == "buttons":
         model = ButtonSpec
+    elif parents and parents[-1] == "options":
+        model = OptionSpec
     elif parents and parents[-1] == "quiet_hours":
         return " (allowed: start, end)"
     elif parents:

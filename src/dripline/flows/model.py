@@ -5,6 +5,7 @@
     quiet_hours: {start: "21:00", end: "08:00"}   # recipient's local time
     defaults: {name: there}       # placeholder values when the conversation has none
     fallback: {name: ..., language: en_US, body_params: ["{name}"]}   # all steps
+    read_receipts: true           # mark each answer read (blue ticks); default false
     steps:
       - id: q1                    # optional, default q1, q2, ...: the export column
         title: ...                # optional, for people and the export
@@ -13,6 +14,8 @@
         wait_for_reply: true
         reply_timeout: 1d         # required with wait_for_reply
         reminder: {after: 4h, text: "..."}   # or template
+        kind: choice              # text (default), choice, number, yes_no: questions.py
+        options: [{id: a, title: A}]   # min/max, reask, max_reasks, on_invalid, next
         on_timeout: end           # or continue
         fallback: {...}           # this step's template for a closed 24-hour window
         quiet_hours: off          # or {start, end}: overrides the flow's
@@ -37,9 +40,11 @@ from pydantic import (
     model_validator,
 )
 
+from dripline.flows.branches import branch_problems
 from dripline.flows.durations import format_duration, parse_duration
 from dripline.flows.params import field_value_problems
 from dripline.flows.placeholders import placeholders_in
+from dripline.flows.questions import OptionSpec, QuestionFields, question_problems
 from dripline.flows.template_spec import ButtonSpec, HeaderSpec, TemplateSpec
 
 __all__ = [
@@ -48,6 +53,7 @@ __all__ = [
     "HeaderSpec",
     "Loc",
     "MessageSpec",
+    "OptionSpec",
     "QuietHours",
     "ReminderSpec",
     "StepSpec",
@@ -171,8 +177,9 @@ def _quiet_hours(value: Any) -> Any:
 QuietHoursField = Annotated[QuietHours | None, BeforeValidator(_quiet_hours)]
 
 
-class StepSpec(MessageSpec):
-    """One question: its message, its timing, what a closed window or silence does."""
+class StepSpec(QuestionFields, MessageSpec):
+    """One question: its message, its timing, what a closed window or silence does, and
+    what it asks (`QuestionFields`: kind, options, re-asks, branches)."""
 
     id: str | None = None
     title: str | None = None
@@ -201,6 +208,8 @@ class FlowSpec(_Model):
     quiet_hours: QuietHoursField = None
     defaults: dict[str, str] = Field(default_factory=dict)
     fallback: TemplateSpec | None = None
+    # Mark each answer as read through the Cloud API (the user sees blue ticks).
+    read_receipts: bool = False
     steps: list[StepSpec] = Field(min_length=1)
 
     @field_validator("name")
@@ -260,9 +269,11 @@ def semantic_problems(spec: FlowSpec) -> list[tuple[Loc, str]]:
                     )
                 )
         else:
-            for field in ("reply_timeout", "reminder", "on_timeout"):
+            for field in ("reply_timeout", "reminder", "on_timeout", "on_invalid", "reask"):
                 if field in step.model_fields_set:
                     problems.append(
                         ((*here, field), f"{field} only applies with wait_for_reply: true")
                     )
+        problems += question_problems(step, here, step.text is not None)
+    problems += branch_problems(spec.steps)
     return problems

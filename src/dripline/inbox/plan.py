@@ -22,13 +22,16 @@ Inbound messages (`plan_inbound`):
   nothing more is ever sent to them; and the number (as it wrote, and as each of those
   conversations was enrolled) is suppressed for that business number, so enrolling it
   again is refused without a new opt-in (`Store.enroll`), even with no conversation;
-- otherwise the reply advances the sender's waiting conversation through
-  `flow.on_reply`: one `awaiting_reply`, or one `pending`/`in_progress` whose current
+- otherwise the reply answers the sender's waiting conversation: read as a typed answer
+  (`flows.answers`: a tap's id, a matched option, a number in range, or invalid) and
+  stored with it, it moves the conversation through `flow.on_answer` (the branch's
+  step, a re-ask, or the step's `on_invalid`); the waiting conversation is one
+  `awaiting_reply`, or one `pending`/`in_progress` whose current
   step waits for a reply and whose question already went out (a send the dispatcher
   recorded as `unknown` that a status webhook since resolved); a reply quoting one of
   our messages (`context.id`) goes to that message's conversation when it is one of
-  them, else the most recently moved waiting one. A reply with no text (an image, a
-  sticker) is recorded but does not advance the flow. Anything else is recorded
+  them, else the most recently moved waiting one. A reply with no text and no tap (an
+  image, a sticker) is recorded but does not advance the flow. Anything else is recorded
   against the step most recently asked and changes nothing.
 
 Leases: a conversation a dispatcher holds (live lease) is not touched, because the
@@ -47,7 +50,8 @@ from typing import Any
 import structlog
 
 from dripline.errors import InputError
-from dripline.flows import FlowRegistry
+from dripline.flows import FlowRegistry, Transition
+from dripline.flows.answers import Reply
 from dripline.store import (
     ACTIVE_STATES,
     OPT_OUT_KIND,
@@ -127,6 +131,8 @@ class InboundEvent:
     inbox_id: int = 0
     number: str | None = None
     context_id: str | None = None
+    # A tap: the reply button's or list row's id, or a template quick-reply's payload.
+    tap_id: str | None = None
 
 
 def inbound_event(msg: InboundMessage, inbox_id: int, now: datetime) -> InboundEvent | None:
@@ -145,6 +151,7 @@ def inbound_event(msg: InboundMessage, inbox_id: int, now: datetime) -> InboundE
         inbox_id=inbox_id,
         number=_id_or_none(msg.phone_number_id),
         context_id=_id_or_none(msg.context_id),
+        tap_id=_clean(msg.reply_id or msg.button_payload, 256),
     )
 
 
@@ -162,6 +169,7 @@ class InboundPlan:
     suppressions: list[Suppression] = field(default_factory=list)
     deferred: list[InboundEvent] = field(default_factory=list)
     advanced: int = 0
+    invalid: int = 0  # replies that did not answer their question (re-asked)
     opted_out: int = 0
     unknown_sender: int = 0
 
@@ -233,6 +241,23 @@ def _suppressions(
     return [Suppression(sender, phone, reason, event.at) for sender, phone in sorted(pairs)]
 
 
+def _answer(
+    flows: FlowRegistry, row: Conversation, event: InboundEvent, now: datetime
+) -> tuple[Transition | None, dict[str, Any]]:
+    """The reply read as a typed answer to the row's step (`flows.answers`) and what it
+    does: the next step, a re-ask, `on_invalid`, or nothing (None). The dict holds the
+    typed answer's NewInbound fields."""
+    flow = flows.get(row.flow)
+    answer = flow.answer(row, Reply(event.text, event.tap_id))
+    typed = {
+        "answer_kind": answer.kind,
+        "answer_option": answer.option,
+        "answer_number": answer.number,
+        "valid": answer.valid,
+    }
+    return flow.on_answer(row, answer, now), typed
+
+
 def plan_inbound(
     events: Sequence[InboundEvent],
     phones: dict[str, PhoneConversations],
@@ -302,23 +327,28 @@ def plan_inbound(
             waiting = [quoted] if quoted in waiting else []
         primary = quoted or max(waiting or active, key=lambda r: (r.updated_at, r.id))
         step: int | None
-        if waiting and event.text is not None and event.text.strip():
+        typed: dict[str, Any] = {}
+        if waiting and (event.tap_id is not None or (event.text or "").strip()):
             step = primary.step
             try:
-                t = flows.get(primary.flow).on_reply(primary, event.text, now)
+                t, typed = _answer(flows, primary, event, now)
             except InputError as exc:
                 log.warning("webhook.reply_not_applied", conversation_id=primary.id, error=str(exc))
             else:
-                rows[primary.id] = dataclasses.replace(
-                    primary,
-                    state=t.state,
-                    step=t.step,
-                    purpose=t.purpose,
-                    next_send_at=t.next_send_at,
-                    attempts=0,
-                )
-                errors[primary.id] = t.note
-                plan.advanced += 1
+                if t is not None:
+                    rows[primary.id] = dataclasses.replace(
+                        primary,
+                        state=t.state,
+                        step=t.step,
+                        purpose=t.purpose,
+                        next_send_at=t.next_send_at,
+                        attempts=0,
+                    )
+                    errors[primary.id] = t.note
+                if typed.get("valid") is not False:
+                    plan.advanced += 1
+                else:
+                    plan.invalid += 1
         elif waiting:
             step = primary.step  # a photo or sticker answering: kept, flow not moved
         elif primary.state == "in_progress" and primary.step > 0:
@@ -326,7 +356,9 @@ def plan_inbound(
         else:
             step = None
         plan.inserts.append(
-            NewInbound(event.wamid, primary.id, event.phone, step, kind, event.text, event.at)
+            NewInbound(
+                event.wamid, primary.id, event.phone, step, kind, event.text, event.at, **typed
+            )
         )
     for row_id, row in rows.items():
         if row != originals[row_id]:

@@ -28,6 +28,7 @@ from dripline.errors import DatabaseUnavailable, InputError, TransientStoreError
 from dripline.flows import FlowRegistry
 from dripline.inbox.optouts import suppressions_from_statuses
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
+from dripline.inbox.receipts import ReadReceipt, ReadReceipts, receipts_for
 from dripline.inbox.refusals import plan_refusals
 from dripline.store import (
     STATUS_RANK,
@@ -93,8 +94,11 @@ class InboxProcessor:
         max_attempts: int = 8,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 300.0,
+        receipts: ReadReceipts | None = None,
     ) -> None:
         self.store = store
+        # Marks answers read for flows with `read_receipts` (after each commit).
+        self.receipts = receipts
         self.flows = flows
         self.clock = clock
         self.keywords = tuple(opt_out_keywords)
@@ -294,6 +298,7 @@ class InboxProcessor:
         limit = 1 if after_id < self._single_until else self.batch_rows
         now = self.clock.now()
         self._taken = []
+        receipts: list[ReadReceipt] = []
         async with self.store.webhook_transaction() as tx:
             rows = await tx.take_inbox(limit, after_id)
             if not rows:
@@ -377,6 +382,9 @@ class InboxProcessor:
                 await tx.add_suppressions(plan.suppressions)
                 stats.advanced = plan.advanced
                 stats.opted_out = plan.opted_out
+                if self.receipts is not None:
+                    flow_of = {c.id: c.flow for pc in phones.values() for c in pc.active}
+                    receipts = receipts_for(plan, events, flow_of, self._wants_receipts)
                 for e in plan.deferred:
                     waiting[e.inbox_id] = "waiting: the conversation is being sent to"
             done = [
@@ -402,7 +410,15 @@ class InboxProcessor:
             stats.malformed = len(malformed)
             stats.waiting = len(waiting)
             await tx.finish_inbox(done, sorted(waiting.items()), now)
+        if receipts and self.receipts is not None:
+            self.receipts.submit(receipts)  # committed: the answers are ours for good
         return stats
+
+    def _wants_receipts(self, flow: str) -> bool:
+        try:
+            return self.flows.get(flow).read_receipts
+        except InputError:
+            return False  # a flow that is gone
 
 
 def _furthest(updates: Sequence[StatusUpdate]) -> list[StatusUpdate]:

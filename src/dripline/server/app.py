@@ -36,12 +36,14 @@ from dripline.errors import DatabaseUnavailable, StoreError
 from dripline.flows import FlowRegistry, load_flows
 from dripline.inbox import InboxProcessor
 from dripline.inbox.intake import IntakeHeartbeat
+from dripline.inbox.receipts import ReadReceipts
 from dripline.inbox.retention import RetentionPass
 from dripline.server.api import ErrorOut, build_router
 from dripline.server.auth import TokenAuth, check_auth_settings
 from dripline.server.guard import AccessGuard, AccessPolicy
 from dripline.server.health import router as health_router
 from dripline.server.limits import server_limits
+from dripline.server.results_api import build_results_router
 from dripline.server.token import ensure_api_token
 from dripline.server.webhook import InboxWriter, build_webhook_router
 from dripline.settings import Settings
@@ -92,6 +94,15 @@ def _one_line(exc: RequestValidationError) -> str:
     return f"{loc}: {first.get('msg', 'invalid')}{suffix}"
 
 
+def _read_receipts(settings: Settings, flows: FlowRegistry) -> ReadReceipts | None:
+    """A Cloud API client for read receipts when some flow asks for them (none else)."""
+    if not any(flows.get(name).read_receipts for name in flows.names()):
+        return None
+    from dripline.whatsapp import CloudApiClient
+
+    return ReadReceipts(CloudApiClient.from_settings(settings))
+
+
 def create_app(
     settings: Settings,
     *,
@@ -129,6 +140,7 @@ def create_app(
                 settings.database_url, pool_size=SERVER_POOL_SIZE, pooler=settings.db_pooler
             )
         assert parts.store is not None
+        receipts = _read_receipts(settings, registry)
         processor = InboxProcessor(
             parts.store,
             registry,
@@ -138,6 +150,7 @@ def create_app(
             retry_base_s=settings.retry_base_s,
             retry_cap_s=settings.retry_cap_s,
             default_sender=settings.whatsapp_phone_number_id,
+            receipts=receipts,
         )
         writer = InboxWriter(
             parts.store,
@@ -168,6 +181,8 @@ def create_app(
             await retention.stop()
             await writer.stop()
             await processor.stop()
+            if receipts is not None:
+                await receipts.close()
             if own:
                 await parts.store.close()
                 parts.store = None
@@ -203,6 +218,9 @@ def create_app(
     auth = TokenAuth(token)
     app.include_router(
         build_router(get_store=get_store, get_flows=lambda: registry, clock=clk, auth=auth)
+    )
+    app.include_router(
+        build_results_router(get_store=get_store, get_flows=lambda: registry, auth=auth)
     )
     app.include_router(build_webhook_router(settings, get_writer))
 

@@ -8,11 +8,12 @@ A sampler task reads the database every `interval_s` (2 s) into an in-memory rin
 buffer (30 minutes), so the charts have history from the first page load, and every
 browser tab reads that buffer instead of querying the database itself. Cheap queries
 (backlog via the due index, sends in the last minute, lag, live workers) run on every
-tick; the ones that scan more (15-minute throughput, errors, conversations by state)
-every `slow_every` ticks.
+tick; the ones that scan more (15-minute throughput, errors, conversations by state,
+each flow's results for the flow view: `dashboard_flows.py`) every `slow_every` ticks.
 
 The app provides `app.state.store` (and optionally `app.state.settings`, shown
-redacted); `app.state.dashboard_interval_s` overrides the sampling interval (tests).
+redacted, and `app.state.flows`, the flows whose questions the flow view names);
+`app.state.dashboard_interval_s` overrides the sampling interval (tests).
 Only aggregates are shown: no phone number, message text or secret reaches the page.
 """
 
@@ -36,6 +37,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from dripline.errors import DriplineError
+from dripline.flows import FlowRegistry
+from dripline.server.dashboard_flows import flow_views
 from dripline.settings import Settings
 from dripline.status_report import status_document
 from dripline.store import BacklogSnapshot, ErrorCount, LagSummary, Store
@@ -80,6 +83,7 @@ class DashboardSampler:
         store: Store,
         settings: Settings | None = None,
         *,
+        flows: FlowRegistry | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
         history: int = HISTORY_POINTS,
         slow_every: int = 5,
@@ -87,6 +91,8 @@ class DashboardSampler:
     ) -> None:
         self.store = store
         self.settings = settings
+        self.flows = flows
+        self.flow_views: list[dict[str, Any]] = []
         self.interval_s = interval_s
         self.samples: deque[Sample] = deque(maxlen=history)
         self.status: dict[str, Any] | None = None
@@ -112,6 +118,7 @@ class DashboardSampler:
             self._long_sent = await self.store.sent_counts(now, (300, 900))
             self._errors = await self.store.error_counts(now, window_s=ERROR_WINDOW_S)
             self._states = await self.store.conversations_by_state()
+            self.flow_views = await flow_views(self.store, self.flows)
         doc = status_document(
             now=now,
             backlog=backlog,
@@ -191,6 +198,7 @@ class DashboardSampler:
             "series": self.series(),
             "status": self.status,
             "settings": _settings_rows(self.settings),
+            "flows": self.flow_views,
         }
 
 
@@ -209,6 +217,7 @@ def _sampler(app: FastAPI) -> DashboardSampler | None:
     sampler = DashboardSampler(
         store,
         getattr(app.state, "settings", None),
+        flows=getattr(app.state, "flows", None),
         interval_s=float(getattr(app.state, "dashboard_interval_s", DEFAULT_INTERVAL_S)),
     )
     app.state.dashboard_sampler = sampler
@@ -295,7 +304,12 @@ def _settings_html(settings: Mapping[str, Any] | None) -> str:
 async def dashboard_page(request: Request) -> HTMLResponse:
     """The dashboard page, with the current numbers already in it."""
     sampler = _sampler(request.app)
-    doc: dict[str, Any] = {"interval_s": DEFAULT_INTERVAL_S, "series": {}, "status": None}
+    doc: dict[str, Any] = {
+        "interval_s": DEFAULT_INTERVAL_S,
+        "series": {},
+        "status": None,
+        "flows": [],
+    }
     if sampler is not None:
         await sampler.first_sample(timeout_s=2.0)
         doc = sampler.document()

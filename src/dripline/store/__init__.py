@@ -24,6 +24,7 @@ from dripline.errors import ConfigError, DatabaseUnavailable, DriplineError, Sto
 from dripline.store.base import Store, WebhookTx
 from dripline.store.memory import MemoryDatabase, MemoryStore
 from dripline.store.migrate import current_revision, head_revision, upgrade_connection
+from dripline.store.results_types import AnswerCount, FlowResultsData, StepCounts
 from dripline.store.sql import SqlStore, first_line
 from dripline.store.types import (
     ACTIVE_STATES,
@@ -78,6 +79,7 @@ __all__ = [
     "OPT_OUT_KIND",
     "STATUS_RANK",
     "THROUGHPUT_WINDOWS_S",
+    "AnswerCount",
     "BacklogCounts",
     "BacklogSnapshot",
     "CancelOutcome",
@@ -87,6 +89,7 @@ __all__ = [
     "EnrollResult",
     "Enrollment",
     "ErrorCount",
+    "FlowResultsData",
     "ForgetResult",
     "ImportedConversation",
     "Inbound",
@@ -109,6 +112,7 @@ __all__ = [
     "ReservationResult",
     "StatusResult",
     "StatusUpdate",
+    "StepCounts",
     "Store",
     "StoreHealth",
     "StoreSnapshot",

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
+from dripline.store.results_types import ResultsQueries
 from dripline.store.types import (
     THROUGHPUT_WINDOWS_S,
     BacklogCounts,
@@ -226,7 +227,7 @@ class WebhookTx(ABC):
         for `dripline status` and metrics (`Store.webhook_errors`)."""
 
 
-class Store(ABC):
+class Store(ResultsQueries, ABC):
     """The database, as dripline uses it."""
 
     backend: str

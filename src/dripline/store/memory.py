@@ -36,11 +36,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 
 from dripline.store import memory_queries as q
-from dripline.store import memory_retention
+from dripline.store import memory_results, memory_retention
 from dripline.store.base import Store, WebhookTx, enroll_results
 from dripline.store.identity import lifted_suppressions, suppression_phones
 from dripline.store.memory_tables import Tables, View, utc
 from dripline.store.memory_webhook import MemoryWebhookTx
+from dripline.store.results_types import FlowResultsData
 from dripline.store.types import (
     ACTIVE_STATES,
     CANCELLED,
@@ -350,6 +351,10 @@ class MemoryStore(Store):
                 return
             yield page
             after = page[-1][0].id
+
+    async def flow_results(self, flow: str) -> FlowResultsData:
+        await self._enter("flow_results")
+        return memory_results.flow_results(self._read(), flow)
 
     async def flows_in_use(self) -> set[str]:
         await self._enter("flows_in_use")

@@ -269,6 +269,10 @@ class MemoryWebhookTx(WebhookTx):
                 r.kind,
                 r.body,
                 utc(r.received_at),
+                r.answer_kind,
+                r.answer_option,
+                r.answer_number,
+                r.valid,
             )
             v.add_inbound(row)
             inserted.add(r.wamid)

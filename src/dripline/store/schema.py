@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -272,6 +273,13 @@ inbound_messages = Table(
     Column("kind", String(16), nullable=False),
     Column("body", Text, nullable=True),
     Column("received_at", UTCDateTime, nullable=False),
+    # How the reply answers its question (migration 0005): `answer_kind` "option" (id in
+    # `answer_option`), "number" (`answer_number`) or "text" (the body); `valid` false
+    # for a reply that did not answer (re-asked), NULL for one that answers no question.
+    Column("answer_kind", String(16), nullable=True),
+    Column("answer_option", String(256), nullable=True),
+    Column("answer_number", Float, nullable=True),
+    Column("valid", Boolean, nullable=True),
     Index("ix_inbound_messages_conversation_id", "conversation_id"),
 )
 

@@ -176,6 +176,11 @@ class Inbound:
     kind: str
     body: str | None
     received_at: datetime
+    # The typed answer (see NewInbound); None on rows older than migration 0005.
+    answer_kind: str | None = None
+    answer_option: str | None = None
+    answer_number: float | None = None
+    valid: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +401,10 @@ class PhoneConversations:
 
 @dataclass(frozen=True, slots=True)
 class NewInbound:
+    """An inbound message to record. The typed answer: `answer_kind` "option" (the id in
+    `answer_option`), "number" (`answer_number`) or "text" (the body is the answer);
+    `valid` False for a reply that did not answer its question, None when it answers none."""
+
     wamid: str
     conversation_id: int | None
     phone: str
@@ -403,6 +412,10 @@ class NewInbound:
     kind: str
     body: str | None
     received_at: datetime
+    answer_kind: str | None = None
+    answer_option: str | None = None
+    answer_number: float | None = None
+    valid: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

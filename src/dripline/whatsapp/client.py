@@ -54,12 +54,17 @@ import aiohttp
 from pydantic import SecretStr
 
 from dripline.errors import InputError, TransportError, WhatsAppError
-from dripline.flows.base import OutboundMessage, TemplateMessage, TextMessage
+from dripline.flows.base import InteractiveMessage, OutboundMessage, TemplateMessage, TextMessage
 from dripline.settings import HttpClient, Settings
 from dripline.whatsapp.aiohttp_transport import AiohttpTransport
 from dripline.whatsapp.errors import describe, parse_retry_after
 from dripline.whatsapp.http1 import Http1Transport, RawResponse
-from dripline.whatsapp.payloads import MAX_CALLBACK_DATA_CHARS, template_payload, text_payload
+from dripline.whatsapp.payloads import (
+    MAX_CALLBACK_DATA_CHARS,
+    interactive_payload,
+    template_payload,
+    text_payload,
+)
 from dripline.whatsapp.proxy import ProxyConfig
 from dripline.whatsapp.throughput import parse_throughput
 
@@ -311,7 +316,7 @@ class CloudApiClient:
         sender: str | None = None,
         callback_data: str | None = None,
     ) -> SendResult:
-        """Send a flow's `TextMessage` or `TemplateMessage`."""
+        """Send a flow's `TextMessage`, `TemplateMessage` or `InteractiveMessage`."""
         if isinstance(message, TextMessage):
             return await self.send_text(
                 to, message.body, sender=sender, callback_data=callback_data
@@ -319,7 +324,34 @@ class CloudApiClient:
         if isinstance(message, TemplateMessage):
             payload = template_payload(to, message, callback_data=callback_data)
             return await self._post(sender, payload)
+        if isinstance(message, InteractiveMessage):
+            payload = interactive_payload(to, message, callback_data=callback_data)
+            return await self._post(sender, payload)
         raise InputError(f"unsupported message type {type(message).__name__}", where="message")
+
+    async def mark_read(self, message_id: str, *, sender: str | None = None) -> None:
+        """Mark a message the user sent as read (and, Meta says, the earlier ones in the
+        conversation): the user sees blue ticks. `sender` is the business number it was
+        sent to. Meta's "Mark messages as read": `POST /{phone_number_id}/messages` with
+        `{"messaging_product": "whatsapp", "status": "read", "message_id": WAMID}`,
+        answered `{"success": true}`; an unknown message id is error 131009.
+
+        Raises WhatsAppError (Meta's error) or TransportError (no usable answer)."""
+        url = self._url if sender is None else self.messages_url(sender)
+        payload = {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
+        status, raw, retry_after = await self._transport(url, _encode(payload).encode())
+        if not 200 <= status < 300:
+            raise build_error(status, raw, retry_after)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or data.get("success") is not True:
+            raise TransportError(
+                f"Cloud API answered HTTP {status} to mark-as-read without success: true",
+                maybe_sent=True,
+                http_status=status,
+            )
 
     async def _post(self, sender: str | None, payload: dict[str, Any]) -> SendResult:
         url = self._url if sender is None else self.messages_url(sender)

@@ -10,9 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from dripline.errors import InputError
-from dripline.flows.base import TemplateMessage
+from dripline.flows.base import InteractiveMessage, TemplateMessage
 
-__all__ = ["MAX_CALLBACK_DATA_CHARS", "template_components", "template_payload", "text_payload"]
+__all__ = [
+    "MAX_CALLBACK_DATA_CHARS",
+    "interactive_payload",
+    "template_components",
+    "template_payload",
+    "text_payload",
+]
 
 # biz_opaque_callback_data: at most 512 characters (send messages reference).
 MAX_CALLBACK_DATA_CHARS = 512
@@ -92,4 +98,36 @@ def template_payload(
     if components:
         template["components"] = components
     payload["template"] = template
+    return payload
+
+
+def interactive_payload(
+    to: str, message: InteractiveMessage, *, callback_data: str | None = None
+) -> dict[str, Any]:
+    """Reply buttons (`interactive.type` "button": `action.buttons[]` of `{type: reply,
+    reply: {id, title}}`) or a list message (`interactive.type` "list": `action.button`,
+    the label, and one section of rows `{id, title, description}`), as in Meta's
+    interactive messages guide. The flow checked the limits (flows/questions.py)."""
+    payload = _envelope(to, "interactive", callback_data)
+    action: dict[str, Any]
+    if message.style == "button":
+        action = {
+            "buttons": [
+                {"type": "reply", "reply": {"id": o.id, "title": o.title}} for o in message.options
+            ]
+        }
+    else:
+        rows = []
+        for o in message.options:
+            row = {"id": o.id, "title": o.title}
+            if o.description:
+                row["description"] = o.description
+            rows.append(row)
+        # One section: a title is only required when there are several.
+        action = {"button": message.list_button, "sections": [{"rows": rows}]}
+    payload["interactive"] = {
+        "type": message.style,
+        "body": {"text": message.body},
+        "action": action,
+    }
     return payload

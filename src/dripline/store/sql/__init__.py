@@ -9,6 +9,7 @@ translation):
     webhook.py         the inbox and the webhook-processing transaction
     operator.py        backlog, throughput, lag, errors, live workers, latency samples
     imports.py         conversations moved in from another scheduler, mid-flow
+    results.py         a flow's results: funnel, replies, typed answers, time to answer
     health.py          what /readyz reads: schema revision, the inbox's waiting rows
     retention.py       prune old webhook bodies and unanswered texts; forget a person
     webhook_errors.py  value-level webhook errors: the processor's insert, status reads
@@ -28,6 +29,7 @@ from dripline.store.sql.evidence import EvidenceSql
 from dripline.store.sql.health import HealthSql
 from dripline.store.sql.imports import ImportSql
 from dripline.store.sql.operator import OperatorSql
+from dripline.store.sql.results import ResultsSql
 from dripline.store.sql.retention import RetentionSql
 from dripline.store.sql.webhook import WebhookSql
 from dripline.store.sql.webhook_errors import WebhookErrorsSql
@@ -43,6 +45,7 @@ class SqlStore(
     WebhookSql,
     OperatorSql,
     ImportSql,
+    ResultsSql,
     HealthSql,
     RetentionSql,
     WebhookErrorsSql,

@@ -463,6 +463,10 @@ class SqlWebhookTx(WebhookTx):
                     "kind": r.kind,
                     "body": r.body,
                     "received_at": r.received_at,
+                    "answer_kind": r.answer_kind,
+                    "answer_option": r.answer_option,
+                    "answer_number": r.answer_number,
+                    "valid": r.valid,
                 }
                 for r in page
             ]
