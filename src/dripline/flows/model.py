@@ -201,6 +201,9 @@ class FlowSpec(_Model):
     quiet_hours: QuietHoursField = None
     defaults: dict[str, str] = Field(default_factory=dict)
     fallback: TemplateSpec | None = None
+    # The business phone number id this flow sends from (a configured one, checked at
+    # enrollment: dripline.senders); an enrollment's own `sender` wins. None: the default.
+    sender: str | None = Field(None, pattern=r"^[0-9]{1,32}$")
     steps: list[StepSpec] = Field(min_length=1)
 
     @field_validator("name")

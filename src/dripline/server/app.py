@@ -138,6 +138,7 @@ def create_app(
             retry_base_s=settings.retry_base_s,
             retry_cap_s=settings.retry_cap_s,
             default_sender=settings.whatsapp_phone_number_id,
+            senders=settings.sender_ids,
         )
         writer = InboxWriter(
             parts.store,
@@ -202,7 +203,13 @@ def create_app(
     )
     auth = TokenAuth(token)
     app.include_router(
-        build_router(get_store=get_store, get_flows=lambda: registry, clock=clk, auth=auth)
+        build_router(
+            get_store=get_store,
+            get_flows=lambda: registry,
+            clock=clk,
+            auth=auth,
+            senders=settings.sender_ids,
+        )
     )
     app.include_router(build_webhook_router(settings, get_writer))
 

@@ -269,6 +269,7 @@ class MemoryWebhookTx(WebhookTx):
                 r.kind,
                 r.body,
                 utc(r.received_at),
+                r.sender,
             )
             v.add_inbound(row)
             inserted.add(r.wamid)

@@ -272,6 +272,10 @@ inbound_messages = Table(
     Column("kind", String(16), nullable=False),
     Column("body", Text, nullable=True),
     Column("received_at", UTCDateTime, nullable=False),
+    # The business phone number id it was sent to; NULL: the default number (migration
+    # 0006). The 24-hour window is per (user, business number): a new conversation on a
+    # number starts with the user's last message to that number only.
+    Column("sender", String(64), nullable=True),
     Index("ix_inbound_messages_conversation_id", "conversation_id"),
 )
 

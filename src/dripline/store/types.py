@@ -176,6 +176,9 @@ class Inbound:
     kind: str
     body: str | None
     received_at: datetime
+    # The business phone number id it was sent to (`metadata.phone_number_id`); None:
+    # the default number, or not known (rows before migration 0006).
+    sender: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +406,7 @@ class NewInbound:
     kind: str
     body: str | None
     received_at: datetime
+    sender: str | None = None  # the business number it was sent to; None: the default
 
 
 @dataclass(frozen=True, slots=True)

@@ -463,6 +463,7 @@ class SqlWebhookTx(WebhookTx):
                     "kind": r.kind,
                     "body": r.body,
                     "received_at": r.received_at,
+                    "sender": r.sender,
                 }
                 for r in page
             ]

@@ -1,0 +1,111 @@
+"""Several sender numbers, without I/O: which numbers are configured (settings), which one
+a new conversation sends from (resolve_sender), and that a reply to one number neither
+moves nor opens the window of a conversation on another (plan_inbound)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from dripline.errors import ConfigError, InputError
+from dripline.flows import load_flows
+from dripline.inbox import plan_inbound
+from dripline.inbox.plan import InboundEvent
+from dripline.senders import resolve_sender
+from dripline.settings import load_settings
+from dripline.store import PhoneConversations
+from tests.unit.test_inbox_routing import NOW, USER, conv
+
+A, B = "111", "222"
+
+
+def test_senders_from_the_short_form_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIPLINE_SENDERS", "222:300, 333")
+    s = load_settings(whatsapp_phone_number_id="111")
+    assert s.sender_ids == ("111", "222", "333")
+    assert s.sender_rate("222") == 300
+    assert s.sender_rate("333") is None  # its tier decides
+    monkeypatch.setenv("DRIPLINE_SENDERS", '[{"id": "222", "rate_per_s": 700}]')
+    assert load_settings().sender_rate("222") == 700
+    # A global rate set by the operator applies per number without its own.
+    assert load_settings(rate_per_s=50).sender_rate("999") == 50
+
+
+@pytest.mark.parametrize("raw", ["12a:3", "222:fast", '[{"id": "1", "rate": 2}]', "222:-1"])
+def test_bad_senders_are_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("DRIPLINE_SENDERS", raw)
+    with pytest.raises(ConfigError, match="senders"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("requested", "flow", "stored"),
+    [
+        (None, None, None),  # the default: stored as NULL
+        (A, None, None),  # the default named explicitly: NULL too
+        (B, None, B),
+        (None, B, B),  # the flow's
+        (A, B, None),  # the enrollment's wins over the flow's
+    ],
+)
+def test_resolve_sender(requested: str | None, flow: str | None, stored: str | None) -> None:
+    assert resolve_sender(requested, flow, A, (A, B)) == stored
+
+
+def test_an_unknown_sender_names_the_field() -> None:
+    with pytest.raises(InputError, match=r"^body\[2\]\.sender: '999' is not a configured"):
+        resolve_sender("999", None, A, (A, B), where="body[2].sender")
+    with pytest.raises(InputError, match="the flow's sender '999'"):
+        resolve_sender(None, "999", A, (A, B))
+
+
+def reply(number: str, at: datetime = NOW) -> InboundEvent:
+    return InboundEvent(f"wamid.{number}", USER, "text", "yes", at, number=number)
+
+
+def test_a_reply_to_one_of_our_numbers_leaves_the_other_numbers_conversation_alone() -> None:
+    """The user is only in a flow on A and writes to B (also ours): A's conversation is
+    neither advanced nor given an open window (the window is per business number)."""
+    rows = (replace(conv(1, A), state="awaiting_reply"),)
+    phones = {USER: PhoneConversations(rows, False, 1)}
+    plan = plan_inbound(
+        [reply(B)],
+        phones,
+        {(1, 0)},
+        load_flows(None),
+        ("STOP",),
+        NOW,
+        default_sender=A,
+        senders=frozenset({A, B}),
+    )
+    assert plan.changes == {}
+    assert [(i.conversation_id, i.sender) for i in plan.inserts] == [(1, B)]
+
+
+def test_replies_on_two_numbers_each_reach_their_conversation() -> None:
+    rows = (
+        replace(conv(1, None), state="awaiting_reply"),  # on the default number, A
+        replace(conv(2, B), flow="demo", state="awaiting_reply", updated_at=NOW + timedelta(1)),
+    )
+    phones = {USER: PhoneConversations(rows, False, 2)}
+    later = NOW + timedelta(minutes=1)
+    plan = plan_inbound(
+        [reply(A), reply(B, later)],
+        phones,
+        {(1, 0), (2, 0)},
+        load_flows(None),
+        ("STOP",),
+        NOW,
+        default_sender=A,
+        senders=frozenset({A, B}),
+    )
+    assert {i.wamid: (i.conversation_id, i.sender) for i in plan.inserts} == {
+        f"wamid.{A}": (1, None),  # the default number is stored as NULL
+        f"wamid.{B}": (2, B),
+    }
+    assert plan.changes[1].last_inbound_at == NOW
+    assert plan.changes[2].last_inbound_at == later
