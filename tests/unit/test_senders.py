@@ -4,11 +4,13 @@ moves nor opens the window of a conversation on another (plan_inbound)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
+from dripline.dispatcher.pacing import SenderPacing
 from dripline.errors import ConfigError, InputError
 from dripline.flows import load_flows
 from dripline.inbox import plan_inbound
@@ -109,3 +111,28 @@ def test_replies_on_two_numbers_each_reach_their_conversation() -> None:
     }
     assert plan.changes[1].last_inbound_at == NOW
     assert plan.changes[2].last_inbound_at == later
+
+
+def test_each_number_has_its_own_rate_split_between_workers() -> None:
+    pacing = SenderPacing(80.0)
+    pacing.set_number_rate(B, 700.0)
+    assert (pacing.rate_of(A), pacing.rate_of(B)) == (80.0, 700.0)
+    pacing.set_share(40.0, workers=2)
+    assert (pacing.rate_of(A), pacing.rate_of(B)) == (40.0, 350.0)
+    assert pacing.total_ceiling([A, B, B]) == 390.0
+    # A throttle slows and pauses its own number only.
+    event = pacing.on_throttle(B, 0.0, None, random.Random(1))
+    assert event.new_event and pacing.rate_of(B) < 350.0
+    assert pacing.rate_of(A) == 40.0 and pacing.peek(A, 0.0) == 0.0
+    assert pacing.peek(B, 0.0) > 0.0
+    pacing.on_accept(A)
+    pacing.on_error(A)
+    snap = pacing.snapshot()
+    assert snap[A] | {"current_per_s": 0} == {
+        "rate_per_s": 80.0,
+        "current_per_s": 0,
+        "sent": 1,
+        "throttled": 0,
+        "errors": 1,
+    }
+    assert snap[B]["rate_per_s"] == 700.0 and snap[B]["throttled"] == 1
