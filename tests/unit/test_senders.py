@@ -9,14 +9,17 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from dripline.dispatcher.pacing import SenderPacing
 from dripline.errors import ConfigError, InputError
 from dripline.flows import load_flows
 from dripline.inbox import plan_inbound
 from dripline.inbox.plan import InboundEvent
+from dripline.metrics_senders import SenderCollector
 from dripline.senders import resolve_sender
 from dripline.settings import load_settings
+from dripline.status_report import sender_rows
 from dripline.store import PhoneConversations
 from tests.unit.test_inbox_routing import NOW, USER, conv
 
@@ -136,3 +139,48 @@ def test_each_number_has_its_own_rate_split_between_workers() -> None:
         "errors": 1,
     }
     assert snap[B]["rate_per_s"] == 700.0 and snap[B]["throttled"] == 1
+
+
+def test_status_adds_up_each_number_over_the_workers() -> None:
+    def worker(a_sent: int, b_errors: int) -> dict[str, object]:
+        row = {"rate_per_s": 300.0, "current_per_s": 150.0, "throttled": 1}
+        return {
+            "stats": {
+                "senders": {
+                    A: row | {"sent": a_sent, "errors": 0},
+                    B: row | {"rate_per_s": 700.0, "sent": 5, "errors": b_errors},
+                }
+            }
+        }
+
+    rows = sender_rows([worker(10, 0), worker(20, 2), {"stats": {}}])
+    assert rows == [
+        {
+            "sender": A,
+            "rate_per_s": 300.0,
+            "current_per_s": 300.0,
+            "sent": 30,
+            "throttled": 2,
+            "errors": 0,
+        },
+        {
+            "sender": B,
+            "rate_per_s": 700.0,
+            "current_per_s": 300.0,
+            "sent": 10,
+            "throttled": 2,
+            "errors": 2,
+        },
+    ]
+
+
+def test_metrics_are_labelled_by_sender_number() -> None:
+    registry = CollectorRegistry()
+    pacing = SenderPacing(80.0)
+    pacing.set_number_rate(B, 700.0)
+    pacing.on_accept(B)
+    pacing.on_throttle(A, 0.0, None, random.Random(1))
+    registry.register(SenderCollector(pacing.snapshot))
+    assert registry.get_sample_value("dripline_sender_sent_total", {"sender": B}) == 1
+    assert registry.get_sample_value("dripline_sender_throttled_total", {"sender": A}) == 1
+    assert registry.get_sample_value("dripline_sender_rate_per_second", {"sender": B}) == 700

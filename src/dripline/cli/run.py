@@ -64,9 +64,11 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
 async def _run_with_metrics(
     settings: Settings, port: int, host: str, once: bool, max_seconds: float | None
 ) -> RunSummary:
+    from dripline.dispatcher.engine import Dispatcher
     from dripline.dispatcher.stats import FanOut
     from dripline.health import BreakerWatch, ReadinessProbe
     from dripline.metrics_export import metrics_exporter
+    from dripline.metrics_senders import SenderCollector
     from dripline.runtime import run_dispatcher
     from dripline.server.worker_http import health_routes
     from dripline.store import open_store
@@ -82,11 +84,18 @@ async def _run_with_metrics(
         async with metrics_exporter(
             settings, port, addr=host, store=store, routes=routes
         ) as exporter:
+            senders = SenderCollector()
+            exporter.registry.register(senders)
+
+            def export_senders(dispatcher: Dispatcher) -> None:
+                senders.source = dispatcher.senders_snapshot
+
             return await run_dispatcher(
                 settings,
                 once=once,
                 max_seconds=max_seconds,
                 observer=FanOut(exporter.observer, breaker),
+                on_start=export_senders,
             )
     finally:
         await store.close()

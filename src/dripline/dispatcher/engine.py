@@ -161,6 +161,10 @@ class Dispatcher:
         """The run's queue and counters, read-only (progress displays and tests)."""
         return self._ctx.state
 
+    def senders_snapshot(self) -> dict[str, dict[str, float]]:
+        """Per sender number: its rate, sends, throttles and errors (metrics)."""
+        return self._pacing.snapshot()
+
     @property
     def concurrency(self) -> int:
         return self._ctx.concurrency
