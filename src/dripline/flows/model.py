@@ -215,6 +215,12 @@ class FlowSpec(_Model):
             )
         return value
 
+    @field_validator("sender", mode="before")
+    @classmethod
+    def _sender_digits(cls, value: object) -> object:
+        """YAML reads `sender: 1234` as a number: a phone number id is its digits."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 
 Loc = tuple[str | int, ...]
 
