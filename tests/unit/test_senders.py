@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from dripline.dispatcher.pacing import SenderPacing
+from dripline.dispatcher.senderqueue import SCAN_LIMIT, first_ready
 from dripline.errors import ConfigError, InputError
 from dripline.flows import load_flows
 from dripline.inbox import plan_inbound
@@ -184,3 +185,19 @@ def test_metrics_are_labelled_by_sender_number() -> None:
     assert registry.get_sample_value("dripline_sender_sent_total", {"sender": B}) == 1
     assert registry.get_sample_value("dripline_sender_throttled_total", {"sender": A}) == 1
     assert registry.get_sample_value("dripline_sender_rate_per_second", {"sender": B}) == 700
+
+
+def test_a_number_waiting_for_its_token_does_not_hold_back_another() -> None:
+    queue = [A, A, B, A, B]
+    assert first_ready(queue, str, lambda k: k == B, numbers=2) == 2
+    assert first_ready(queue, str, lambda k: k == A, numbers=2) == 0
+    # Every number seen waiting: the scan stops there (it never walks the whole queue).
+    seen: list[str] = []
+
+    def never(key: str) -> bool:
+        seen.append(key)
+        return False
+
+    assert first_ready(queue, str, never, numbers=2) is None
+    assert seen == [A, B]
+    assert first_ready([A] * (SCAN_LIMIT + 5) + [B], str, lambda k: k == B, numbers=3) is None
