@@ -11,11 +11,14 @@ Numbered 20+ so the single-number scenarios (1-19) keep their numbers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from bench.harness import PHONE_NUMBER_ID, digits, phone, running_fake
+import psutil
+
+from bench.harness import PHONE_NUMBER_ID, Fake, digits, phone, running_fake
 from bench.measure import Row, from_record
 from dripline.store import Enrollment, open_store
 
@@ -25,6 +28,26 @@ if TYPE_CHECKING:
 __all__ = ["SENDER_SCENARIOS"]
 
 LATENCY_MEAN_S = 0.150
+CONTROL = "100000000000099"  # the control runs' one number
+
+
+def fake_cpu_s(fake: Fake) -> float:
+    """The fake's CPU seconds so far (it serves several runs: take differences)."""
+    t = psutil.Process(fake.child.pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def load_note() -> str:
+    """The machine's load average: it is shared, and the figures depend on it."""
+    one, five, _ = os.getloadavg()
+    return f"load avg {one:.1f}/{five:.1f} (1/5 min) on {os.cpu_count()} cores"
+
+
+def annotate(row: Row, fake_before: float, fake: Fake) -> None:
+    """The fake's CPU per message and the machine's load, on the run's row."""
+    used = fake_cpu_s(fake) - fake_before
+    row.extra["fake_cpu_ms_per_msg"] = round(used * 1000 / max(1, row.messages), 3)
+    row.notes += f" fake CPU {row.extra['fake_cpu_ms_per_msg']} ms/msg; {load_note()}"
 
 
 def numbers(count: int) -> list[str]:
@@ -103,14 +126,20 @@ async def scenario_20(b: Bench) -> None:
     rates = dict(zip(ids, (300.0, 700.0), strict=True))
     senders_env = ",".join(f"{i}:{r:g}" for i, r in rates.items())
     fake_args = [a for i, r in rates.items() for a in ("--number-rate", f"{i}={r:g}")]
+    total = sum(rates.values())
+    # The default number's bucket is 300/s for the two-number runs; the control run sends
+    # the same backlog from one number at the sum of the rates (fake --rate 1000).
+    fake_args += ["--number-rate", f"{CONTROL}={total:g}"]
     async with running_fake(b.workdir, rate_per_s=80.0, extra_args=fake_args) as fake:
         for backend in ("sqlite", "postgres"):
+            await control_run(b, fake, "20", backend, n, total, workers=1)
             url = await b.dbs.fresh(backend, "s20")
             due = _now()
             which = interleave(list(rates.values()), n)
             owner = {digits(i): ids[k] for i, k in enumerate(which)}
             await enroll_on(url, due, [None if k == 0 else ids[k] for k in which])
             due_by_to = {digits(i): due.timestamp() for i in range(n)}
+            before = fake_cpu_s(fake)
             res = await b.run_dripline(
                 scenario="20",
                 run=f"2 numbers (300/s + 700/s), mixed backlog {n:,}",
@@ -123,6 +152,7 @@ async def scenario_20(b: Bench) -> None:
                 bound_per_s=sum(rates.values()),
                 extra_env={"DRIPLINE_SENDERS": senders_env},
             )
+            annotate(res.row, before, fake)
             received = await fake.messages()
             for row in per_number_rows("20", received, due_by_to, owner, rates, backend):
                 b.add(row)
@@ -150,13 +180,16 @@ async def scenario_21(b: Bench) -> None:
     senders_env = ",".join(f"{i}:{r:g}" for i, r in rates.items())
     fake_args = [a for i, r in rates.items() for a in ("--number-rate", f"{i}={r:g}")]
     concurrency = 300  # per worker: 600 in flight >> 2,000/s x 150 ms, so the rates bind
+    fake_args += ["--number-rate", f"{CONTROL}=2000"]
     async with running_fake(b.workdir, rate_per_s=80.0, extra_args=fake_args) as fake:
+        await control_run(b, fake, "21", "postgres", n, 2000.0, workers=2)
         url = await b.dbs.fresh("postgres", "s21")
         due = _now()
         which = interleave(list(rates.values()), n)
         owner = {digits(i): ids[k] for i, k in enumerate(which)}
         await enroll_on(url, due, [None if k == 0 else ids[k] for k in which])
         due_by_to = {digits(i): due.timestamp() for i in range(n)}
+        before = fake_cpu_s(fake)
         res = await b.run_dripline(
             scenario="21",
             run=f"4 numbers x 500/s, 2 workers x {concurrency}, backlog {n:,}",
@@ -173,6 +206,7 @@ async def scenario_21(b: Bench) -> None:
             extra_env={"DRIPLINE_SENDERS": senders_env},
         )
         agg = res.row
+        annotate(agg, before, fake)
         received = await fake.messages()
         for row in per_number_rows("21", received, due_by_to, owner, rates, "postgres"):
             b.add(row)
@@ -192,7 +226,39 @@ async def scenario_21(b: Bench) -> None:
             "dispatchers": agg.cpu_ms_per_msg,
             "dispatchers_net": agg.cpu_ms_per_msg_net,
             "postgres": agg.pg_cpu_ms_per_msg,
+            "fake": agg.extra.get("fake_cpu_ms_per_msg"),
         }
+
+
+async def control_run(
+    b: Bench, fake: Fake, scenario: str, backend: str, n: int, rate: float, *, workers: int
+) -> Row:
+    """The same backlog from one number at the sum of the rates, in the same run on the
+    same (shared) machine: what the machine allows at this aggregate, with or without
+    several numbers."""
+    from bench.scenarios import _now
+
+    url = await b.dbs.fresh(backend, f"s{scenario}c")
+    due = _now()
+    await enroll_on(url, due, [None] * n)
+    before = fake_cpu_s(fake)
+    res = await b.run_dripline(
+        scenario=scenario,
+        run=f"control: 1 number at {rate:g}/s, {workers} worker(s), backlog {n:,}",
+        backend=backend,
+        url=url,
+        fake=fake,
+        due_by_to={digits(i): due.timestamp() for i in range(n)},
+        workers=workers,
+        rate=rate,
+        concurrency=300,
+        batch=2_000,
+        timeout_s=max(60.0, n / 100),
+        bound_per_s=rate,
+        extra_env={"DRIPLINE_WHATSAPP_PHONE_NUMBER_ID": CONTROL},
+    )
+    annotate(res.row, before, fake)
+    return res.row
 
 
 SENDER_SCENARIOS = {20: scenario_20, 21: scenario_21}
