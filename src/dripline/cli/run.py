@@ -68,7 +68,6 @@ async def _run_with_metrics(
     from dripline.dispatcher.stats import FanOut
     from dripline.health import BreakerWatch, ReadinessProbe
     from dripline.metrics_export import metrics_exporter
-    from dripline.metrics_senders import SenderCollector
     from dripline.runtime import run_dispatcher
     from dripline.server.worker_http import health_routes
     from dripline.store import open_store
@@ -84,11 +83,9 @@ async def _run_with_metrics(
         async with metrics_exporter(
             settings, port, addr=host, store=store, routes=routes
         ) as exporter:
-            senders = SenderCollector()
-            exporter.registry.register(senders)
 
             def export_senders(dispatcher: Dispatcher) -> None:
-                senders.source = dispatcher.senders_snapshot
+                exporter.senders.source = dispatcher.senders_snapshot
 
             return await run_dispatcher(
                 settings,
