@@ -301,7 +301,8 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Argument(
                 help="CSV with a header row: phone (required), name, timezone, at "
-                "(ISO 8601, no offset = UTC); other columns become template fields. "
+                "(ISO 8601, no offset = UTC), sender (a configured phone number id); "
+                "other columns become template fields. "
                 "Not with --from-postgres."
             ),
         ] = None,
