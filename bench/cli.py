@@ -77,7 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         action="append",
         default=[],
-        help="Scenario number 1-7 (repeatable; 6 runs inside 1 and 3). Default: all.",
+        help="Scenario number 1-7, 20-21 (repeatable; 6 runs inside 1 and 3; 20, 21: "
+        "several sender numbers). Default: all.",
     )
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke run.")
     parser.add_argument("--out", type=Path, default=None, help=f"Default: {DEFAULT_OUT}.")

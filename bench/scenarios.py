@@ -36,6 +36,7 @@ from bench.harness import (
     stop_all,
 )
 from bench.measure import Row, bound, from_record, pct
+from bench.senders import SENDER_SCENARIOS
 from dripline.planner import Arrivals, LatencyModel, PlanSettings, simulate
 from dripline.settings import Policy
 from dripline.store import open_store
@@ -986,6 +987,7 @@ SCENARIOS: dict[int, Callable[[Bench], Awaitable[None]]] = {
     4: scenario_4,
     5: scenario_5,
     7: scenario_7,
+    **SENDER_SCENARIOS,  # 20, 21: several sender numbers (bench/senders.py)
 }
 # Scenario 6 (the side-by-side comparison) runs inside 1 and 3.
 SCENARIO_6_IN = (1, 3)
@@ -997,7 +999,7 @@ def selected(wanted: Sequence[int]) -> list[int]:
     for n in wanted or sorted({*SCENARIOS, 6}):
         for k in SCENARIO_6_IN if n == 6 else (n,):
             if k not in SCENARIOS:
-                raise ValueError(f"no scenario {n} (1-7)")
+                raise ValueError(f"no scenario {n} (1-7, 20, 21)")
             if k not in out:
                 out.append(k)
     return sorted(out)

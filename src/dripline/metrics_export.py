@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from dripline.errors import DriplineError
 from dripline.metrics import PrometheusObserver, code_label, new_registry
+from dripline.metrics_senders import SenderCollector
 from dripline.server.worker_http import WsgiApp, with_routes
 from dripline.settings import Settings
 from dripline.store import BacklogSnapshot, Store, WebhookErrorCount
@@ -219,6 +220,8 @@ class MetricsExporter:
     registry: CollectorRegistry
     backlog: BacklogCollector
     server: WSGIServer
+    # Per sender number: set `senders.source` to the dispatcher's `senders_snapshot`.
+    senders: SenderCollector
 
     @property
     def port(self) -> int:
@@ -250,6 +253,8 @@ async def metrics_exporter(
 
     registry = new_registry()
     observer = PrometheusObserver(registry)
+    senders = SenderCollector()
+    registry.register(senders)
     own = store is None
     backlog_store = store or await open_store(
         settings.database_url, pool_size=1, pooler=settings.db_pooler
@@ -259,7 +264,7 @@ async def metrics_exporter(
         server = start_metrics_server(port, registry, addr, routes=routes)
         try:
             async with collector.running():
-                yield MetricsExporter(observer, registry, collector, server)
+                yield MetricsExporter(observer, registry, collector, server, senders)
         finally:
             server.shutdown()
             server.server_close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from dripline.dispatcher.engine import Dispatcher, RunSummary
@@ -61,8 +61,10 @@ async def run_dispatcher(
     once: bool = False,
     max_seconds: float | None = None,
     observer: DispatchObserver | None = None,
+    on_start: Callable[[Dispatcher], None] | None = None,
 ) -> RunSummary:
-    """Run one dispatcher until SIGINT/SIGTERM (or, with `once`, until drained)."""
+    """Run one dispatcher until SIGINT/SIGTERM (or, with `once`, until drained).
+    `on_start` sees the dispatcher before it runs (e.g. to export its per-number state)."""
     async with open_runtime(settings) as rt:
         dispatcher = Dispatcher(
             store=rt.store,
@@ -71,6 +73,8 @@ async def run_dispatcher(
             settings=settings,
             observer=observer,
         )
+        if on_start is not None:
+            on_start(dispatcher)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

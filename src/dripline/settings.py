@@ -8,20 +8,23 @@ defaults. `https_proxy` and `no_proxy` fall back to the standard `HTTPS_PROXY` a
 
 from __future__ import annotations
 
+import json
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 from dripline.errors import ConfigError
+from dripline.senders import SenderNumber, parse_senders
 
 # A send starts only if its lease outlives the read timeout by this much (see send_one).
 SEND_LEASE_MARGIN_S = 1.0
@@ -150,6 +153,13 @@ class Settings(BaseSettings):
     whatsapp_base_url: str = "https://graph.facebook.com"
     whatsapp_api_version: str = "v23.0"
     whatsapp_phone_number_id: str = "000000000000000"
+    # More business numbers (dripline.senders): `DRIPLINE_SENDERS="1111:300,2222"` or, in
+    # dripline.toml, `[[senders]]` tables with `id` and optional `rate_per_s`. The
+    # default number above is always one of them.
+    senders: Annotated[list[SenderNumber], NoDecode] = Field(
+        default_factory=list,
+        description="extra phone number ids, each with an optional rate_per_s",
+    )
     whatsapp_access_token: SecretStr = SecretStr("")
     whatsapp_app_secret: SecretStr = SecretStr("")
     whatsapp_verify_token: SecretStr = SecretStr("")
@@ -259,6 +269,21 @@ class Settings(BaseSettings):
                 data.setdefault(key, value)
         return data
 
+    @field_validator("senders", mode="before")
+    @classmethod
+    def _short_senders(cls, value: Any) -> Any:
+        """`1111:300,2222`, or JSON: a list of {"id", "rate_per_s"} objects."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except ValueError:
+                    raise ValueError("senders: not valid JSON") from None
+            return parse_senders(value)
+        if isinstance(value, (int, float)):
+            return parse_senders(str(value))
+        return value
+
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
         if self.concurrency > self.max_concurrency:
@@ -313,6 +338,21 @@ class Settings(BaseSettings):
         """True unless the operator set `rate_per_s` (argument, environment or file): the
         dispatcher then sends at the number's throughput tier (whatsapp/throughput.py)."""
         return "rate_per_s" not in self.model_fields_set
+
+    @property
+    def sender_ids(self) -> tuple[str, ...]:
+        """Every configured phone number id, the default first, each once."""
+        ids = [self.whatsapp_phone_number_id]
+        ids += [n.id for n in self.senders if n.id not in ids]
+        return tuple(ids)
+
+    def sender_rate(self, number: str) -> float | None:
+        """The rate the operator set for `number`: its own, else the global `rate_per_s`
+        (per number) when set; None: its throughput tier decides."""
+        for n in self.senders:
+            if n.id == number and n.rate_per_s is not None:
+                return n.rate_per_s
+        return None if self.rate_from_tier else self.rate_per_s
 
     @property
     def messages_url(self) -> str:

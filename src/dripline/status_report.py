@@ -24,6 +24,7 @@ __all__ = [
     "alert_rows",
     "error_rows",
     "gather_status",
+    "sender_rows",
     "status_document",
     "tier_row",
     "webhook_error_rows",
@@ -135,6 +136,7 @@ def status_document(
         },
         "alerts": alert_rows(worker_list),
         "tier": tier_row(worker_list),
+        "senders": sender_rows(worker_list),
         "webhook_errors": webhook_error_rows(webhook_errors, error_window_s),
         "workers": {
             "live_after_s": live_after_s,
@@ -179,6 +181,38 @@ def webhook_error_rows(found: Iterable[WebhookErrorCount], window_s: float) -> d
             }
         )
     return {"window_s": window_s, "total": sum(r["count"] for r in rows), "by_code": rows}
+
+
+def sender_rows(workers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each sender number the live workers send from (their heartbeats' `senders`):
+    its rate in force (all workers together), the rate they send at now (lower after a
+    throttle), and the sends, throttled responses and other errors since each started."""
+    rows: dict[str, dict[str, Any]] = {}
+    for w in workers:
+        senders = (w.get("stats") or {}).get("senders")
+        if not isinstance(senders, Mapping):
+            continue
+        for number, s in senders.items():
+            if not isinstance(s, Mapping):
+                continue
+            row = rows.setdefault(
+                str(number),
+                {
+                    "sender": str(number),
+                    "rate_per_s": 0.0,
+                    "current_per_s": 0.0,
+                    "sent": 0,
+                    "throttled": 0,
+                    "errors": 0,
+                },
+            )
+            row["rate_per_s"] = max(row["rate_per_s"], float(s.get("rate_per_s") or 0.0))
+            row["current_per_s"] = round(
+                row["current_per_s"] + float(s.get("current_per_s") or 0.0), 3
+            )
+            for key in ("sent", "throttled", "errors"):
+                row[key] += int(s.get(key) or 0)
+    return [rows[k] for k in sorted(rows)]
 
 
 def tier_row(workers: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
 MEASURED_FIELDS = (
     "messages",
@@ -46,7 +46,7 @@ def report(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -
         cwd=ROOT,
         env=env,
         capture_output=True,
-        timeout=220,
+        timeout=280,  # a safety bound (scenarios 20 and 21 added ~3 short runs)
         check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
@@ -60,7 +60,7 @@ def test_every_scenario_reported(report: dict) -> None:
     assert report["errors"] == {}
     assert report["quick"] is True
     scenarios = {r["scenario"] for r in report["rows"]}
-    assert scenarios == {"1", "2", "3", "4", "5", "6 (1)", "6 (3)", "7"}
+    assert scenarios == {"1", "2", "3", "4", "5", "6 (1)", "6 (3)", "7", "20", "21"}
     machine = report["machine"]
     for key in ("cores", "cpu_model", "python", "postgresql", "sqlite"):
         assert machine[key]
@@ -69,8 +69,9 @@ def test_every_scenario_reported(report: dict) -> None:
 
 def test_dispatcher_runs_complete_and_exact(report: dict) -> None:
     runs = [r for r in report["rows"] if r["measured"] and r["system"] == "dripline"]
-    # 1: two backends + seed-cron for real; 2: two; 3: two; 4: two; 5: two.
-    assert len(runs) == 11
+    # 1: two backends + seed-cron for real; 2: two; 3: two; 4: two; 5: two; 20: two;
+    # 21: one (their controls only in full runs).
+    assert len(runs) == 14
     for r in runs:
         assert r["duplicates"] == 0, r
         assert r["missing"] == 0, r
@@ -120,3 +121,22 @@ def test_scale_and_webhooks(report: dict) -> None:
         # Counted from one snapshot: every status applied, every message at 'read'.
         assert r["missing"] == 0, r
         assert r["extra"]["status_counts"]["read"] == r["messages"] // 2
+
+
+def test_several_numbers(report: dict) -> None:
+    """Scenarios 20 and 21: each number's own row, its own messages, from its own number."""
+    rows = [r for r in report["rows"] if r["system"] == "dripline, one number"]
+    by = {(r["scenario"], r["backend"]): [] for r in rows}
+    for r in rows:
+        by[(r["scenario"], r["backend"])].append(r)
+        assert r["duplicates"] == 0 and r["missing"] == 0, r
+        assert r["extra"]["sent_from_wrong_number"] == 0, r
+    assert {k: len(v) for k, v in by.items()} == {
+        ("20", "sqlite"): 2,
+        ("20", "postgres"): 2,
+        ("21", "postgres"): 4,
+    }
+    # The backlog is mixed in proportion to the limits (300/s and 700/s): 30% and 70%.
+    assert [r["messages"] for r in by[("20", "sqlite")]] == [120, 280]
+    assert [r["bound_per_s"] for r in by[("20", "sqlite")]] == [300.0, 700.0]
+    assert [r["messages"] for r in by[("21", "postgres")]] == [200] * 4

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from dripline.metrics import PrometheusObserver
 from dripline.metrics_export import BacklogCollector
+from dripline.metrics_senders import SenderCollector
 from dripline.store import open_store
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -28,6 +29,7 @@ def _family(name: str) -> str:
 async def _exported(sqlite_url: str) -> set[str]:
     registry = CollectorRegistry()
     PrometheusObserver(registry)
+    registry.register(SenderCollector())  # a worker's per-number metrics (`dripline run`)
     store = await open_store(sqlite_url, pool_size=2)
     try:
         await BacklogCollector(store, registry).refresh()

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dripline.dispatcher.engine import Dispatcher
+from dripline.dispatcher.pacing import SenderPacing
 from dripline.errors import DatabaseUnavailable
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import FlowSet
@@ -212,6 +213,10 @@ async def test_metrics_exporter_for_dripline_run(sql_store: Store, store_url: st
     await store.enroll([Enrollment(phone="+15550000001", flow="watch", at=now)], now)
     async with metrics_exporter(settings, 0, addr="127.0.0.1", refresh_s=0.05) as exporter:
         exporter.observer.on_sent(0.02, 0.5)
+        # What `dripline run` hands it: the dispatcher's per-number state.
+        pacing = SenderPacing(80.0)
+        pacing.on_accept("1111")
+        exporter.senders.source = pacing.snapshot
         port = exporter.port
         async with aiohttp.ClientSession() as http:
             text = ""
@@ -225,6 +230,8 @@ async def test_metrics_exporter_for_dripline_run(sql_store: Store, store_url: st
     samples = scraped(text)
     assert samples[("dripline_backlog_due_now", ())] == 1
     assert samples[("dripline_schedule_lag_seconds_count", ())] == 1
+    assert samples[("dripline_sender_sent_total", (("sender", "1111"),))] == 1
+    assert samples[("dripline_sender_rate_per_second", (("sender", "1111"),))] == 80
     assert "process_resident_memory_bytes" in text or "python_info" in text
     with pytest.raises(OSError):  # the server was shut down with the block
         socket.create_connection(("127.0.0.1", port), timeout=1).close()

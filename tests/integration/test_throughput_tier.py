@@ -121,3 +121,20 @@ async def test_the_standard_tier_by_default_and_a_burst_of_130429_reads_it_again
     assert throttled >= 5
     assert reads == 2  # start, then once for the burst (not once per 130429)
     assert status["tier"] == {"level": "HIGH", "rate_per_s": 1000.0, "source": "tier"}
+
+
+async def test_each_configured_number_gets_its_own_tier(store: Store) -> None:
+    """Several numbers, no rate set: each number's tier is read and becomes its rate; a
+    number with a rate of its own is not read. The worker's share is their sum."""
+    second, third = "100000000000002", "100000000000003"
+    await enroll(store, phones(5))
+    config = FakeConfig(access_token=TOKEN, rate_per_s=0, number_rates={NUMBER: 80, second: 0})
+    async with running_fake(config) as fake:
+        settings = tier_settings(senders=f"{second},{third}:50")
+        async with dispatching(store, fake, settings) as d:
+            status = await status_with(store, 80.0 + 1000.0 + 50.0)
+            rates = {n: d._pacing.ceiling(n) for n in (NUMBER, second, third)}
+        reads = fake.state.stats.number_reads
+    assert reads == 2  # NUMBER and `second`; `third` has its own rate
+    assert rates == {NUMBER: 80.0, second: 1000.0, third: 50.0}
+    assert status["workers"]["rate_per_s"] == 1130.0

@@ -24,13 +24,14 @@ from dripline.errors import FlowError, InputError, SuppressedError
 from dripline.flows import Flow, load_flows
 from dripline.flows.enrollment import check_template_values
 from dripline.phones import normalize_phone
+from dripline.senders import flow_sender, resolve_sender
 from dripline.settings import Settings
 from dripline.store import Enrollment, EnrollResult, open_store
 from dripline.text import unstorable_reason
 
 __all__ = ["ParsedCsv", "parse_at", "parse_csv", "parse_timezone"]
 
-KNOWN_COLUMNS = ("phone", "name", "timezone", "at")
+KNOWN_COLUMNS = ("phone", "name", "timezone", "at", "sender")
 
 DatabaseUrlOpt = Annotated[
     str | None,
@@ -103,6 +104,7 @@ def _row(row: dict[str, str], flow: str, where: str, extra: Sequence[str]) -> En
         at=parse_at(at_raw, where=where) if at_raw else None,
         name=name,
         timezone=parse_timezone(tz_raw, where=where) if tz_raw else None,
+        sender=(row.get("sender") or "").strip() or None,  # checked by `check`
         fields=fields,
     )
 
@@ -113,7 +115,7 @@ def parse_csv(
     *,
     skip_invalid: bool = False,
     on_row: Callable[[int], None] | None = None,
-    check: Callable[[Enrollment, str], None] | None = None,
+    check: Callable[[Enrollment, str], Enrollment] | None = None,
 ) -> ParsedCsv:
     """Read and validate a whole CSV file (header row; `phone` required).
 
@@ -155,7 +157,8 @@ def parse_csv(
                     row = dict(zip(columns, values, strict=False))
                     item = _row(row, flow, where, extra)
                     if check is not None:
-                        check(item, where)  # the flow's own rules (template values)
+                        # The flow's own rules (template values) and the sender number.
+                        item = check(item, where)
                     items.append(item)
                     lines.append(line)
                 except InputError as exc:
@@ -171,6 +174,17 @@ def parse_csv(
     return ParsedCsv(items, lines, skipped)
 
 
+SenderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sender",
+        help="The business phone number id to send from (a configured one, see "
+        "`senders`); a CSV `sender` column wins. Default: the flow's, else the default "
+        "number.",
+    ),
+]
+
+
 def _check_flow(flow: str, settings: Settings) -> Flow:
     """Refuse a flow that is neither built in nor in the flows directory."""
     if not flow.strip():
@@ -181,12 +195,20 @@ def _check_flow(flow: str, settings: Settings) -> Flow:
         raise FlowError(str(exc), where="--flow") from None
 
 
-def _template_values(flow: Flow) -> Callable[[Enrollment, str], None]:
+def _row_check(
+    flow: Flow, settings: Settings, sender: str | None
+) -> Callable[[Enrollment, str], Enrollment]:
     """A CSV row's check: a value landing in a template text parameter must pass
-    Meta's rule (no line breaks, tabs, > 4 spaces), else the row names the column."""
+    Meta's rule (no line breaks, tabs, > 4 spaces), else the row names the column; the
+    row's `sender` (else --sender, else the flow's) must be a configured number."""
+    ids = settings.sender_ids
 
-    def check(item: Enrollment, where: str) -> None:
+    def check(item: Enrollment, where: str) -> Enrollment:
         check_template_values(flow, item.fields, item.name, where=f"{where} ")
+        chosen = resolve_sender(
+            item.sender or sender, flow_sender(flow), ids[0], ids, where=f"{where} sender"
+        )
+        return dataclasses.replace(item, sender=chosen)
 
     return check
 
@@ -220,6 +242,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--timezone", help="IANA time zone (Europe/Paris) for quiet hours."),
         ] = None,
         opt_in: OptInOpt = False,
+        sender: SenderOpt = None,
         database_url: DatabaseUrlOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -238,6 +261,13 @@ def register(app: typer.Typer) -> None:
             at=parse_at(at, where="--at") if at else None,
             name=name.strip() or None if name else None,
             timezone=parse_timezone(timezone, where="--timezone") if timezone else None,
+            sender=resolve_sender(
+                sender,
+                flow_sender(flow_def),
+                settings.sender_ids[0],
+                settings.sender_ids,
+                where="--sender",
+            ),
             opt_in=opt_in,
         )
         [result] = asyncio.run(_enroll(settings, [item], lambda _i: "--phone"))
@@ -271,7 +301,8 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Argument(
                 help="CSV with a header row: phone (required), name, timezone, at "
-                "(ISO 8601, no offset = UTC); other columns become template fields. "
+                "(ISO 8601, no offset = UTC), sender (a configured phone number id); "
+                "other columns become template fields. "
                 "Not with --from-postgres."
             ),
         ] = None,
@@ -291,6 +322,7 @@ def register(app: typer.Typer) -> None:
                 "131050) of these numbers instead of refusing the file.",
             ),
         ] = False,
+        sender: SenderOpt = None,
         database_url: DatabaseUrlOpt = None,
         as_json: JsonOpt = False,
         from_postgres: Annotated[
@@ -368,7 +400,7 @@ def register(app: typer.Typer) -> None:
                 flow,
                 skip_invalid=skip_invalid,
                 on_row=lambda n: progress.advance(task, n),
-                check=_template_values(flow_def),
+                check=_row_check(flow_def, settings, sender),
             )
             results: list[EnrollResult] = []
             if parsed.items:

@@ -41,6 +41,14 @@ def fake_whatsapp(
         str | None,
         typer.Option(help="Level GET /{id}?fields=throughput reports: STANDARD, HIGH."),
     ] = None,
+    number_rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--number-rate",
+            help="ID=RATE: phone number id ID has its own limit, RATE messages per second "
+            "(repeatable; other numbers get --rate).",
+        ),
+    ] = None,
     burst: Annotated[
         float | None, typer.Option(help="Throughput bucket size (default: one second).")
     ] = None,
@@ -139,6 +147,7 @@ def fake_whatsapp(
     config = FakeConfig(
         access_token=token,
         rate_per_s=_rate(rate, throughput_level),
+        number_rates=_number_rates(number_rate or []),
         throughput_level=throughput_level.upper() if throughput_level else None,
         burst=burst,
         pair_interval_s=pair_interval_s,
@@ -175,6 +184,21 @@ def fake_whatsapp(
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, host, port, token_hint=_token_hint(access_token, settings)))
+
+
+def _number_rates(values: list[str]) -> dict[str, float]:
+    """`--number-rate ID=RATE` options as {id: rate}."""
+    out: dict[str, float] = {}
+    for value in values:
+        number, sep, rate = value.partition("=")
+        try:
+            parsed = float(rate)
+        except ValueError:
+            parsed = -1.0
+        if not sep or not number.strip().isdigit() or parsed < 0:
+            raise fail(f"--number-rate wants ID=RATE (digits = messages per second), got {value!r}")
+        out[number.strip()] = parsed
+    return out
 
 
 def _rate(rate: float | None, level: str | None) -> float:

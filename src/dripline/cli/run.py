@@ -64,6 +64,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
 async def _run_with_metrics(
     settings: Settings, port: int, host: str, once: bool, max_seconds: float | None
 ) -> RunSummary:
+    from dripline.dispatcher.engine import Dispatcher
     from dripline.dispatcher.stats import FanOut
     from dripline.health import BreakerWatch, ReadinessProbe
     from dripline.metrics_export import metrics_exporter
@@ -82,11 +83,16 @@ async def _run_with_metrics(
         async with metrics_exporter(
             settings, port, addr=host, store=store, routes=routes
         ) as exporter:
+
+            def export_senders(dispatcher: Dispatcher) -> None:
+                exporter.senders.source = dispatcher.senders_snapshot
+
             return await run_dispatcher(
                 settings,
                 once=once,
                 max_seconds=max_seconds,
                 observer=FanOut(exporter.observer, breaker),
+                on_start=export_senders,
             )
     finally:
         await store.close()

@@ -179,8 +179,35 @@ def render_status(data: dict[str, Any]) -> RenderableType:
     value_errors = _webhook_errors_panel(data.get("webhook_errors") or {})
     if value_errors is not None:
         parts.append(value_errors)
+    senders = _senders_panel(data.get("senders") or [])
+    if senders is not None:
+        parts.append(senders)
     parts.append(workers_panel)
     return Group(*parts)
+
+
+def _senders_panel(rows: list[dict[str, Any]]) -> Panel | None:
+    """Each sender number: its rate, what it sends at now, sends, throttles, errors."""
+    if not rows:
+        return None
+    table = Table(box=None, pad_edge=False)
+    for col in ("number", "rate/s", "now/s", "sent", "throttled", "errors"):
+        table.add_column(col, justify="left" if col == "number" else "right")
+    for r in rows:
+        table.add_row(
+            r["sender"],
+            f"{r['rate_per_s']:g}",
+            f"{r['current_per_s']:.1f}",
+            f"{r['sent']:,}",
+            f"{r['throttled']:,}",
+            f"{r['errors']:,}",
+        )
+    return Panel(
+        table,
+        title=f"sender numbers: {len(rows)} (counts since each worker started)",
+        title_align="left",
+        border_style="red" if any(r["errors"] for r in rows) else "cyan",
+    )
 
 
 def _webhook_errors_panel(errors: dict[str, Any]) -> Panel | None:

@@ -70,6 +70,8 @@ class Heartbeat:
                     "rate_per_s": ctx.tier.rate_per_s,
                     "source": ctx.tier.source,
                 },
+                # Per sender number: its rate, sends, throttles, errors (status, metrics).
+                "senders": self._pacing.snapshot(),
             },
         )
         live = await ctx.store.heartbeat(info, live_after_s=ctx.gate.live_after_s)
@@ -77,11 +79,14 @@ class Heartbeat:
         others = {w.id: int(w.stats.get("beats", 0)) for w in live if w.id != ctx.worker_id}
         ctx.gate.on_beat(began, others)
         if ctx.policy is not Policy.SEED_CRON:
-            share = ctx.rate_per_s / max(1, len(live))
+            workers = max(1, len(live))
+            self._pacing.set_share(ctx.rate_per_s / workers, workers)
+            # This worker's rate: its share of every configured number's rate together
+            # (claims are sized to it).
+            share = self._pacing.total_ceiling(ctx.settings.sender_ids)
             if abs(share - ctx.rate_share) > 1e-9:
                 log.info("rate share", workers=len(live), rate_per_s=round(share, 2))
                 ctx.rate_share = share
-                self._pacing.set_share(share)
                 ctx.emit_limits(self._pacing.total_rate())
         await self._extend(now)
 

@@ -97,7 +97,9 @@ class Dispatcher:
         policy = settings.policy
         limits = initial_limits(policy, settings.batch_limit, settings.concurrency)
         # The seed's design has no rate limiter at all; the baseline must not get one.
-        rate = 1e9 if policy is Policy.SEED_CRON else settings.rate_per_s
+        # The default number's own rate when it has one in `senders` (else rate_per_s).
+        own = settings.sender_rate(settings.whatsapp_phone_number_id)
+        rate = 1e9 if policy is Policy.SEED_CRON else own or settings.rate_per_s
         self._ctx = Context(
             store=store,
             flows=flows,
@@ -126,7 +128,14 @@ class Dispatcher:
         )
         self._breaker = Breaker()
         self._tier = TierReader(ctx, self._client)
-        self._pacing = SenderPacing(ctx.rate_share)
+        self._pacing = SenderPacing(ctx.rate_per_s)
+        self._tier.pacing = self._pacing
+        if ctx.policy is not Policy.SEED_CRON:
+            # Every other number at its own rate (set, or 80/s until its tier is read).
+            for number in ctx.settings.sender_ids[1:]:
+                rate = ctx.settings.sender_rate(number)
+                self._pacing.set_number_rate(number, rate or ctx.settings.rate_per_s)
+            ctx.rate_share = self._pacing.total_ceiling(ctx.settings.sender_ids)
         self._recorder = Recorder(ctx)
         self._responder = Responder(
             ctx,
@@ -151,6 +160,10 @@ class Dispatcher:
     def state(self) -> RunState:
         """The run's queue and counters, read-only (progress displays and tests)."""
         return self._ctx.state
+
+    def senders_snapshot(self) -> dict[str, dict[str, float]]:
+        """Per sender number: its rate, sends, throttles and errors (metrics)."""
+        return self._pacing.snapshot()
 
     @property
     def concurrency(self) -> int:

@@ -29,6 +29,7 @@ from dripline.dispatcher.reconcile import (
 from dripline.dispatcher.recorder import Recorder
 from dripline.dispatcher.responses import Responder, SendJob
 from dripline.dispatcher.send import Sender, send_one
+from dripline.dispatcher.senderqueue import first_ready
 from dripline.dispatcher.window import Choice, decide
 from dripline.errors import DriplineError
 from dripline.flows.base import Flow
@@ -58,9 +59,23 @@ class Launcher:
         self._responder = responder
         self._recipients = RecipientPacer(ctx.settings.pair_interval_s)
         self._default_sender = ctx.settings.whatsapp_phone_number_id
+        # Several numbers: a conversation waiting for its number's token does not hold
+        # back another number's (senderqueue.py). One number: the head is always next.
+        self._several = len(ctx.settings.sender_ids) > 1
 
     def sender_key(self, conv: Conversation) -> str:
         return conv.sender or self._default_sender
+
+    def _other_ready(self, now_m: float, horizon: float) -> int:
+        """The queue index of the first conversation whose number has a token within
+        `horizon` (senderqueue.py), or 0 for none."""
+        found = first_ready(
+            self._ctx.state.queue,
+            self.sender_key,
+            lambda key: self._pacing.peek(key, now_m) <= horizon,
+            len(self._ctx.settings.sender_ids),
+        )
+        return found or 0
 
     async def run(self) -> None:
         ctx = self._ctx
@@ -106,6 +121,14 @@ class Launcher:
             key = self.sender_key(conv)
             now_m = ctx.loop_time()
             wait = self._pacing.peek(key, now_m)
+            index = 0
+            if wait > horizon and self._several:
+                # Another number's conversation further back may have its token now.
+                index = self._other_ready(now_m, horizon)
+                if index:
+                    conv = state.queue[index]
+                    key = self.sender_key(conv)
+                    wait = self._pacing.peek(key, now_m)
             if wait > horizon:
                 if group:
                     break
@@ -115,7 +138,10 @@ class Launcher:
                 continue
             if not group:
                 horizon = wait + GROUP_SPAN_S
-            state.queue.popleft()
+            if index:
+                del state.queue[index]
+            else:
+                state.queue.popleft()
             if len(state.queue) < low_water(ctx.batch_limit, ctx.rate_share):
                 ctx.signals.room.set()
             job = self._prepare(conv, key, now_m)

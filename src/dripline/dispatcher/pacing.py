@@ -3,7 +3,9 @@ pauses, as one small state object per number. Pure: time (monotonic seconds) and
 random source are passed in, so the simulator and unit tests drive it directly.
 
 The Cloud API limits each business phone number separately, so everything here is per
-number (`key`). Workers split the configured rate (`set_share`); a throttle (130429)
+number (`key`), its rate included: the default number's is `share_per_s`, another's is
+set with `set_number_rate` (its own `rate_per_s`, or its throughput tier). Workers split
+each number's rate (`set_share`); a throttle (130429)
 from the API cuts one number's rate to just under what it was seen to accept and pauses
 it; the rate then creeps back up (`tick`).
 """
@@ -11,6 +13,7 @@ it; the rate then creeps back up (`tick`).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dripline.dispatcher.backoff import throttle_backoff_s
@@ -36,24 +39,38 @@ class _Number:
     controller: RateController
     streak: int = 0  # throttle events (not responses) since the last accepted send
     pause_until: float = 0.0
+    # For status and metrics (`snapshot`): accepted sends, throttled responses, and
+    # other failures of this number in this run.
+    sent: int = 0
+    throttled: int = 0
+    errors: int = 0
 
 
 @dataclass(slots=True)
 class SenderPacing:
     """Token buckets and throttle state for every sender number this worker uses."""
 
-    share_per_s: float  # this worker's share of the configured rate, per number
+    share_per_s: float  # this worker's share of the default number's rate
     burst_s: float = 0.05
     _numbers: dict[str, _Number] = field(default_factory=dict)
+    # The global rate (all workers) of numbers whose rate is not the default one's.
+    _rates: dict[str, float] = field(default_factory=dict)
+    _workers: int = 1  # live workers: each number's rate is split between them
 
     def _number(self, key: str) -> _Number:
         number = self._numbers.get(key)
         if number is None:
+            ceiling = self.ceiling(key)
             number = self._numbers[key] = _Number(
-                RateLimiter(self.share_per_s, self.burst_s),
-                RateController(ceiling=self.share_per_s, current=self.share_per_s),
+                RateLimiter(ceiling, self.burst_s),
+                RateController(ceiling=ceiling, current=ceiling),
             )
         return number
+
+    def ceiling(self, key: str) -> float:
+        """This worker's share of `key`'s rate: what it sends at when not throttled."""
+        rate = self._rates.get(key)
+        return self.share_per_s if rate is None else rate / self._workers
 
     # ------------------------------------------------------------ the send path
     def peek(self, key: str, now: float) -> float:
@@ -67,7 +84,12 @@ class SenderPacing:
     def on_accept(self, key: str) -> None:
         number = self._number(key)
         number.streak = 0
+        number.sent += 1
         number.controller.record_accept()
+
+    def on_error(self, key: str) -> None:
+        """A send from `key` failed other than by a throttle (counted for status)."""
+        self._number(key).errors += 1
 
     def on_throttle(
         self, key: str, now: float, retry_after_s: float | None, rng: random.Random
@@ -80,6 +102,7 @@ class SenderPacing:
         and lowers its rate; the rest only wait out the same pause.
         """
         number = self._number(key)
+        number.throttled += 1
         new_event = now >= number.pause_until
         if new_event:
             number.streak += 1
@@ -107,11 +130,40 @@ class SenderPacing:
         for number in self._numbers.values():
             number.limiter.set_rate(number.controller.tick(now))
 
-    def set_share(self, share_per_s: float) -> None:
-        """A new share of the global rate (workers joined or left)."""
+    def set_share(self, share_per_s: float, workers: int = 1) -> None:
+        """A new share of the default number's rate, and of every other number's (each
+        split between `workers`): workers joined or left, or the default's tier moved."""
+        if share_per_s == self.share_per_s and max(1, workers) == self._workers:
+            return
         self.share_per_s = share_per_s
-        for number in self._numbers.values():
-            number.limiter.set_rate(number.controller.set_ceiling(share_per_s))
+        self._workers = max(1, workers)
+        for key, number in self._numbers.items():
+            number.limiter.set_rate(number.controller.set_ceiling(self.ceiling(key)))
+
+    def set_number_rate(self, key: str, rate_per_s: float) -> None:
+        """Number `key`'s global rate (all workers): its own setting or its tier."""
+        self._rates[key] = rate_per_s
+        number = self._numbers.get(key)
+        if number is not None:
+            number.limiter.set_rate(number.controller.set_ceiling(self.ceiling(key)))
+
+    def total_ceiling(self, keys: Iterable[str]) -> float:
+        """This worker's share of the rates of `keys` together (claim sizing)."""
+        return sum(self.ceiling(k) for k in set(keys))
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """Per number: its global rate, this worker's current rate (after throttles),
+        sends, throttled responses and other errors in this run (status, metrics)."""
+        return {
+            key: {
+                "rate_per_s": round(self.ceiling(key) * self._workers, 3),
+                "current_per_s": round(n.limiter.rate_per_s, 3),
+                "sent": n.sent,
+                "throttled": n.throttled,
+                "errors": n.errors,
+            }
+            for key, n in sorted(self._numbers.items())
+        }
 
     def total_rate(self) -> float:
         """The sum of every number's current rate (this worker's share when none yet)."""

@@ -134,6 +134,8 @@ class Responder:
             rng=ctx.rng,
         )
         reaction = self._sender_wide(job, failure, reaction)
+        if reaction.action is not Action.THROTTLE:
+            self._pacing.on_error(job.sender_key)  # per-number errors (status, metrics)
         alert = self._alert(failure)
         ctx.observer.on_failure(failure.error_class, failure.code, reaction.action.value)
         now = ctx.clock.now()

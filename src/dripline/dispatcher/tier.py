@@ -1,9 +1,12 @@
-"""Reads the number's throughput tier and sets the global send rate from it.
+"""Reads each number's throughput tier and sets its send rate from it.
 
-At start and after a burst of 130429 (`throughput.refresh_due`), unless the operator set
-`rate_per_s`. The decisions are `dripline.whatsapp.throughput` (pure); this is the I/O:
-one GET through the client, and the result applied to the context. A read that fails
-keeps the rate in force (80/s before any read): sending never waits on it.
+At start and after a burst of 130429 (`throughput.refresh_due`), for every configured
+number whose rate the operator did not set (`rate_per_s`, or its own in `senders`). The
+decisions are `dripline.whatsapp.throughput` (pure); this is the I/O: one GET per number
+through the client, and the result applied: the default number's to the context (its
+rate, `dripline status`'s tier row), every other's to its token bucket (`SenderPacing.
+set_number_rate`). A read that fails keeps the rate in force (80/s before any read):
+sending never waits on it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import structlog
 
 from dripline.dispatcher.context import Context
+from dripline.dispatcher.pacing import SenderPacing
 from dripline.errors import TransportError, WhatsAppError
 from dripline.settings import Policy
 from dripline.whatsapp.throughput import REFRESH_STREAK, TierRate, effective_rate, refresh_due
@@ -37,6 +41,8 @@ class TierReader:
         self.last_read_at: float | None = None  # the last read a burst caused
         self._throttles: deque[float] = deque(maxlen=REFRESH_STREAK)
         self._reading = False
+        self.pacing: SenderPacing | None = None  # set by the engine: other numbers' rates
+        self.levels: dict[str, TierRate] = {}  # every other number's last read
 
     @property
     def active(self) -> bool:
@@ -60,12 +66,46 @@ class TierReader:
             log.warning("could not read the throughput tier; keeping the rate", error=str(exc))
         finally:
             self._reading = False
+        settings = ctx.settings
+        default = settings.whatsapp_phone_number_id
+        own = settings.sender_rate(default)
         self.apply(
-            effective_rate(
-                ctx.settings.rate_per_s, operator_set=not ctx.settings.rate_from_tier, level=level
-            ),
+            effective_rate(own or settings.rate_per_s, operator_set=own is not None, level=level),
             why,
         )
+        if self._source is not None and self.pacing is not None:
+            for number in settings.sender_ids[1:]:
+                if settings.sender_rate(number) is None:
+                    await self._read_other(self._source, self.pacing, number, why)
+
+    async def _read_other(
+        self, source: ThroughputSource, pacing: SenderPacing, number: str, why: str
+    ) -> None:
+        """Another configured number's tier, applied to its token bucket."""
+        ctx = self._ctx
+        old = self.levels.get(number)
+        try:
+            level = await source.throughput_level(number)
+        except (WhatsAppError, TransportError) as exc:
+            log.warning(
+                "could not read the throughput tier; keeping the rate",
+                sender=number,
+                error=str(exc),
+            )
+            return
+        tier = effective_rate(ctx.settings.rate_per_s, operator_set=False, level=level)
+        self.levels[number] = tier
+        pacing.set_number_rate(number, tier.rate_per_s)
+        ctx.rate_share = pacing.total_ceiling(ctx.settings.sender_ids)
+        if old is None or (old.level, old.rate_per_s) != (tier.level, tier.rate_per_s):
+            log.info(
+                "throughput tier",
+                sender=number,
+                level=tier.level,
+                rate_per_s=tier.rate_per_s,
+                rate_from=tier.source,
+                why=why,
+            )
 
     def apply(self, tier: TierRate, why: str) -> None:
         ctx = self._ctx

@@ -301,7 +301,7 @@ class _Handlers:
             "verified_name": "dripline fake",
             "quality_rating": "GREEN",
             "status": "CONNECTED",
-            "throughput": {"level": cfg.reported_throughput_level},
+            "throughput": {"level": cfg.number_level(number)},
         }
         body = {f: values[f] for f in fields if f != "id"}
         body["id"] = number  # Graph API always returns the node's id

@@ -29,6 +29,10 @@ class FakeConfig:
     # Throughput per phone number id (token bucket); 0 disables it.
     rate_per_s: float = 80.0
     burst: float | None = None  # bucket size; None = one second's worth (rate_per_s)
+    # Numbers with a limit of their own ([TP]: throughput is per business phone number,
+    # so two numbers of one account can be on different levels): phone number id ->
+    # messages per second (0: unlimited). Others get `rate_per_s`.
+    number_rates: dict[str, float] = field(default_factory=dict)
     # Pair limit per (phone number id, recipient); pair_interval_s=0 disables it.
     pair_interval_s: float = 6.0
     pair_burst: int = 45
@@ -100,10 +104,26 @@ class FakeConfig:
         """What `GET /{phone_number_id}?fields=throughput` answers."""
         return self.throughput_level or throughput_level_for(self.rate_per_s)
 
+    def number_rate(self, number: str) -> float:
+        """Number `number`'s throughput limit (0: none)."""
+        return self.number_rates.get(number, self.rate_per_s)
+
+    def number_level(self, number: str) -> str:
+        """The level `GET /{number}?fields=throughput` answers for that number."""
+        if number in self.number_rates:
+            return throughput_level_for(self.number_rates[number])
+        return self.reported_throughput_level
+
     @property
     def bucket_size(self) -> float:
         """Tokens in a full throughput bucket (at least one request)."""
         return max(self.burst if self.burst is not None else self.rate_per_s, 1.0)
+
+    def number_bucket_size(self, number: str) -> float:
+        """A number's bucket: `burst` when set, else one second of its own rate."""
+        if number not in self.number_rates or self.burst is not None:
+            return self.bucket_size
+        return max(self.number_rates[number], 1.0)
 
 
 def lognormal_params(mean_ms: float, p99_ms: float) -> tuple[float, float]:

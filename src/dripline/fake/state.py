@@ -171,12 +171,13 @@ class FakeState:
 
     def take_throughput(self, phone_number_id: str, now: float) -> bool:
         cfg = self.config
-        if cfg.rate_per_s <= 0:
+        rate = cfg.number_rate(phone_number_id)  # each number its own bucket [TP]
+        if rate <= 0:
             return True
         bucket = self.buckets.get(phone_number_id)
         if bucket is None:
             bucket = self.buckets[phone_number_id] = TokenBucket(
-                cfg.rate_per_s, cfg.bucket_size, now
+                rate, cfg.number_bucket_size(phone_number_id), now
             )
         return bucket.take(now)
 

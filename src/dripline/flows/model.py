@@ -210,6 +210,9 @@ class FlowSpec(_Model):
     fallback: TemplateSpec | None = None
     # Mark each answer as read through the Cloud API (the user sees blue ticks).
     read_receipts: bool = False
+    # The business phone number id this flow sends from (a configured one, checked at
+    # enrollment: dripline.senders); an enrollment's own `sender` wins. None: the default.
+    sender: str | None = Field(None, pattern=r"^[0-9]{1,32}$")
     steps: list[StepSpec] = Field(min_length=1)
 
     @field_validator("name")
@@ -220,6 +223,12 @@ class FlowSpec(_Model):
                 f"flow name {value!r} must be lowercase letters, digits, '-' or '_' (at most 100)"
             )
         return value
+
+    @field_validator("sender", mode="before")
+    @classmethod
+    def _sender_digits(cls, value: object) -> object:
+        """YAML reads `sender: 1234` as a number: a phone number id is its digits."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 Loc = tuple[str | int, ...]

@@ -212,14 +212,26 @@ def _change(row: Conversation) -> ConversationChange:
 
 
 def _on_number(
-    active: list[Conversation], number: str | None, default_sender: str | None
+    active: list[Conversation],
+    number: str | None,
+    default_sender: str | None,
+    senders: frozenset[str],
 ) -> list[Conversation]:
     """The conversations on business number `number`: those whose sender (or, without
-    one, the default number) is it; all of them when none is, or the number is unknown."""
+    one, the default number) is it. When none is: nothing if `number` is one of ours
+    (`senders`: the user wrote to another of our numbers, whose conversations are not
+    these), else all of them (a webhook naming a number we do not know, or none)."""
     if number is None:
         return active
     mine = [r for r in active if (r.sender or default_sender) in (number, None)]
-    return mine or active
+    if mine or number in senders:
+        return mine
+    return active
+
+
+def _stored_sender(number: str | None, default_sender: str | None) -> str | None:
+    """`inbound_messages.sender`: NULL for the default number (as `conversations.sender`)."""
+    return None if number in (None, "", default_sender) else number
 
 
 def _quoted(
@@ -268,13 +280,15 @@ def plan_inbound(
     *,
     replied: Mapping[str, int] | None = None,
     default_sender: str | None = None,
+    senders: frozenset[str] = frozenset(),
 ) -> InboundPlan:
     """Decide what new (never recorded) inbound messages do, in the order they were sent.
 
     Pure: reads the conversations as locked for this transaction and returns the rows
     to insert and the conversation changes to write. `replied` maps our sends' wamids
     that replies quote to their conversation (`WebhookTx.replied_to`); `default_sender`
-    is the phone number id conversations without a sender are sent from.
+    is the phone number id conversations without a sender are sent from; `senders`
+    every configured one (a message to one of them never moves another's conversations).
     """
     replied = replied or {}
     keywords = tuple(keywords)
@@ -290,7 +304,8 @@ def plan_inbound(
             plan.deferred.append(event)
             continue
         active = [rows[r.id] for r in pc.active if rows[r.id].state in ACTIVE_STATES] if pc else []
-        active = _on_number(active, event.number, default_sender)
+        active = _on_number(active, event.number, default_sender, senders)
+        to = _stored_sender(event.number, default_sender)
         if opt_out:
             plan.suppressions += _suppressions(event, active, default_sender)
         if not active:
@@ -299,7 +314,9 @@ def plan_inbound(
             if latest is None:
                 plan.unknown_sender += 1
             plan.inserts.append(
-                NewInbound(event.wamid, latest, event.phone, None, kind, event.text, event.at)
+                NewInbound(
+                    event.wamid, latest, event.phone, None, kind, event.text, event.at, sender=to
+                )
             )
             continue
         for row in active:
@@ -316,7 +333,16 @@ def plan_inbound(
                 plan.opted_out += 1
             primary = active[0]
             plan.inserts.append(
-                NewInbound(event.wamid, primary.id, event.phone, None, kind, event.text, event.at)
+                NewInbound(
+                    event.wamid,
+                    primary.id,
+                    event.phone,
+                    None,
+                    kind,
+                    event.text,
+                    event.at,
+                    sender=to,
+                )
             )
             continue
         waiting = [r for r in active if _waits(r, flows, sent)]
@@ -357,7 +383,15 @@ def plan_inbound(
             step = None
         plan.inserts.append(
             NewInbound(
-                event.wamid, primary.id, event.phone, step, kind, event.text, event.at, **typed
+                event.wamid,
+                primary.id,
+                event.phone,
+                step,
+                kind,
+                event.text,
+                event.at,
+                sender=to,
+                **typed,
             )
         )
     for row_id, row in rows.items():

@@ -88,6 +88,7 @@ class InboxProcessor:
         *,
         opt_out_keywords: Sequence[str] = ("STOP",),
         default_sender: str | None = None,
+        senders: Sequence[str] = (),
         batch_rows: int = 200,
         idle_poll_s: float = 1.0,
         retry_s: float = 1.0,
@@ -105,6 +106,9 @@ class InboxProcessor:
         # The phone number id conversations without a sender go out from (settings):
         # replies are routed by the number they were sent to.
         self.default_sender = default_sender
+        # Every configured number: a message to one of them never moves a conversation
+        # on another (the default included).
+        self.senders = frozenset(senders) | ({default_sender} if default_sender else set())
         self.batch_rows = batch_rows
         self.idle_poll_s = idle_poll_s
         self.retry_s = retry_s
@@ -371,6 +375,7 @@ class InboxProcessor:
                     now,
                     replied=replied,
                     default_sender=self.default_sender,
+                    senders=self.senders,
                 )
                 inserted = await tx.insert_inbound(plan.inserts)
                 # A concurrent processor recorded one first (same body, two rows): its

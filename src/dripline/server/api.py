@@ -90,6 +90,9 @@ class ConversationOut(BaseModel):
         description="the user's WhatsApp ID as the Cloud API reported it when a message "
         "was accepted (may differ from phone, e.g. Brazil, Mexico); null before that",
     )
+    sender: str | None = Field(
+        None, description="the business phone number id it sends from; null: the default"
+    )
 
 
 class MessageOut(BaseModel):
@@ -164,6 +167,7 @@ def conversation_out(record: Conversation, flows: FlowRegistry) -> ConversationO
         created_at=record.created_at,
         updated_at=record.updated_at,
         wa_id=record.wa_id,
+        sender=record.sender,
     )
 
 
@@ -227,9 +231,12 @@ def build_router(
     get_flows: Any,
     clock: Clock,
     auth: Any | None,
+    senders: tuple[str, ...] = (),
 ) -> APIRouter:
     """The `/v1` router. `get_store`/`get_flows` return the app's store and flows (set
-    at startup); `auth` is the token dependency, or None when auth is off."""
+    at startup); `auth` is the token dependency, or None when auth is off; `senders` the
+    configured phone number ids, the default first (an enrollment's `sender` must be
+    one of them)."""
     deps = [Depends(auth)] if auth is not None else []
     router = APIRouter(prefix="/v1", tags=["conversations"], dependencies=deps)
     common = (401, 503) if auth is not None else (503,)
@@ -259,7 +266,7 @@ def build_router(
         flows: FlowRegistry = get_flows()
         raw = await request.body()
         try:
-            items, is_list = parse_enrollments(raw, flows)
+            items, is_list = parse_enrollments(raw, flows, senders)
         except InputError as exc:
             raise HTTPException(422, detail=str(exc)) from None
         now = clock.now()

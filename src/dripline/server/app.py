@@ -151,6 +151,7 @@ def create_app(
             retry_cap_s=settings.retry_cap_s,
             default_sender=settings.whatsapp_phone_number_id,
             receipts=receipts,
+            senders=settings.sender_ids,
         )
         writer = InboxWriter(
             parts.store,
@@ -217,7 +218,13 @@ def create_app(
     )
     auth = TokenAuth(token)
     app.include_router(
-        build_router(get_store=get_store, get_flows=lambda: registry, clock=clk, auth=auth)
+        build_router(
+            get_store=get_store,
+            get_flows=lambda: registry,
+            clock=clk,
+            auth=auth,
+            senders=settings.sender_ids,
+        )
     )
     app.include_router(
         build_results_router(get_store=get_store, get_flows=lambda: registry, auth=auth)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zoneinfo
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
 
@@ -20,6 +21,7 @@ from dripline.flows.enrollment import check_template_values
 from dripline.flows.model import MessageSpec, TemplateSpec
 from dripline.flows.placeholders import placeholders_in
 from dripline.phones import normalize_phone
+from dripline.senders import flow_sender, resolve_sender
 from dripline.store import Enrollment
 from dripline.text import unstorable_reason
 
@@ -56,13 +58,19 @@ class EnrollRequest(BaseModel):
     fields: dict[str, str] = Field(
         default_factory=dict, max_length=50, description="placeholder values"
     )
+    sender: str | None = Field(
+        None,
+        max_length=32,
+        description="the business phone number id to send from (a configured one); "
+        "default: the flow's `sender`, else the default number",
+    )
     opt_in: bool = Field(
         False,
         description="the person opted in again: lifts an earlier opt-out (STOP, 131050) "
         "of this number instead of refusing it with 409",
     )
 
-    @field_validator("phone", "flow", "name", "timezone")
+    @field_validator("phone", "flow", "name", "timezone", "sender")
     @classmethod
     def _text(cls, value: str | None) -> str | None:
         return _no_nul(value)
@@ -120,8 +128,11 @@ def _zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones()) | {"UTC"}
 
 
-def _check(item: EnrollRequest, flows: FlowRegistry, where: str) -> Enrollment:
-    """Semantic checks on a shape-valid item; InputError naming the field otherwise."""
+def _check(
+    item: EnrollRequest, flows: FlowRegistry, where: str, senders: Sequence[str]
+) -> Enrollment:
+    """Semantic checks on a shape-valid item; InputError naming the field otherwise.
+    `senders`: the configured phone number ids, the default first (none: any)."""
     phone = normalize_phone(item.phone, where=f"{where}phone")
     try:
         flow = flows.get(item.flow)
@@ -146,12 +157,18 @@ def _check(item: EnrollRequest, flows: FlowRegistry, where: str) -> Enrollment:
                 where=f"{where}{label}",
             )
     check_template_values(flow, item.fields, item.name, where=where)
+    sender = item.sender
+    if senders:
+        sender = resolve_sender(
+            item.sender, flow_sender(flow), senders[0], senders, where=f"{where}sender"
+        )
     return Enrollment(
         phone=phone,
         flow=item.flow,
         at=item.at,
         name=item.name,
         timezone=item.timezone,
+        sender=sender,
         fields=dict(item.fields),
         opt_in=item.opt_in,
     )
@@ -166,8 +183,11 @@ def _validation_detail(exc: ValidationError, where: str) -> str:
     return f"{where}{loc or 'item'}: {message}{suffix}"
 
 
-def parse_enrollments(raw: bytes, flows: FlowRegistry) -> tuple[list[Enrollment], bool]:
-    """The request body as enrollments, and whether it was a list.
+def parse_enrollments(
+    raw: bytes, flows: FlowRegistry, senders: Sequence[str] = ()
+) -> tuple[list[Enrollment], bool]:
+    """The request body as enrollments, and whether it was a list. `senders`: the
+    configured phone number ids, the default first (`Settings.sender_ids`).
 
     Raises InputError (one line, naming `[index].field` for a list) on the first problem.
     """
@@ -192,5 +212,5 @@ def parse_enrollments(raw: bytes, flows: FlowRegistry) -> tuple[list[Enrollment]
             request = EnrollRequest.model_validate(item)
         except ValidationError as exc:
             raise InputError(_validation_detail(exc, where)) from None
-        out.append(_check(request, flows, where))
+        out.append(_check(request, flows, where, senders))
     return out, is_list

@@ -37,6 +37,9 @@ from dripline.whatsapp.client import CloudApiClient
 __all__ = ["SimReport", "run_config", "run_seed"]
 
 NUMBER = "100000000000001"
+# A second business number: the `nudge` flow's conversations send from it, so the
+# window, throughput and reply routing per number run in every seed.
+SECOND = "100000000000002"
 SETTLE_CHECK_S = 1.0
 
 
@@ -86,6 +89,7 @@ def settings_for(cfg: SimConfig) -> Settings:
         on_auth_failure="pause",
         auth_probe_s=5.0,
         whatsapp_phone_number_id=NUMBER,
+        senders=[{"id": SECOND}],  # at rate_per_s, as NUMBER
         whatsapp_access_token="sim-token",  # noqa: S106 (a simulated credential)
         http_read_timeout_s=cfg.read_timeout_s,
         window_s=cfg.window_s,
@@ -146,6 +150,7 @@ class _World:
             self.flows,
             self.clock,
             default_sender=NUMBER,
+            senders=(NUMBER, SECOND),
             batch_rows=50,
             max_attempts=st.max_attempts,
             retry_base_s=st.retry_base_s,
@@ -268,7 +273,8 @@ class _World:
         for i in indexes:
             phone = phones[i % len(phones)]
             flow = "checkin" if i % 3 else "nudge"
-            items.append(Enrollment(phone=phone, flow=flow, at=now))
+            sender = SECOND if flow == "nudge" else None
+            items.append(Enrollment(phone=phone, flow=flow, at=now, sender=sender))
         while True:
             try:
                 results = await self.store.enroll(items, now)

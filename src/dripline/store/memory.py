@@ -160,7 +160,7 @@ class MemoryStore(Store):
                 if existing is not None:
                     ids[key] = existing
                     continue
-                ids[key] = q.new_conversation(v, item, now, seen.get(item.phone))
+                ids[key] = q.new_conversation(v, item, now, seen.get((item.phone, item.sender)))
                 created.add(key)
         if created:
             self.database.wake_all()

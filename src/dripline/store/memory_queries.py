@@ -66,12 +66,14 @@ def _unleased(c: Conversation, now: datetime) -> bool:
 
 
 # enrollment and dispatch ---------------------------------------------------------------
-def last_inbound(v: View, phones: set[str]) -> dict[str, datetime]:
-    """Each phone's latest inbound message, if it ever wrote (the window's start)."""
-    seen: dict[str, datetime] = {}
+def last_inbound(v: View, phones: set[str]) -> dict[tuple[str, str | None], datetime]:
+    """Each (phone, business number)'s latest inbound message, if the user ever wrote to
+    that number (its window's start); number None: the default."""
+    seen: dict[tuple[str, str | None], datetime] = {}
     for row in v.inbound.values():
-        if row.phone in phones and (row.phone not in seen or row.received_at > seen[row.phone]):
-            seen[row.phone] = row.received_at
+        key = (row.phone, row.sender)
+        if row.phone in phones and (key not in seen or row.received_at > seen[key]):
+            seen[key] = row.received_at
     return seen
 
 

@@ -269,10 +269,11 @@ class MemoryWebhookTx(WebhookTx):
                 r.kind,
                 r.body,
                 utc(r.received_at),
-                r.answer_kind,
-                r.answer_option,
-                r.answer_number,
-                r.valid,
+                answer_kind=r.answer_kind,
+                answer_option=r.answer_option,
+                answer_number=r.answer_number,
+                valid=r.valid,
+                sender=r.sender,
             )
             v.add_inbound(row)
             inserted.add(r.wamid)

@@ -280,6 +280,10 @@ inbound_messages = Table(
     Column("answer_option", String(256), nullable=True),
     Column("answer_number", Float, nullable=True),
     Column("valid", Boolean, nullable=True),
+    # The business phone number id it was sent to; NULL: the default number (migration
+    # 0006). The 24-hour window is per (user, business number): a new conversation on a
+    # number starts with the user's last message to that number only.
+    Column("sender", String(64), nullable=True),
     Index("ix_inbound_messages_conversation_id", "conversation_id"),
 )
 

@@ -8,7 +8,7 @@ All datetimes are aware UTC.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -176,11 +176,15 @@ class Inbound:
     kind: str
     body: str | None
     received_at: datetime
+    _: KW_ONLY
     # The typed answer (see NewInbound); None on rows older than migration 0005.
     answer_kind: str | None = None
     answer_option: str | None = None
     answer_number: float | None = None
     valid: bool | None = None
+    # The business phone number id it was sent to (`metadata.phone_number_id`); None:
+    # the default number, or not known (rows before migration 0006).
+    sender: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,10 +416,14 @@ class NewInbound:
     kind: str
     body: str | None
     received_at: datetime
+    # Keyword-only from here: two branches added optional fields at once, and a
+    # positional one would land in the wrong field.
+    _: KW_ONLY
     answer_kind: str | None = None
     answer_option: str | None = None
     answer_number: float | None = None
     valid: bool | None = None
+    sender: str | None = None  # the business number it was sent to; None: the default
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,7 +162,8 @@ class ConversationSql(SqlCore):
                         "attempts": 0,
                         # The user's window may already be open: they wrote to us before
                         # (another conversation, or with none).
-                        "last_inbound_at": seen.get(item.phone),
+                        # (to this conversation's number: the window is per number).
+                        "last_inbound_at": seen.get((item.phone, item.sender)),
                         "name": item.name,
                         "timezone": item.timezone,
                         "sender": item.sender,
@@ -181,18 +182,21 @@ class ConversationSql(SqlCore):
         return ids, created, earliest
 
     @staticmethod
-    async def _last_inbound(conn: AsyncConnection, phones: Sequence[str]) -> dict[str, datetime]:
-        """Each phone's latest inbound message, if it ever wrote (the window's start)."""
-        seen: dict[str, datetime] = {}
+    async def _last_inbound(
+        conn: AsyncConnection, phones: Sequence[str]
+    ) -> dict[tuple[str, str | None], datetime]:
+        """Each (phone, business number)'s latest inbound message, if the user ever
+        wrote to that number (its window's start); number None: the default."""
+        seen: dict[tuple[str, str | None], datetime] = {}
         for chunk in chunks(sorted(set(phones))):
             rows = await conn.execute(
-                select(I.phone, func.max(I.received_at))
+                select(I.phone, I.sender, func.max(I.received_at))
                 .where(I.phone.in_(list(chunk)))
-                .group_by(I.phone)
+                .group_by(I.phone, I.sender)
             )
-            for phone, at in rows:
+            for phone, sender, at in rows:
                 if at is not None:
-                    seen[phone] = at
+                    seen[(phone, sender)] = at
         return seen
 
     # reading ---------------------------------------------------------------------

@@ -467,6 +467,7 @@ class SqlWebhookTx(WebhookTx):
                     "answer_option": r.answer_option,
                     "answer_number": r.answer_number,
                     "valid": r.valid,
+                    "sender": r.sender,
                 }
                 for r in page
             ]
