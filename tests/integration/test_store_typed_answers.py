@@ -51,6 +51,7 @@ async def _check_upgrade_keeps_old_rows(url: str) -> None:
     )
     rows = await _run(url, lambda conn: [tuple(r) for r in conn.execute(select)])
     assert rows == [("yes", None, None, None, None)]
+    await migrate_database(url)  # the later migrations (0006: the inbound sender)
     store = await open_store(url)  # the store reads the old row, now untyped
     await store.close()
     await _run(url, _downgrade)
@@ -70,16 +71,40 @@ async def test_typed_answers_round_trip(store: Store) -> None:
     [conv] = await store.enroll([Enrollment("+14155550101", "f")], NOW)
     rows = [
         NewInbound(
-            "wamid.1", conv.id, "+14155550101", 0, "button", "Yes", NOW, "option", "yes", None, True
+            "wamid.1",
+            conv.id,
+            "+14155550101",
+            0,
+            "button",
+            "Yes",
+            NOW,
+            answer_kind="option",
+            answer_option="yes",
+            valid=True,
+        ),
+        NewInbound("wamid.2", conv.id, "+14155550101", 1, "text", "maybe", NOW, valid=False),
+        NewInbound(
+            "wamid.3",
+            conv.id,
+            "+14155550101",
+            1,
+            "text",
+            "9",
+            NOW,
+            answer_kind="number",
+            answer_number=9.0,
+            valid=True,
         ),
         NewInbound(
-            "wamid.2", conv.id, "+14155550101", 1, "text", "maybe", NOW, None, None, None, False
-        ),
-        NewInbound(
-            "wamid.3", conv.id, "+14155550101", 1, "text", "9", NOW, "number", None, 9.0, True
-        ),
-        NewInbound(
-            "wamid.4", conv.id, "+14155550101", 2, "text", "fine", NOW, "text", None, None, True
+            "wamid.4",
+            conv.id,
+            "+14155550101",
+            2,
+            "text",
+            "fine",
+            NOW,
+            answer_kind="text",
+            valid=True,
         ),
         NewInbound("wamid.5", conv.id, "+14155550101", None, "text", "hello?", NOW),
     ]
