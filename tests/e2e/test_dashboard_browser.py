@@ -418,6 +418,8 @@ async def test_dashboard_flow_view_matches_the_database(tmp_path: Path) -> None:
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             await page.goto(f"{base}/")
+            # The flow view is refreshed in the background: it may come with a poll.
+            await page.wait_for_selector("#flow-select option[value=poll]", state="attached")
             await page.select_option("#flow-select", "poll")
             assert await page.text_content("#flow-summary") == "40 conversations"
             assert (

@@ -9,7 +9,8 @@ buffer (30 minutes), so the charts have history from the first page load, and ev
 browser tab reads that buffer instead of querying the database itself. Cheap queries
 (backlog via the due index, sends in the last minute, lag, live workers) run on every
 tick; the ones that scan more (15-minute throughput, errors, conversations by state,
-each flow's results for the flow view: `dashboard_flows.py`) every `slow_every` ticks.
+every `slow_every` ticks; each flow's results for the flow view in the background, at
+most once a minute (`dashboard_flows.py`).
 
 The app provides `app.state.store` (and optionally `app.state.settings`, shown
 redacted, and `app.state.flows`, the flows whose questions the flow view names);
@@ -38,7 +39,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from dripline.errors import DriplineError
 from dripline.flows import FlowRegistry
-from dripline.server.dashboard_flows import flow_views
+from dripline.server.dashboard_flows import FlowViews
 from dripline.settings import Settings
 from dripline.status_report import status_document
 from dripline.store import BacklogSnapshot, ErrorCount, LagSummary, Store
@@ -91,8 +92,7 @@ class DashboardSampler:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.flows = flows
-        self.flow_views: list[dict[str, Any]] = []
+        self.flow_views = FlowViews(store, flows)
         self.interval_s = interval_s
         self.samples: deque[Sample] = deque(maxlen=history)
         self.status: dict[str, Any] | None = None
@@ -118,7 +118,7 @@ class DashboardSampler:
             self._long_sent = await self.store.sent_counts(now, (300, 900))
             self._errors = await self.store.error_counts(now, window_s=ERROR_WINDOW_S)
             self._states = await self.store.conversations_by_state()
-            self.flow_views = await flow_views(self.store, self.flows)
+        self.flow_views.maybe_refresh()
         doc = status_document(
             now=now,
             backlog=backlog,
@@ -177,11 +177,14 @@ class DashboardSampler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.flow_views.stop()
 
     async def first_sample(self, timeout_s: float) -> None:
         """Wait (briefly) for the first sample, so a first page load shows numbers."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._first.wait()
+                await self.flow_views.ready.wait()  # and the flow view, when it is quick
 
     def series(self) -> dict[str, list[float]]:
         """The ring buffer as columns, one list per field (what the charts draw)."""
@@ -198,7 +201,7 @@ class DashboardSampler:
             "series": self.series(),
             "status": self.status,
             "settings": _settings_rows(self.settings),
-            "flows": self.flow_views,
+            "flows": self.flow_views.views,
         }
 
 

@@ -261,14 +261,14 @@ class MemoryWebhookTx(WebhookTx):
             if r.wamid in v.inbound_wamids:
                 continue  # ON CONFLICT (wamid) DO NOTHING
             row = Inbound(
-                v.next_id("inbound_messages"),
-                r.wamid,
-                r.conversation_id,
-                r.phone,
-                r.step,
-                r.kind,
-                r.body,
-                utc(r.received_at),
+                id=v.next_id("inbound_messages"),
+                wamid=r.wamid,
+                conversation_id=r.conversation_id,
+                phone=r.phone,
+                step=r.step,
+                kind=r.kind,
+                body=r.body,
+                received_at=utc(r.received_at),
                 answer_kind=r.answer_kind,
                 answer_option=r.answer_option,
                 answer_number=r.answer_number,

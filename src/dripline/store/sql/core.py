@@ -84,8 +84,9 @@ def message_from_row(r: Any) -> Message:
 
 
 def inbound_from_row(r: Any) -> Inbound:
-    """A row of INBOUND_COLUMNS."""
-    return Inbound(*r)
+    """A row of INBOUND_COLUMNS, by column name: columns added by later migrations (the
+    typed answer, 0005) need not be in `Inbound`'s field order."""
+    return Inbound(**r._mapping)
 
 
 def worker_from_row(r: Any) -> WorkerInfo:
