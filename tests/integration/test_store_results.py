@@ -66,10 +66,10 @@ def reply(
         inbound_kind,
         "body",
         at(seconds),
-        kind,
-        option,
-        number,
-        valid,
+        answer_kind=kind,
+        answer_option=option,
+        answer_number=number,
+        valid=valid,
     )
 
 
