@@ -1,0 +1,171 @@
+"""Issue 14's scenarios (performance, round two), numbered 10 + the issue's item:
+
+- 11 concurrency-bound: in-flight limit exactly rate x latency; goal >= 0.95 of the bound;
+- 13 trickle: steady arrival at 1, 10 and 33 msg/s, then an idle minute (CPU per message,
+  idle CPU, lag);
+- 14 start-up: process start to first send of `dripline run --once`, goal < 0.5 s;
+- 15 long drain: N conversations due at once, the send rate per 10 s, the last 10%
+  within 10% of the first 10%.
+
+Each prints its ratio to the bound or goal (a `Check`) and, where the planner can model
+the run, the planner's prediction next to it (goal: within 5%).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from bench.harness import DRIPLINE, digits, enroll, running_fake, spawn
+from bench.measure import Row, bound
+from bench.scenarios import Bench
+from dripline.planner import Arrivals, LatencyModel, PlanSettings, simulate
+from dripline.settings import Policy
+
+__all__ = ["SCENARIOS"]
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _planner_row(
+    b: Bench, scenario: str, what: str, predicted_per_s: float, measured: Row, bound_per_s: float
+) -> None:
+    """The planner's prediction beside a measured row, and the 5% check (issue 14, 7)."""
+    got = measured.throughput_per_s or 0.0
+    gap = abs(predicted_per_s - got) / max(got, 1e-9)
+    b.add(
+        Row(
+            scenario=scenario,
+            run=f"planner's prediction of {what}",
+            system="planner",
+            backend="planner",
+            measured=False,
+            throughput_per_s=round(predicted_per_s, 1),
+            bound_per_s=round(bound_per_s, 1),
+            ratio_to_bound=round(predicted_per_s / bound_per_s, 3),
+            notes=f"predicted {predicted_per_s:.0f} vs measured {got:.0f} msg/s ({gap:.1%})",
+        )
+    )
+    b.check(
+        "planner",
+        f"within 5% of {what} (scenario {scenario})",
+        f"{predicted_per_s:.0f} vs {got:.0f} msg/s ({gap:.1%})",
+        gap <= 0.05,
+    )
+
+
+# ------------------------------------------------------------ 11 concurrency-bound
+async def scenario_11(b: Bench) -> None:
+    """5,000 due at once, fixed 100 ms latency, 100 in flight, 1,000/s: both limits
+    give 1,000/s, so any time a slot spends on something other than its call shows."""
+    n = 500 if b.quick else 5_000
+    rate, latency_s, slots = 1000.0, 0.100, 100
+    the_bound = bound(rate, slots, latency_s)
+    async with running_fake(
+        b.workdir, rate_per_s=rate * 1.1, latency_ms=latency_s * 1000, latency_p99_ms=None
+    ) as fake:
+        runs = [(backend, 1) for backend in BACKENDS] + [("postgres", 2)]
+        for backend, workers in runs:
+            url = await b.dbs.fresh(backend, f"s11{workers}")
+            due = _now()
+            await enroll(url, [due] * n)
+            res = await b.run_dripline(
+                scenario="11",
+                run=f"concurrency-bound: {n:,} due, {slots} in flight x {latency_s * 1000:g} ms, "
+                f"{rate:g}/s" + (f", {workers} workers" if workers > 1 else ""),
+                backend=backend,
+                url=url,
+                fake=fake,
+                due_by_to={digits(i): due.timestamp() for i in range(n)},
+                workers=workers,
+                rate=rate,
+                concurrency=slots // workers,
+                timeout_s=max(60.0, n / 100),
+                bound_per_s=the_bound,
+            )
+            row = res.row
+            b.check(
+                "11",
+                f"{backend} x{workers}: >= 0.95 of the bound ({the_bound:.0f}/s)",
+                f"{row.throughput_per_s} msg/s = {row.ratio_to_bound}",
+                (row.ratio_to_bound or 0) >= 0.95,
+            )
+            if backend == "postgres" and workers == 1:
+                sim = simulate(
+                    PlanSettings(
+                        policy=Policy.STATIC, batch_limit=1000, concurrency=slots, rate_per_s=rate
+                    ),
+                    LatencyModel.constant(latency_s),
+                    Arrivals.backlog(n),
+                )
+                _planner_row(b, "11", "the PostgreSQL run", sim.throughput_per_s, row, the_bound)
+        due = _now() - timedelta(seconds=1)
+        pq = await b.run_procrastinate(
+            scenario="11",
+            fake=fake,
+            jobs=[(i, due) for i in range(n)],
+            poll_s=0.5,
+            timeout_s=max(90.0, n / 50),
+            concurrency_total=slots,
+        )
+        pq.bound_per_s = round(the_bound, 1)
+        if pq.throughput_per_s:
+            pq.ratio_to_bound = round(pq.throughput_per_s / the_bound, 3)
+
+
+# ------------------------------------------------------------ 14 start-up
+async def scenario_14(b: Bench) -> None:
+    """Process start to the first send of `dripline run --once` (cron pays it each run):
+    one message due, the fake's latency 0, the time from spawn to its arrival."""
+    tries = 2 if b.quick else 5
+    async with running_fake(
+        b.workdir, rate_per_s=1000.0, latency_ms=0.0, latency_p99_ms=None
+    ) as fake:
+        for backend in BACKENDS:
+            samples = []
+            for k in range(tries):
+                url = await b.dbs.fresh(backend, f"s14{k}")
+                await enroll(url, [_now() - timedelta(seconds=1)])
+                await fake.reset()
+                started = time.time()
+                child = spawn(
+                    "once",
+                    [DRIPLINE, "run", "--once"],
+                    b.dripline_env(url, fake),
+                    b.workdir,
+                )
+                await child.wait(60)
+                received = await fake.messages()
+                arrivals = [float(m.get("arrived_wall") or m["received_wall"]) for m in received]
+                if arrivals:
+                    samples.append(min(arrivals) - started)
+            samples.sort()
+            median = samples[len(samples) // 2] if samples else None
+            row = b.add(
+                Row(
+                    scenario="14",
+                    run=f"start-up: spawn to first send, run --once (median of {tries})",
+                    system="dripline",
+                    backend=backend,
+                    messages=len(samples),
+                    wall_s=round(median, 3) if median is not None else None,
+                    notes="samples " + ", ".join(f"{s:.3f}" for s in samples) + " s",
+                )
+            )
+            b.check(
+                "14",
+                f"{backend}: first send < 0.5 s after start",
+                f"{row.wall_s} s = {round((median or 9) / 0.5, 2)} of the goal",
+                median is not None and median < 0.5,
+            )
+
+
+SCENARIOS: dict[int, Callable[[Bench], Awaitable[None]]] = {
+    11: scenario_11,
+    14: scenario_14,
+}
