@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dripline.dispatcher.engine import Dispatcher
-from dripline.dispatcher.slots import StartWindow, launch_headroom, may_take
+from dripline.dispatcher.slots import StartWindow, launch_headroom, launch_wake, may_take
 from dripline.flows import load_flows
 from dripline.flows.base import OutboundMessage
 from dripline.sim.loop import SimClock, VirtualTimeLoop, run_virtual
@@ -67,6 +67,17 @@ def test_a_new_group_waits_for_room_for_a_worthwhile_one_while_sends_wait() -> N
     assert may_take(100, 59, 0, 1, 100, 60)
     # Nothing waiting: any room at all opens a group.
     assert may_take(159, 0, 0, 500, 100, 60)
+
+
+def test_the_launcher_wakes_exactly_when_it_may_open_a_group() -> None:
+    for in_flight in range(0, 101, 10):
+        for starting in range(0, 61):
+            for queued in (1, 5, 500):
+                busy = in_flight + starting
+                if starting and may_take(in_flight, starting, 0, queued, 100, 60):
+                    assert busy <= launch_wake(100, 60, queued)
+                if busy <= launch_wake(100, 60, queued):
+                    assert may_take(in_flight, starting, 0, queued, 100, 60)
 
 
 def test_start_window_never_lets_a_second_hold_more_than_rate_and_burst() -> None:

@@ -78,17 +78,23 @@ class Signals:
         # Sends whose token is due, waiting for a slot, first come first served: one
         # freed slot wakes one of them (an event would wake them all, each time).
         self.slot_waiters: deque[asyncio.Future[None]] = deque()
+        # The launcher waits for `slot` only until calls and reserved sends number at
+        # most this (`slots.launch_wake`): waking it for every freed slot cost a task
+        # switch per send while it had no use for one slot.
+        self.launch_at = 1 << 30
         self.breaker_closed.set()
 
-    def slots_freed(self, free: int) -> None:
-        """`free` slots are open now: wake that many waiting sends, and the launcher."""
+    def slots_freed(self, free: int, busy: int = -1) -> None:
+        """`free` slots are open now: wake that many waiting sends, and the launcher if
+        `busy` (calls and reserved sends; -1: unknown) is down to its `launch_at`."""
         waiters = self.slot_waiters
         while free > 0 and waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 free -= 1
-        self.slot.set()
+        if busy <= self.launch_at:
+            self.slot.set()
 
     def reset(self) -> None:
         for event in (self.stop, self.queued, self.room, self.resched):

@@ -30,7 +30,7 @@ from dripline.dispatcher.reconcile import (
 from dripline.dispatcher.recorder import Recorder
 from dripline.dispatcher.responses import Responder, SendJob
 from dripline.dispatcher.send import Sender, send_one
-from dripline.dispatcher.slots import launch_headroom, may_take
+from dripline.dispatcher.slots import launch_headroom, launch_wake, may_take
 from dripline.dispatcher.window import Choice, decide
 from dripline.errors import DriplineError
 from dripline.flows.base import Flow
@@ -110,7 +110,11 @@ class Launcher:
                 if group:
                     break
                 ctx.signals.slot.clear()
-                await ctx.sleep(1.0, ctx.signals.slot)
+                ctx.signals.launch_at = launch_wake(ctx.concurrency, headroom, len(state.queue))
+                try:
+                    await ctx.sleep(1.0, ctx.signals.slot)
+                finally:
+                    ctx.signals.launch_at = 1 << 30
                 continue
             conv = state.queue[0]
             key = self.sender_key(conv)

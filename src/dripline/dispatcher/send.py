@@ -129,10 +129,11 @@ async def send_one(
         failure = Failure("transient", None, f"unexpected error: {exc!r}", maybe_sent=True)
         responder.on_failure(job, failure, message_id=job.message_id)
     finally:
+        state = ctx.state
         if slotted:
-            ctx.state.in_flight -= 1
-            ctx.observer.on_in_flight(ctx.state.in_flight)
-            ctx.signals.slots_freed(1)
+            state.in_flight -= 1
+            ctx.observer.on_in_flight(state.in_flight)
+            ctx.signals.slots_freed(1, state.in_flight + state.starting)
         else:
-            ctx.state.starting -= 1
-            ctx.signals.slot.set()
+            state.starting -= 1
+            ctx.signals.slots_freed(0, state.in_flight + state.starting)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from dripline.dispatcher.constants import GROUP_SPAN_S, RESERVE_LEAD_S
 
-__all__ = ["StartWindow", "launch_headroom", "may_take"]
+__all__ = ["StartWindow", "launch_headroom", "launch_wake", "may_take"]
 
 
 def launch_headroom(concurrency: int, rate_per_s: float) -> int:
@@ -48,6 +48,12 @@ def may_take(
     if group or not starting:
         return True
     return room >= min(max(1, headroom // 2), queued)
+
+
+def launch_wake(concurrency: int, headroom: int, queued: int) -> int:
+    """Calls plus reserved sends at or below which a waiting launcher may open a group
+    (`may_take`); with none reserved it always may, as calls never exceed the slots."""
+    return concurrency + headroom - min(max(1, headroom // 2), max(queued, 1))
 
 
 @dataclass(slots=True)
