@@ -135,6 +135,98 @@ async def scenario_11(b: Bench) -> None:
             pq.ratio_to_bound = round(pq.throughput_per_s / the_bound, 3)
 
 
+# ------------------------------------------------------------ 13 trickle
+TRICKLE_RATES = (1.0, 10.0, 33.0)
+TRICKLE_CPU_GOAL_MS = 1.5  # per message, at 10 and 33 msg/s
+IDLE_GOAL = 0.005  # of one core
+TRICKLE_LAG_GOAL_MS = 20.0
+
+
+async def _idle_cpu(b: Bench, backend: str, seconds: float) -> float:
+    """A dispatcher's share of one core while nothing is due, net of its start-up."""
+    url = await b.dbs.fresh(backend, "s13idle")
+    base = await b.baseline(backend)
+    child = spawn(
+        "idle",
+        [DRIPLINE, "run", "--max-seconds", str(seconds)],
+        b.dripline_env(url, None, DRIPLINE_WHATSAPP_BASE_URL="http://127.0.0.1:9"),
+        b.workdir,
+    )
+    usage = await child.wait(seconds + 60)
+    return max(0.0, usage.cpu_s - base) / seconds
+
+
+async def scenario_13(b: Bench) -> None:
+    """Steady arrival, one message every 1/rate s for a minute, at 1, 10 and 33 msg/s;
+    then a minute with nothing due. CPU per message is net of the process's start-up."""
+    dur = 10.0 if b.quick else 60.0
+    lead = 5.0
+    async with running_fake(b.workdir, rate_per_s=1000.0) as fake:
+        for backend in BACKENDS:
+            for rate in TRICKLE_RATES:
+                url = await b.dbs.fresh(backend, f"s13{int(rate)}")
+                t0 = _now() + timedelta(seconds=lead)
+                due = [t0 + timedelta(seconds=i / rate) for i in range(int(dur * rate))]
+                await enroll(url, due)
+                res = await b.run_dripline(
+                    scenario="13",
+                    run=f"trickle {rate:g}/s for {dur:g} s",
+                    backend=backend,
+                    url=url,
+                    fake=fake,
+                    due_by_to={digits(i): d.timestamp() for i, d in enumerate(due)},
+                    timeout_s=lead + dur + 30,
+                    bound_per_s=rate,
+                )
+                row = res.row
+                net = row.cpu_ms_per_msg_net
+                if rate >= 10:
+                    b.check(
+                        "13",
+                        f"{backend} {rate:g}/s: <= {TRICKLE_CPU_GOAL_MS} ms CPU/msg",
+                        f"{net} ms net (+{row.pg_cpu_ms_per_msg or 0} PG) = "
+                        f"{round((net or 0) / TRICKLE_CPU_GOAL_MS, 2)} of the goal",
+                        net is not None and net <= TRICKLE_CPU_GOAL_MS,
+                    )
+                b.check(
+                    "13",
+                    f"{backend} {rate:g}/s: lag p99 < {TRICKLE_LAG_GOAL_MS:g} ms",
+                    f"{row.lag_p99_ms} ms = "
+                    f"{round((row.lag_p99_ms or 0) / TRICKLE_LAG_GOAL_MS, 2)} of the goal",
+                    (row.lag_p99_ms or 1e9) < TRICKLE_LAG_GOAL_MS,
+                )
+            idle = await _idle_cpu(b, backend, dur)
+            b.add(
+                Row(
+                    scenario="13",
+                    run=f"idle {dur:g} s: share of one core",
+                    system="dripline",
+                    backend=backend,
+                    wall_s=dur,
+                    notes=f"{idle:.4%} of a core, net of start-up",
+                    extra={"idle_core_share": round(idle, 5)},
+                )
+            )
+            b.check(
+                "13",
+                f"{backend} idle: < {IDLE_GOAL:.1%} of a core",
+                f"{idle:.3%} = {round(idle / IDLE_GOAL, 2)} of the goal",
+                idle < IDLE_GOAL,
+            )
+        rate = TRICKLE_RATES[-1]
+        t0 = _now() + timedelta(seconds=lead + 5)
+        due = [t0 + timedelta(seconds=i / rate) for i in range(int(dur * rate))]
+        pq = await b.run_procrastinate(
+            scenario="13",
+            fake=fake,
+            jobs=list(enumerate(due)),
+            poll_s=0.5,
+            timeout_s=lead + dur + 40,
+        )
+        pq.bound_per_s = rate
+        pq.ratio_to_bound = None
+
+
 # ------------------------------------------------------------ 14 start-up
 async def scenario_14(b: Bench) -> None:
     """Process start to the first send of `dripline run --once` (cron pays it each run):
@@ -184,5 +276,6 @@ async def scenario_14(b: Bench) -> None:
 
 SCENARIOS: dict[int, Callable[[Bench], Awaitable[None]]] = {
     11: scenario_11,
+    13: scenario_13,
     14: scenario_14,
 }
