@@ -91,10 +91,13 @@ async def send_one(
             await asyncio.sleep(delay)
         slotted = await _take_slot(ctx, pacing, job)
         sent_at = ctx.clock.now()
-        if (
-            not slotted
-            or not ctx.gate.may_send(ctx.loop_time())
-            or not _lease_outlives_the_call(ctx, conv.id, sent_at)
+        if not slotted or not ctx.signals.breaker_closed.is_set():
+            # Stopped, or the breaker opened while this send waited (only the calls
+            # already under way when it opened may be refused): never sent.
+            responder.abandon(job, "sending stopped before its call")
+            return
+        if not ctx.gate.may_send(ctx.loop_time()) or not _lease_outlives_the_call(
+            ctx, conv.id, sent_at
         ):
             responder.abandon(job)
             return
