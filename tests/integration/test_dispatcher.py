@@ -170,8 +170,10 @@ async def test_auth_failure_stops_sending_and_fails_nothing(store: Store) -> Non
     assert summary.breaker_tripped and summary.exit_code == 3
     assert "190" in (summary.breaker_reason or "")
     assert len(fake.state.messages) == 300
-    # Only sends already in flight when the first 190 came back were refused.
-    assert attempts_after_expiry <= settings.concurrency
+    # Only calls that started before the first 190 came back were refused: those in
+    # flight when the token expired, and those that took a slot freed by an accepted
+    # one within that round trip (slots are busy with calls only, issue 14).
+    assert attempts_after_expiry <= 2 * settings.concurrency
     convs = await conversation_rows(store)
     assert not [c for c in convs if c.state == "failed"]
     assert all(c.lease_owner is None for c in convs)

@@ -103,3 +103,29 @@ async def test_pooler_mode_works_and_never_wakes(postgres_url: str) -> None:
         assert not wake.is_set()
     finally:
         await store.close()
+
+
+def test_the_head_read_from_the_scripts_is_alembics() -> None:
+    """`head_revision` reads the scripts' text (no Alembic at start-up); Alembic agrees."""
+    from alembic.script import ScriptDirectory
+
+    from dripline.store.migrate import alembic_config
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def test_the_revision_read_with_one_query_is_alembics(sqlite_url: str) -> None:
+    from dripline.store.migrate import current_revision
+
+    def both(conn: Connection) -> tuple[str | None, str | None]:
+        return current_revision(conn), MigrationContext.configure(conn).get_current_revision()
+
+    engine = create_async_engine(parse_database_url(sqlite_url).async_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(both) == (None, None)
+        await migrate_database(sqlite_url, "0002")
+        async with engine.connect() as conn:
+            assert await conn.run_sync(both) == ("0002", "0002")
+    finally:
+        await engine.dispose()

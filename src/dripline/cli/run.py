@@ -42,6 +42,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
     """A run summary as plain data."""
     s = summary.stats
     p50, p95, p99 = s.lag.quantiles(0.5, 0.95, 0.99)
+    call_p50, call_p99 = s.latency.quantiles(0.5, 0.99)
     elapsed = max(1e-9, (summary.ended_at - summary.started_at).total_seconds())
     return {
         "worker_id": summary.worker_id,
@@ -54,6 +55,8 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "fallbacks": s.fallbacks,
         "throughput_per_s": round(s.sent / elapsed, 2),
         "lag_s": {"p50": p50, "p95": p95, "p99": p99, "max": s.lag.maximum},
+        # The API calls' own time as this worker saw it (a busy machine adds to it).
+        "latency_s": {"p50": call_p50, "p99": call_p99},
         "failures_by_class": dict(s.failures_by_class),
         "failures_by_code": dict(s.failures_by_code),
         "breaker_tripped": summary.breaker_tripped,

@@ -44,12 +44,13 @@ class RunState:
     # Until when each held lease is known live (set at the claim, pushed out by each
     # heartbeat that extended it; gone once an extension failed). See `send_one`.
     lease_until: dict[int, datetime] = field(default_factory=dict)
-    in_flight: int = 0
-    launching: int = 0  # taken from the queue, not yet in flight
+    in_flight: int = 0  # HTTP calls under way: each holds a concurrency slot
+    launching: int = 0  # taken from the queue, not yet reserved
+    starting: int = 0  # reserved, waiting for its rate token or a slot (holds none)
     cron_tick_done: bool = False
 
     def busy(self) -> bool:
-        return bool(self.queue) or self.in_flight > 0 or self.launching > 0
+        return bool(self.queue) or self.in_flight > 0 or self.launching > 0 or self.starting > 0
 
     def hold(self, conv: Conversation) -> None:
         self.held[conv.id] = conv
@@ -74,7 +75,26 @@ class Signals:
         self.record = asyncio.Event()  # outcomes waiting to be written
         self.breaker_closed = asyncio.Event()  # sending allowed
         self.resched = asyncio.Event()  # our own write made a row due sooner
+        # Sends whose token is due, waiting for a slot, first come first served: one
+        # freed slot wakes one of them (an event would wake them all, each time).
+        self.slot_waiters: deque[asyncio.Future[None]] = deque()
+        # The launcher waits for `slot` only until calls and reserved sends number at
+        # most this (`slots.launch_wake`): waking it for every freed slot cost a task
+        # switch per send while it had no use for one slot.
+        self.launch_at = 1 << 30
         self.breaker_closed.set()
+
+    def slots_freed(self, free: int, busy: int = -1) -> None:
+        """`free` slots are open now: wake that many waiting sends, and the launcher if
+        `busy` (calls and reserved sends; -1: unknown) is down to its `launch_at`."""
+        waiters = self.slot_waiters
+        while free > 0 and waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+        if busy <= self.launch_at:
+            self.slot.set()
 
     def reset(self) -> None:
         for event in (self.stop, self.queued, self.room, self.resched):
@@ -85,6 +105,7 @@ class Signals:
         """Every waiter re-checks the stop event (graceful shutdown)."""
         for event in (self.queued, self.room, self.slot, self.record, self.breaker_closed):
             event.set()
+        self.slots_freed(len(self.slot_waiters))
 
 
 @dataclass

@@ -168,7 +168,7 @@ class Controller:
             )
             ctx.batch_limit, ctx.concurrency = limits.batch_limit, limits.concurrency
             ctx.emit_limits(self._pacing.total_rate())
-            ctx.signals.slot.set()
+            ctx.signals.slots_freed(ctx.concurrency - ctx.state.in_flight)
 
     def _adapt_concurrency(self, samples: list[float]) -> None:
         ctx = self._ctx
@@ -192,7 +192,7 @@ class Controller:
         new = int(self._aimd.limit)
         if new != ctx.concurrency:
             ctx.concurrency = new
-            ctx.signals.slot.set()
+            ctx.signals.slots_freed(ctx.concurrency - ctx.state.in_flight)
 
     def _log_progress(self, window_s: float, last: _Counts) -> _Counts:
         """One line per period: the seed guide's "Messages due" and "Processing took",

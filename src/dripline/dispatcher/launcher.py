@@ -1,11 +1,12 @@
 """The launcher: turns queued claims into HTTP calls at the sender's rate.
 
-For each queued conversation it takes a concurrency slot and a rate token, asks the flow
-what to send (`prepare`), and reserves the messages rows of a group of sends in one
+For each queued conversation it takes a rate token, asks the flow what to send
+(`prepare`), and reserves the messages rows of a group of sends in one
 transaction just before their calls (`reserve_and_start`). Conversations that need no
 send (quiet hours, a reply timeout, pair pacing) go straight to the recorder. Each
-reserved send becomes its own task (`send.send_one`); no database connection is held
-while a call is in flight.
+reserved send becomes its own task (`send.send_one`), which takes its concurrency slot
+only when its token is due (`slots`); no database connection is held while a call is in
+flight.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dripline.dispatcher.recorder import Recorder
 from dripline.dispatcher.responses import Responder, SendJob
 from dripline.dispatcher.send import Sender, send_one
 from dripline.dispatcher.senderqueue import first_ready
+from dripline.dispatcher.slots import launch_headroom, launch_wake, may_take
 from dripline.dispatcher.window import Choice, decide
 from dripline.errors import DriplineError
 from dripline.flows.base import Flow
@@ -105,17 +107,30 @@ class Launcher:
                     state.launching = 0
 
     async def _take_group(self) -> list[SendJob]:
-        """Pop the sends that may start within GROUP_SPAN_S of the first, a slot each."""
+        """Pop the sends that may start within GROUP_SPAN_S of the first, while the
+        sends reserved and in flight stay within the slots plus `launch_headroom`."""
         ctx = self._ctx
         state = ctx.state
         group: list[SendJob] = []
         horizon = RESERVE_LEAD_S
+        headroom = launch_headroom(ctx.concurrency, ctx.rate_share)
         while state.queue and len(group) < MAX_GROUP and not ctx.stopping:
-            if state.in_flight + len(group) >= ctx.concurrency:
+            if not may_take(
+                state.in_flight,
+                state.starting,
+                len(group),
+                len(state.queue),
+                ctx.concurrency,
+                headroom,
+            ):
                 if group:
                     break
                 ctx.signals.slot.clear()
-                await ctx.sleep(1.0, ctx.signals.slot)
+                ctx.signals.launch_at = launch_wake(ctx.concurrency, headroom, len(state.queue))
+                try:
+                    await ctx.sleep(1.0, ctx.signals.slot)
+                finally:
+                    ctx.signals.launch_at = 1 << 30
                 continue
             conv = state.queue[0]
             key = self.sender_key(conv)
@@ -241,11 +256,10 @@ class Launcher:
                     # down): starting every send of the group now would burst past the
                     # rate, so each takes a fresh token.
                     job.start_at = now_m + self._pacing.reserve(job.sender_key, now_m)
-                ctx.state.in_flight += 1
-                ctx.spawn(send_one(ctx, self._client, self._responder, job), "send")
+                ctx.state.starting += 1
+                ctx.spawn(send_one(ctx, self._client, self._responder, self._pacing, job), "send")
             else:
                 self._responder.on_refused(job, res)
-        ctx.observer.on_in_flight(ctx.state.in_flight)
 
     async def _proven(self, refused: list[ReservationResult]) -> set[int]:
         """Conversation ids whose unknown sends the evidence shows were never accepted

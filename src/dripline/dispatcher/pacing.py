@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from dripline.dispatcher.backoff import throttle_backoff_s
 from dripline.dispatcher.constants import THROTTLE_BASE_S, THROTTLE_CAP_S, THROTTLE_MIN_PAUSE_S
 from dripline.dispatcher.ratelimit import RateController, RateLimiter
+from dripline.dispatcher.slots import StartWindow
 
 __all__ = ["SenderPacing", "ThrottleEvent"]
 
@@ -56,6 +57,7 @@ class SenderPacing:
     # The global rate (all workers) of numbers whose rate is not the default one's.
     _rates: dict[str, float] = field(default_factory=dict)
     _workers: int = 1  # live workers: each number's rate is split between them
+    _starts: StartWindow = field(default_factory=StartWindow)
 
     def _number(self, key: str) -> _Number:
         number = self._numbers.get(key)
@@ -80,6 +82,11 @@ class SenderPacing:
     def reserve(self, key: str, now: float) -> float:
         """Take a token for `key`; the seconds to wait before using it."""
         return self._number(key).limiter.reserve(now)
+
+    def start_wait(self, key: str, now: float) -> float:
+        """Seconds before a send whose token is due may start at `now` (0: go, and it
+        counts as started): only a send delayed by a slot wait ever has to wait here."""
+        return self._starts.wait(key, self._number(key).limiter.rate_per_s, now)
 
     def on_accept(self, key: str) -> None:
         number = self._number(key)

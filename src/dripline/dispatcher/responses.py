@@ -263,10 +263,12 @@ class Responder:
         prefix = f"{code}: " if code is not None else ""
         self.fail(conv, f"{prefix}delivery failed after the API accepted it")
 
-    def abandon(self, job: SendJob) -> None:
-        """The lease is too short (or gone) to send safely: nothing was sent, so the
+    def abandon(
+        self, job: SendJob, why: str = "lease too short to send; left for the next claim"
+    ) -> None:
+        """Nothing was sent (the lease is too short or gone, or sending stopped): the
         message row goes back to `pending` and the conversation back to the pool."""
-        log.warning("lease too short to send; left for the next claim", conversation_id=job.conv.id)
+        log.warning(why, conversation_id=job.conv.id)
         self._ctx.observer.on_failure("transient", None, "abandoned")
         self._recorder.finish(job.conv, outcomes.abandoned(job.conv, job.message_id))
 

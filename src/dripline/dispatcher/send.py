@@ -1,4 +1,5 @@
-"""One HTTP call: wait for its rate token, send, hand the result to the responder."""
+"""One HTTP call: wait for its rate token, then a concurrency slot (held only for the
+call), send, hand the result to the responder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Protocol
 import structlog
 
 from dripline.dispatcher.context import Context
+from dripline.dispatcher.pacing import SenderPacing
 from dripline.dispatcher.reactions import Failure
 from dripline.dispatcher.responses import Responder, SendJob
 from dripline.errors import TransportError, WhatsAppError
@@ -53,13 +55,47 @@ def _lease_outlives_the_call(ctx: Context, conversation_id: int, now: datetime) 
     return (until - now).total_seconds() > margin
 
 
-async def send_one(ctx: Context, client: Sender, responder: Responder, job: SendJob) -> None:
+async def _take_slot(ctx: Context, pacing: SenderPacing, job: SendJob) -> bool:
+    """Wait for a concurrency slot (first come, first served), then for the number's
+    start window (`slots.StartWindow`); False if the dispatcher stopped meanwhile.
+    Holds the slot on True."""
+    state, signals = ctx.state, ctx.signals
+    while not (state.in_flight < ctx.concurrency and not signals.slot_waiters):
+        if ctx.stopping:
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        signals.slot_waiters.append(waiter)
+        await waiter
+        if ctx.stopping:
+            return False
+        if state.in_flight < ctx.concurrency:
+            break  # woken for a freed slot: it is this send's
+    state.starting -= 1
+    state.in_flight += 1
+    ctx.observer.on_in_flight(state.in_flight)
+    wait = pacing.start_wait(job.sender_key, ctx.loop_time())
+    while wait > 0:  # a timed wait, not a condition another task signals
+        await asyncio.sleep(wait)
+        wait = pacing.start_wait(job.sender_key, ctx.loop_time())
+    return True
+
+
+async def send_one(
+    ctx: Context, client: Sender, responder: Responder, pacing: SenderPacing, job: SendJob
+) -> None:
     conv = job.conv
+    slotted = False
     try:
         delay = job.start_at - ctx.loop_time()
         if delay > 0:
             await asyncio.sleep(delay)
+        slotted = await _take_slot(ctx, pacing, job)
         sent_at = ctx.clock.now()
+        if not slotted or not ctx.signals.breaker_closed.is_set():
+            # Stopped, or the breaker opened while this send waited (only the calls
+            # already under way when it opened may be refused): never sent.
+            responder.abandon(job, "sending stopped before its call")
+            return
         if not ctx.gate.may_send(ctx.loop_time()) or not _lease_outlives_the_call(
             ctx, conv.id, sent_at
         ):
@@ -96,6 +132,11 @@ async def send_one(ctx: Context, client: Sender, responder: Responder, job: Send
         failure = Failure("transient", None, f"unexpected error: {exc!r}", maybe_sent=True)
         responder.on_failure(job, failure, message_id=job.message_id)
     finally:
-        ctx.state.in_flight -= 1
-        ctx.signals.slot.set()
-        ctx.observer.on_in_flight(ctx.state.in_flight)
+        state = ctx.state
+        if slotted:
+            state.in_flight -= 1
+            ctx.observer.on_in_flight(state.in_flight)
+            ctx.signals.slots_freed(1, state.in_flight + state.starting)
+        else:
+            state.starting -= 1
+            ctx.signals.slots_freed(0, state.in_flight + state.starting)

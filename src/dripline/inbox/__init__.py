@@ -9,14 +9,17 @@ and applies what they mean, through the `Store` contract alone.
 
 from __future__ import annotations
 
-from dripline.inbox.plan import (
-    InboundEvent,
-    InboundPlan,
-    inbound_event,
-    plan_inbound,
-    status_update,
-)
-from dripline.inbox.processor import InboxProcessor, PassStats
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dripline.inbox.plan import (
+        InboundEvent,
+        InboundPlan,
+        inbound_event,
+        plan_inbound,
+        status_update,
+    )
+    from dripline.inbox.processor import InboxProcessor, PassStats
 
 __all__ = [
     "InboundEvent",
@@ -27,3 +30,16 @@ __all__ = [
     "plan_inbound",
     "status_update",
 ]
+
+_PROCESSOR = ("InboxProcessor", "PassStats")
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded when asked (PEP 562): the dispatcher imports `inbox.intake` alone, and
+    # must not pay for the webhook parser the processor needs at its start-up.
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    home = "processor" if name in _PROCESSOR else "plan"
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

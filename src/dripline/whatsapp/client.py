@@ -48,15 +48,13 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
-import aiohttp
 from pydantic import SecretStr
 
 from dripline.errors import InputError, TransportError, WhatsAppError
 from dripline.flows.base import InteractiveMessage, OutboundMessage, TemplateMessage, TextMessage
 from dripline.settings import HttpClient, Settings
-from dripline.whatsapp.aiohttp_transport import AiohttpTransport
 from dripline.whatsapp.errors import describe, parse_retry_after
 from dripline.whatsapp.http1 import Http1Transport, RawResponse
 from dripline.whatsapp.payloads import (
@@ -67,6 +65,21 @@ from dripline.whatsapp.payloads import (
 )
 from dripline.whatsapp.proxy import ProxyConfig
 from dripline.whatsapp.throughput import parse_throughput
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from dripline.whatsapp.aiohttp_transport import AiohttpTransport
+
+
+def __getattr__(name: str) -> Any:
+    # `AiohttpTransport` stays importable from here without loading aiohttp up front.
+    if name == "AiohttpTransport":
+        from dripline.whatsapp.aiohttp_transport import AiohttpTransport
+
+        return AiohttpTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_CALLBACK_DATA_CHARS",
@@ -223,6 +236,9 @@ class CloudApiClient:
         self._own_transport: _ClosableTransport | None = None
         if transport is None:
             if http_client == "aiohttp" or session is not None:
+                # Imported only when chosen: aiohttp is a large part of a start-up.
+                from dripline.whatsapp.aiohttp_transport import AiohttpTransport
+
                 self._own_transport = AiohttpTransport(
                     access_token=token,
                     connect_timeout_s=connect_timeout_s,
@@ -379,12 +395,15 @@ class CloudApiClient:
         url = f"{self._base}{sender or self.phone_number_id}?fields=throughput"
         reader = self._reader
         if reader is None:
-            if isinstance(self._transport, AiohttpTransport):
-                reader = self._transport.get
+            get = getattr(self._transport, "get", None)  # an aiohttp transport reads too
+            if get is not None:
+                reader = get
             elif self._own_transport is None:
                 return None  # an injected POST-only transport: no way to read
             else:
                 if self._own_reader is None:
+                    from dripline.whatsapp.aiohttp_transport import AiohttpTransport
+
                     self._own_reader = AiohttpTransport(**self._reader_args)
                 reader = self._own_reader.get
         status, raw, retry_after = await reader(url)

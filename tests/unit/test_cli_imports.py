@@ -1,0 +1,86 @@
+"""Start-up: each command imports only what it needs (issue 14, item 2).
+
+`dripline run --once` under cron pays its imports on every run. These check which
+modules a fresh interpreter holds after importing the CLI, or after building it for one
+command: a heavy import added back at module level fails here (no timing involved).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import typer
+
+from dripline.cli import COMMAND_MODULES, build_app
+from dripline.store.migrate import head_from_scripts
+
+# Never needed to start the dispatcher: the server, the fake, the planner, migrations
+# (only when a schema is behind), the second HTTP stack, the webhook parser.
+NOT_FOR_RUN = (
+    "alembic",
+    "aiohttp",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "prometheus_client",
+    "dripline.server",
+    "dripline.fake",
+    "dripline.planner",
+    "dripline.whatsapp.webhooks",
+    "dripline.whatsapp.aiohttp_transport",
+)
+# Not needed before a command is chosen.
+NOT_FOR_THE_CLI = (*NOT_FOR_RUN, "sqlalchemy", "dripline.store", "dripline.dispatcher")
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
+
+
+def test_importing_the_cli_loads_no_command() -> None:
+    assert _loaded(_modules_after("import dripline.cli"), NOT_FOR_THE_CLI) == []
+
+
+def test_the_run_command_loads_only_what_the_dispatcher_needs() -> None:
+    modules = _modules_after("import dripline.cli\ndripline.cli.build_app('run')")
+    assert "dripline.dispatcher.engine" in modules  # it did build `run`
+    assert _loaded(modules, NOT_FOR_RUN) == []
+
+
+def test_every_command_is_mapped_to_the_module_that_registers_it() -> None:
+    found: dict[str, str] = {}
+    for module in dict.fromkeys(COMMAND_MODULES.values()):
+        app = typer.Typer()
+        __import__(f"dripline.cli.{module}", fromlist=["register"]).register(app)
+        names = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
+        for name in names:
+            assert name is not None
+            found[name] = module
+    assert found == COMMAND_MODULES
+
+
+def test_building_for_one_command_registers_that_command_only() -> None:
+    app = build_app("status")
+    assert [c.name for c in app.registered_commands] == ["status"]
+    everything = build_app("--help")
+    names = {c.name for c in everything.registered_commands}
+    assert names | {g.name for g in everything.registered_groups} == set(COMMAND_MODULES)
+
+
+def test_the_head_is_the_revision_nothing_builds_on() -> None:
+    scripts = [
+        'revision: str = "0002"\ndown_revision: str | None = "0001"\n',
+        'revision = "0001"\ndown_revision = None\n',
+        "revision: str = '0003'\ndown_revision: str | Sequence[str] | None = ('0002',)\n",
+    ]
+    assert head_from_scripts(scripts) == "0003"
