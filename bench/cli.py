@@ -27,6 +27,7 @@ from rich.progress import (
 
 from bench import report
 from bench.harness import pg_version
+from bench.named import NAMED
 from bench.scenarios import SCENARIOS, Bench, selected
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,10 +75,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenario",
-        type=int,
         action="append",
         default=[],
-        help="Scenario number 1-7 (repeatable; 6 runs inside 1 and 3). Default: all.",
+        help="Scenario number 1-7 (repeatable; 6 runs inside 1 and 3), or a named one: "
+        f"{', '.join(NAMED)} (run only when named). Default: 1-7.",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=2_000_000,
+        help="soak: messages through the one worker (default 2,000,000; 20,000 is a smoke).",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        action="append",
+        default=[],
+        help="soak and chaos-*: the database(s) to run on (repeatable; default sqlite).",
+    )
+    parser.add_argument(
+        "--dripline-src",
+        default=None,
+        help="soak: run the worker from this checkout (its src/), e.g. an older commit.",
     )
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke run.")
     parser.add_argument("--out", type=Path, default=None, help=f"Default: {DEFAULT_OUT}.")
@@ -96,7 +115,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    numbers = selected(args.scenario)
+    names = [n for n in args.scenario if not n.isdigit()]
+    unknown = [n for n in names if n not in NAMED]
+    if unknown:
+        raise ValueError(f"no scenario {unknown[0]!r} (1-7, {', '.join(NAMED)})")
+    numbers = selected([int(n) for n in args.scenario if n.isdigit()]) if not names or any(
+        n.isdigit() for n in args.scenario
+    ) else []
     started = time.monotonic()
     try:
         pg = await pg_version()
@@ -119,6 +144,13 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                     except Exception as exc:
                         failures[str(n)] = f"{type(exc).__name__}: {exc}"
                         progress.note(f"[red]scenario {n} failed: {exc}[/]")
+                for name in names:
+                    progress.note(f"scenario {name}")
+                    try:
+                        await NAMED[name](bench, args)
+                    except Exception as exc:
+                        failures[name] = f"{type(exc).__name__}: {exc}"
+                        progress.note(f"[red]scenario {name} failed: {exc}[/]")
             finally:
                 if args.keep:
                     kept = ", ".join(bench.dbs.created) or "no PostgreSQL databases"
@@ -131,7 +163,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "finished_at": now.isoformat(timespec="seconds"),
         "command": "python -m bench " + shlex.join(sys.argv[1:]),
         "quick": args.quick,
-        "scenarios": numbers,
+        "scenarios": [*numbers, *names],
         "duration_s": round(time.monotonic() - started, 1),
         "machine": report.machine(pg),
         "rows": [r.as_dict() for r in bench.rows],
@@ -154,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)
     stem = doc["date"] + ("-quick" if args.quick else "")
+    names = [n for n in args.scenario if not n.isdigit()]
+    if names:
+        stem += "-" + "-".join(names)
     md = report.markdown(doc, rows)
     (out / f"{stem}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out / f"{stem}.md").write_text(md)
