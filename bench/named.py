@@ -4,15 +4,21 @@ soak and chaos runs, long or disruptive, so never part of a plain `python -m ben
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from bench import soak
 
 
 async def run_soak(b: Any, args: argparse.Namespace) -> None:
+    out: Path = args.out or Path("bench/results")
+    out.mkdir(parents=True, exist_ok=True)
     for backend in args.backend or ["sqlite"]:
-        await soak.soak(b, backend, args.messages, args.dripline_src)
+        log = out / f"soak-{backend}-{args.messages}-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+        b.progress.note(f"soak {backend}: samples in {log}")
+        await soak.soak(b, backend, args.messages, args.dripline_src, log)
 
 
 NAMED: dict[str, Callable[[Any, argparse.Namespace], Awaitable[None]]] = {

@@ -11,24 +11,28 @@ slope of a least-squares line through (messages accepted, RSS) for the samples p
 `WARMUP_FRACTION` of the run (the first part holds the allocator's and SQLite's page
 cache's growth to their working size, which is not a leak). Goal: < 1 MB per 100,000.
 
-`--dripline-src DIR` runs the worker (and only the worker) from another checkout's
-`src/`, to measure an older commit with the same harness: the schema is then created by
-that code too.
+`--dripline-src DIR` runs the worker and `serve` from another checkout's `src/`, to
+measure an older commit with the same harness (the fake stays this checkout's): the
+schema is then created by that code too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psutil
 from sqlalchemy.engine import make_url
 
@@ -112,6 +116,40 @@ def slope_mb_per_100k(samples: list[Sample], total: int) -> tuple[float | None, 
     return fit.slope * 100_000, len(warm)
 
 
+_INBOX_SQL = "SELECT count(*), min(received_at) FROM inbox WHERE processed_at IS NULL"
+
+
+async def inbox_waiting(url: str) -> tuple[int, float | None]:
+    """Inbox rows not yet processed, and the oldest one's age in seconds.
+
+    Plain SQL rather than the store: `open_store` would migrate the schema, and with
+    `--dripline-src` the code under test is older than this checkout."""
+    try:
+        if url.startswith("sqlite"):
+            path = make_url(url).database
+
+            def read() -> tuple[int, str | None]:
+                with contextlib.closing(
+                    sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+                ) as conn:
+                    n, oldest = conn.execute(_INBOX_SQL).fetchone()
+                    return int(n), oldest
+
+            n, raw = await asyncio.to_thread(read)
+            at = datetime.fromisoformat(raw).replace(tzinfo=UTC) if raw else None
+        else:
+            conn = await asyncpg.connect(bulk.pg_dsn(url), timeout=10)
+            try:
+                rec = await conn.fetchrow(_INBOX_SQL)
+            finally:
+                await conn.close()
+            n, at = int(rec[0]), rec[1]
+    except (OSError, sqlite3.Error, asyncpg.PostgresError):
+        return 0, None  # not created yet
+    age = round(time.time() - at.timestamp(), 1) if at is not None else None
+    return n, age
+
+
 async def _create_schema(url: str, src: str | None) -> None:
     """An empty schema, made by the code under test (an older checkout's if given)."""
     if src is None:
@@ -132,8 +170,12 @@ async def _create_schema(url: str, src: str | None) -> None:
     )
 
 
-async def soak(b: Any, backend: str, total: int, src: str | None = None) -> Row:
-    """Push `total` messages through one worker; add the row to `b` and return it."""
+async def soak(
+    b: Any, backend: str, total: int, src: str | None = None, log: Path | None = None
+) -> Row:
+    """Push `total` messages through one worker; add the row to `b` and return it.
+    Each sample is also appended to `log` (JSON lines) as it is taken, so a run cut
+    short still leaves its curve."""
     url = await b.dbs.fresh(backend, "soak")
     await _create_schema(url, src)
     b.progress.note(f"soak {backend}: loading {total:,} due conversations")
@@ -151,12 +193,11 @@ async def soak(b: Any, backend: str, total: int, src: str | None = None) -> Row:
         b.workdir, rate_per_s=0, latency_ms=LATENCY_MS, latency_p99_ms=None, extra_args=fake_args
     ) as fake:
         env = b.dripline_env(url, fake)
+        if src is not None:  # serve too: this checkout's would migrate the schema onwards
+            env["PYTHONPATH"] = str(Path(src) / "src")
         server = spawn(
             "serve", [DRIPLINE, "serve", "--port", str(serve_port)], env, b.workdir
         )
-        worker_env = dict(env)
-        if src is not None:
-            worker_env["PYTHONPATH"] = str(Path(src) / "src")
         # The console script's entry point, through this interpreter, so PYTHONPATH
         # (an older checkout, with --dripline-src) decides which dripline runs.
         argv = [
@@ -174,8 +215,8 @@ async def soak(b: Any, backend: str, total: int, src: str | None = None) -> Row:
             "--batch-limit",
             "1000",
         ]
-        worker = spawn("soak-worker", argv, worker_env, b.workdir)
-        samples, wall_s = await _sample(b, fake, worker, server, url, total)
+        worker = spawn("soak-worker", argv, env, b.workdir)
+        samples, wall_s = await _sample(b, fake, worker, server, url, total, log)
         await stop_all([worker, server], 60)
         stats = await fake.stats()
     slope, used = slope_mb_per_100k(samples, total)
@@ -220,6 +261,8 @@ async def soak(b: Any, backend: str, total: int, src: str | None = None) -> Row:
         f" per 100,000 (serve {serve_slope if serve_slope is not None else float('nan'):.2f});"
         f" fds max {row.extra['fds_max']}, inbox waiting max {row.extra['inbox_waiting_max']}"
     )
+    if worker.usage is not None and worker.usage.exit_code not in (0, -15):
+        row.notes += f"; worker exit {worker.usage.exit_code}: {worker.stderr_tail(3)}"
     b.add(row)
     if slope is not None:
         b.check(
@@ -238,30 +281,20 @@ async def soak(b: Any, backend: str, total: int, src: str | None = None) -> Row:
 
 
 async def _sample(
-    b: Any, fake: Any, worker: Child, server: Child, url: str, total: int
+    b: Any, fake: Any, worker: Child, server: Child, url: str, total: int, log: Path | None
 ) -> tuple[list[Sample], float]:
     """Sample until every message is accepted and the inbox drained (or the worker
     died, or the time limit: 20 ms per message, at least 5 minutes)."""
     samples: list[Sample] = []
     started = time.monotonic()
     deadline = started + max(300.0, total * 0.02)
-    store = None
     b.progress.start(f"soak {total:,}", total)
     done_at: float | None = None
     try:
         while True:
-            if store is None and server.running():
-                with contextlib.suppress(Exception):
-                    store = await open_store(url, pool_size=1)
             stats = await fake.stats()
             accepted = int(stats["accepted"])
-            waiting, oldest = 0, None
-            if store is not None and hasattr(store, "inbox_backlog"):
-                with contextlib.suppress(Exception):
-                    backlog = await store.inbox_backlog()
-                    waiting = backlog.waiting
-                    if backlog.oldest_waiting_at is not None:
-                        oldest = round(time.time() - backlog.oldest_waiting_at.timestamp(), 1)
+            waiting, oldest = await inbox_waiting(url)
             wfds, sfds = open_fds(worker.pid), open_fds(server.pid)
             worker.sample_rss()
             server.sample_rss()
@@ -280,6 +313,9 @@ async def _sample(
                 )
             )
             s = samples[-1]
+            if log is not None:
+                with log.open("a") as f:
+                    f.write(json.dumps(asdict(s)) + "\n")
             b.progress.advance(
                 min(accepted, total),
                 f"RSS {s.worker_rss_mb:.0f} MB, fds {s.worker_fds}, inbox {waiting}",
@@ -293,8 +329,6 @@ async def _sample(
                 break
             await asyncio.sleep(SAMPLE_S if total > 100_000 else 1.0)
     finally:
-        if store is not None:
-            await store.close()
         b.progress.finish()
     end = done_at if done_at is not None else time.monotonic()
     return samples, end - started
