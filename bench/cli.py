@@ -119,9 +119,11 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     unknown = [n for n in names if n not in NAMED]
     if unknown:
         raise ValueError(f"no scenario {unknown[0]!r} (1-7, {', '.join(NAMED)})")
-    numbers = selected([int(n) for n in args.scenario if n.isdigit()]) if not names or any(
-        n.isdigit() for n in args.scenario
-    ) else []
+    numbers = (
+        selected([int(n) for n in args.scenario if n.isdigit()])
+        if not names or any(n.isdigit() for n in args.scenario)
+        else []
+    )
     started = time.monotonic()
     try:
         pg = await pg_version()

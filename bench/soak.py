@@ -195,9 +195,7 @@ async def soak(
         env = b.dripline_env(url, fake)
         if src is not None:  # serve too: this checkout's would migrate the schema onwards
             env["PYTHONPATH"] = str(Path(src) / "src")
-        server = spawn(
-            "serve", [DRIPLINE, "serve", "--port", str(serve_port)], env, b.workdir
-        )
+        server = spawn("serve", [DRIPLINE, "serve", "--port", str(serve_port)], env, b.workdir)
         # The console script's entry point, through this interpreter, so PYTHONPATH
         # (an older checkout, with --dripline-src) decides which dripline runs.
         argv = [
