@@ -63,6 +63,10 @@ async def world(
         APP_SECRET,
         "--read-fraction",
         "0",
+        # Meta retries a failed delivery for up to 7 days; the fake's default gives up
+        # after 8 attempts (~1 min), which `serve` killed 4 times can outlast.
+        "--webhook-max-attempts",
+        "40",
     ]
     async with running_fake(
         b.workdir, rate_per_s=0, latency_ms=LATENCY_MS, latency_p99_ms=None, extra_args=args
@@ -93,14 +97,18 @@ async def finish(
     task = asyncio.create_task(run())
     await w.run_until_done(task, LIMIT_S)
     await settle_statuses(w)
+    hooks = (await w.fake.stats())["webhooks"]
     await w.stop()
     db, never = await w.db_states()
     out = outcome(w, faults=faults, db=db, **names)  # type: ignore[arg-type]
-    out.notes += f"{never} conversations never sent by the database's account; "
+    out.notes += (
+        f"{never} conversations still at their first step; webhook POSTs failed "
+        f"{hooks['failures']} times (retried), {hooks['pending']} updates still pending; "
+    )
     return out
 
 
-async def settle_statuses(w: World, limit_s: float = 60.0) -> None:
+async def settle_statuses(w: World, limit_s: float = 120.0) -> None:
     """Wait (bounded) for the fake's webhook retries to land: every accepted message
     `delivered` in the database."""
     loop = asyncio.get_running_loop()
@@ -257,7 +265,7 @@ def fill(path: Path) -> int:
     """Write `path` until the disk is full; the bytes written."""
     written = 0
     chunk = b"\0" * (256 * 1024)
-    with path.open("wb") as f:
+    with path.open("wb", buffering=0) as f:  # unbuffered: nothing left to fail at close
         try:
             while True:
                 f.write(chunk)

@@ -105,9 +105,13 @@ def db_handles(pid: int, url: str, fds: list[str]) -> int:
     return 0
 
 
-def slope_mb_per_100k(samples: list[Sample], total: int) -> tuple[float | None, int]:
-    """RSS growth per 100,000 messages after warm-up, and the samples it used."""
-    warm = [s for s in samples if s.accepted >= total * WARMUP_FRACTION and s.worker_rss_mb]
+def slope_mb_per_100k(
+    samples: list[Sample], total: int, warmup: int | None = None
+) -> tuple[float | None, int]:
+    """RSS growth per 100,000 messages after warm-up (`warmup` messages, default
+    WARMUP_FRACTION of `total`), and the samples it used."""
+    first = total * WARMUP_FRACTION if warmup is None else warmup
+    warm = [s for s in samples if s.accepted >= first and s.worker_rss_mb]
     if len(warm) < 3 or warm[-1].accepted == warm[0].accepted:
         return None, len(warm)
     fit = statistics.linear_regression(
@@ -330,3 +334,45 @@ async def _sample(
         b.progress.finish()
     end = done_at if done_at is not None else time.monotonic()
     return samples, end - started
+
+
+def fit_log(path: Path, warmup: int) -> dict[str, Any]:
+    """The slopes of a sample log (`soak-*.jsonl`), also of a run cut short."""
+    samples = [Sample(**json.loads(line)) for line in path.read_text().splitlines() if line]
+    last = samples[-1].accepted if samples else 0
+    worker, used = slope_mb_per_100k(samples, last, warmup)
+    serve, _ = slope_mb_per_100k(
+        [Sample(**{**asdict(s), "worker_rss_mb": s.serve_rss_mb}) for s in samples], last, warmup
+    )
+    after = [s for s in samples if s.accepted >= warmup]
+    return {
+        "log": str(path),
+        "messages": last,
+        "warmup": warmup,
+        "fit_samples": used,
+        "worker_rss_slope_mb_per_100k": None if worker is None else round(worker, 3),
+        "serve_rss_slope_mb_per_100k": None if serve is None else round(serve, 3),
+        "worker_rss_mb_first_last": [after[0].worker_rss_mb, after[-1].worker_rss_mb]
+        if after
+        else None,
+        "worker_fds_max": max((s.worker_fds for s in samples), default=0),
+        "worker_db_max": max((s.worker_db for s in samples), default=0),
+        "serve_db_max": max((s.serve_db for s in samples), default=0),
+        "inbox_waiting_max": max((s.inbox_waiting for s in samples), default=0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.soak LOG.jsonl [--warmup N]`: fit a soak's sample log."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=main.__doc__)
+    parser.add_argument("log", type=Path)
+    parser.add_argument("--warmup", type=int, default=50_000, help="Messages to skip.")
+    args = parser.parse_args(argv)
+    sys.stdout.write(json.dumps(fit_log(args.log, args.warmup), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
