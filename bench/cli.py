@@ -25,7 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import report
+from bench import chaos_table, report
 from bench.harness import pg_version
 from bench.named import NAMED
 from bench.scenarios import SCENARIOS, Bench, selected
@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if names:
         stem += "-" + "-".join(names)
     md = report.markdown(doc, rows)
+    if doc["ratios"].get("chaos"):
+        md += "\n## Chaos\n\n" + chaos_table.table(doc["ratios"]["chaos"])
     (out / f"{stem}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out / f"{stem}.md").write_text(md)
     full = not args.quick and not args.scenario and not args.no_readme and not doc["errors"]
