@@ -76,4 +76,3 @@ async def test_a_failed_beat_always_leaves_a_gap() -> None:
     clock.advance(0.5)
     await beat.beat()
     assert await _runs(flaky.store) == [(0.0, 0.0), (1.0, 1.0)]
-
