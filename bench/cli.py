@@ -91,7 +91,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         choices=("sqlite", "postgres"),
         action="append",
         default=[],
-        help="soak and chaos-*: the database(s) to run on (repeatable; default sqlite).",
+        help="soak and chaos-*: the database(s) to run on (repeatable). Default: soak "
+        "sqlite; chaos-kill-workers, -pg and -api postgres; chaos-kill-serve, -disk sqlite.",
     )
     parser.add_argument(
         "--dripline-src",
