@@ -23,7 +23,7 @@ def _sqlite_path(url: str) -> str:
     return path
 
 
-def _pg_dsn(url: str) -> str:
+def pg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -39,7 +39,7 @@ async def load_conversations(url: str, total: int, due: int, active_later: int) 
             _load_sqlite, _sqlite_path(url), total, due, active_later, now, later
         )
     else:
-        conn = await asyncpg.connect(_pg_dsn(url), timeout=10)
+        conn = await asyncpg.connect(pg_dsn(url), timeout=10)
         try:
             await conn.execute(
                 """
@@ -110,7 +110,7 @@ async def load_sent_messages(url: str, count: int) -> float:
     if url.startswith("sqlite"):
         await asyncio.to_thread(_sent_sqlite, _sqlite_path(url), count, now, later)
     else:
-        conn = await asyncpg.connect(_pg_dsn(url), timeout=10)
+        conn = await asyncpg.connect(pg_dsn(url), timeout=10)
         try:
             async with conn.transaction():
                 await conn.execute(
@@ -191,7 +191,7 @@ async def status_counts(url: str) -> dict[str, int]:
     """
     if url.startswith("sqlite"):
         return await asyncio.to_thread(_status_counts_sqlite, _sqlite_path(url))
-    conn = await asyncpg.connect(_pg_dsn(url), timeout=10)
+    conn = await asyncpg.connect(pg_dsn(url), timeout=10)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             return _counts(
@@ -247,7 +247,7 @@ async def explain_claim(url: str, limit: int) -> list[str]:
                 db.close()
 
         return await asyncio.to_thread(run)
-    conn = await asyncpg.connect(_pg_dsn(url), timeout=10)
+    conn = await asyncpg.connect(pg_dsn(url), timeout=10)
     try:
         async with conn.transaction():
             rows = await conn.fetch(

@@ -25,8 +25,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import report, round2
+from bench import chaos_table, report, round2
 from bench.harness import pg_version
+from bench.named import NAMED
 from bench.scenarios import SCENARIOS, Bench, selected
 
 SCENARIOS.update(round2.SCENARIOS)  # issue 14's scenarios live in their own module
@@ -76,11 +77,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenario",
-        type=int,
         action="append",
         default=[],
-        help="Scenario number 1-7, 20-21 (repeatable; 6 runs inside 1 and 3; 20, 21: "
-        "several sender numbers). Default: all.",
+        help="Scenario number 1-7, 11, 13-15, 20-21 (repeatable; 6 runs inside 1 and 3; "
+        "11-15: issue 14's, run only when named; 20, 21: several sender numbers), or a "
+        f"named one: {', '.join(NAMED)} (run only when named). Default: 1-7, 20, 21.",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=2_000_000,
+        help="soak: messages through the one worker (default 2,000,000; 20,000 is a smoke).",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        action="append",
+        default=[],
+        help="soak and chaos-*: the database(s) to run on (repeatable). Default: soak "
+        "sqlite; chaos-kill-workers, -pg and -api postgres; chaos-kill-serve, -disk sqlite.",
+    )
+    parser.add_argument(
+        "--dripline-src",
+        default=None,
+        help="soak: run the worker from this checkout (its src/), e.g. an older commit.",
     )
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke run.")
     parser.add_argument("--out", type=Path, default=None, help=f"Default: {DEFAULT_OUT}.")
@@ -99,7 +119,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    numbers = selected(args.scenario)
+    names = [n for n in args.scenario if not n.isdigit()]
+    unknown = [n for n in names if n not in NAMED]
+    if unknown:
+        raise ValueError(f"no scenario {unknown[0]!r} (1-7, {', '.join(NAMED)})")
+    numbers = (
+        selected([int(n) for n in args.scenario if n.isdigit()])
+        if not names or any(n.isdigit() for n in args.scenario)
+        else []
+    )
     started = time.monotonic()
     try:
         pg = await pg_version()
@@ -122,6 +150,13 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                     except Exception as exc:
                         failures[str(n)] = f"{type(exc).__name__}: {exc}"
                         progress.note(f"[red]scenario {n} failed: {exc}[/]")
+                for name in names:
+                    progress.note(f"scenario {name}")
+                    try:
+                        await NAMED[name](bench, args)
+                    except Exception as exc:
+                        failures[name] = f"{type(exc).__name__}: {exc}"
+                        progress.note(f"[red]scenario {name} failed: {exc}[/]")
             finally:
                 if args.keep:
                     kept = ", ".join(bench.dbs.created) or "no PostgreSQL databases"
@@ -134,7 +169,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "finished_at": now.isoformat(timespec="seconds"),
         "command": "python -m bench " + shlex.join(sys.argv[1:]),
         "quick": args.quick,
-        "scenarios": numbers,
+        "scenarios": [*numbers, *names],
         "duration_s": round(time.monotonic() - started, 1),
         "machine": report.machine(pg),
         "rows": [r.as_dict() for r in bench.rows],
@@ -157,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)
     stem = doc["date"] + ("-quick" if args.quick else "")
+    names = [n for n in args.scenario if not n.isdigit()]
+    if names:
+        stem += "-" + "-".join(names)
     md = report.markdown(doc, rows)
+    if doc["ratios"].get("chaos"):
+        md += "\n## Chaos\n\n" + chaos_table.table(doc["ratios"]["chaos"])
     (out / f"{stem}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out / f"{stem}.md").write_text(md)
     full = not args.quick and not args.scenario and not args.no_readme and not doc["errors"]

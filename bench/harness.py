@@ -234,8 +234,9 @@ async def running_fake(
     latency_p99_ms: float | None = 600.0,
     seed: int = 7,
     extra_args: Sequence[str] = (),
+    port: int | None = None,
 ) -> AsyncIterator[Fake]:
-    port = free_port()
+    port = port or free_port()
     argv = [
         DRIPLINE,
         "fake-whatsapp",
@@ -259,7 +260,7 @@ async def running_fake(
     ]
     if latency_p99_ms is not None:
         argv += ["--latency-p99-ms", str(latency_p99_ms)]
-    argv += extra_args  # e.g. --number-rate ID=RATE (bench/senders.py)
+    argv += list(extra_args)  # e.g. --number-rate ID=RATE (bench/senders.py)
     child = spawn("fake", argv, clean_env(DRIPLINE_LOG_LEVEL="WARNING"), workdir)
     base = f"http://127.0.0.1:{port}"
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))

@@ -991,9 +991,9 @@ SCENARIOS: dict[int, Callable[[Bench], Awaitable[None]]] = {
 }
 # Scenario 6 (the side-by-side comparison) runs inside 1 and 3.
 SCENARIO_6_IN = (1, 3)
-# What a run without --scenario runs (and the smoke test checks); later issues' scenarios
-# (bench/round2.py) run when named.
-DEFAULT_SCENARIOS = (1, 2, 3, 4, 5, 7)
+# What a run without --scenario runs (and the smoke test checks); issue 14's scenarios
+# (bench/round2.py: 11, 13-15) and the named ones (soak, chaos-*) run when named.
+DEFAULT_SCENARIOS = (1, 2, 3, 4, 5, 7, 20, 21)
 
 
 def selected(wanted: Sequence[int]) -> list[int]:
@@ -1002,7 +1002,7 @@ def selected(wanted: Sequence[int]) -> list[int]:
     for n in wanted or sorted({*DEFAULT_SCENARIOS, 6}):
         for k in SCENARIO_6_IN if n == 6 else (n,):
             if k not in SCENARIOS:
-                raise ValueError(f"no scenario {n} (1-7, 20, 21)")
+                raise ValueError(f"no scenario {n} (1-7, 11, 13-15, 20, 21)")
             if k not in out:
                 out.append(k)
     return sorted(out)

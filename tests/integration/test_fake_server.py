@@ -222,3 +222,26 @@ async def test_inbound_endpoint_opens_the_window(fake_api: RunningFake) -> None:
         ):
             assert resp.status == 200
         await client.send_text("+15551234567", "hi")
+
+
+async def test_outage_endpoint_takes_the_api_down_from_now(
+    fake_api: RunningFake, fake_client: CloudApiClient
+) -> None:
+    base = fake_api.base_url
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/_fake/outage", json={"duration_s": "soon"}) as resp:
+            assert resp.status == 400
+        async with http.post(f"{base}/_fake/outage", json={"duration_s": 1, "mode": "x"}) as r:
+            assert r.status == 400
+        await fake_client.send_text("+15551230001", "before")
+        async with http.post(f"{base}/_fake/outage", json={"duration_s": 30}) as resp:
+            assert resp.status == 200
+        with pytest.raises(WhatsAppError):
+            await fake_client.send_text("+15551230002", "during")
+        async with http.post(f"{base}/_fake/outage", json={"duration_s": 0}) as resp:
+            assert resp.status == 200  # over
+    await fake_client.send_text("+15551230003", "after")
+    stats = await http_json("GET", f"{base}/_fake/stats")
+    assert isinstance(stats, dict)
+    assert stats["outage_rejections"] >= 1
+    assert stats["accepted"] == 2

@@ -157,6 +157,25 @@ def test_recipient_pacer() -> None:
     assert p.ready_at("+1", 2.0) == 2.0
 
 
+def test_recipient_pacer_forgets_sends_whose_interval_is_over() -> None:
+    # A worker sends to a new recipient each time, for ever: what it remembers must
+    # stay at about rate x interval, not grow to the cap (~30 MB at 100,000).
+    p = RecipientPacer(6.0)
+    for i in range(50_000):
+        p.mark(f"+{i}", i / 1000)  # 1,000 msg/s
+    assert len(p) <= 6_001
+    assert p.ready_at("+49999", 50.0) == pytest.approx(49.999 + 6.0)  # recent: paced
+    assert p.ready_at("+0", 50.0) == 50.0  # long over
+
+
+def test_recipient_pacer_without_a_pair_interval_remembers_nothing() -> None:
+    p = RecipientPacer(0.0)
+    for i in range(1000):
+        p.mark(f"+{i}", float(i))
+    assert len(p) == 0
+    assert p.ready_at("+5", 5.0) == 5.0
+
+
 def test_rate_controller_cuts_to_observed_and_creeps_back() -> None:
     c = RateController(ceiling=100.0, current=100.0)
     c.tick(0.0)

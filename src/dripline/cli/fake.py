@@ -119,6 +119,14 @@ def fake_whatsapp(
         float, typer.Option(help="Fraction of webhook updates held back.")
     ] = 0.0,
     webhook_batch_max: Annotated[int, typer.Option(help="Updates per webhook POST.")] = 100,
+    webhook_max_attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Attempts per webhook update before giving up (backoff 0.5 s doubling "
+            "to 30 s; Meta retries for up to 7 days).",
+        ),
+    ] = 8,
     fail_500: Annotated[float, typer.Option(help="Fraction of HTTP 500 with a body.")] = 0.0,
     fail_500_bare: Annotated[float, typer.Option(help="Fraction of bare HTTP 500.")] = 0.0,
     hang: Annotated[float, typer.Option(help="Fraction of requests never answered.")] = 0.0,
@@ -180,6 +188,7 @@ def fake_whatsapp(
         duplicate_fraction=_fraction("duplicate-fraction", duplicate_fraction),
         out_of_order_fraction=_fraction("out-of-order-fraction", out_of_order_fraction),
         webhook_batch_max=webhook_batch_max,
+        webhook_max_attempts=webhook_max_attempts,
         seed=seed,
     )
     with contextlib.suppress(KeyboardInterrupt):

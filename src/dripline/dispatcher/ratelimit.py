@@ -48,12 +48,23 @@ class RateLimiter:
 
 class RecipientPacer:
     """Remembers when each recipient was last sent to, so one user is never sent two
-    messages within `interval_s` (the pair limit). Bounded: forgets the oldest entries."""
+    messages within `interval_s` (the pair limit).
+
+    Only sends less than `interval_s` old matter, so older ones are forgotten as new
+    ones come in: the memory held is about rate x `interval_s` entries (6,000 at
+    1,000 msg/s), not one per recipient ever seen. Keeping every recipient up to a cap
+    of 100,000 cost ~30 MB of RSS that a long-running worker never gave back (the soak
+    benchmark's curve rose ~33 MB over its first 100,000 messages, then went flat).
+    `max_entries` still caps a burst scheduled far ahead.
+    """
 
     def __init__(self, interval_s: float, max_entries: int = 100_000) -> None:
         self.interval_s = interval_s
         self._max = max_entries
         self._last: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._last)
 
     def ready_at(self, phone: str, now: float) -> float:
         """The earliest monotonic time a message to `phone` may start."""
@@ -63,10 +74,18 @@ class RecipientPacer:
         return max(now, last + self.interval_s)
 
     def mark(self, phone: str, now: float) -> None:
+        """`phone` is sent to at `now` (a send's start, which may be a little ahead)."""
+        if self.interval_s <= 0:
+            return  # no pair limit: nothing to remember
         self._last[phone] = now
         self._last.move_to_end(phone)
-        if len(self._last) > self._max:
-            self._last.popitem(last=False)
+        # Oldest first (marks come in about time order): an entry whose interval is
+        # over paces nothing, as if it were absent.
+        last = self._last
+        while last and (
+            len(last) > self._max or next(iter(last.values())) + self.interval_s <= now
+        ):
+            last.popitem(last=False)
 
 
 @dataclass(slots=True)

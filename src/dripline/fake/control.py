@@ -5,6 +5,7 @@
     POST /_fake/reset                     forget messages, counters, windows, webhooks
     POST /_fake/inbound                   a user writes (any documented message kind)
     POST /_fake/value-error               a value-level error webhook (`value.errors`)
+    POST /_fake/outage                    the API down from now: {"duration_s", "mode"}
 
 `/_fake/inbound` takes `{"from", "kind", "phone_number_id", "text", "payload", "reply_id",
 "description", "emoji", "reply_to", "new_wa_id", "unsupported_type", "delay_s",
@@ -51,6 +52,7 @@ class Control:
         router.add_post("/_fake/reset", self.reset)
         router.add_post("/_fake/inbound", self.inbound)
         router.add_post("/_fake/value-error", self.value_error)
+        router.add_post("/_fake/outage", self.outage)
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.state.snapshot(self.sender.pending))
@@ -126,3 +128,18 @@ class Control:
         details = data.get("details")
         self.sender.schedule_value_error(number, code, str(details) if details else None)
         return web.json_response({"queued": bool(self.state.config.webhook_url), "code": code})
+
+    async def outage(self, request: web.Request) -> web.Response:
+        """Start an outage now (the chaos benchmarks take the API down mid-run; the
+        `--outage-start-s` flag needs the moment at launch). `mode`: "503" (bare HTTP
+        503) or "reset" (connections reset), as `--outage-mode`."""
+        data = await self._body(request) or {}
+        duration = data.get("duration_s")
+        if isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0:
+            return _bad("duration_s must be a number of seconds >= 0")
+        mode = data.get("mode", self.state.config.outage_mode)
+        if mode not in ("503", "reset"):
+            return _bad('mode must be "503" or "reset"')
+        self.state.config.outage_mode = str(mode)
+        self.state.start_outage(float(duration))
+        return web.json_response({"outage_s": float(duration), "mode": mode})
