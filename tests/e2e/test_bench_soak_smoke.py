@@ -1,8 +1,8 @@
-"""Smoke run of the soak benchmark (`python -m bench --scenario soak --messages 20000`).
+"""Smoke run of the soak benchmark (`python -m bench --scenario soak --messages 6000`).
 
 Asserts the report is complete and exact: every message sent once, the samples carry
 every measure (RSS, open files, database handles, inbox backlog) and the RSS slope is
-computed. Never the slope's value or any timing: 20,000 messages are still inside the
+computed. Never the slope's value or any timing: 6,000 messages are still inside the
 allocator's warm-up, and the machine is shared; the full run's figures are in
 bench/README.md.
 """
@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MESSAGES = 20_000
+# Enough for a few samples after the warm-up at the fastest rate; the suite's time budget
+# is the limit (20,000 took 3.5 minutes on a loaded machine).
+MESSAGES = 6_000
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -61,6 +63,6 @@ def test_soak_smoke_sends_everything_once_and_samples_every_measure(tmp_path: Pa
     assert any(s["serve_db"] >= 1 for s in sending)
     assert extra["inbox_waiting_last"] == 0  # every status webhook applied at the end
     # The samples were also written as they were taken (a cut-short run keeps them).
-    (log,) = tmp_path.glob("soak-sqlite-20000-*.jsonl")
+    (log,) = tmp_path.glob(f"soak-sqlite-{MESSAGES}-*.jsonl")
     assert len(log.read_text().splitlines()) == len(samples)
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".jsonl", ".md"]
