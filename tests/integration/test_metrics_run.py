@@ -48,7 +48,7 @@ async def run_dispatcher(
     store: Store, url: str, observer: PrometheusObserver, flows: FlowSet
 ) -> Dispatcher:
     """Enroll 40 due conversations and 3 for later; send once; a quarter of the calls fail
-    with HTTP 500 (code 1, transient: retried in 10 to 20 minutes)."""
+    with HTTP 500 (code 1, transient: retried within 10 to 20 minutes, full jitter)."""
     now = datetime.now(UTC)
     await store.enroll(
         [Enrollment(phone=f"+1555000{i:04d}", flow="watch", at=now) for i in range(40)]
@@ -150,10 +150,12 @@ async def test_metrics_endpoint_over_http(sql_store: Store, store_url: str, tmp_
     assert one("dripline_backlog_due_now") == backlog.due_now
     assert one("dripline_backlog_overdue") == backlog.overdue_1m
     assert one("dripline_backlog_due_next_hour") == backlog.due_next_hour
-    # 3 enrolled for later, every sent conversation's next question, every retry.
-    assert one("dripline_backlog_due_next_hour") == 3 + dispatcher.stats.sent + (
-        dispatcher.stats.retries
-    )
+    # Every one of the 43 conversations waits within the hour unless due again now: the 3
+    # enrolled for later, each sent one's next step (30 min), each retried one (full
+    # jitter up to 20 min: now and then one is due again at once and sent in the same run,
+    # so sent + retries can count a conversation twice).
+    assert one("dripline_backlog_due_next_hour") == 43 - backlog.due_now
+    assert dispatcher.stats.sent + dispatcher.stats.retries == dispatcher.stats.claimed
     assert one("dripline_backlog_leased") == 0
     assert one("dripline_conversations", state="in_progress") == backlog.by_state["in_progress"]
     assert one("dripline_backlog_refresh_errors_total") == 0
