@@ -36,8 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dripline.errors import InputError
 from dripline.flows.base import Flow
 from dripline.phones import normalize_phone
+from dripline.store.report_types import ImportedConversation as Imported
 from dripline.store.types import ACTIVE_STATES, CONVERSATION_STATES, Conversation
-from dripline.store.types import ImportedConversation as Imported
 
 __all__ = ["KNOWN_COLUMNS", "Planned", "Skipped", "check_columns", "plan_row"]
 

@@ -24,6 +24,21 @@ from dripline.errors import ConfigError, DatabaseUnavailable, DriplineError, Sto
 from dripline.store.base import Store, WebhookTx
 from dripline.store.memory import MemoryDatabase, MemoryStore
 from dripline.store.migrate import current_revision, head_revision, upgrade_connection
+from dripline.store.report_types import (
+    BacklogCounts,
+    BacklogSnapshot,
+    ErrorCount,
+    ForgetResult,
+    ImportedConversation,
+    InboxBacklog,
+    LagSummary,
+    NewWebhookError,
+    PoolUsage,
+    PruneResult,
+    StoreHealth,
+    StoreSnapshot,
+    WebhookErrorCount,
+)
 from dripline.store.results_types import AnswerCount, FlowResultsData, StepCounts
 from dripline.store.sql import SqlStore, first_line
 from dripline.store.types import (
@@ -34,39 +49,26 @@ from dripline.store.types import (
     OPT_OUT_KIND,
     STATUS_RANK,
     THROUGHPUT_WINDOWS_S,
-    BacklogCounts,
-    BacklogSnapshot,
     CancelOutcome,
     Conversation,
     ConversationChange,
     ConversationUpdate,
     Enrollment,
     EnrollResult,
-    ErrorCount,
-    ForgetResult,
-    ImportedConversation,
     Inbound,
-    InboxBacklog,
     InboxEntry,
     InboxRow,
-    LagSummary,
     Message,
     MessageUpdate,
     NewInbound,
-    NewWebhookError,
     Outcome,
     PhoneConversations,
-    PoolUsage,
-    PruneResult,
     Refusal,
     Reservation,
     ReservationResult,
     StatusResult,
     StatusUpdate,
-    StoreHealth,
-    StoreSnapshot,
     Suppression,
-    WebhookErrorCount,
     WorkerInfo,
 )
 from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url

@@ -41,32 +41,34 @@ from dripline.store.base import Store, WebhookTx, enroll_results
 from dripline.store.identity import lifted_suppressions, suppression_phones
 from dripline.store.memory_tables import Tables, View, utc
 from dripline.store.memory_webhook import MemoryWebhookTx
+from dripline.store.report_types import (
+    BacklogCounts,
+    BacklogSnapshot,
+    ErrorCount,
+    ForgetResult,
+    ImportedConversation,
+    InboxBacklog,
+    LagSummary,
+    PruneResult,
+    StoreHealth,
+    StoreSnapshot,
+    WebhookErrorCount,
+)
 from dripline.store.results_types import FlowResultsData
 from dripline.store.types import (
     ACTIVE_STATES,
     CANCELLED,
     THROUGHPUT_WINDOWS_S,
-    BacklogCounts,
-    BacklogSnapshot,
     CancelOutcome,
     Conversation,
     Enrollment,
     EnrollResult,
-    ErrorCount,
-    ForgetResult,
-    ImportedConversation,
     Inbound,
-    InboxBacklog,
     InboxEntry,
-    LagSummary,
     Message,
     Outcome,
-    PruneResult,
     Reservation,
     ReservationResult,
-    StoreHealth,
-    StoreSnapshot,
-    WebhookErrorCount,
     WorkerInfo,
 )
 

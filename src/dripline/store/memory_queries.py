@@ -13,6 +13,14 @@ from datetime import datetime, timedelta
 
 from dripline.store.base import summarize_sends
 from dripline.store.memory_tables import View, utc, utc_or_none
+from dripline.store.report_types import (
+    BacklogCounts,
+    BacklogSnapshot,
+    ErrorCount,
+    ImportedConversation,
+    LagSummary,
+    WebhookErrorCount,
+)
 from dripline.store.types import (
     ACTIVE_STATES,
     CONVERSATION_STATES,
@@ -20,19 +28,13 @@ from dripline.store.types import (
     LEASE_LOST,
     NONFINAL_STATUSES,
     OPT_OUT_KIND,
-    BacklogCounts,
-    BacklogSnapshot,
     Conversation,
     Enrollment,
-    ErrorCount,
-    ImportedConversation,
     Inbound,
-    LagSummary,
     Message,
     Outcome,
     Reservation,
     ReservationResult,
-    WebhookErrorCount,
     WorkerInfo,
 )
 

@@ -6,7 +6,7 @@ import dataclasses
 from datetime import datetime
 
 from dripline.store.memory_tables import View
-from dripline.store.types import ForgetResult, PruneResult
+from dripline.store.report_types import ForgetResult, PruneResult
 
 __all__ = ["forget", "prune"]
 

@@ -19,14 +19,13 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from dripline.errors import StoreError
+from dripline.store.report_types import NewWebhookError, StoreSnapshot
 from dripline.store.types import (
     ACTIVE_STATES,
     Conversation,
     Inbound,
     InboxEntry,
     Message,
-    NewWebhookError,
-    StoreSnapshot,
     Suppression,
     WorkerInfo,
 )

@@ -15,6 +15,7 @@ from datetime import datetime
 from dripline.store.base import WebhookTx
 from dripline.store.identity import RowsByUser
 from dripline.store.memory_tables import View, utc, utc_or_none
+from dripline.store.report_types import NewWebhookError
 from dripline.store.types import (
     ACTIVE_STATES,
     STATUS_RANK,
@@ -23,7 +24,6 @@ from dripline.store.types import (
     InboxRow,
     Message,
     NewInbound,
-    NewWebhookError,
     PhoneConversations,
     Refusal,
     StatusResult,

@@ -26,12 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from dripline.store.types import (
-    ACTIVE_STATES,
-    CONVERSATION_STATES,
-    MESSAGE_STATUSES,
-    PURPOSES,
-)
+from dripline.store.types import ACTIVE_STATES, CONVERSATION_STATES, MESSAGE_STATUSES, PURPOSES
 
 __all__ = [
     "ACTIVE_SQL",

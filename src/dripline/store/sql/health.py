@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from dripline.store.migrate import current_revision
+from dripline.store.report_types import StoreHealth
 from dripline.store.schema import inbox
 from dripline.store.sql.core import SqlCore
-from dripline.store.types import StoreHealth
 
 __all__ = ["HealthSql"]
 

@@ -14,9 +14,10 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy import exc as sa_exc
 
 from dripline.errors import StoreError
+from dripline.store.report_types import ImportedConversation
 from dripline.store.schema import conversations
 from dripline.store.sql.core import INSERT_PAGE, SqlCore, chunks
-from dripline.store.types import EnrollResult, ImportedConversation
+from dripline.store.types import EnrollResult
 
 __all__ = ["ImportSql"]
 

@@ -28,6 +28,14 @@ from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.pool import QueuePool
 
 from dripline.store.base import summarize_sends
+from dripline.store.report_types import (
+    BacklogCounts,
+    BacklogSnapshot,
+    ErrorCount,
+    LagSummary,
+    PoolUsage,
+    StoreSnapshot,
+)
 from dripline.store.schema import (
     CONVERSATION_STATES,
     conversations,
@@ -48,18 +56,7 @@ from dripline.store.sql.core import (
     ts,
     worker_from_row,
 )
-from dripline.store.types import (
-    THROUGHPUT_WINDOWS_S,
-    BacklogCounts,
-    BacklogSnapshot,
-    ErrorCount,
-    InboxEntry,
-    LagSummary,
-    PoolUsage,
-    StoreSnapshot,
-    Suppression,
-    WorkerInfo,
-)
+from dripline.store.types import THROUGHPUT_WINDOWS_S, InboxEntry, Suppression, WorkerInfo
 
 __all__ = ["LATENCY_SAMPLES", "OperatorSql"]
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 
+from dripline.store.report_types import ForgetResult, PruneResult
 from dripline.store.schema import conversations, inbound_messages, inbox, messages
 from dripline.store.sql.core import SqlCore, ts
-from dripline.store.types import ForgetResult, PruneResult
 
 __all__ = ["RetentionSql", "json_string_pattern"]
 

@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, literal_column, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dripline.phones import phone_variants
 from dripline.store.base import WebhookTx
 from dripline.store.identity import RowsByUser
+from dripline.store.report_types import InboxBacklog, NewWebhookError
 from dripline.store.schema import (
     ACTIVE_STATES,
     conversations,
@@ -47,19 +47,14 @@ from dripline.store.sql.core import (
     conversation_from_row,
     ts,
 )
+from dripline.store.sql.statuses import StatusTx
 from dripline.store.sql.webhook_errors import insert_webhook_errors
 from dripline.store.types import (
-    STATUS_RANK,
     Conversation,
     ConversationChange,
-    InboxBacklog,
     InboxRow,
     NewInbound,
-    NewWebhookError,
     PhoneConversations,
-    Refusal,
-    StatusResult,
-    StatusUpdate,
     Suppression,
 )
 
@@ -72,47 +67,6 @@ X = inbox.c
 S = suppressions.c
 
 _SENT = ("sent", "delivered", "read")
-# Statuses of a row whose send is (or may be) in flight: a wamid such a row holds is a
-# refused earlier attempt's (rows are requeued with it), so a status for it is stale.
-_IN_FLIGHT = ("sending", "unknown")
-_NOT_SENT = ("pending", "sending", "unknown")
-
-
-def _in_literal(column: Any, values: Sequence[str]) -> Any:
-    # Literal constants, not an expanding IN: executemany cannot take one.
-    return column.in_([literal_column(f"'{v}'") for v in values])
-
-
-def _status_update_statement(target: str) -> Any:
-    lower = [s for s, r in STATUS_RANK.items() if r < STATUS_RANK[target]]
-    values: dict[str, Any] = {
-        "status": target,
-        # A row in flight may hold a refused earlier attempt's wamid (`requeue_messages`):
-        # the status of the attempt in flight replaces it.
-        "wamid": case(
-            (_in_literal(M.status, _IN_FLIGHT), bindparam("b_wamid")),
-            else_=func.coalesce(M.wamid, bindparam("b_wamid")),
-        ),
-        "status_at": ts("b_at"),
-        "updated_at": ts("b_now"),
-        # The first status webhook's time: the earliest evidence this send gives.
-        "webhook_at": func.coalesce(M.webhook_at, ts("b_now")),
-    }
-    if target == "failed":
-        values["error_code"] = bindparam("b_code")
-        values["error_title"] = bindparam("b_title")
-    else:
-        # A send the API accepted: when the dispatcher lost the response (unknown), this
-        # is the only record of when it went out.
-        values["sent_at"] = func.coalesce(M.sent_at, ts("b_at"))
-    return (
-        update(messages)
-        .where(M.id == bindparam("b_id"), _in_literal(M.status, lower))
-        .values(**values)
-    )
-
-
-_STATUS_UPDATES = {target: _status_update_statement(target) for target in (*_SENT, "failed")}
 
 _UPDATE_CONVERSATION = (
     update(conversations)
@@ -144,7 +98,7 @@ def _id(c: Conversation) -> int:
     return c.id
 
 
-class SqlWebhookTx(WebhookTx):
+class SqlWebhookTx(StatusTx, WebhookTx):
     """One processing transaction on an open connection (see `WebhookSql`)."""
 
     def __init__(self, conn: AsyncConnection, postgres: bool) -> None:
@@ -175,181 +129,6 @@ class SqlWebhookTx(WebhookTx):
         params += [{"b_id": i, "b_done": None, "b_error": note[:500]} for i, note in waiting]
         if params:
             await self._conn.execute(_FINISH_INBOX, params)
-
-    # statuses --------------------------------------------------------------
-    async def apply_statuses(self, updates: Sequence[StatusUpdate], now: datetime) -> StatusResult:
-        """The rank rule is in each UPDATE's WHERE clause, so a concurrent writer cannot
-        be overtaken; PostgreSQL skips rows another transaction holds (busy)."""
-        if not updates:
-            return StatusResult(0, 0, 0, frozenset())
-        wamids = sorted({u.wamid for u in updates})
-        by_wamid: dict[str, tuple[int, str]] = {}
-        for chunk in chunks(wamids):
-            rows = await self._conn.execute(
-                select(M.id, M.wamid, M.status).where(M.wamid.in_(list(chunk)))
-            )
-            for r in rows:
-                by_wamid[r.wamid] = (r.id, r.status)
-        ids = sorted({u.message_id for u in updates if u.wamid not in by_wamid and u.message_id})
-        by_id: dict[int, tuple[str | None, str]] = {}
-        for id_chunk in chunks(ids):
-            rows = await self._conn.execute(
-                select(M.id, M.wamid, M.status).where(M.id.in_(list(id_chunk)))
-            )
-            for r in rows:
-                by_id[r.id] = (r.wamid, r.status)
-
-        # The furthest status per row in this batch (a batch may hold sent+delivered+read).
-        best: dict[int, StatusUpdate] = {}
-        current: dict[int, str] = {}
-        wamids_of: dict[int, set[str]] = {}
-        unmatched = 0
-        lost: set[str] = set()
-        stale = 0
-        for u in updates:
-            row_id: int | None = None
-            if u.wamid in by_wamid:
-                row_id, status = by_wamid[u.wamid]
-                if status in _NOT_SENT:
-                    stale += 1  # a refused earlier attempt's status: see _IN_FLIGHT
-                    continue
-            elif u.message_id in by_id:
-                assert u.message_id is not None
-                row_wamid, status = by_id[u.message_id]
-                if row_wamid in (None, u.wamid) or status in _IN_FLIGHT:
-                    row_id = u.message_id
-            if row_id is None:
-                unmatched += 1
-                lost.add(u.wamid)
-                continue
-            current[row_id] = status
-            wamids_of.setdefault(row_id, set()).add(u.wamid)
-            prev = best.get(row_id)
-            if prev is None or STATUS_RANK[u.status] > STATUS_RANK[prev.status]:
-                best[row_id] = u
-
-        busy_ids: set[int] = set()
-        targets = sorted(
-            i for i, u in best.items() if STATUS_RANK[u.status] > STATUS_RANK[current[i]]
-        )
-        if self._pg and targets:
-            locked: set[int] = set()
-            for id_chunk in chunks(targets):
-                rows = await self._conn.execute(
-                    select(M.id)
-                    .where(M.id.in_(list(id_chunk)))
-                    .order_by(M.id)
-                    .with_for_update(skip_locked=True)
-                )
-                locked.update(r.id for r in rows)
-            busy_ids = set(targets) - locked
-        applied = 0
-        for target, stmt in _STATUS_UPDATES.items():
-            params = [
-                {
-                    "b_id": i,
-                    "b_wamid": best[i].wamid,
-                    "b_at": best[i].at,
-                    "b_now": now,
-                    "b_code": best[i].error_code,
-                    "b_title": best[i].error_title,
-                }
-                for i in targets
-                if best[i].status == target and i not in busy_ids
-            ]
-            if params:
-                result = await self._conn.execute(stmt, params)
-                applied += max(result.rowcount, 0)
-        busy = frozenset(w for i in busy_ids for w in wamids_of[i])
-        return StatusResult(
-            applied, len(best) - applied - len(busy_ids) + stale, unmatched, busy, frozenset(lost)
-        )
-
-    async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
-        failed = [u for u in updates if u.status == "failed"]
-        if not failed:
-            return []
-        lower = [s for s, r in STATUS_RANK.items() if r < STATUS_RANK["failed"]]
-        cols = (M.id, M.wamid, M.conversation_id, M.step, M.purpose, M.attempts, M.status)
-        by_wamid: dict[str, Any] = {}
-        for chunk in chunks(sorted({u.wamid for u in failed})):
-            for r in await self._conn.execute(select(*cols).where(M.wamid.in_(list(chunk)))):
-                by_wamid[r.wamid] = r
-        ids = sorted({u.message_id for u in failed if u.wamid not in by_wamid and u.message_id})
-        by_id: dict[int, Any] = {}
-        for id_chunk in chunks(ids):
-            for r in await self._conn.execute(select(*cols).where(M.id.in_(list(id_chunk)))):
-                by_id[r.id] = r
-        found: dict[int, tuple[StatusUpdate, Any]] = {}
-        for u in failed:
-            row = by_wamid.get(u.wamid)
-            if row is not None and row.status in _NOT_SENT:
-                continue  # a refused earlier attempt's status
-            if row is None and u.message_id in by_id:
-                candidate = by_id[u.message_id]
-                if candidate.wamid in (None, u.wamid) or candidate.status in _IN_FLIGHT:
-                    row = candidate
-            if row is not None and row.status in lower:
-                found.setdefault(row.id, (u, row))
-        if not found:
-            return []
-        conv_ids = sorted({row.conversation_id for _, row in found.values()})
-        convs: dict[int, Conversation] = {}
-        for id_chunk in chunks(conv_ids):
-            stmt = select(*CONVERSATION_COLUMNS).where(C.id.in_(list(id_chunk))).order_by(C.id)
-            if self._pg:
-                stmt = stmt.with_for_update(skip_locked=True)
-            for r in await self._conn.execute(stmt):
-                convs[r.id] = conversation_from_row(r)
-        if self._pg:
-            # Rows SKIP LOCKED left out are held by another transaction: busy.
-            missing = [cid for cid in conv_ids if cid not in convs]
-            for id_chunk in chunks(missing):
-                for r in await self._conn.execute(
-                    select(*CONVERSATION_COLUMNS).where(C.id.in_(list(id_chunk)))
-                ):
-                    convs[r.id] = conversation_from_row(r)
-            locked_ids = set(conv_ids) - set(missing)
-        else:
-            locked_ids = set(conv_ids)
-        out: list[Refusal] = []
-        for message_id in sorted(found):
-            u, row = found[message_id]
-            conv = convs.get(row.conversation_id)
-            if conv is None:
-                continue
-            leased = conv.lease_expires_at is not None and conv.lease_expires_at >= now
-            out.append(
-                Refusal(
-                    wamid=u.wamid,
-                    message_id=message_id,
-                    step=row.step,
-                    purpose=row.purpose,
-                    attempts=row.attempts,
-                    error_code=u.error_code,
-                    error_title=u.error_title,
-                    conversation=conv,
-                    busy=leased or conv.id not in locked_ids,
-                )
-            )
-        return out
-
-    async def sends_in_flight(self) -> bool:
-        row = await self._conn.execute(
-            select(M.id).where(_in_literal(M.status, ("sending", "unknown"))).limit(1)
-        )
-        return row.first() is not None
-
-    async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
-        changed = 0
-        for chunk in chunks(sorted(set(ids))):
-            result = await self._conn.execute(
-                update(messages)
-                .where(M.id.in_(list(chunk)), M.status == "failed")
-                .values(status="pending", sent_at=None, webhook_at=None, updated_at=now)
-            )
-            changed += max(result.rowcount, 0)
-        return changed
 
     # inbound ---------------------------------------------------------------
     async def existing_inbound(self, wamids: Sequence[str]) -> set[str]:

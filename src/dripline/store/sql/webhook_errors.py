@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from dripline.store.report_types import NewWebhookError, WebhookErrorCount
 from dripline.store.schema import webhook_errors
 from dripline.store.sql.core import SqlCore, chunks
-from dripline.store.types import NewWebhookError, WebhookErrorCount
 
 __all__ = ["WebhookErrorsSql", "insert_webhook_errors"]
 
