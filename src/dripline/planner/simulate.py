@@ -18,7 +18,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -35,6 +34,7 @@ from dripline.dispatcher.policies import (
     tier_limits,
 )
 from dripline.planner.model import Arrivals, LatencyModel, PlanSettings, SimResult
+from dripline.planner.pool import Pool, peak_rate
 from dripline.settings import Policy
 
 __all__ = ["capacity_per_s", "percentile", "simulate"]
@@ -127,51 +127,6 @@ def _adaptive_ceiling(settings: PlanSettings, latency_s: float) -> int:
     return max(1, ceiling)
 
 
-class _Pool:
-    """Rows not yet claimed: the arrivals (sorted, consumed by an index) and throttled
-    retries rescheduled into the future, as the real dispatcher persists them."""
-
-    def __init__(self, due: list[float]) -> None:
-        self.due = due
-        self.i = 0
-        self.retries: list[tuple[float, int, float, int]] = []  # (next_send_at, seq, due, att)
-        self._seq = 0
-
-    def next_due(self) -> float | None:
-        head = self.due[self.i] if self.i < len(self.due) else None
-        if self.retries and (head is None or self.retries[0][0] < head):
-            return self.retries[0][0]
-        return head
-
-    def count_due(self, t: float) -> int:
-        n = bisect_right(self.due, t, lo=self.i) - self.i
-        return n + sum(1 for r in self.retries if r[0] <= t)
-
-    def take(self, t: float, n: int) -> list[tuple[float, int]]:
-        """Up to `n` rows due at `t`, in due order: (original due time, attempts)."""
-        if not self.retries:
-            j = min(bisect_right(self.due, t, lo=self.i), self.i + n)
-            rows = [(d, 0) for d in self.due[self.i : j]]
-            self.i = j
-            return rows
-        rows = []
-        while len(rows) < n:
-            head = self.due[self.i] if self.i < len(self.due) else math.inf
-            if self.retries and self.retries[0][0] <= min(head, t):
-                _, _, d, att = heapq.heappop(self.retries)
-                rows.append((d, att))
-            elif head <= t:
-                rows.append((head, 0))
-                self.i += 1
-            else:
-                break
-        return rows
-
-    def retry(self, at: float, due: float, attempts: int) -> None:
-        self._seq += 1
-        heapq.heappush(self.retries, (at, self._seq, due, attempts))
-
-
 class _Sim:
     def __init__(
         self,
@@ -183,7 +138,7 @@ class _Sim:
     ) -> None:
         self.st = st
         self.latency = latency
-        self.pool = _Pool(due)
+        self.pool = Pool(due)
         self.sample = sample
         self.rng = rng
         self.messages = len(due)
@@ -465,7 +420,7 @@ class _Sim:
         first_due = self.pool.due[0] if self.pool.due else 0.0
         span = drain - first_due
         capacity, binding = capacity_per_s(st, self.latency.mean_s)
-        peak = _peak_rate(sorted(self.starts))
+        peak = peak_rate(sorted(self.starts))
         headroom = None
         if st.rate_per_s:
             headroom = 1 - peak / st.rate_per_s
@@ -501,14 +456,3 @@ class _Sim:
             binding=binding,
             run_times_s=tuple(times),
         )
-
-
-def _peak_rate(starts: list[float], window_s: float = 1.0) -> float:
-    """The most send attempts started within any `window_s` window, per second."""
-    best = 0
-    lo = 0
-    for hi, t in enumerate(starts):
-        while t - starts[lo] >= window_s - 1e-9:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best / window_s

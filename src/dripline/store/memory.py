@@ -37,7 +37,8 @@ from datetime import datetime, timedelta
 
 from dripline.store import memory_queries as q
 from dripline.store import memory_results, memory_retention
-from dripline.store.base import Store, WebhookTx, enroll_results
+from dripline.store.base import Store, WebhookTx
+from dripline.store.computed import enroll_results
 from dripline.store.identity import lifted_suppressions, suppression_phones
 from dripline.store.memory_tables import Tables, View, utc
 from dripline.store.memory_webhook import MemoryWebhookTx

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 
-from dripline.store.base import summarize_sends
+from dripline.store.computed import summarize_sends
 from dripline.store.memory_tables import View, utc, utc_or_none
 from dripline.store.report_types import (
     BacklogCounts,

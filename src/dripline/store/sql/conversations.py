@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dripline.errors import StoreError
-from dripline.store.base import enroll_results
+from dripline.store.computed import enroll_results
 from dripline.store.identity import lifted_suppressions, suppression_phones
 from dripline.store.schema import (
     ACTIVE_STATES,

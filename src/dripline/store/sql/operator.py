@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.pool import QueuePool
 
-from dripline.store.base import summarize_sends
+from dripline.store.computed import summarize_sends
 from dripline.store.report_types import (
     BacklogCounts,
     BacklogSnapshot,
