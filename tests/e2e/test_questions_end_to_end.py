@@ -33,18 +33,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from dripline.cli.export import write_answers
 from dripline.clock import FakeClock
-from dripline.fake import FakeConfig, running_fake
+from dripline.fake import FakeConfig
 from dripline.flows import load_flows
-from dripline.server.app import create_app
-from dripline.server.testing import running_server
-from dripline.store import Store
-from dripline.whatsapp import CloudApiClient
-from tests.fixtures.clocked import NUMBER, REPO, TOKEN, Harness, clocked_settings, midday_zone
+from tests.fixtures.clocked import REPO, TOKEN, Harness, clocked_world, midday_zone
 
 SECRET = "e2e-questions-secret"
 API_TOKEN = "e2e-questions-api-token"
@@ -245,7 +240,6 @@ async def test_three_hundred_users_walk_every_branch_of_the_free_trial(tmp_path:
     clock = FakeClock(start)
     zone = midday_zone(start)
     flows = load_flows(REPO / "flows")
-    settings = clocked_settings("http://unused", secret=SECRET, api_token=API_TOKEN)
     config = FakeConfig(
         access_token=TOKEN,
         rate_per_s=0,
@@ -258,59 +252,43 @@ async def test_three_hundred_users_walk_every_branch_of_the_free_trial(tmp_path:
     )
     users = {phone(n): User(phone(n), script(n)) for n in range(USERS)}
     replies: Counter[str] = Counter()
-    app = create_app(settings.model_copy(update={"database_url": url}), clock=clock)
-    async with running_server(app) as base:
-        config.webhook_url = f"{base}/webhook"
-        async with (
-            running_fake(config) as fake,
-            aiohttp.ClientSession(headers=AUTH) as http,
-            CloudApiClient(
-                base_url=fake.base_url, access_token=TOKEN, phone_number_id=NUMBER
-            ) as client,
-        ):
-            store: Store = app.state.store
-            h = Harness(
-                store,
-                flows,
-                fake,
-                base,
-                clock,
-                clocked_settings(fake.base_url, secret=SECRET, api_token=API_TOKEN),
-            )
-            items = [{"phone": p, "flow": "free-trial", "timezone": zone} for p in users]
-            async with http.post(f"{base}/v1/conversations", json=items) as resp:
-                assert resp.status == 201, await resp.text()
-            seen = 0
-            for _ in range(300):
-                await h.send_due(client)
+    async with clocked_world(url, clock, config, secret=SECRET, api_token=API_TOKEN) as w:
+        app, base, fake, http, client, store = w.app, w.base, w.fake, w.http, w.client, w.store
+        h = Harness(store, flows, fake, base, clock, w.settings)
+        items = [{"phone": p, "flow": "free-trial", "timezone": zone} for p in users]
+        async with http.post(f"{base}/v1/conversations", json=items) as resp:
+            assert resp.status == 201, await resp.text()
+        seen = 0
+        for _ in range(300):
+            await h.send_due(client)
+            await h.settle(app)
+            new = fake.state.messages[seen:]
+            seen += len(new)
+            rows = {m.id: m for m in (await store.snapshot()).messages}
+            at = clock.now() + timedelta(minutes=10)
+            bodies = []
+            for m in new:
+                row = rows[int(m.callback_data or 0)]
+                body = users["+" + m.to].answer(row.step, row.purpose, m)
+                if body is not None:
+                    bodies.append({**body, "timestamp": int(at.timestamp())})
+            if bodies:
+                clock.set(at)
+                for body in bodies:
+                    replies[body["kind"]] += 1
+                    async with http.post(f"{fake.base_url}/_fake/inbound", json=body) as r:
+                        assert r.status == 200, await r.text()
                 await h.settle(app)
-                new = fake.state.messages[seen:]
-                seen += len(new)
-                rows = {m.id: m for m in (await store.snapshot()).messages}
-                at = clock.now() + timedelta(minutes=10)
-                bodies = []
-                for m in new:
-                    row = rows[int(m.callback_data or 0)]
-                    body = users["+" + m.to].answer(row.step, row.purpose, m)
-                    if body is not None:
-                        bodies.append({**body, "timestamp": int(at.timestamp())})
-                if bodies:
-                    clock.set(at)
-                    for body in bodies:
-                        replies[body["kind"]] += 1
-                        async with http.post(f"{fake.base_url}/_fake/inbound", json=body) as r:
-                            assert r.status == 200, await r.text()
-                    await h.settle(app)
-                    continue
-                nxt = await store.next_due_at(clock.now() - timedelta(days=3650))
-                if nxt is None:
-                    break
-                clock.set(max(nxt, clock.now()))
-            snap = await store.snapshot()
-            async with http.get(f"{base}/v1/flows/free-trial/results") as resp:
-                assert resp.status == 200, await resp.text()
-                results = await resp.json()
-            sent = list(fake.state.messages)
+                continue
+            nxt = await store.next_due_at(clock.now() - timedelta(days=3650))
+            if nxt is None:
+                break
+            clock.set(max(nxt, clock.now()))
+        snap = await store.snapshot()
+        async with http.get(f"{base}/v1/flows/free-trial/results") as resp:
+            assert resp.status == 200, await resp.text()
+            results = await resp.json()
+        sent = list(fake.state.messages)
 
     # Every way of answering was used.
     assert {"button_reply", "list_reply", "button", "text"} <= set(replies), replies

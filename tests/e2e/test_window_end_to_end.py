@@ -44,7 +44,7 @@ from dripline.settings import Settings
 from dripline.store import Store
 from dripline.whatsapp import CloudApiClient
 from dripline.whatsapp.webhooks import SIGNATURE_HEADER, sign
-from tests.fixtures.clocked import REPO, Harness, clocked_settings, midday_zone
+from tests.fixtures.clocked import REPO, Harness, clocked_settings, clocked_world, midday_zone
 
 SECRET = "e2e-window-secret"
 TOKEN = "test-token"
@@ -129,56 +129,41 @@ async def test_a_thousand_new_users_through_the_free_trial_flow(tmp_path: Path) 
         read_fraction=0.0,
         seed=12,
     )
-    app = create_app(
-        settings_for("http://unused").model_copy(update={"database_url": url}), clock=clock
-    )
-    async with running_server(app) as base:
-        config.webhook_url = f"{base}/webhook"
-        async with (
-            running_fake(config) as fake,
-            aiohttp.ClientSession(headers=AUTH) as http,
-            CloudApiClient(
-                base_url=fake.base_url, access_token=TOKEN, phone_number_id=NUMBER
-            ) as client,
-        ):
-            store: Store = app.state.store
-            h = WebhookHarness(store, flows, fake, base, clock, settings_for(fake.base_url))
-            items = [
-                {"phone": phone(n), "flow": "free-trial", "timezone": zone} for n in range(USERS)
-            ]
-            async with http.post(f"{base}/v1/conversations", json=items) as resp:
-                assert resp.status == 201, await resp.text()
-            answered: set[tuple[str, int]] = set()
-            for _ in range(120):
-                await h.send_due(client)
-                await h.settle(app)
-                snap = await store.snapshot()
-                # Each user answers what their kind answers, 10 minutes after it was asked.
-                asked = {
-                    (c.phone, c.step) for c in snap.conversations if c.state == "awaiting_reply"
-                }
-                due = []
-                for p, step in sorted(asked - answered):
-                    k = kind(int(p[-4:]))
-                    if k == "A" or (k in "BD" and step == 0):
-                        due.append((p, step))
-                        answered.add((p, step))
-                if due:
-                    at = clock.now() + timedelta(minutes=10)
-                    clock.set(at)
-                    # A and B wrote to the business number: the API's window opens too.
-                    for p, _ in due:
-                        if kind(int(p[-4:])) != "D":
-                            fake.state.open_window(NUMBER, p.lstrip("+"))
-                    await h.reply(http, due, at)
-                    await h.settle(app)
-                    continue
-                nxt = await store.next_due_at(clock.now() - timedelta(days=3650))
-                if nxt is None:
-                    break
-                clock.set(max(nxt, clock.now()))
+    async with clocked_world(url, clock, config, secret=SECRET, api_token=API_TOKEN) as w:
+        app, base, fake, http, client, store = w.app, w.base, w.fake, w.http, w.client, w.store
+        h = WebhookHarness(store, flows, fake, base, clock, w.settings)
+        items = [{"phone": phone(n), "flow": "free-trial", "timezone": zone} for n in range(USERS)]
+        async with http.post(f"{base}/v1/conversations", json=items) as resp:
+            assert resp.status == 201, await resp.text()
+        answered: set[tuple[str, int]] = set()
+        for _ in range(120):
+            await h.send_due(client)
+            await h.settle(app)
             snap = await store.snapshot()
-            sent = list(fake.state.messages)
+            # Each user answers what their kind answers, 10 minutes after it was asked.
+            asked = {(c.phone, c.step) for c in snap.conversations if c.state == "awaiting_reply"}
+            due = []
+            for p, step in sorted(asked - answered):
+                k = kind(int(p[-4:]))
+                if k == "A" or (k in "BD" and step == 0):
+                    due.append((p, step))
+                    answered.add((p, step))
+            if due:
+                at = clock.now() + timedelta(minutes=10)
+                clock.set(at)
+                # A and B wrote to the business number: the API's window opens too.
+                for p, _ in due:
+                    if kind(int(p[-4:])) != "D":
+                        fake.state.open_window(NUMBER, p.lstrip("+"))
+                await h.reply(http, due, at)
+                await h.settle(app)
+                continue
+            nxt = await store.next_due_at(clock.now() - timedelta(days=3650))
+            if nxt is None:
+                break
+            clock.set(max(nxt, clock.now()))
+        snap = await store.snapshot()
+        sent = list(fake.state.messages)
 
     by_user: dict[str, list[Any]] = defaultdict(list)
     for m in sent:
