@@ -8,8 +8,10 @@ the handles open on the database file and its -wal/-shm), and the inbox backlog.
 
 The verdict is the dispatcher's RSS growth per 100,000 messages after warm-up: the
 slope of a least-squares line through (messages accepted, RSS) for the samples past
-`WARMUP_FRACTION` of the run (the first part holds the allocator's and SQLite's page
-cache's growth to their working size, which is not a leak). Goal: < 1 MB per 100,000.
+`warmup_messages()`: a tenth of the run, and never less than the dispatcher's two
+statistics reservoirs take to fill (the first part holds the allocator's, SQLite's page
+cache's and those reservoirs' growth to their working size, which is not a leak).
+Goal: < 1 MB per 100,000.
 
 `--dripline-src DIR` runs the worker and `serve` from another checkout's `src/`, to
 measure an older commit with the same harness (the fake stays this checkout's): the
@@ -47,10 +49,16 @@ from bench.harness import (
     stop_all,
 )
 from bench.measure import Row
+from dripline.dispatcher.stats import Reservoir
 from dripline.store import open_store
 
 SAMPLE_S = 5.0
 WARMUP_FRACTION = 0.1
+# The lag and latency reservoirs (dispatcher/stats.py) append one float per message
+# until they hold RESERVOIR_SIZE, ~1.6 MB each, then stay flat by design: a fit that
+# starts before they are full reads their filling as a leak (a 150,000-message run
+# measured 2.5 MB per 100,000 from 15,000 messages, 0.28 from 60,000).
+RESERVOIR_FILL = Reservoir().size + 10_000
 GOAL_MB_PER_100K = 1.0
 RATE = 2000.0  # above what one worker reaches here: the machine is the limit
 CONCURRENCY = 64  # x 5 ms latency: ~12,800/s of room, never the bound
@@ -70,15 +78,36 @@ class Sample:
     serve_db: int
     inbox_waiting: int
     inbox_oldest_s: float | None
+    # RSS split (/proc/PID/status): anonymous memory (heap, SQLite's caches, arenas),
+    # file-backed pages and shared memory (SQLite's -shm wal-index is mapped shared),
+    # and the size of the SQLite -wal file. Older logs have none of these.
+    worker_anon_mb: float = 0.0
+    worker_file_mb: float = 0.0
+    worker_shmem_mb: float = 0.0
+    wal_mb: float = 0.0
+
+
+def proc_status_mb(pid: int, *fields: str) -> list[float]:
+    """Fields of /proc/PID/status in MB (0 for a field missing or a process gone)."""
+    found: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in fields:
+                found[key] = int(value.split()[0]) / 1024
+    return [round(found.get(f, 0.0), 2) for f in fields]
 
 
 def proc_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    return proc_status_mb(pid, "VmRSS")[0]
+
+
+def wal_mb(url: str) -> float:
+    """Size of the SQLite database's -wal file (0 on PostgreSQL or with no file)."""
+    if not url.startswith("sqlite"):
+        return 0.0
+    with contextlib.suppress(OSError):
+        return round(Path(f"{make_url(url).database}-wal").stat().st_size / 2**20, 2)
     return 0.0
 
 
@@ -105,17 +134,24 @@ def db_handles(pid: int, url: str, fds: list[str]) -> int:
     return 0
 
 
+def warmup_messages(total: int) -> int:
+    """Messages left out of the fit: a tenth of the run, and at least RESERVOIR_FILL
+    in a run long enough to fit anything after it (a smoke run keeps the tenth)."""
+    fill = RESERVOIR_FILL if total >= 2 * RESERVOIR_FILL else 0
+    return max(int(total * WARMUP_FRACTION), fill)
+
+
 def slope_mb_per_100k(
-    samples: list[Sample], total: int, warmup: int | None = None
+    samples: list[Sample], total: int, warmup: int | None = None, field: str = "worker_rss_mb"
 ) -> tuple[float | None, int]:
-    """RSS growth per 100,000 messages after warm-up (`warmup` messages, default
-    WARMUP_FRACTION of `total`), and the samples it used."""
-    first = total * WARMUP_FRACTION if warmup is None else warmup
-    warm = [s for s in samples if s.accepted >= first and s.worker_rss_mb]
+    """Growth of one sampled figure (worker RSS by default) per 100,000 messages after
+    warm-up (`warmup` messages, default `warmup_messages(total)`), and the samples used."""
+    first = warmup_messages(total) if warmup is None else warmup
+    warm = [s for s in samples if s.accepted >= first and getattr(s, field)]
     if len(warm) < 3 or warm[-1].accepted == warm[0].accepted:
         return None, len(warm)
     fit = statistics.linear_regression(
-        [float(s.accepted) for s in warm], [s.worker_rss_mb for s in warm]
+        [float(s.accepted) for s in warm], [float(getattr(s, field)) for s in warm]
     )
     return fit.slope * 100_000, len(warm)
 
@@ -222,13 +258,8 @@ async def soak(
         await stop_all([worker, server], 60)
         stats = await fake.stats()
     slope, used = slope_mb_per_100k(samples, total)
-    serve_slope, _ = slope_mb_per_100k(
-        [
-            Sample(**{**asdict(s), "worker_rss_mb": s.serve_rss_mb})  # same fit, serve's RSS
-            for s in samples
-        ],
-        total,
-    )
+    serve_slope, _ = slope_mb_per_100k(samples, total, field="serve_rss_mb")
+    anon_slope, _ = slope_mb_per_100k(samples, total, field="worker_anon_mb")
     accepted = int(stats["accepted"])
     dups = int(stats["duplicates"])
     row = Row(
@@ -245,8 +276,9 @@ async def soak(
         load_s=round(load_s, 1),
         rss_slope_mb_per_100k=None if slope is None else round(slope, 3),
         serve_rss_slope_mb_per_100k=None if serve_slope is None else round(serve_slope, 3),
+        anon_slope_mb_per_100k=None if anon_slope is None else round(anon_slope, 3),
         fit_samples=used,
-        warmup_fraction=WARMUP_FRACTION,
+        warmup_messages=warmup_messages(total),
         worker_exit=worker.usage.exit_code if worker.usage else None,
         worker_src=src or "this checkout",
         samples=[asdict(s) for s in samples],
@@ -255,7 +287,7 @@ async def soak(
         inbox_waiting_max=max((s.inbox_waiting for s in samples), default=0),
         inbox_waiting_last=samples[-1].inbox_waiting if samples else None,
     )
-    first = next((s for s in samples if s.accepted >= total * WARMUP_FRACTION), None)
+    first = next((s for s in samples if s.accepted >= warmup_messages(total)), None)
     last = samples[-1] if samples else None
     row.notes = (
         f"RSS {first.worker_rss_mb if first else 0:.0f} -> {last.worker_rss_mb if last else 0:.0f}"
@@ -300,6 +332,7 @@ async def _sample(
             wfds, sfds = open_fds(worker.pid), open_fds(server.pid)
             worker.sample_rss()
             server.sample_rss()
+            anon, file_, shmem = proc_status_mb(worker.pid, "RssAnon", "RssFile", "RssShmem")
             samples.append(
                 Sample(
                     t=round(time.monotonic() - started, 1),
@@ -312,6 +345,10 @@ async def _sample(
                     serve_db=db_handles(server.pid, url, sfds),
                     inbox_waiting=waiting,
                     inbox_oldest_s=oldest,
+                    worker_anon_mb=anon,
+                    worker_file_mb=file_,
+                    worker_shmem_mb=shmem,
+                    wal_mb=wal_mb(url),
                 )
             )
             s = samples[-1]
@@ -320,7 +357,8 @@ async def _sample(
                     f.write(json.dumps(asdict(s)) + "\n")
             b.progress.advance(
                 min(accepted, total),
-                f"RSS {s.worker_rss_mb:.0f} MB, fds {s.worker_fds}, inbox {waiting}",
+                f"RSS {s.worker_rss_mb:.0f} MB (anon {anon:.0f}), fds {s.worker_fds}, "
+                f"inbox {waiting}",
             )
             if accepted >= total and done_at is None:
                 done_at = time.monotonic()
@@ -341,9 +379,8 @@ def fit_log(path: Path, warmup: int) -> dict[str, Any]:
     samples = [Sample(**json.loads(line)) for line in path.read_text().splitlines() if line]
     last = samples[-1].accepted if samples else 0
     worker, used = slope_mb_per_100k(samples, last, warmup)
-    serve, _ = slope_mb_per_100k(
-        [Sample(**{**asdict(s), "worker_rss_mb": s.serve_rss_mb}) for s in samples], last, warmup
-    )
+    serve, _ = slope_mb_per_100k(samples, last, warmup, field="serve_rss_mb")
+    anon, _ = slope_mb_per_100k(samples, last, warmup, field="worker_anon_mb")
     after = [s for s in samples if s.accepted >= warmup]
     return {
         "log": str(path),
@@ -352,6 +389,7 @@ def fit_log(path: Path, warmup: int) -> dict[str, Any]:
         "fit_samples": used,
         "worker_rss_slope_mb_per_100k": None if worker is None else round(worker, 3),
         "serve_rss_slope_mb_per_100k": None if serve is None else round(serve, 3),
+        "worker_anon_slope_mb_per_100k": None if anon is None else round(anon, 3),
         "worker_rss_mb_first_last": [after[0].worker_rss_mb, after[-1].worker_rss_mb]
         if after
         else None,
@@ -368,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=main.__doc__)
     parser.add_argument("log", type=Path)
-    parser.add_argument("--warmup", type=int, default=50_000, help="Messages to skip.")
+    parser.add_argument(
+        "--warmup", type=int, default=RESERVOIR_FILL, help="Messages to skip (default %(default)s)."
+    )
     args = parser.parse_args(argv)
     sys.stdout.write(json.dumps(fit_log(args.log, args.warmup), indent=2) + "\n")
     return 0
