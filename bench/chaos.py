@@ -100,7 +100,7 @@ async def finish(
     hooks = (await w.fake.stats())["webhooks"]
     await w.stop()
     db, never = await w.db_states()
-    out = outcome(w, faults=faults, db=db, **names)  # type: ignore[arg-type]
+    out = outcome(w, faults=faults, db=db, **names)
     out.notes += (
         f"{never} conversations still at their first step; webhook POSTs failed "
         f"{hooks['failures']} times (retried), {hooks['pending']} updates still pending; "

@@ -192,7 +192,7 @@ class World:
         q_msgs = "SELECT status, count(*) FROM messages GROUP BY status"
         q_pending = "SELECT count(*) FROM conversations WHERE step = 0 AND state = 'pending'"
         if self.url.startswith("sqlite"):
-            path = make_url(self.url).database
+            path = make_url(self.url).database or ""
 
             def read() -> tuple[list[Any], int]:
                 with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:

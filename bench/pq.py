@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from procrastinate import App, PsycopgConnector
+from procrastinate.types import JSONValue
 
 from dripline.whatsapp import CloudApiClient
 
@@ -50,7 +51,7 @@ async def defer(dsn: str, jobs: Sequence[tuple[str, str, datetime]], chunk: int 
     app = make_app(dsn)
     async with app.open_async():
         task = app.tasks[TASK_NAME]
-        by_due: dict[datetime, list[dict[str, str]]] = {}
+        by_due: dict[datetime, list[dict[str, JSONValue]]] = {}
         for phone, ref, due in jobs:
             by_due.setdefault(due, []).append({"phone": phone, "ref": ref})
         for due, kwargs in by_due.items():
