@@ -327,6 +327,10 @@ async def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> D
             )
             started = time.monotonic()
             run = asyncio.ensure_future(dispatcher.run(max_seconds=opts.max_seconds))
+            # Let run() start before anything may stop it: it clears earlier stop
+            # requests, so with nothing to send (--conversations 0 --stream 0) the
+            # request_stop below would be lost and the run last max_seconds.
+            await asyncio.sleep(0)
             window: list[tuple[float, int]] = []
             try:
                 with Live(console=console, refresh_per_second=4, transient=not opts.live) as live:

@@ -13,6 +13,7 @@ stores the typed answers and moves each conversation along its branch. The resul
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 import time
@@ -85,6 +86,7 @@ class AnswersReport:
             "simulated_end": self.ended_at.isoformat(),
             "simulated_days": round(self.simulated_s / 86_400, 2),
             "elapsed_s": round(self.elapsed_s, 1),
+            "rounds": self.rounds,
             "messages": self.messages,
             "replies_by_kind": self.replies_by_kind,
             "results": to_json(self.results),
@@ -124,6 +126,18 @@ async def _replies(
     return bodies
 
 
+async def _post_all(http: aiohttp.ClientSession, url: str, bodies: list[dict[str, Any]]) -> None:
+    """The users write, a few at a time (each reply is its own user's; order between
+    users does not matter)."""
+
+    async def post(body: dict[str, Any]) -> None:
+        async with http.post(url, json=body) as resp:
+            resp.raise_for_status()
+
+    for i in range(0, len(bodies), 20):
+        await asyncio.gather(*(post(b) for b in bodies[i : i + 20]))
+
+
 async def run_answers(
     database_url: str,
     flows_dir: Path,
@@ -157,7 +171,14 @@ async def run_answers(
     rounds = 0
     async with (
         clocked_world(
-            database_url, clock, config, flows_dir=flows_dir, api_token=secrets.token_urlsafe(24)
+            database_url,
+            clock,
+            config,
+            flows_dir=flows_dir,
+            api_token=secrets.token_urlsafe(24),
+            # The demo shares 2 cores with its users and the fake: time to start a
+            # round's sends in one pass.
+            heartbeat_s=1.0,
         ) as w,
         aiohttp.ClientSession() as users_http,
     ):
@@ -188,9 +209,7 @@ async def run_answers(
                 clock.set(latest)
                 for body in bodies:
                     kinds[body["kind"]] += 1
-                    url = f"{w.fake.base_url}/_fake/inbound"
-                    async with users_http.post(url, json=body) as resp:
-                        resp.raise_for_status()
+                await _post_all(users_http, f"{w.fake.base_url}/_fake/inbound", bodies)
                 await w.settle()
                 continue
             if not await w.advance():

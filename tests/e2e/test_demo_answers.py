@@ -114,7 +114,15 @@ async def test_the_demo_results_are_what_the_simulated_users_answered(tmp_path: 
     out = await asyncio.to_thread(
         CliRunner().invoke,
         app,
-        ["results", "free-trial", "--json", "--database-url", url, "--flows-dir", str(REPO / "flows")],
+        [
+            "results",
+            "free-trial",
+            "--json",
+            "--database-url",
+            url,
+            "--flows-dir",
+            str(REPO / "flows"),
+        ],
         catch_exceptions=False,
     )
     assert out.exit_code == 0, out.output
