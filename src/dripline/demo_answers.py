@@ -29,6 +29,7 @@ import aiohttp
 from dripline.clock import FakeClock, utcnow
 from dripline.clocked import ClockedWorld, clocked_world, midday_zone
 from dripline.demo_users import SimulatedUser
+from dripline.errors import ConfigError
 from dripline.fake import FakeConfig
 from dripline.flows import load_flows
 from dripline.results import FlowResults, flow_results, to_json
@@ -146,12 +147,14 @@ async def run_answers(
 ) -> AnswersReport:
     """Put `opts.users` simulated users through `opts.flow` on `database_url`, and read
     the flow's results. `on_progress(clock time, messages, replies)` after each round."""
+    if not 0 <= opts.users <= MAX_USERS:
+        raise ConfigError(f"the answers phase takes 0 to {MAX_USERS:,} users, not {opts.users}")
     flow = load_flows(flows_dir).get(opts.flow)  # FlowError before any I/O
     questions = flow.questions()
     rng = random.Random(opts.seed)
     users = {
         answers_phone(n): SimulatedUser.scripted(answers_phone(n), questions, rng)
-        for n in range(min(opts.users, MAX_USERS))
+        for n in range(opts.users)
     }
     start = utcnow().replace(microsecond=0)
     clock = FakeClock(start)

@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
             int,
             typer.Option(
                 min=0,
+                max=10_000,
                 help="Simulated users through the free-trial flow, answering by webhook "
                 "(time compressed); 0 skips the answers phase.",
             ),
