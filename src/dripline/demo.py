@@ -1,10 +1,14 @@
 """`dripline demo`: the main job on the embedded default, against a local Cloud API.
 
-It enrolls a backlog due now plus a stream that falls due over the minute after the
-backlog should have drained, runs the dispatcher against the fake Cloud API in this
+First the answers phase (`dripline.demo_answers`): a few hundred simulated users go
+through the shipped free-trial flow, time compressed, and answer by signed webhooks; it
+runs first so that its conversations are all finished before the backlog is sent. Then
+the throughput phase: it enrolls a backlog due now plus a stream that falls due over the
+minute after the backlog should have drained, runs the dispatcher against the fake Cloud API in this
 process, shows live progress, and ends with a summary measured at the fake (when each
 message arrived there, against when it was due) next to what the seed's design would
-have taken for the same load.
+have taken for the same load. The last screen is the free-trial flow's results table,
+read from the database as `dripline results` reads it.
 """
 
 from __future__ import annotations
@@ -24,13 +28,20 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from dripline.clock import utcnow
+from dripline.demo_answers import (
+    ANSWERS_FLOW,
+    AnswersOptions,
+    AnswersReport,
+    is_answers_phone,
+    run_answers,
+)
 from dripline.dispatcher.engine import Dispatcher
 from dripline.dispatcher.policies import concurrency_for_rate
 from dripline.dispatcher.stats import percentile
 from dripline.errors import ConfigError
 from dripline.fake.app import running_fake
 from dripline.fake.config import FakeConfig
-from dripline.flows import load_flows
+from dripline.flows import FlowSet, load_flows
 from dripline.planner import LatencyModel, PlanSettings, simulate
 from dripline.settings import Policy, Settings
 from dripline.store import Enrollment, open_store
@@ -54,6 +65,7 @@ class DemoOptions:
     latency_p99_ms: float = 450.0
     max_seconds: float = 900.0
     live: bool = True
+    answers: int = 300  # simulated users through the free-trial flow; 0: no answers phase
 
 
 @dataclass
@@ -85,12 +97,15 @@ class DemoReport:
     next_follow_up_at: datetime | None
     database: str
     extra: dict[str, Any] = field(default_factory=dict)
+    answers: AnswersReport | None = None
+    answers_skipped: str | None = None  # why there is no answers phase
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["next_follow_up_at"] = (
             self.next_follow_up_at.isoformat() if self.next_follow_up_at else None
         )
+        data["answers"] = self.answers.as_dict() if self.answers else None
         return data
 
 
@@ -125,6 +140,8 @@ async def _prepare_database(settings: Settings, console: Console) -> None:
     store = await open_store(settings.database_url, pool_size=1)
     try:
         other = await store.flows_in_use() - {DEMO_FLOW}
+        if ANSWERS_FLOW in other and await _only_demo_users(store):
+            other.discard(ANSWERS_FLOW)
     finally:
         await store.close()
     if other:
@@ -134,6 +151,49 @@ async def _prepare_database(settings: Settings, console: Console) -> None:
         )
     _remove_sqlite_files(path)
     console.print(f"[dim]recreating {path} (it held only earlier demo data)[/]")
+
+
+async def _only_demo_users(store: Any) -> bool:
+    """True when every conversation of the answers phase's flow has a demo user's number."""
+    after = 0
+    while page := await store.list_conversations(flow=ANSWERS_FLOW, limit=1_000, after_id=after):
+        if not all(is_answers_phone(c.phone) for c in page):
+            return False
+        after = page[-1].id
+    return True
+
+
+async def _answers(
+    settings: Settings, opts: DemoOptions, flows: FlowSet, console: Console
+) -> tuple[AnswersReport | None, str | None]:
+    """The answers phase, or why it did not run."""
+    if opts.answers <= 0:
+        return None, "--answers 0"
+    if ANSWERS_FLOW not in flows.names():
+        return None, (
+            f"no {ANSWERS_FLOW} flow in {settings.flows_dir} (run the demo from the "
+            "repository, or set DRIPLINE_FLOWS_DIR to its flows/ folder)"
+        )
+    console.print(
+        f"answers: {opts.answers:,} simulated users through the {ANSWERS_FLOW} flow, "
+        "[bold]time compressed[/] (dripline runs on a clock that jumps to the next due time)"
+    )
+    with console.status("", spinner="dots") as status:
+
+        def progress(now: datetime, messages: int, replies: int) -> None:
+            if opts.live:
+                status.update(
+                    f"answers: {now:%a %H:%M} on the demo's clock, "
+                    f"{messages:,} messages sent, {replies:,} replies"
+                )
+
+        report = await run_answers(
+            settings.database_url,
+            settings.flows_dir,
+            AnswersOptions(users=opts.answers),
+            progress,
+        )
+    return report, None
 
 
 def _phone(i: int) -> str:
@@ -223,6 +283,8 @@ def _live_view(
 async def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> DemoReport:
     """Run the demo end to end and return what it measured."""
     await _prepare_database(settings, console)
+    flows = load_flows(settings.flows_dir)
+    answers, skipped = await _answers(settings, opts, flows, console)
     mean_s = opts.latency_ms / 1000.0
     concurrency = max(settings.concurrency, concurrency_for_rate(opts.rate_per_s, mean_s, 2.0))
     run_settings = settings.model_copy(
@@ -260,11 +322,15 @@ async def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> D
             dispatcher = Dispatcher(
                 store=store,
                 client=client,
-                flows=load_flows(run_settings.flows_dir),
+                flows=flows,
                 settings=run_settings,
             )
             started = time.monotonic()
             run = asyncio.ensure_future(dispatcher.run(max_seconds=opts.max_seconds))
+            # Let run() start before anything may stop it: it clears earlier stop
+            # requests, so with nothing to send (--conversations 0 --stream 0) the
+            # request_stop below would be lost and the run last max_seconds.
+            await asyncio.sleep(0)
             window: list[tuple[float, int]] = []
             try:
                 with Live(console=console, refresh_per_second=4, transient=not opts.live) as live:
@@ -346,52 +412,6 @@ async def run_demo(settings: Settings, opts: DemoOptions, console: Console) -> D
         follow_ups_scheduled=backlog.by_state.get("in_progress", 0),
         next_follow_up_at=next_due,
         database=run_settings.database_url,
+        answers=answers,
+        answers_skipped=skipped,
     )
-
-
-def _hours(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def render_report(report: DemoReport, console: Console) -> None:
-    """The end-of-demo summary as a table."""
-    t = Table(title="dripline demo: summary (measured at the fake Cloud API)", show_header=True)
-    t.add_column("")
-    t.add_column("dripline", justify="right")
-    t.add_column("seed design (every 5 min, 30 rows, 5 at a time)", justify="right")
-    total = report.conversations + report.stream
-    t.add_row("messages", f"{total:,}", f"{total:,}")
-    t.add_row(
-        "backlog of " + f"{report.conversations:,} drained in",
-        _hours(report.backlog_drain_s),
-        f"{_hours(report.seed_drain_s)} ({report.seed_runs:,} runs)",
-    )
-    ratio = report.backlog_throughput_per_s / report.rate_per_s if report.rate_per_s else 0
-    t.add_row(
-        "throughput",
-        f"{report.backlog_throughput_per_s:g} msg/s "
-        f"({ratio:.0%} of the {report.rate_per_s:g}/s limit)",
-        f"{30 / 300:g} msg/s (8,640 a day)",
-    )
-    b, s = report.backlog_lag_s, report.stream_lag_s
-    t.add_row("lag, backlog (p50 / p99)", f"{b['p50']:.1f} s / {b['p99']:.1f} s", "")
-    t.add_row(
-        "lag, on-time stream (p50 / p99 / max)",
-        f"{s['p50'] * 1000:.0f} ms / {s['p99'] * 1000:.0f} ms / {s['max'] * 1000:.0f} ms",
-        f"p99 {_hours(report.seed_lag_p99_s)}",
-    )
-    t.add_row("duplicates / missing", f"{report.duplicates} / {report.missing}", "")
-    fails = ", ".join(f"{k}: {v}" for k, v in sorted(report.failed_by_class.items())) or "none"
-    t.add_row("errors by class", fails, "")
-    t.add_row("retries / 130429 responses", f"{report.retries} / {report.throttled_responses}", "")
-    console.print(t)
-    if report.next_follow_up_at:
-        console.print(
-            f"{report.follow_ups_scheduled:,} conversations wait for their next question "
-            f"(the first at {report.next_follow_up_at:%H:%M:%S} UTC); "
-            f"`dripline run` keeps sending them. Data: {report.database}"
-        )
