@@ -140,12 +140,12 @@ class PostgresStore(SqlStore):
         # Every statement planned for its own parameters, never from a cached generic
         # plan: PostgreSQL switches a prepared statement to a generic plan after five
         # runs and keeps it until the table's statistics change (never, with autovacuum
-        # off). The claim's generic plan, made for an unknown LIMIT, joined by a
-        # sequential scan of all conversations; the reservation's and the record's, made
-        # while `messages` was nearly empty, scanned every message row. Each claim and
-        # record then cost more as the tables and their dead tuples grew: a drain's rate
-        # fell by half to two thirds (issue 14, bench/README.md scenario 15). Planning
-        # each run costs far less.
+        # off). Measured on drains through the store: the reservation's and the
+        # record's, made while `messages` was nearly empty, read every message row each
+        # time, and on a 30,000-conversation table the claim's, made for an unknown
+        # LIMIT, read every conversation. Each cost grew with the tables and their dead
+        # tuples: the database's CPU per message rose tenfold over a 50,000 drain
+        # (issue 14, bench/README.md scenario 15). Planning each run costs far less.
         connect_args: dict[str, Any] = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
         if pooler:
             # A transaction pooler hands each transaction a different server session, so
