@@ -24,7 +24,9 @@ from sqlalchemy import Select, Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from dripline.store.schema import UTCDateTime
 from dripline.store.sql import SqlStore
+from dripline.store.sql.core import CHUNK, chunks
 from dripline.store.types import NONFINAL_STATUSES, Outcome
 from dripline.store.urls import DatabaseUrl
 
@@ -75,6 +77,30 @@ SELECT (SELECT count(*) FROM conv), (SELECT count(*) FROM msg)
 """
 )
 
+# A reservation's prior message rows, looked up by their unique key one by one (the
+# LIMIT keeps each lookup a subquery the planner cannot turn into a join). Written as a
+# join, or as `conversation_id IN (...)`, the plan depended on the statistics of
+# `messages`: with none (a new table, autovacuum off or not yet run) the planner
+# guessed half the table matched and read every row of it for each reservation, a cost
+# that grew with every message sent (issue 14: a drain's rate fell by two thirds).
+# FOR UPDATE: a webhook must not change a status between our read and our write.
+_PRIOR_SQL = text(
+    """
+SELECT m.id, m.conversation_id, m.step, m.purpose, m.status, m.attempts, m.wamid,
+       m.error_code, m.status_at, m.reserved_at
+FROM unnest(CAST(:k_conv AS BIGINT[]), CAST(:k_step AS INTEGER[]), CAST(:k_purpose AS TEXT[]))
+     AS k(conversation_id, step, purpose)
+CROSS JOIN LATERAL (
+    SELECT m.id, m.conversation_id, m.step, m.purpose, m.status, m.attempts, m.wamid,
+           m.error_code, m.status_at, COALESCE(m.reserved_at, m.created_at) AS reserved_at
+    FROM messages AS m
+    WHERE m.conversation_id = k.conversation_id AND m.step = k.step AND m.purpose = k.purpose
+    LIMIT 1
+    FOR UPDATE
+) AS m
+"""
+).columns(status_at=UTCDateTime, reserved_at=UTCDateTime)
+
 _NOTIFY_SQL = text("SELECT pg_notify(:channel, :payload)")
 
 
@@ -111,10 +137,21 @@ class PostgresStore(SqlStore):
     backend = "postgresql"
 
     def __init__(self, url: DatabaseUrl, *, pool_size: int = 2, pooler: bool = False) -> None:
-        connect_args: dict[str, Any] = {}
+        # Every statement planned for its own parameters, never from a cached generic
+        # plan: PostgreSQL switches a prepared statement to a generic plan after five
+        # runs and keeps it until the table's statistics change (never, with autovacuum
+        # off). Measured on drains through the store: the reservation's and the
+        # record's, made while `messages` was nearly empty, read every message row each
+        # time, and on a 30,000-conversation table the claim's, made for an unknown
+        # LIMIT, read every conversation. Each cost grew with the tables and their dead
+        # tuples: the database's CPU per message rose tenfold over a 50,000 drain
+        # (issue 14, bench/README.md scenario 15). Planning each run costs far less.
+        connect_args: dict[str, Any] = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
         if pooler:
             # A transaction pooler hands each transaction a different server session, so
-            # a statement prepared in one is missing (or another's) in the next.
+            # a statement prepared in one is missing (or another's) in the next. Each
+            # statement is prepared afresh (so planned for its parameters); no setting is
+            # sent, as PgBouncer refuses startup parameters it does not know.
             connect_args = {
                 "statement_cache_size": 0,
                 "prepared_statement_cache_size": 0,
@@ -146,9 +183,19 @@ class PostgresStore(SqlStore):
         # Serializes reservations per conversation; NO KEY keeps FK inserts unblocked.
         return super()._build_lock_owned().with_for_update(key_share=True)
 
-    def _build_prior_messages(self) -> Select[Any]:
-        # A webhook must not change a status between our read and our write.
-        return super()._build_prior_messages().with_for_update()
+    async def _read_prior(
+        self, conn: AsyncConnection, wanted: set[tuple[int, int, str]]
+    ) -> dict[tuple[int, int, str], Any]:
+        prior: dict[tuple[int, int, str], Any] = {}
+        for page in chunks(sorted(wanted), CHUNK):
+            params = {
+                "k_conv": [k[0] for k in page],
+                "k_step": [k[1] for k in page],
+                "k_purpose": [k[2] for k in page],
+            }
+            for r in await conn.execute(_PRIOR_SQL, params):
+                prior[(r.conversation_id, r.step, r.purpose)] = r
+        return prior
 
     def _upsert(self, table: Table) -> Any:
         stmt = pg_insert(table)

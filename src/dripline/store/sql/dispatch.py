@@ -3,7 +3,7 @@
 The hot path: claim_due, reserve and record_results were tuned by measurement (see
 bench/README.md); each is one transaction of a few set-based statements, built once per
 store. The dialect modules override `_due_ids`, `_build_lock_owned`,
-`_build_prior_messages`, `_record` and `_upsert_worker`.
+`_build_prior_messages`, `_read_prior`, `_record` and `_upsert_worker`.
 """
 
 from __future__ import annotations
@@ -185,18 +185,7 @@ class DispatchSql(SqlCore):
                     self._lock_owned, {"b_ids": list(chunk), "b_w": worker_id, "b_now": now}
                 )
                 owned.update(r[0] for r in rows)
-            prior: dict[tuple[int, int, str], Any] = {}
-            wanted = {k for k in keys if k[0] in owned}
-            # By conversation id, the keys filtered here: SQLite cannot search an index
-            # for a row-value IN list and scanned every message row instead, so each
-            # reservation cost more as the table grew (issue 14: a drain's rate fell by
-            # two thirds). A conversation has a few message rows, one per step sent.
-            for id_chunk in chunks(sorted({k[0] for k in wanted}), CHUNK):
-                rows = await conn.execute(self._prior_messages, {"b_ids": list(id_chunk)})
-                for r in rows:
-                    key = (r.conversation_id, r.step, r.purpose)
-                    if key in wanted:
-                        prior[key] = r
+            prior = await self._read_prior(conn, {k for k in keys if k[0] in owned})
             results: dict[tuple[int, int, str], ReservationResult] = {}
             inserts: list[dict[str, Any]] = []
             updates: list[dict[str, Any]] = []
@@ -290,6 +279,23 @@ class DispatchSql(SqlCore):
             if updates:
                 await conn.execute(self._update_reserved, updates)
         return [results[(i.conversation_id, i.step, i.purpose)] for i in items]
+
+    async def _read_prior(
+        self, conn: AsyncConnection, wanted: set[tuple[int, int, str]]
+    ) -> dict[tuple[int, int, str], Any]:
+        """The message rows of these (conversation, step, purpose) keys that exist."""
+        prior: dict[tuple[int, int, str], Any] = {}
+        # By conversation id, the keys filtered here: SQLite cannot search an index
+        # for a row-value IN list and scanned every message row instead, so each
+        # reservation cost more as the table grew (issue 14: a drain's rate fell by
+        # two thirds). A conversation has a few message rows, one per step sent.
+        for id_chunk in chunks(sorted({k[0] for k in wanted}), CHUNK):
+            rows = await conn.execute(self._prior_messages, {"b_ids": list(id_chunk)})
+            for r in rows:
+                key = (r.conversation_id, r.step, r.purpose)
+                if key in wanted:
+                    prior[key] = r
+        return prior
 
     async def record_results(
         self, outcomes: Sequence[Outcome], worker_id: str, now: datetime
