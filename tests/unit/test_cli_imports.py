@@ -16,8 +16,9 @@ import typer
 from dripline.cli import COMMAND_MODULES, build_app
 from dripline.store.migrate import head_from_scripts
 
-# Never needed to start the dispatcher: the server, the fake, the planner, migrations
-# (only when a schema is behind), the second HTTP stack, the webhook parser.
+# Never needed to start the dispatcher (nor to send with the demo flow): the server, the
+# fake, the planner, migrations (only when a schema is behind), the second HTTP stack
+# (the throughput tier's GET included), the webhook parser.
 NOT_FOR_RUN = (
     "alembic",
     "aiohttp",
@@ -30,6 +31,10 @@ NOT_FOR_RUN = (
     "dripline.planner",
     "dripline.whatsapp.webhooks",
     "dripline.whatsapp.aiohttp_transport",
+    # The in-memory backend (tests, the simulator), phone-number metadata (quiet hours
+    # by the recipient's country only).
+    "dripline.store.memory",
+    "phonenumbers",
 )
 # Not needed before a command is chosen.
 NOT_FOR_THE_CLI = (*NOT_FOR_RUN, "sqlalchemy", "dripline.store", "dripline.dispatcher")
