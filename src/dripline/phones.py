@@ -1,9 +1,11 @@
-"""Phone numbers: validation and normalisation to E.164 with `phonenumbers`."""
+"""Phone numbers: validation and normalisation to E.164 with `phonenumbers`.
+
+`phonenumbers` (its metadata tables) is imported by the functions that parse: the
+dispatcher imports this module for the variants, and `dripline run --once` should not
+pay for the tables unless a flow's quiet hours need a recipient's time zone.
+"""
 
 from __future__ import annotations
-
-import phonenumbers
-from phonenumbers import timezone as pn_timezone
 
 from dripline.errors import InvalidPhoneError
 
@@ -12,6 +14,8 @@ __all__ = ["is_same_user", "normalize_phone", "phone_variants", "timezone_for_ph
 
 def normalize_phone(raw: str, *, where: str | None = None) -> str:
     """Return `raw` as E.164 (`+16505551234`) or raise InvalidPhoneError."""
+    import phonenumbers
+
     text = (raw or "").strip()
     if not text:
         raise InvalidPhoneError("phone is empty", where=where)
@@ -29,6 +33,9 @@ def normalize_phone(raw: str, *, where: str | None = None) -> str:
 
 def timezone_for_phone(e164: str) -> str | None:
     """The IANA time zone of a number when its country has exactly one, else None."""
+    import phonenumbers
+    from phonenumbers import timezone as pn_timezone
+
     try:
         parsed = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:

@@ -314,3 +314,46 @@ async def test_a_failed_tunnel_is_not_sent(answer: bytes | None, match: str) -> 
         await transport.close()
     assert info.value.maybe_sent is False
     assert "pr0xy-secret" not in str(info.value)
+
+
+async def test_get_reads_on_the_same_connections() -> None:
+    """The throughput tier's GET goes through the builtin transport (loading aiohttp for
+    it was a fifth of `run --once`'s start-up): a GET head without a body, and the
+    keep-alive connection serves the POSTs after it."""
+    heads: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        heads.append(f"{request.method} {request.path_qs} {request.headers.get('Authorization')}")
+        assert request.headers.get("Content-Length") in (None, "2")
+        return web.Response(text='{"throughput":{"level":"HIGH"}}', headers={"Retry-After": "7"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/v23.0/1"
+    transport = Http1Transport(access_token="tok")
+    try:
+        answer = await transport.get(f"{base}?fields=throughput")
+        assert answer == (200, b'{"throughput":{"level":"HIGH"}}', "7")
+        assert (await transport(f"{base}/messages", b"{}"))[0] == 200
+        assert len(transport._all) == 1
+    finally:
+        await transport.close()
+        await runner.cleanup()
+    assert heads == [
+        "GET /v23.0/1?fields=throughput Bearer tok",
+        "POST /v23.0/1/messages Bearer tok",
+    ]
+
+
+async def test_a_get_that_fails_after_writing_is_not_maybe_sent() -> None:
+    """A read changes nothing: its lost answer is a plain error, never `maybe_sent`."""
+    transport = Http1Transport(access_token="tok", read_timeout_s=0.2)
+    async with raw_server(b"", close=False) as url:
+        with pytest.raises(TransportError, match=r"GET /x failed: read timeout") as info:
+            await transport.get(url)
+    await transport.close()
+    assert info.value.maybe_sent is False

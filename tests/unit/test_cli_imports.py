@@ -16,8 +16,9 @@ import typer
 from dripline.cli import COMMAND_MODULES, build_app
 from dripline.store.migrate import head_from_scripts
 
-# Never needed to start the dispatcher: the server, the fake, the planner, migrations
-# (only when a schema is behind), the second HTTP stack, the webhook parser.
+# Never needed to start the dispatcher (nor to send with the demo flow): the server, the
+# fake, the planner, migrations (only when a schema is behind), the second HTTP stack
+# (the throughput tier's GET included), the webhook parser.
 NOT_FOR_RUN = (
     "alembic",
     "aiohttp",
@@ -30,6 +31,10 @@ NOT_FOR_RUN = (
     "dripline.planner",
     "dripline.whatsapp.webhooks",
     "dripline.whatsapp.aiohttp_transport",
+    # The in-memory backend (tests, the simulator), phone-number metadata (quiet hours
+    # by the recipient's country only).
+    "dripline.store.memory",
+    "phonenumbers",
 )
 # Not needed before a command is chosen.
 NOT_FOR_THE_CLI = (*NOT_FOR_RUN, "sqlalchemy", "dripline.store", "dripline.dispatcher")
@@ -43,18 +48,18 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
     return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
 
 
 def test_importing_the_cli_loads_no_command() -> None:
-    assert _loaded(_modules_after("import dripline.cli"), NOT_FOR_THE_CLI) == []
+    assert loaded(_modules_after("import dripline.cli"), NOT_FOR_THE_CLI) == []
 
 
 def test_the_run_command_loads_only_what_the_dispatcher_needs() -> None:
     modules = _modules_after("import dripline.cli\ndripline.cli.build_app('run')")
     assert "dripline.dispatcher.engine" in modules  # it did build `run`
-    assert _loaded(modules, NOT_FOR_RUN) == []
+    assert loaded(modules, NOT_FOR_RUN) == []
 
 
 def test_every_command_is_mapped_to_the_module_that_registers_it() -> None:

@@ -16,13 +16,13 @@ built directly); settings refuse it, since every command opens the database anew
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.errors import ConfigError, DatabaseUnavailable, DriplineError, StoreError
 from dripline.store.base import Store, WebhookTx
-from dripline.store.memory import MemoryDatabase, MemoryStore
 from dripline.store.migrate import current_revision, head_revision, upgrade_connection
 from dripline.store.report_types import (
     BacklogCounts,
@@ -72,6 +72,9 @@ from dripline.store.types import (
     WorkerInfo,
 )
 from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url
+
+if TYPE_CHECKING:
+    from dripline.store.memory import MemoryDatabase, MemoryStore
 
 __all__ = [
     "ACTIVE_STATES",
@@ -126,6 +129,16 @@ __all__ = [
     "open_store",
     "schema_revision",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The in-memory backend (tests, the simulator) is loaded on first use: a dispatcher
+    # on SQLite or PostgreSQL never needs it, and `run --once` pays every import.
+    if name in ("MemoryDatabase", "MemoryStore"):
+        from dripline.store import memory
+
+        return getattr(memory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _make_store(url: DatabaseUrl, pool_size: int, pooler: bool) -> SqlStore:
@@ -184,6 +197,8 @@ async def open_store(
     """
     url = parse_database_url(database_url)
     if url.backend == "memory":
+        from dripline.store.memory import MemoryStore
+
         return MemoryStore()  # a new, empty database each time
     if url.sqlite_path is not None:
         _check_sqlite_directory(url.sqlite_path)

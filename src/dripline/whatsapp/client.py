@@ -256,17 +256,9 @@ class CloudApiClient:
                 )
             transport = self._own_transport
         self._transport: Transport = transport
-        # GETs (the throughput tier: rare) go through aiohttp, which both reads and
-        # honours the same proxy; the builtin transport only POSTs.
+        # GETs (the throughput tier: rare) go through the same transport: both real ones
+        # read too, on the same connections and proxy.
         self._reader = reader
-        self._own_reader: AiohttpTransport | None = None
-        self._reader_args: dict[str, Any] = {
-            "access_token": token,
-            "connect_timeout_s": connect_timeout_s,
-            "read_timeout_s": read_timeout_s,
-            "session": session,
-            "proxy": proxy,
-        }
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> CloudApiClient:
@@ -393,19 +385,9 @@ class CloudApiClient:
         transport without a `reader` cannot GET). Raises WhatsAppError or TransportError
         like a send; see `dripline.whatsapp.throughput`."""
         url = f"{self._base}{sender or self.phone_number_id}?fields=throughput"
-        reader = self._reader
+        reader = self._reader or getattr(self._transport, "get", None)
         if reader is None:
-            get = getattr(self._transport, "get", None)  # an aiohttp transport reads too
-            if get is not None:
-                reader = get
-            elif self._own_transport is None:
-                return None  # an injected POST-only transport: no way to read
-            else:
-                if self._own_reader is None:
-                    from dripline.whatsapp.aiohttp_transport import AiohttpTransport
-
-                    self._own_reader = AiohttpTransport(**self._reader_args)
-                reader = self._own_reader.get
+            return None  # an injected POST-only transport: no way to read
         status, raw, retry_after = await reader(url)
         if 200 <= status < 300:
             return parse_throughput(raw)
@@ -415,8 +397,6 @@ class CloudApiClient:
         """Close the HTTP session this client opened (an injected transport is left alone)."""
         if self._own_transport is not None:
             await self._own_transport.close()
-        if self._own_reader is not None:
-            await self._own_reader.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -9,7 +9,9 @@ of CPU per request, this transport about 0.07 ms. aiohttp stays everywhere else 
 fake, webhook delivery, tests) and as `AiohttpTransport`, selected with
 `DRIPLINE_WHATSAPP_HTTP_CLIENT=aiohttp`.
 
-What it does: http and https (TLS verified against the system's CA store),
+What it does: POSTs, and the rare GET (the number's throughput tier, read at start:
+loading aiohttp for that one read cost `dripline run --once` a fifth of its start-up),
+http and https (TLS verified against the system's CA store),
 Content-Length and chunked responses, interim 1xx responses skipped (RFC 9110 section
 15.2; a 101 is a protocol error here, nothing asks to switch), keep-alive (idle
 connections are reused newest first and dropped after `keepalive_s`, before a server
@@ -178,7 +180,8 @@ def _authority(host: str, port: int) -> str:
 
 
 class Http1Transport:
-    """POSTs JSON with keep-alive pooling; a drop-in `Transport` for `CloudApiClient`.
+    """POSTs JSON (and GETs) with keep-alive pooling; a drop-in `Transport` for
+    `CloudApiClient`.
 
     There is no cap on connections: concurrency is the dispatcher's job, and a cap here
     would queue requests invisibly behind the limit it already enforces. `proxy` says
@@ -215,6 +218,14 @@ class Http1Transport:
         cached = self._targets.get(url)
         if cached is not None:
             return cached
+        origin, head, proxy = self._route(url, "POST")
+        head += b"Content-Type: application/json\r\nContent-Length: "
+        target = (origin, head, proxy)
+        self._targets[url] = target
+        return target
+
+    def _route(self, url: str, method: str) -> tuple[_Origin, bytes, Proxy | None]:
+        """The origin, the head's request line and common headers, and the proxy."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS or not parts.hostname:
@@ -226,16 +237,12 @@ class Http1Transport:
             host = host.rsplit(":", 1)[0]  # the default port is left out of Host
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         head = (
-            f"POST {path} HTTP/1.1\r\n"
+            f"{method} {path} HTTP/1.1\r\n"
             f"Host: {host}\r\n"
             f"User-Agent: dripline/{__version__}\r\n"
             f"Authorization: Bearer {self._token}\r\n"
-            "Content-Type: application/json\r\n"
-            "Content-Length: "
         ).encode("latin-1")
-        target = (origin, head, self._proxy.for_target(scheme, origin.host, port))
-        self._targets[url] = target
-        return target
+        return origin, head, self._proxy.for_target(scheme, origin.host, port)
 
     def _release(self, conn: _Connection) -> None:
         assert conn.origin is not None
@@ -330,8 +337,26 @@ class Http1Transport:
 
     async def __call__(self, url: str, body: bytes) -> RawResponse:
         origin, head, proxy = self._target(url)
+        return await self._exchange(origin, proxy, b"%b%d\r\n\r\n%b" % (head, len(body), body))
+
+    async def get(self, url: str) -> RawResponse:
+        """A GET on the same connections (the phone number node's fields). Read-only, so
+        a lost answer is simply an error: nothing may have been sent."""
+        origin, head, proxy = self._route(url, "GET")
+        try:
+            return await self._exchange(origin, proxy, head + b"\r\n")
+        except TransportError as exc:
+            if not exc.maybe_sent:
+                raise
+            why = str(exc).split(";", 1)[0]  # a read timeout's note is about messages
+            raise TransportError(
+                f"GET {urlsplit(url).path} failed: {why}", maybe_sent=False
+            ) from None
+
+    async def _exchange(self, origin: _Origin, proxy: Proxy | None, data: bytes) -> RawResponse:
+        """One request on an idle or new connection; its response."""
         conn = self._take_idle(origin) or await self._connect(origin, proxy)
-        waiter = conn.request(b"%b%d\r\n\r\n%b" % (head, len(body), body), self._read_timeout_s)
+        waiter = conn.request(data, self._read_timeout_s)
         try:
             return await waiter
         except TransportError:
