@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import weakref
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, event, text
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -28,7 +30,10 @@ from dripline.store.schema import (
     sqlite_timestamp,
 )
 from dripline.store.sql import SqlStore
-from dripline.store.types import NONFINAL_STATUSES, Outcome
+from dripline.store.sql.core import CONVERSATION_COLUMNS
+from dripline.store.sql.dispatch import claimed_rows
+from dripline.store.sqlite_lane import SqliteLane
+from dripline.store.types import NONFINAL_STATUSES, Claim, Outcome
 from dripline.store.urls import DatabaseUrl
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteStore"]
@@ -66,6 +71,61 @@ WHERE id = ? AND lease_owner = ? AND lease_expires_at >= ?
 """
 
 
+# The claim in driver SQL for the lane (the same statement `_due_ids` gives SQLAlchemy).
+# Without ANALYZE statistics SQLite prefers ix_conversations_state and sorts every
+# active row; the partial index walks due rows in order and stops after `limit`.
+_DUE_IDS_SQL = (
+    "SELECT id FROM conversations INDEXED BY ix_conversations_due "
+    f"WHERE {ACTIVE_SQL} AND next_send_at <= :b_now "
+    "AND (lease_expires_at IS NULL OR lease_expires_at < :b_now) "
+    "ORDER BY next_send_at LIMIT :b_limit"
+)
+_CLAIM_SQL = (
+    "UPDATE conversations SET lease_owner = :b_w, lease_expires_at = :b_until "
+    f"WHERE id IN ({_DUE_IDS_SQL}) "
+    f"RETURNING {', '.join(c.name for c in CONVERSATION_COLUMNS)}"
+)
+_NEXT_DUE_SQL = (
+    f"SELECT min(next_send_at) FROM conversations WHERE {ACTIVE_SQL} "
+    "AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+)
+# Each column's conversion from the driver's value, as SQLAlchemy's result would make it
+# (UTC text to aware datetimes, JSON text to dicts).
+_SQLITE = sqlite_dialect.dialect()
+_CONVERSIONS = [
+    c.type.dialect_impl(_SQLITE).result_processor(_SQLITE, None) for c in CONVERSATION_COLUMNS
+]
+_UTC = UTCDateTime()
+
+
+def _as_datetime(value: str | None) -> datetime | None:
+    return _UTC.process_result_value(value, _SQLITE)
+
+
+def _conversation(row: Sequence[Any]) -> list[Any]:
+    return [v if f is None or v is None else f(v) for f, v in zip(_CONVERSIONS, row, strict=True)]
+
+
+def _record_rows(
+    outcomes: Sequence[Outcome], worker_id: str, now: datetime
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """record_results' parameters for _RECORD_MESSAGE_SQL and _RECORD_CONVERSATION_SQL."""
+    ts = sqlite_timestamp
+    at = ts(now)
+    msg_rows = [
+        (m.status, m.error_code, m.error_title, m.wamid, ts(m.sent_at), m.latency_ms, at, at,
+         m.message_id)
+        for m in (o.message for o in outcomes)
+        if m is not None
+    ]  # fmt: skip
+    conv_rows = [
+        (c.state, c.step, c.purpose, ts(c.next_send_at), c.attempts, c.last_error,
+         c.wa_id, at, c.conversation_id, worker_id, at)
+        for c in (o.conversation for o in outcomes)
+    ]  # fmt: skip
+    return msg_rows, conv_rows
+
+
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     # The driver must not BEGIN by itself: the begin event below does, IMMEDIATE.
     dbapi_connection.isolation_level = None
@@ -97,8 +157,6 @@ class SqliteStore(SqlStore):
     backend = "sqlite"
 
     def __init__(self, url: DatabaseUrl, *, pool_size: int = 2) -> None:
-        import sqlite3
-
         if sqlite3.sqlite_version_info < (3, 35):
             raise ConfigError(
                 f"SQLite {sqlite3.sqlite_version} is too old: dripline needs 3.35+ "
@@ -120,43 +178,67 @@ class SqliteStore(SqlStore):
         event.listen(engine.sync_engine, "connect", _on_connect)
         event.listen(engine.sync_engine, "begin", _on_begin)
         super().__init__(engine, path or ":memory:")
+        # The dispatcher's claim and record in one thread trip each (sqlite_lane.py); an
+        # in-memory database is one connection's, so it keeps the pool's.
+        self._lane = (
+            None
+            if path is None
+            else SqliteLane(
+                path, target=path, busy_timeout_s=BUSY_TIMEOUT_S, on_connect=_on_connect
+            )
+        )
         self._key = key
         self._event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         _STORES.setdefault(key, weakref.WeakSet()).add(self)
 
     def _due_ids(self) -> Any:
-        # Without ANALYZE statistics SQLite prefers ix_conversations_state and sorts every
-        # active row; the partial index walks due rows in order and stops after `limit`.
         return (
-            text(
-                "SELECT id FROM conversations INDEXED BY ix_conversations_due "
-                f"WHERE {ACTIVE_SQL} AND next_send_at <= :b_now "
-                "AND (lease_expires_at IS NULL OR lease_expires_at < :b_now) "
-                "ORDER BY next_send_at LIMIT :b_limit"
-            )
+            text(_DUE_IDS_SQL)
             .bindparams(bindparam("b_now", type_=UTCDateTime), bindparam("b_limit"))
             .columns(conversations.c.id)
         )
 
+    async def claim_next(
+        self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> Claim:
+        if self._lane is None:
+            return await super().claim_next(limit, lease_ttl_s, worker_id, now)
+        at = sqlite_timestamp(now)
+        params = {
+            "b_now": at,
+            "b_limit": limit,
+            "b_w": worker_id,
+            "b_until": sqlite_timestamp(now + timedelta(seconds=lease_ttl_s)),
+        }
+
+        def claim(conn: sqlite3.Connection) -> Claim:
+            rows = conn.execute(_CLAIM_SQL, params).fetchall() if limit > 0 else []
+            [(next_due,)] = conn.execute(_NEXT_DUE_SQL, (at,)).fetchall()
+            return Claim(claimed_rows([_conversation(r) for r in rows]), _as_datetime(next_due))
+
+        return await self._lane.write(claim)
+
+    async def record_results(
+        self, outcomes: Sequence[Outcome], worker_id: str, now: datetime
+    ) -> int:
+        if self._lane is None or not outcomes:
+            return await super().record_results(outcomes, worker_id, now)
+        msg_rows, conv_rows = _record_rows(outcomes, worker_id, now)
+
+        def record(conn: sqlite3.Connection) -> int:
+            if msg_rows:
+                conn.executemany(_RECORD_MESSAGE_SQL, msg_rows)
+            return max(conn.executemany(_RECORD_CONVERSATION_SQL, conv_rows).rowcount, 0)
+
+        return await self._lane.write(record)
+
     async def _record(
         self, conn: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str, now: datetime
     ) -> int:
-        ts = sqlite_timestamp
-        at = ts(now)
-        msg_rows = [
-            (m.status, m.error_code, m.error_title, m.wamid, ts(m.sent_at), m.latency_ms, at, at,
-             m.message_id)
-            for m in (o.message for o in outcomes)
-            if m is not None
-        ]  # fmt: skip
+        msg_rows, conv_rows = _record_rows(outcomes, worker_id, now)
         if msg_rows:
             await conn.exec_driver_sql(_RECORD_MESSAGE_SQL, msg_rows)
-        conv_rows = [
-            (c.state, c.step, c.purpose, ts(c.next_send_at), c.attempts, c.last_error,
-             c.wa_id, at, c.conversation_id, worker_id, at)
-            for c in (o.conversation for o in outcomes)
-        ]  # fmt: skip
         result = await conn.exec_driver_sql(_RECORD_CONVERSATION_SQL, conv_rows)
         return max(result.rowcount, 0)
 
@@ -200,4 +282,6 @@ class SqliteStore(SqlStore):
             stores.discard(self)
             if not stores:
                 _STORES.pop(self._key, None)
+        if self._lane is not None:
+            await self._lane.close()
         await super().close()

@@ -43,6 +43,7 @@ from dripline.store.sql.core import (
 from dripline.store.types import (
     LEASE_LOST,
     NONFINAL_STATUSES,
+    Claim,
     Conversation,
     Outcome,
     Reservation,
@@ -50,7 +51,7 @@ from dripline.store.types import (
     WorkerInfo,
 )
 
-__all__ = ["DispatchSql"]
+__all__ = ["DispatchSql", "claim_params", "claimed_rows"]
 
 C = conversations.c
 M = messages.c
@@ -157,17 +158,28 @@ class DispatchSql(SqlCore):
     ) -> list[Conversation]:
         if limit <= 0:
             return []
-        params = {
-            "b_now": now,
-            "b_limit": limit,
-            "b_w": worker_id,
-            "b_until": now + timedelta(seconds=lease_ttl_s),
-        }
         async with self._write() as conn:
-            rows = (await conn.execute(self._claim, params)).all()
-        claimed = [conversation_from_row(r) for r in rows]
-        claimed.sort(key=lambda c: (c.next_send_at, c.id))
-        return claimed
+            return await self._claim_rows(conn, limit, lease_ttl_s, worker_id, now)
+
+    async def claim_next(
+        self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> Claim:
+        async with self._write() as conn:
+            claimed = await self._claim_rows(conn, limit, lease_ttl_s, worker_id, now)
+            # Same transaction: the rows just leased are excluded, as they would be by a
+            # separate `next_due_at` after the commit.
+            next_due: datetime | None = (
+                await conn.execute(self._next_due, {"b_now": now})
+            ).scalar()
+        return Claim(claimed, next_due)
+
+    async def _claim_rows(
+        self, conn: AsyncConnection, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> list[Conversation]:
+        if limit <= 0:
+            return []
+        params = claim_params(limit, lease_ttl_s, worker_id, now)
+        return claimed_rows((await conn.execute(self._claim, params)).all())
 
     async def reserve(
         self, items: Sequence[Reservation], worker_id: str, now: datetime
@@ -389,6 +401,23 @@ class DispatchSql(SqlCore):
     async def unregister(self, worker_id: str) -> None:
         async with self._write() as conn:
             await conn.execute(self._unregister, {"b_id": worker_id})
+
+
+def claim_params(limit: int, lease_ttl_s: float, worker_id: str, now: datetime) -> dict[str, Any]:
+    """The claim statement's parameters."""
+    return {
+        "b_now": now,
+        "b_limit": limit,
+        "b_w": worker_id,
+        "b_until": now + timedelta(seconds=lease_ttl_s),
+    }
+
+
+def claimed_rows(rows: Sequence[Any]) -> list[Conversation]:
+    """The claim's RETURNING rows, earliest due first."""
+    claimed = [conversation_from_row(r) for r in rows]
+    claimed.sort(key=lambda c: (c.next_send_at, c.id))
+    return claimed
 
 
 # A dispatcher's message write: the status only while it is still its own to set.
