@@ -5,7 +5,7 @@ and optionally under cProfile.
     python -m bench.trickle_profile --backend sqlite --rate 10 --seconds 20 \
         [--profile /tmp/trickle.prof | --pyspy /tmp/trickle.txt]
 
-`--profile` runs it under cProfile (wall time per function, main thread only);
+`--profile` runs it under cProfile on a CPU clock (`bench/cpu_profiled.py`);
 `--pyspy` samples it with py-spy (`pip install py-spy`; collapsed stacks of the
 threads that were on a CPU, so the SQLite driver's thread shows too). Profiled runs
 cost more CPU than plain ones: use them for the shares, the plain run for the number.
@@ -47,7 +47,8 @@ async def _main(
                 run = [DRIPLINE, "run", "--json", "--max-seconds", str(lead + seconds + 1)]
                 argv = run
                 if profile:
-                    argv = [sys.executable, "-m", "cProfile", "-o", profile, *run]
+                    here = Path(__file__).with_name("cpu_profiled.py")
+                    argv = [sys.executable, str(here), profile, *run[1:]]
                 elif pyspy:
                     spy = str(Path(sys.executable).with_name("py-spy"))
                     argv = [spy, "record", "-r", "1000", "--threads", "--nonblocking"]

@@ -67,9 +67,12 @@ class SqliteLane:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(
-                self._path, timeout=self._busy_timeout_s, check_same_thread=False
+                self._path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,  # no implicit BEGIN: _transaction says when
+                check_same_thread=False,
             )
-            self._on_connect(conn, None)  # the pool's pragmas; no implicit BEGIN
+            self._on_connect(conn, None)  # the pool's pragmas
             self._conn = conn
         return self._conn
 

@@ -40,8 +40,8 @@ from dripline.store.sql.core import (
     ts,
     worker_from_row,
 )
+from dripline.store.sql.reserve_plan import Key, key, plan, wanted
 from dripline.store.types import (
-    LEASE_LOST,
     NONFINAL_STATUSES,
     Claim,
     Conversation,
@@ -189,7 +189,6 @@ class DispatchSql(SqlCore):
         if not items:
             return []
         cids = sorted({item.conversation_id for item in items})
-        keys = sorted({(i.conversation_id, i.step, i.purpose) for i in items})
         async with self._write() as conn:
             owned: set[int] = set()
             for chunk in chunks(cids):
@@ -197,111 +196,29 @@ class DispatchSql(SqlCore):
                     self._lock_owned, {"b_ids": list(chunk), "b_w": worker_id, "b_now": now}
                 )
                 owned.update(r[0] for r in rows)
-            prior: dict[tuple[int, int, str], Any] = {}
-            wanted = {k for k in keys if k[0] in owned}
+            prior: dict[Key, Any] = {}
+            keys = wanted(items, owned)
             # By conversation id, the keys filtered here: SQLite cannot search an index
             # for a row-value IN list and scanned every message row instead, so each
             # reservation cost more as the table grew (issue 14: a drain's rate fell by
             # two thirds). A conversation has a few message rows, one per step sent.
-            for id_chunk in chunks(sorted({k[0] for k in wanted}), CHUNK):
+            for id_chunk in chunks(sorted({k[0] for k in keys}), CHUNK):
                 rows = await conn.execute(self._prior_messages, {"b_ids": list(id_chunk)})
                 for r in rows:
-                    key = (r.conversation_id, r.step, r.purpose)
-                    if key in wanted:
-                        prior[key] = r
-            results: dict[tuple[int, int, str], ReservationResult] = {}
-            inserts: list[dict[str, Any]] = []
-            updates: list[dict[str, Any]] = []
-            for item in items:
-                key = (item.conversation_id, item.step, item.purpose)
-                if key in results:
-                    continue  # a duplicate in the batch: same answer as the first
-                if item.conversation_id not in owned:
-                    row = prior.get(key)
-                    results[key] = ReservationResult(
-                        item.conversation_id, row.id if row else 0, False, LEASE_LOST, 0
-                    )
-                    continue
-                row = prior.get(key)
-                if row is None:
-                    inserts.append(
-                        {
-                            "conversation_id": item.conversation_id,
-                            "step": item.step,
-                            "purpose": item.purpose,
-                            "sender": item.sender,
-                            "status": "sending",
-                            "attempts": 1,
-                            "due_at": item.due_at,
-                            "status_at": now,
-                            "created_at": now,
-                            "updated_at": now,
-                            "reserved_at": now,
-                        }
-                    )
-                    continue
-                status = row.status
-                if status == "sending" and row.reserved_at == now:
-                    # Our own reservation from an attempt whose answer was lost (the
-                    # caller retries with the same `now`): still ours, never sent.
-                    results[key] = ReservationResult(
-                        item.conversation_id, row.id, True, status, row.attempts, reserved_at=now
-                    )
-                    continue
-                takeover = status == "pending" or (
-                    status in ("sending", "unknown") and item.resend_unknown
-                )
-                if takeover:
-                    attempts = row.attempts + 1
-                    updates.append(
-                        {
-                            "b_id": row.id,
-                            "b_status": "sending",
-                            "b_attempts": attempts,
-                            "b_now": now,
-                            "b_reserved": now,
-                        }
-                    )
-                    results[key] = ReservationResult(
-                        item.conversation_id,
-                        row.id,
-                        True,
-                        status,
-                        attempts,
-                        reserved_at=now,
-                    )
-                    continue
-                if status == "sending":
-                    # Its worker crashed mid-send: the message may or may not have left.
-                    updates.append(
-                        {
-                            "b_id": row.id,
-                            "b_status": "unknown",
-                            "b_attempts": row.attempts,
-                            "b_now": now,
-                            "b_reserved": row.reserved_at,
-                        }
-                    )
-                results[key] = ReservationResult(
-                    item.conversation_id,
-                    row.id,
-                    False,
-                    status,
-                    row.attempts,
-                    wamid=row.wamid,
-                    error_code=row.error_code,
-                    status_at=row.status_at,
-                    reserved_at=row.reserved_at,
-                )
-            for page in chunks(inserts, INSERT_PAGE):
+                    k = (r.conversation_id, r.step, r.purpose)
+                    if k in keys:
+                        prior[k] = r
+            todo = plan(items, owned, prior, now)
+            results = todo.results
+            for page in chunks(todo.inserts, INSERT_PAGE):
                 rows = await conn.execute(self._insert_messages, list(page))
                 for r in rows:
                     results[(r.conversation_id, r.step, r.purpose)] = ReservationResult(
                         r.conversation_id, r.id, True, None, 1, reserved_at=now
                     )
-            if updates:
-                await conn.execute(self._update_reserved, updates)
-        return [results[(i.conversation_id, i.step, i.purpose)] for i in items]
+            if todo.updates:
+                await conn.execute(self._update_reserved, todo.updates)
+        return [results[key(i)] for i in items]
 
     async def record_results(
         self, outcomes: Sequence[Outcome], worker_id: str, now: datetime
