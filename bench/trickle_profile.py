@@ -32,7 +32,12 @@ class _Quiet:
 
 
 async def _main(
-    backend: str, rate: float, seconds: float, profile: str | None, pyspy: str | None
+    backend: str,
+    rate: float,
+    seconds: float,
+    profile: str | None,
+    pyspy: str | None,
+    env: dict[str, str],
 ) -> None:
     lead = 3.0
     with tempfile.TemporaryDirectory(prefix="trickle-") as tmp:
@@ -53,7 +58,7 @@ async def _main(
                     spy = str(Path(sys.executable).with_name("py-spy"))
                     argv = [spy, "record", "-r", "1000", "--threads", "--nonblocking"]
                     argv += ["-f", "raw", "-o", pyspy, "--", *run]
-                child = spawn("trickle", argv, b.dripline_env(url, fake), b.workdir)
+                child = spawn("trickle", argv, b.dripline_env(url, fake, **env), b.workdir)
                 usage = await child.wait(lead + seconds + 60)
                 sent = len(await fake.messages())
             net = usage.cpu_s - base
@@ -73,8 +78,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--profile", default=None, help="write a cProfile file here")
     parser.add_argument("--pyspy", default=None, help="write py-spy's collapsed stacks here")
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the dispatcher, repeatable"
+    )
     args = parser.parse_args()
-    asyncio.run(_main(args.backend, args.rate, args.seconds, args.profile, args.pyspy))
+    env = dict(e.split("=", 1) for e in args.env)
+    asyncio.run(_main(args.backend, args.rate, args.seconds, args.profile, args.pyspy, env))
 
 
 if __name__ == "__main__":
