@@ -323,6 +323,23 @@ async def test_next_due_at_skips_leased_and_inactive(store: Store) -> None:
     assert await store.next_due_at(NOW + sec(61)) == NOW + sec(90)
 
 
+async def test_claim_next_claims_and_reports_the_next_due_in_one_call(store: Store) -> None:
+    """claim_next = claim_due + next_due_at(now) after it: the claimed rows no longer
+    count, an unleased later row does, a lapsed lease counts again."""
+    ids = await enroll_due(store, 3)
+    await store.enroll([Enrollment(phone(50), "f", at=NOW + sec(90))], NOW)
+    claim = await store.claim_next(2, 60, "w", NOW)
+    assert [c.id for c in claim.conversations] == ids[:2]
+    assert claim.next_due_at == NOW - sec(1)  # the third is still due
+    claim = await store.claim_next(5, 60, "w", NOW)
+    assert [c.id for c in claim.conversations] == ids[2:]
+    assert claim.next_due_at == NOW + sec(90)
+    empty = await store.claim_next(5, 60, "w2", NOW)
+    assert (empty.conversations, empty.next_due_at) == ([], NOW + sec(90))
+    lapsed = await store.claim_next(0, 60, "w2", NOW + sec(61))
+    assert (lapsed.conversations, lapsed.next_due_at) == ([], NOW - sec(3))
+
+
 async def test_backlog_counts(store: Store) -> None:
     await store.enroll(
         [

@@ -19,7 +19,7 @@ from dripline.dispatcher.slots import StartWindow, launch_headroom, launch_wake,
 from dripline.flows import load_flows
 from dripline.flows.base import OutboundMessage
 from dripline.sim.loop import SimClock, VirtualTimeLoop, run_virtual
-from dripline.store.base import Conversation, Enrollment, Reservation, ReservationResult
+from dripline.store.base import Claim, Enrollment, Reservation, ReservationResult
 from dripline.store.memory import MemoryStore
 from tests.fixtures.dispatch import UNUSED_URL, fast_settings, phones
 
@@ -28,11 +28,11 @@ STORE_LATENCY_S = 0.002
 
 
 class _SlowStore(MemoryStore):
-    async def claim_due(
+    async def claim_next(
         self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
-    ) -> list[Conversation]:
+    ) -> Claim:
         await asyncio.sleep(STORE_LATENCY_S)
-        return await super().claim_due(limit, lease_ttl_s, worker_id, now)
+        return await super().claim_next(limit, lease_ttl_s, worker_id, now)
 
     reserve_calls = 0
 

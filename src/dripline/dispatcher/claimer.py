@@ -2,9 +2,11 @@
 
 It claims about CLAIM_HORIZON_S of sending at the rate limit, and claims again when
 the queue falls to half of that (pipelining), so the launcher never waits on the
-database. When nothing is due it sleeps until the earliest `next_send_at` (at most
-`poll_ceiling_s`), waking early on an enrollment (`Store.wakeup_event`) or on one of
-our own writes that made a row due sooner (`Signals.resched`).
+database. When nothing more is due it sleeps until the earliest `next_send_at` (at most
+`poll_ceiling_s`), which the claim's own transaction reports (`Store.claim_next`), waking
+early on an enrollment (`Store.wakeup_event`) or on one of our own writes that made a
+row due sooner (`Signals.resched`). Both are watched from before the claim: a write that
+commits after the claim read the table still wakes the claimer.
 
 The seed's cron policy instead claims `batch_limit` rows once per `interval_s`, and
 skips a tick while the previous one is still sending.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import structlog
 
@@ -81,7 +84,7 @@ class Claimer:
                     await ctx.sleep(1.0, signals.room)
                     continue
                 want = max(1, claim_size(ctx.batch_limit, ctx.rate_share, CLAIM_HORIZON_S, queued))
-            rows = await self._claim(want)
+            rows, next_due = await self._claim(want, wakeup)
             if cron:
                 state.cron_tick_done = True
                 continue
@@ -96,17 +99,28 @@ class Claimer:
                     continue
                 await ctx.sleep(RECORD_INTERVAL_S)
                 continue
-            await self._sleep_until_due(wakeup)
+            await self._sleep_until_due(wakeup, next_due)
 
-    async def _claim(self, want: int) -> list[Conversation]:
+    async def _claim(
+        self, want: int, wakeup: asyncio.Event
+    ) -> tuple[list[Conversation], datetime | None]:
+        """Lease up to `want` due rows; also returns the earliest due time left."""
         ctx = self._ctx
         state = ctx.state
+        # From here on an enrollment, or one of our own writes making a row due within
+        # the poll ceiling, wakes the sleep that may follow (see _sleep_until_due).
+        wakeup.clear()
+        ctx.signals.resched.clear()
+        self._recorder.wake_in(ctx.settings.poll_ceiling_s)
         started = time.perf_counter()
         now = ctx.clock.now()
-        rows = await ctx.retry_db(
-            lambda: ctx.store.claim_due(want, ctx.settings.lease_ttl_s, ctx.worker_id, now),
+        claim = await ctx.retry_db(
+            lambda: ctx.store.claim_next(want, ctx.settings.lease_ttl_s, ctx.worker_id, now),
             "claim",
         )
+        # Reschedules noted meanwhile armed their own wake-ups (Recorder).
+        self._recorder.wake_at = None
+        rows = claim.conversations
         ctx.observer.on_claim(len(rows), time.perf_counter() - started)
         if rows:
             log.debug(
@@ -124,15 +138,13 @@ class Claimer:
                 fresh.append(row)
             state.queue.extend(fresh)
             ctx.signals.queued.set()
-        return rows
+        return rows, claim.next_due_at
 
-    async def _sleep_until_due(self, wakeup: asyncio.Event) -> None:
-        """Nothing more is due: sleep until the earliest next_send_at (capped), or until
-        an enrollment or one of our own reschedules makes something due sooner."""
+    async def _sleep_until_due(self, wakeup: asyncio.Event, next_due: datetime | None) -> None:
+        """Nothing more is due: sleep until `next_due`, the earliest next_send_at the
+        claim left (capped), or until an enrollment or one of our own reschedules since
+        the claim began makes something due sooner."""
         ctx = self._ctx
-        now = ctx.clock.now()
-        ctx.signals.resched.clear()
-        next_due = await ctx.retry_db(lambda: ctx.store.next_due_at(now), "next due")
         ceiling = ctx.settings.poll_ceiling_s
         delay = ceiling if next_due is None else (next_due - ctx.clock.now()).total_seconds()
         delay = min(ceiling, delay)
@@ -140,6 +152,5 @@ class Claimer:
             # Due rows exist but are leased elsewhere: brief pause.
             delay = 0.01
         self._recorder.wake_in(delay)
-        wakeup.clear()
         await ctx.sleep(delay, wakeup, ctx.signals.resched)
         self._recorder.wake_at = None

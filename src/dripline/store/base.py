@@ -39,6 +39,7 @@ from dripline.store.results_types import ResultsQueries
 from dripline.store.types import (
     THROUGHPUT_WINDOWS_S,
     CancelOutcome,
+    Claim,
     Conversation,
     ConversationChange,
     ConversationUpdate,
@@ -62,6 +63,7 @@ from dripline.store.types import (
 
 __all__ = [
     "BacklogCounts",
+    "Claim",
     "Conversation",
     "ConversationUpdate",
     "EnrollResult",
@@ -251,6 +253,14 @@ class Store(ResultsQueries, ABC):
         never handed to two claimers while its lease is live; an expired lease makes it
         claimable again.
         """
+
+    @abstractmethod
+    async def claim_next(
+        self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> Claim:
+        """`claim_due`, then `next_due_at(now)`, in one transaction: a claimer that got
+        fewer rows than it asked for learns how long it may sleep without another round
+        trip (issue 14: the trickle's fourth transaction per message)."""
 
     @abstractmethod
     async def reserve(

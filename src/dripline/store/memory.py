@@ -61,6 +61,7 @@ from dripline.store.types import (
     CANCELLED,
     THROUGHPUT_WINDOWS_S,
     CancelOutcome,
+    Claim,
     Conversation,
     Enrollment,
     EnrollResult,
@@ -206,6 +207,19 @@ class MemoryStore(Store):
             return [
                 v.change_conversation(c, lease_owner=worker_id, lease_expires_at=until) for c in due
             ]
+
+    async def claim_next(
+        self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> Claim:
+        await self._enter("claim_next")
+        now = utc(now)
+        until = now + timedelta(seconds=lease_ttl_s)
+        async with self._write() as v:
+            due = sorted(q.due(v, now), key=q.due_order)[: max(0, limit)]
+            claimed = [
+                v.change_conversation(c, lease_owner=worker_id, lease_expires_at=until) for c in due
+            ]
+            return Claim(claimed, q.next_due(v, now))
 
     async def reserve(
         self, items: Sequence[Reservation], worker_id: str, now: datetime

@@ -25,6 +25,7 @@ __all__ = [
     "STATUS_RANK",
     "THROUGHPUT_WINDOWS_S",
     "CancelOutcome",
+    "Claim",
     "Conversation",
     "ConversationChange",
     "ConversationUpdate",
@@ -220,6 +221,15 @@ class EnrollResult:
 
 
 # dispatch ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `Store.claim_next` leased, and the earliest `next_send_at` among the active
+    rows left unleased after it (None: none), as `next_due_at` would say."""
+
+    conversations: list[Conversation]
+    next_due_at: datetime | None
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """Mark (conversation, step, purpose) as `sending` just before its HTTP call."""

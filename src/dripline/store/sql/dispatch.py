@@ -40,9 +40,10 @@ from dripline.store.sql.core import (
     ts,
     worker_from_row,
 )
+from dripline.store.sql.reserve_plan import key, plan, wanted
 from dripline.store.types import (
-    LEASE_LOST,
     NONFINAL_STATUSES,
+    Claim,
     Conversation,
     Outcome,
     Reservation,
@@ -50,7 +51,7 @@ from dripline.store.types import (
     WorkerInfo,
 )
 
-__all__ = ["DispatchSql"]
+__all__ = ["DispatchSql", "claim_params", "claimed_rows"]
 
 C = conversations.c
 M = messages.c
@@ -157,17 +158,28 @@ class DispatchSql(SqlCore):
     ) -> list[Conversation]:
         if limit <= 0:
             return []
-        params = {
-            "b_now": now,
-            "b_limit": limit,
-            "b_w": worker_id,
-            "b_until": now + timedelta(seconds=lease_ttl_s),
-        }
         async with self._write() as conn:
-            rows = (await conn.execute(self._claim, params)).all()
-        claimed = [conversation_from_row(r) for r in rows]
-        claimed.sort(key=lambda c: (c.next_send_at, c.id))
-        return claimed
+            return await self._claim_rows(conn, limit, lease_ttl_s, worker_id, now)
+
+    async def claim_next(
+        self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> Claim:
+        async with self._write() as conn:
+            claimed = await self._claim_rows(conn, limit, lease_ttl_s, worker_id, now)
+            # Same transaction: the rows just leased are excluded, as they would be by a
+            # separate `next_due_at` after the commit.
+            next_due: datetime | None = (
+                await conn.execute(self._next_due, {"b_now": now})
+            ).scalar()
+        return Claim(claimed, next_due)
+
+    async def _claim_rows(
+        self, conn: AsyncConnection, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> list[Conversation]:
+        if limit <= 0:
+            return []
+        params = claim_params(limit, lease_ttl_s, worker_id, now)
+        return claimed_rows((await conn.execute(self._claim, params)).all())
 
     async def reserve(
         self, items: Sequence[Reservation], worker_id: str, now: datetime
@@ -177,7 +189,6 @@ class DispatchSql(SqlCore):
         if not items:
             return []
         cids = sorted({item.conversation_id for item in items})
-        keys = sorted({(i.conversation_id, i.step, i.purpose) for i in items})
         async with self._write() as conn:
             owned: set[int] = set()
             for chunk in chunks(cids):
@@ -185,100 +196,18 @@ class DispatchSql(SqlCore):
                     self._lock_owned, {"b_ids": list(chunk), "b_w": worker_id, "b_now": now}
                 )
                 owned.update(r[0] for r in rows)
-            prior = await self._read_prior(conn, {k for k in keys if k[0] in owned})
-            results: dict[tuple[int, int, str], ReservationResult] = {}
-            inserts: list[dict[str, Any]] = []
-            updates: list[dict[str, Any]] = []
-            for item in items:
-                key = (item.conversation_id, item.step, item.purpose)
-                if key in results:
-                    continue  # a duplicate in the batch: same answer as the first
-                if item.conversation_id not in owned:
-                    row = prior.get(key)
-                    results[key] = ReservationResult(
-                        item.conversation_id, row.id if row else 0, False, LEASE_LOST, 0
-                    )
-                    continue
-                row = prior.get(key)
-                if row is None:
-                    inserts.append(
-                        {
-                            "conversation_id": item.conversation_id,
-                            "step": item.step,
-                            "purpose": item.purpose,
-                            "sender": item.sender,
-                            "status": "sending",
-                            "attempts": 1,
-                            "due_at": item.due_at,
-                            "status_at": now,
-                            "created_at": now,
-                            "updated_at": now,
-                            "reserved_at": now,
-                        }
-                    )
-                    continue
-                status = row.status
-                if status == "sending" and row.reserved_at == now:
-                    # Our own reservation from an attempt whose answer was lost (the
-                    # caller retries with the same `now`): still ours, never sent.
-                    results[key] = ReservationResult(
-                        item.conversation_id, row.id, True, status, row.attempts, reserved_at=now
-                    )
-                    continue
-                takeover = status == "pending" or (
-                    status in ("sending", "unknown") and item.resend_unknown
-                )
-                if takeover:
-                    attempts = row.attempts + 1
-                    updates.append(
-                        {
-                            "b_id": row.id,
-                            "b_status": "sending",
-                            "b_attempts": attempts,
-                            "b_now": now,
-                            "b_reserved": now,
-                        }
-                    )
-                    results[key] = ReservationResult(
-                        item.conversation_id,
-                        row.id,
-                        True,
-                        status,
-                        attempts,
-                        reserved_at=now,
-                    )
-                    continue
-                if status == "sending":
-                    # Its worker crashed mid-send: the message may or may not have left.
-                    updates.append(
-                        {
-                            "b_id": row.id,
-                            "b_status": "unknown",
-                            "b_attempts": row.attempts,
-                            "b_now": now,
-                            "b_reserved": row.reserved_at,
-                        }
-                    )
-                results[key] = ReservationResult(
-                    item.conversation_id,
-                    row.id,
-                    False,
-                    status,
-                    row.attempts,
-                    wamid=row.wamid,
-                    error_code=row.error_code,
-                    status_at=row.status_at,
-                    reserved_at=row.reserved_at,
-                )
-            for page in chunks(inserts, INSERT_PAGE):
+            prior = await self._read_prior(conn, wanted(items, owned))
+            todo = plan(items, owned, prior, now)
+            results = todo.results
+            for page in chunks(todo.inserts, INSERT_PAGE):
                 rows = await conn.execute(self._insert_messages, list(page))
                 for r in rows:
                     results[(r.conversation_id, r.step, r.purpose)] = ReservationResult(
                         r.conversation_id, r.id, True, None, 1, reserved_at=now
                     )
-            if updates:
-                await conn.execute(self._update_reserved, updates)
-        return [results[(i.conversation_id, i.step, i.purpose)] for i in items]
+            if todo.updates:
+                await conn.execute(self._update_reserved, todo.updates)
+        return [results[key(i)] for i in items]
 
     async def _read_prior(
         self, conn: AsyncConnection, wanted: set[tuple[int, int, str]]
@@ -395,6 +324,23 @@ class DispatchSql(SqlCore):
     async def unregister(self, worker_id: str) -> None:
         async with self._write() as conn:
             await conn.execute(self._unregister, {"b_id": worker_id})
+
+
+def claim_params(limit: int, lease_ttl_s: float, worker_id: str, now: datetime) -> dict[str, Any]:
+    """The claim statement's parameters."""
+    return {
+        "b_now": now,
+        "b_limit": limit,
+        "b_w": worker_id,
+        "b_until": now + timedelta(seconds=lease_ttl_s),
+    }
+
+
+def claimed_rows(rows: Sequence[Any]) -> list[Conversation]:
+    """The claim's RETURNING rows, earliest due first."""
+    claimed = [conversation_from_row(r) for r in rows]
+    claimed.sort(key=lambda c: (c.next_send_at, c.id))
+    return claimed
 
 
 # A dispatcher's message write: the status only while it is still its own to set.

@@ -1,0 +1,90 @@
+"""Where a trickle's CPU per message goes (issue 14, item 2): one `dripline run` against
+the fake at a steady rate, measured (CPU seconds from the kernel, net of a start-up run)
+and optionally under cProfile.
+
+    python -m bench.trickle_profile --backend sqlite --rate 10 --seconds 20 \
+        [--profile /tmp/trickle.prof | --pyspy /tmp/trickle.txt]
+
+`--profile` runs it under cProfile on a CPU clock (`bench/cpu_profiled.py`);
+`--pyspy` samples it with py-spy (`pip install py-spy`; collapsed stacks of the
+threads that were on a CPU, so the SQLite driver's thread shows too). Profiled runs
+cost more CPU than plain ones: use them for the shares, the plain run for the number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.harness import DRIPLINE, enroll, running_fake, spawn
+from bench.scenarios import Bench
+
+
+class _Quiet:
+    def start(self, label: str, total: int) -> None: ...
+    def advance(self, done: int, info: str = "") -> None: ...
+    def finish(self, info: str = "") -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+async def _main(
+    backend: str,
+    rate: float,
+    seconds: float,
+    profile: str | None,
+    pyspy: str | None,
+    env: dict[str, str],
+) -> None:
+    lead = 3.0
+    with tempfile.TemporaryDirectory(prefix="trickle-") as tmp:
+        b = Bench(quick=False, workdir=Path(tmp), progress=_Quiet())
+        try:
+            base = await b.baseline(backend)
+            async with running_fake(b.workdir, rate_per_s=1000.0) as fake:
+                url = await b.dbs.fresh(backend, "trickleprof")
+                t0 = datetime.now(UTC) + timedelta(seconds=lead)
+                n = int(seconds * rate)
+                await enroll(url, [t0 + timedelta(seconds=i / rate) for i in range(n)])
+                run = [DRIPLINE, "run", "--json", "--max-seconds", str(lead + seconds + 1)]
+                argv = run
+                if profile:
+                    here = Path(__file__).with_name("cpu_profiled.py")
+                    argv = [sys.executable, str(here), profile, *run[1:]]
+                elif pyspy:
+                    spy = str(Path(sys.executable).with_name("py-spy"))
+                    argv = [spy, "record", "-r", "1000", "--threads", "--nonblocking"]
+                    argv += ["-f", "raw", "-o", pyspy, "--", *run]
+                child = spawn("trickle", argv, b.dripline_env(url, fake, **env), b.workdir)
+                usage = await child.wait(lead + seconds + 60)
+                sent = len(await fake.messages())
+            net = usage.cpu_s - base
+            print(
+                f"{backend} {rate:g}/s x {seconds:g} s: sent {sent}/{n}, cpu {usage.cpu_s:.3f} s, "
+                f"start-up {base:.3f} s, net {net * 1000 / max(1, sent):.3f} ms/msg"
+                + (f" (profiled: {profile})" if profile else "")
+            )
+        finally:
+            await b.dbs.drop_all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--profile", default=None, help="write a cProfile file here")
+    parser.add_argument("--pyspy", default=None, help="write py-spy's collapsed stacks here")
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the dispatcher, repeatable"
+    )
+    args = parser.parse_args()
+    env = dict(e.split("=", 1) for e in args.env)
+    asyncio.run(_main(args.backend, args.rate, args.seconds, args.profile, args.pyspy, env))
+
+
+if __name__ == "__main__":
+    main()
