@@ -96,6 +96,10 @@ FOUND = {
     # A one-row inbox batch whose commit the database refused for a retry (a deadlock)
     # was marked failed for good: its status or answer was never applied (101, 115).
     "event-failed-on-a-transient-refusal": (101, 115),
+    # Not a defect in dripline: the checker's. A completed conversation reopened by the
+    # refusal of its last step was flagged final-is-final when the retry's own outcome
+    # (response lost, `unknown`) cleared the row's error code before the next sample.
+    "observer-missed-a-refusal": (5277,),
 }
 
 

@@ -73,9 +73,24 @@ class Observer:
         """Every sample in [since, until] saw all webhooks received by `upto` applied."""
         return all(oldest > upto for t, oldest in self.inbox_lag if since <= t <= until)
 
-    def sample(self, t: float, conversations: Sequence[Any], messages: Sequence[Any]) -> None:
-        # Conversations with a send refused after acceptance (its row keeps the code).
+    def sample(
+        self,
+        t: float,
+        conversations: Sequence[Any],
+        messages: Sequence[Any],
+        accepted: Sequence[Accepted] = (),
+    ) -> None:
+        # Conversations with a send refused after acceptance: its row keeps the code
+        # until a retry of the same row records its own outcome, which can happen
+        # between two samples (seed 5277: refused, reopened, resent with its response
+        # lost, recorded `unknown`), so the API's own record counts too.
         refused = {m.conversation_id for m in messages if m.error_code is not None}
+        by_id = {m.id: m for m in messages}
+        for a in accepted:
+            if a.refused is not None and a.callback and a.callback.isdigit():
+                row = by_id.get(int(a.callback))
+                if row is not None:
+                    refused.add(row.conversation_id)
         for c in conversations:
             self.first_state.setdefault((c.id, c.state), t)
             seen = self.terminal.get(c.id)

@@ -246,7 +246,7 @@ class _World:
                 task.cancel()
             await asyncio.gather(*world_tasks, return_exceptions=True)
         snap = await self.store.snapshot()
-        self.observer.sample(loop.time(), snap.conversations, snap.messages)
+        self.observer.sample(loop.time(), snap.conversations, snap.messages, self.api.accepted)
         violations = check_final(
             cfg,
             self.observer,
@@ -325,7 +325,9 @@ class _World:
     async def _sampler(self) -> None:
         while True:
             snap = await self.store.snapshot()
-            self.observer.sample(self.loop.time(), snap.conversations, snap.messages)
+            self.observer.sample(
+                self.loop.time(), snap.conversations, snap.messages, self.api.accepted
+            )
             self.observer.sample_inbox(self.loop.time(), snap.inbox)
             await asyncio.sleep(SAMPLE_S)
 
