@@ -58,8 +58,9 @@ def test_soak_smoke_sends_everything_once_and_samples_every_measure(tmp_path: Pa
     assert samples[-1]["accepted"] == MESSAGES
     sending = [s for s in samples if s["accepted"] > 0]
     assert all(s["worker_rss_mb"] > 0 and s["worker_fds"] > 3 for s in sending)
-    # One pooled connection on SQLite: the file, its -wal and -shm.
-    assert all(1 <= s["worker_db"] <= 3 for s in sending)
+    # On SQLite the pooled connection and the hot-path lane's (store/sqlite_lane.py),
+    # each holding the file, its -wal and -shm.
+    assert all(1 <= s["worker_db"] <= 6 for s in sending)
     assert any(s["serve_db"] >= 1 for s in sending)
     assert extra["inbox_waiting_last"] == 0  # every status webhook applied at the end
     # The samples were also written as they were taken (a cut-short run keeps them).
