@@ -23,8 +23,8 @@ from dripline.sim.runner import SimReport, run_config, run_seed
 # took 3.6 of the 11 minutes the e2e worker ran; 2,000 took four on their own);
 # `make sim SEEDS=N` runs more, and the seeds that found a defect run below on every
 # `make test`.
-SEEDS = int(os.environ.get("DRIPLINE_SIM_SEEDS", "360"))
-CHUNK = 120
+SEEDS = int(os.environ.get("DRIPLINE_SIM_SEEDS", "450"))
+CHUNK = 150
 
 
 def _explain(reports: list[SimReport]) -> str:
