@@ -728,18 +728,7 @@ async def scenario_5(b: Bench) -> None:
             load_s = await bulk.load_conversations(url, s.scale_rows, s.scale_due, s.scale_later)
             plan = await bulk.explain_claim(url, 100)
             # Claim timing: claim 100, release, again (the due set stays the same).
-            store = await open_store(url, pool_size=1)
-            times: list[float] = []
-            try:
-                now = _now()
-                for _ in range(s.claim_samples):
-                    t0 = time.perf_counter()
-                    got = await store.claim_due(100, 60.0, "bench-probe", now)
-                    times.append((time.perf_counter() - t0) * 1000)
-                    await store.release([c.id for c in got], "bench-probe")
-            finally:
-                await store.close()
-            times.sort()
+            times = await bulk.claim_timings(url, s.claim_samples)
             due_at = _now() - timedelta(seconds=1)
             res = await b.run_dripline(
                 scenario="5",
@@ -992,7 +981,8 @@ SCENARIOS: dict[int, Callable[[Bench], Awaitable[None]]] = {
 # Scenario 6 (the side-by-side comparison) runs inside 1 and 3.
 SCENARIO_6_IN = (1, 3)
 # What a run without --scenario runs (and the smoke test checks); issue 14's scenarios
-# (bench/round2.py: 11, 13-15) and the named ones (soak, chaos-*) run when named.
+# (bench/round2.py: 11, 13-15; bench/bigtable.py: 16) and the named ones (soak, chaos-*)
+# run when named.
 DEFAULT_SCENARIOS = (1, 2, 3, 4, 5, 7, 20, 21)
 
 
@@ -1002,7 +992,7 @@ def selected(wanted: Sequence[int]) -> list[int]:
     for n in wanted or sorted({*DEFAULT_SCENARIOS, 6}):
         for k in SCENARIO_6_IN if n == 6 else (n,):
             if k not in SCENARIOS:
-                raise ValueError(f"no scenario {n} (1-7, 11, 13-15, 20, 21)")
+                raise ValueError(f"no scenario {n} (1-7, 11, 13-16, 20, 21)")
             if k not in out:
                 out.append(k)
     return sorted(out)
