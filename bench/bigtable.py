@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from bench import bulk
 from bench.harness import DRIPLINE, digits, running_fake
 from bench.measure import Row, pct
-from bench.scenarios import Bench
+from bench.scenarios import Bench, rss_while_sending
 
 __all__ = ["SCENARIOS"]
 
@@ -99,10 +99,8 @@ async def scenario_16(b: Bench) -> None:
             timeout_s=max(60.0, due / 100),
         )
     row = res.row
-    child = res.children[0]
-    rss = [mb for _, mb in child.rss_samples]
-    quarter = rss[len(rss) // 4] if rss else 0.0
-    last = rss[-1] if rss else 0.0
+    rss = [mb for _, mb in res.children[0].rss_samples]
+    quarter, last = rss_while_sending(res)
     p50, p99 = pct(claims, 0.5), pct(claims, 0.99)
     status_median = cli[len(cli) // 2]
     row.extra.update(
@@ -119,7 +117,7 @@ async def scenario_16(b: Bench) -> None:
     row.notes = (
         f"claim of 100: p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(claims)}; "
         f"`dripline status --json` {_fmt(cli, 's')} (queries alone {_fmt(in_process, 's')}); "
-        f"RSS {quarter:.0f} -> {last:.0f} MB (a quarter of the run -> end); load {load_s:.0f} s"
+        f"RSS {quarter:.0f} -> {last:.0f} MB (a quarter of the sending -> end); load {load_s:.0f} s"
     )
     b.add(
         Row(

@@ -716,6 +716,19 @@ async def scenario_4(b: Bench) -> None:
 
 
 # ---------------------------------------------------------------- scenario 5
+def rss_while_sending(res: RunResult) -> tuple[float, float]:
+    """The first child's RSS a quarter of the way through the sending and at its end (MB):
+    "flat" compares these, leaving out the start-up's growth before the first send."""
+    sending = [h[0] for h in res.history if h[2] > 0]
+    t_first = sending[0] if sending else 0.0
+    t_last = sending[-1] if sending else 0.0
+    during = [(t, mb) for t, mb in res.children[0].rss_samples if t_first <= t <= t_last]
+    quarter = t_first + (t_last - t_first) / 4
+    early = next((mb for t, mb in during if t >= quarter), during[0][1] if during else 0.0)
+    late = during[-1][1] if during else 0.0
+    return early, late
+
+
 async def scenario_5(b: Bench) -> None:
     s = b.sizes
     async with running_fake(b.workdir, rate_per_s=RATE) as fake:
@@ -741,14 +754,7 @@ async def scenario_5(b: Bench) -> None:
             )
             row = res.row
             child = res.children[0]
-            # Flat: RSS a quarter of the way through the sending vs at its end.
-            sending = [h[0] for h in res.history if h[2] > 0]
-            t_first = sending[0] if sending else 0.0
-            t_last = sending[-1] if sending else 0.0
-            during = [(t, mb) for t, mb in child.rss_samples if t_first <= t <= t_last]
-            quarter = t_first + (t_last - t_first) / 4
-            early = next((mb for t, mb in during if t >= quarter), during[0][1] if during else 0)
-            late = during[-1][1] if during else 0.0
+            early, late = rss_while_sending(res)
             rss = [mb for _, mb in child.rss_samples]
             p50, p99 = pct(times, 0.5), pct(times, 0.99)
             row.extra.update(
