@@ -328,9 +328,13 @@ async def scenario_15(b: Bench) -> None:
                     per_10s.append(round((accepted - start[2]) / max(t - start[0], 1e-9)))
                     start = res.history[i]
             row.extra["rate_per_10s"] = per_10s
-            times = sorted(
-                float(m.get("arrived_wall") or m["received_wall"]) for m in await fake.messages()
-            )
+            # Each recipient's first message: the drain, not the flow's later steps that
+            # fall due during a long one.
+            first_at: dict[str, float] = {}
+            for m in await fake.messages():
+                t = float(m.get("arrived_wall") or m["received_wall"])
+                first_at[str(m["to"])] = min(t, first_at.get(str(m["to"]), t))
+            times = sorted(first_at.values())
             tenth = len(times) // 10
             if tenth < 2:
                 continue
