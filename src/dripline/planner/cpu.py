@@ -1,0 +1,140 @@
+"""The planner's CPU term: messages a second are bounded by cores / CPU per message.
+
+Slots, tokens and latency say what the dispatcher could send if CPU were free. On a
+machine where the dispatcher, the database and (in the benchmarks) the API share a few
+cores, CPU binds first: scenario 15's drain at 2,000/s or scenario 21's 4 x 500/s on 2
+cores (bench/README.md, "The CPU budget"). The bound here is
+
+    min(cores / (dispatcher + database + API CPU per message),
+        workers x cores_per_worker / dispatcher CPU per message)
+
+the second term because a worker is one event loop: it uses at most about one core
+whatever the machine has.
+
+Nothing here is a default measured on someone's machine: every cost is an input, and the
+planner applies no CPU bound at all unless it is given one. Figures measured on this
+project's 2-core benchmark machine, for orientation (bench/README.md): dispatcher
+0.35-0.45 ms per message at 1,000-2,000/s (scenarios 1, 20, 21; net of start-up),
+PostgreSQL 0.15-0.36 ms, the fake Cloud API 0.21-0.30 ms; at a trickle (scenario 13,
+10-33/s) a message costs 2-7 ms, so a cost measured at one rate does not carry to
+another.
+
+`available_cores` is the share of a shared machine such a set of processes can expect,
+from what the other processes on it were doing (pure: the caller measures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["CpuBudget", "available_cores", "nice_weight"]
+
+
+@dataclass(frozen=True, slots=True)
+class CpuBudget:
+    """CPU per message sent, in milliseconds, and the cores that pay for it.
+
+    `dispatcher_ms`: all dispatcher processes together, per message (their CPU time
+    over the messages they sent, start-up excluded). `database_ms` and `api_ms`: the
+    database server's and the API's, when they run on the same cores (0: elsewhere).
+    `cores`: what these processes may use together (a whole machine, or what other work
+    leaves of it: `available_cores`). `workers`: dispatcher processes, each using at
+    most `cores_per_worker` (one event loop; SQLite's store thread can add a little).
+    """
+
+    dispatcher_ms: float
+    cores: float
+    database_ms: float = 0.0
+    api_ms: float = 0.0
+    workers: int = 1
+    cores_per_worker: float = 1.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.dispatcher_ms > 0:
+            raise ValueError("dispatcher CPU per message must be positive")
+        if not self.cores > 0:
+            raise ValueError("cores must be positive")
+        if self.database_ms < 0 or self.api_ms < 0:
+            raise ValueError("CPU per message cannot be negative")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if not self.cores_per_worker > 0:
+            raise ValueError("cores per worker must be positive")
+
+    @property
+    def total_ms(self) -> float:
+        """CPU per message of everything on these cores."""
+        return self.dispatcher_ms + self.database_ms + self.api_ms
+
+    def machine_limit_per_s(self) -> float:
+        """Messages a second the cores can pay for."""
+        return self.cores * 1000.0 / self.total_ms
+
+    def worker_limit_per_s(self) -> float:
+        """Messages a second the workers' event loops can run, a core each at most."""
+        usable = min(self.cores, self.workers * self.cores_per_worker)
+        return usable * 1000.0 / self.dispatcher_ms
+
+    def limit_per_s(self) -> float:
+        """The CPU bound on messages a second: the smaller of the two."""
+        return min(self.machine_limit_per_s(), self.worker_limit_per_s())
+
+    def binding(self) -> str:
+        """Which CPU term binds, for the planner's `binding` column."""
+        if self.worker_limit_per_s() < self.machine_limit_per_s():
+            return "CPU (a core per worker)"
+        return "CPU (cores)"
+
+    def describe(self) -> str:
+        """E.g. `0.4+0.3+0.25 ms/msg on 2 cores, 1 worker`."""
+        parts = [f"{self.dispatcher_ms:g}"]
+        if self.database_ms or self.api_ms:
+            parts += [f"{self.database_ms:g}", f"{self.api_ms:g}"]
+        where = f" ({self.source})" if self.source else ""
+        workers = f"{self.workers} worker" + ("s" if self.workers != 1 else "")
+        return f"{'+'.join(parts)} ms/msg on {self.cores:.2f} cores, {workers}{where}"
+
+
+# The kernel's CFS weights for nice 0..19 (kernel/sched/core.c, sched_prio_to_weight):
+# a runnable task's share of a busy core is its weight over the sum of the weights.
+_NICE_WEIGHTS = (
+    1024, 820, 655, 526, 423, 335, 272, 215, 172, 137,
+    110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
+)  # fmt: skip
+
+
+def nice_weight(nice: int) -> float:
+    """CFS weight of a task at this nice value (negative nice: 1024 x 1.25^-nice)."""
+    if 0 <= nice < len(_NICE_WEIGHTS):
+        return float(_NICE_WEIGHTS[nice])
+    if nice < 0:
+        return 1024.0 * 1.25 ** (-nice)
+    return float(_NICE_WEIGHTS[-1])
+
+
+def available_cores(
+    cores: float,
+    *,
+    others_busy_cores: float = 0.0,
+    others_weight: float = 0.0,
+    our_nices: Sequence[int] = (0,),
+) -> float:
+    """Cores a set of CPU-hungry tasks (`our_nices`: one nice value per task) can expect
+    on a machine of `cores` where other work used `others_busy_cores` and kept runnable
+    tasks of total CFS weight `others_weight` (both measured before ours started).
+
+    Two readings, and the larger holds: what the others leave idle (cores minus their
+    use), and the scheduler's fair share when they want more than that (cores x our
+    weight / all runnable weight). Never more than the machine, nor than one core per
+    task of ours.
+    """
+    if not cores > 0:
+        raise ValueError("cores must be positive")
+    if not our_nices:
+        raise ValueError("at least one task of ours")
+    ours = sum(nice_weight(n) for n in our_nices)
+    idle = cores - max(0.0, others_busy_cores)
+    fair = cores * ours / (ours + max(0.0, others_weight))
+    return max(0.0, min(cores, float(len(our_nices)), max(idle, fair)))
