@@ -1,8 +1,9 @@
 """What the shared machine was doing: the planner's CPU inputs that are not ours.
 
 Before a run, `sample_others` watches the machine for a moment while none of the run's
-processes exist yet (the fake is idle): how many cores the other work used, and the CFS
-weight of the tasks it kept runnable. The planner turns that into the cores the run
+processes exist yet (the fake is idle): how many cores the other work used, how much of
+that at a higher priority (a lower nice) than the benchmark's, and how many tasks at its
+priority or lower were runnable. The planner turns that into the cores the run
 can expect (`dripline.planner.available_cores`), so the prediction is fed the
 machine's state from before the run, not anything the run measured.
 
@@ -22,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-
-from dripline.planner import nice_weight
 
 __all__ = ["CpuTrace", "MachineLoad", "Steady", "machine_busy_s", "proc_cpu_s", "sample_others"]
 
@@ -53,20 +52,37 @@ def proc_cpu_s(pids: Iterable[int]) -> float:
     return total
 
 
-def _runnable_weight(exclude: set[int]) -> float:
-    """Sum of the CFS weights of the tasks (threads) running or runnable right now."""
-    total = 0.0
-    for task in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
-        try:
-            text = task.read_text()
-        except OSError:
+def _stat_fields(path: Path) -> list[str] | None:
+    """The fields of a /proc stat file after `pid (comm)`: [0] is field 3 (state)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses, so split after its closing one.
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _process_cpu(exclude: set[int]) -> dict[int, tuple[float, int]]:
+    """CPU seconds so far and nice, per process not in `exclude`."""
+    out = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        pid = int(path.parent.name)
+        f = _stat_fields(path)
+        if pid in exclude or f is None:
             continue
-        # pid (comm) state ...: comm may hold spaces and parentheses, so split after it.
-        rest = text[text.rfind(")") + 2 :].split()
-        if rest[0] != "R" or int(task.parents[2].name) in exclude:
+        out[pid] = ((int(f[11]) + int(f[12])) / _HZ, int(f[16]))  # utime, stime; nice
+    return out
+
+
+def _runnable_peers(exclude: set[int], our_nice: int) -> int:
+    """Tasks (threads) running or runnable now at our nice or a higher one."""
+    n = 0
+    for path in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
+        f = _stat_fields(path)
+        if f is None or f[0] != "R" or int(path.parents[2].name) in exclude:
             continue
-        total += nice_weight(int(rest[16]))  # field 19, nice
-    return total
+        n += int(f[16]) >= our_nice
+    return n
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,8 @@ class MachineLoad:
 
     cores: int
     others_busy_cores: float
-    others_weight: float
+    priority_busy_cores: float
+    peer_tasks: float
     loadavg: tuple[float, float, float]
     our_nice: int
     window_s: float
@@ -84,15 +101,17 @@ class MachineLoad:
         one, five, _ = self.loadavg
         return (
             f"before the run: others used {self.others_busy_cores:.2f} of {self.cores} cores, "
-            f"runnable weight {self.others_weight:.0f} (nice 0 = 1024), load avg "
-            f"{one:.1f}/{five:.1f}; ours at nice {self.our_nice}"
+            f"{self.priority_busy_cores:.2f} of them at a higher priority than ours (nice "
+            f"{self.our_nice}), {self.peer_tasks:.1f} tasks runnable at ours; load avg "
+            f"{one:.1f}/{five:.1f}"
         )
 
     def as_dict(self) -> dict[str, object]:
         return {
             "cores": self.cores,
             "others_busy_cores": round(self.others_busy_cores, 3),
-            "others_weight": round(self.others_weight, 1),
+            "priority_busy_cores": round(self.priority_busy_cores, 3),
+            "peer_tasks": round(self.peer_tasks, 2),
             "loadavg": [round(x, 2) for x in self.loadavg],
             "our_nice": self.our_nice,
             "window_s": self.window_s,
@@ -101,26 +120,37 @@ class MachineLoad:
 
 def sample_others(ours: Iterable[int], window_s: float = 1.0) -> MachineLoad:
     """Watch the machine for `window_s` (blocking; the run has not started): the cores
-    used by everything but `ours` (the harness and the fake) and the runnable weight of
-    everything else, averaged over ten looks."""
+    used by everything but `ours` (the harness and the fake), the part of them used by
+    processes at a lower nice than ours, and how many tasks at our nice or above were
+    runnable (ten looks, averaged)."""
     mine = {os.getpid(), *ours}
+    our_nice = os.nice(0)
     busy0, _ = machine_busy_s()
     ours0 = proc_cpu_s(mine)
+    procs0 = _process_cpu(mine)
     t0 = time.monotonic()
-    weights = []
+    peers = []
     for _ in range(10):
-        weights.append(_runnable_weight(mine))
+        peers.append(_runnable_peers(mine, our_nice))
         time.sleep(window_s / 10)
     wall = time.monotonic() - t0
     busy1, _ = machine_busy_s()
     ours1 = proc_cpu_s(mine)
+    procs1 = _process_cpu(mine)
     others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / wall
+    # A process born in between counts from its start.
+    priority = sum(
+        cpu - procs0.get(pid, (0.0, nice))[0]
+        for pid, (cpu, nice) in procs1.items()
+        if nice < our_nice
+    )
     return MachineLoad(
         cores=CORES,
         others_busy_cores=min(float(CORES), others),
-        others_weight=sum(weights) / len(weights),
+        priority_busy_cores=min(float(CORES), max(0.0, priority) / wall),
+        peer_tasks=sum(peers) / len(peers),
         loadavg=os.getloadavg(),
-        our_nice=os.nice(0),
+        our_nice=our_nice,
         window_s=round(wall, 2),
     )
 

@@ -21,11 +21,8 @@ same definition as the measured throughput (first to last arrival at the fake).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
-
-import psutil
 
 from bench.machine import MachineLoad, Steady
 from bench.measure import Row
@@ -61,27 +58,15 @@ def calibration_of(res: RunResult, source: str) -> Calibration | None:
     return Calibration(res.steady, source) if res.steady is not None else None
 
 
-def _postgres_nice() -> int:
-    """The PostgreSQL server's nice value (its backends inherit it); 0 if not found."""
-    for proc in psutil.process_iter(["name"]):
-        if (proc.info.get("name") or "").startswith("postgres"):
-            with contextlib.suppress(psutil.Error):
-                return int(proc.nice())
-    return 0
-
-
 def cpu_budget(cal: Calibration, load: MachineLoad, *, workers: int, postgres: bool) -> CpuBudget:
     """The planner's CPU term for a run: the calibration's costs, on the cores the run
-    can expect given the machine before it. Ours are the workers and the fake at the
-    harness's nice, and on PostgreSQL one busy backend per worker at the server's."""
-    nices = [load.our_nice] * (workers + 1)
-    if postgres:
-        nices += [_postgres_nice()] * workers
+    can expect given the machine before it. Ours are the workers and the fake, and on
+    PostgreSQL one busy backend per worker."""
     cores = available_cores(
         float(load.cores),
-        others_busy_cores=load.others_busy_cores,
-        others_weight=load.others_weight,
-        our_nices=nices,
+        priority_busy_cores=load.priority_busy_cores,
+        peer_tasks=load.peer_tasks,
+        our_tasks=workers + 1 + (workers if postgres else 0),
     )
     st = cal.steady
     return CpuBudget(

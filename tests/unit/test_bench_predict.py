@@ -16,7 +16,8 @@ from dripline.settings import Policy
 QUIET = MachineLoad(
     cores=2,
     others_busy_cores=0.0,
-    others_weight=0.0,
+    priority_busy_cores=0.0,
+    peer_tasks=0.0,
     loadavg=(0.1, 0.1, 0.1),
     our_nice=0,
     window_s=1.0,
@@ -59,8 +60,13 @@ def test_cpu_budget_uses_the_calibration_and_the_machine() -> None:
     # The machine pays for 2,000 / 0.65 ms = 3,077/s, the worker's one core for 2,500/s.
     assert cpu.machine_limit_per_s() == pytest.approx(2000 / 0.65)
     assert cpu.limit_per_s() == pytest.approx(2500.0)
-    busy = MachineLoad(2, 1.8, 3 * 1024.0, (6.0, 6.0, 6.0), 15, 1.0)
-    assert cpu_budget(cal, busy, workers=1, postgres=False).cores < 0.25
+    # Nice-0 work took 1.2 cores, 6 tasks at our nice were runnable: we are 2 of 8
+    # sharing the 0.8 left.
+    busy = MachineLoad(2, 1.9, 1.2, 6.0, (6.0, 6.0, 6.0), 15, 1.0)
+    assert cpu_budget(cal, busy, workers=1, postgres=False).cores == pytest.approx(0.2)
+    # On PostgreSQL a backend per worker is ours too: 3 of 9.
+    got = cpu_budget(cal, busy, workers=1, postgres=True).cores
+    assert got == pytest.approx(0.8 * 3 / 9)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from dripline.planner import (
     PlanSettings,
     available_cores,
     capacity_per_s,
-    nice_weight,
     simulate,
 )
 from dripline.settings import Policy
@@ -116,35 +115,23 @@ def test_label_names_the_cpu_limit() -> None:
 
 
 def test_quiet_machine_gives_its_cores_up_to_one_per_task() -> None:
-    assert available_cores(2.0, our_nices=(0, 0, 0)) == pytest.approx(2.0)
-    assert available_cores(8.0, our_nices=(0, 0)) == pytest.approx(2.0)
+    assert available_cores(2.0, our_tasks=3) == pytest.approx(2.0)
+    assert available_cores(8.0, our_tasks=2) == pytest.approx(2.0)
 
 
-def test_others_idle_time_is_ours() -> None:
-    # Others at nice 0 use half a core (one task runnable half the time, weight 512):
-    # their fair share against ours at nice 15 would leave us little, but they want no
-    # more than half a core, so 1.5 is left.
-    got = available_cores(2.0, others_busy_cores=0.5, others_weight=512, our_nices=(15, 15))
-    assert got == pytest.approx(1.5)
+def test_higher_priority_work_keeps_what_it_used() -> None:
+    # Nice-0 work used 1.5 cores before the run: half a core is left, all ours.
+    assert available_cores(2.0, priority_busy_cores=1.5, our_tasks=3) == pytest.approx(0.5)
+    assert available_cores(2.0, priority_busy_cores=2.5, our_tasks=3) == 0.0
 
 
-def test_busy_machine_gives_the_fair_share() -> None:
-    # Others saturate both cores with 6 runnable tasks at our nice: we get 2 x 3/9.
-    got = available_cores(
-        2.0, others_busy_cores=2.0, others_weight=6 * nice_weight(15), our_nices=(15, 15, 15)
-    )
-    assert got == pytest.approx(2.0 * 3 / 9)
-    # The same others at nice 0 against ours at nice 15: far less.
-    low = available_cores(
-        2.0, others_busy_cores=2.0, others_weight=6 * nice_weight(0), our_nices=(15, 15, 15)
-    )
-    assert low == pytest.approx(2.0 * 108 / (108 + 6144))
-
-
-def test_nice_weights_are_the_kernels() -> None:
-    assert nice_weight(0) == 1024
-    assert nice_weight(15) == 36
-    assert nice_weight(19) == 15
-    assert nice_weight(-5) == pytest.approx(1024 * 1.25**5)
+def test_peers_share_what_is_left_evenly() -> None:
+    # 6 runnable tasks at our nice on average and 3 of ours: a third of the 2 cores.
+    assert available_cores(2.0, peer_tasks=6.0, our_tasks=3) == pytest.approx(2.0 / 3)
+    # With 1 core taken by higher-priority work: a third of the other one.
+    got = available_cores(2.0, priority_busy_cores=1.0, peer_tasks=6.0, our_tasks=3)
+    assert got == pytest.approx(1.0 / 3)
     with pytest.raises(ValueError):
-        available_cores(2.0, our_nices=())
+        available_cores(2.0, our_tasks=0)
+    with pytest.raises(ValueError):
+        available_cores(0.0)

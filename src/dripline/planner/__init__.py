@@ -13,7 +13,7 @@ a high rate), give the settings a `CpuBudget` of measured CPU per message and co
 
 from __future__ import annotations
 
-from dripline.planner.cpu import CpuBudget, available_cores, nice_weight
+from dripline.planner.cpu import CpuBudget, available_cores
 from dripline.planner.model import Arrivals, LatencyModel, PlanSettings, Schedule, SimResult
 from dripline.planner.recommend import Recommendation, recommend
 from dripline.planner.seed_guide import (
@@ -38,7 +38,6 @@ __all__ = [
     "available_cores",
     "capacity_per_s",
     "comparison_table",
-    "nice_weight",
     "percentile",
     "recommend",
     "simulate",
