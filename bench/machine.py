@@ -8,17 +8,17 @@ can expect (`dripline.planner.available_cores`), so the prediction is fed the
 machine's state from before the run, not anything the run measured.
 
 During a run, `CpuTrace` keeps cumulative CPU seconds of the run's processes (the
-dispatchers, PostgreSQL's server processes, the fake) and of the whole machine at each
-of the harness's polls, with the messages accepted so far: CPU per message over the
-steady part of a run (10% to 90% of the messages), start-up and shutdown left out, and
-how much of the machine was idle meanwhile.
+dispatchers, the PostgreSQL backends serving the run's database, the fake) and of the
+whole machine at each of the harness's polls, with the messages accepted so far: CPU
+per message over the steady part of a run (10% to 90% of the messages), start-up and
+shutdown left out, and how much of the machine was idle meanwhile.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,16 +188,19 @@ class Steady:
 
 @dataclass
 class CpuTrace:
-    """Cumulative CPU at each poll: (wall, accepted, dispatchers, postgres, fake,
-    machine busy, machine idle), seconds."""
+    """Cumulative CPU at each poll: (wall, accepted, dispatchers, the run's database
+    backends, fake, machine busy, machine idle), seconds. `database` reads the run's
+    own backends' CPU (None: SQLite, inside the dispatcher)."""
 
+    database: Callable[[], float] | None = None
     samples: list[tuple[float, int, float, float | None, float, float, float]] = field(
         default_factory=list
     )
 
-    def add(self, accepted: int, dispatchers: float, postgres: float | None, fake: float) -> None:
+    def add(self, accepted: int, dispatchers: float, fake: float) -> None:
         busy, idle = machine_busy_s()
-        self.samples.append((time.time(), accepted, dispatchers, postgres, fake, busy, idle))
+        db = self.database() if self.database is not None else None
+        self.samples.append((time.time(), accepted, dispatchers, db, fake, busy, idle))
 
     def steady(self, expected: int, lo: float = 0.1, hi: float = 0.9) -> Steady | None:
         """From the first poll with `lo` of `expected` accepted to the first with `hi`:

@@ -6,8 +6,9 @@ predicts:
 - the configuration the run was given (rate, slots, batch, workers) and the fake's
   nominal latency (not the latency the run saw: on a loaded machine that is partly the
   CPU shortage the CPU term is there to predict);
-- CPU per message of the dispatchers, of PostgreSQL's server processes (all of them on
-  the machine: other engineers' databases included) and of the fake, measured over the
+- CPU per message of the dispatchers, of the PostgreSQL backends that served the run's
+  database (not the whole server: other engineers' databases share it) and of the
+  fake, measured over the
   steady part (10% to 90% of the messages) of **another run**: a calibration run of the
   same configuration just before, or, in scenarios 20 and 21, the same invocation's
   other run at the same aggregate rate (`Calibration.source` says which);
@@ -108,6 +109,14 @@ def predict(
             f"CPU from {cal.source}: {cal.steady.describe()}; "
             f"{cpu.cores:.2f} cores expected ({measured.load.describe() if measured.load else ''})"
         )
+    # Afterwards, for the explanation only: the cores the run's processes did get in its
+    # steady part, and its own CPU per message (neither is fed to the prediction).
+    got_cores = None
+    if measured.steady is not None:
+        m = measured.steady
+        got_cores = m.messages * (m.dispatcher_ms + (m.database_ms or 0.0) + m.api_ms)
+        got_cores /= 1000 * m.seconds
+        fed += f". The run itself: {m.describe()}, {got_cores:.2f} cores used"
     row = b.add(
         Row(
             scenario=scenario,
@@ -136,6 +145,7 @@ def predict(
                     "machine_before": measured.load.as_dict() if measured.load else None,
                 },
                 "measured_steady": measured.steady.as_dict() if measured.steady else None,
+                "measured_cores_used": round(got_cores, 3) if got_cores is not None else None,
             },
         )
     )

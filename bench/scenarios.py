@@ -206,7 +206,6 @@ class Bench:
                 trace.add(
                     accepted,
                     proc_cpu_s(c.pid for c in children if c.usage is None),
-                    pg.used_s if pg is not None else None,
                     proc_cpu_s([fake.child.pid]),
                 )
             self.progress.advance(min(accepted, expected), f"130429: {stats['throttled']}")
@@ -270,7 +269,7 @@ class Bench:
         ]
         env = self.dripline_env(url, fake, **(extra_env or {}))
         children = [spawn(f"dripline{i}", argv, env, self.workdir) for i in range(workers)]
-        trace = CpuTrace()
+        trace = CpuTrace(counter.backend_cpu_s if backend == "postgres" else None)
         history = await self.drive(
             children, fake, len(due_by_to), timeout_s, f"{scenario} {run}", pg=pg, trace=trace
         )
