@@ -24,7 +24,15 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["CpuTrace", "MachineLoad", "Steady", "machine_busy_s", "proc_cpu_s", "sample_others"]
+__all__ = [
+    "CpuTrace",
+    "MachineLoad",
+    "Steady",
+    "machine_busy_s",
+    "proc_cpu_s",
+    "runnable_threads",
+    "sample_others",
+]
 
 _HZ = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
@@ -72,6 +80,16 @@ def _process_cpu(exclude: set[int]) -> dict[int, tuple[float, int]]:
             continue
         out[pid] = ((int(f[11]) + int(f[12])) / _HZ, int(f[16]))  # utime, stime; nice
     return out
+
+
+def runnable_threads(pids: Iterable[int]) -> int:
+    """Threads of these processes running or runnable now."""
+    n = 0
+    for pid in pids:
+        for path in Path(f"/proc/{pid}/task").glob("[0-9]*/stat"):
+            f = _stat_fields(path)
+            n += f is not None and f[0] == "R"
+    return n
 
 
 def _runnable_peers(exclude: set[int], our_nice: int) -> int:
@@ -166,9 +184,13 @@ class Steady:
     api_ms: float
     machine_busy_cores: float
     machine_idle_cores: float
+    # Threads of the run's processes running or runnable, on average over the polls:
+    # how many tasks the scheduler shared the cores with on the run's behalf.
+    our_runnable: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "our_runnable": None if self.our_runnable is None else round(self.our_runnable, 2),
             "messages": self.messages,
             "seconds": round(self.seconds, 3),
             "dispatcher_ms": round(self.dispatcher_ms, 4),
@@ -193,14 +215,17 @@ class CpuTrace:
     own backends' CPU (None: SQLite, inside the dispatcher)."""
 
     database: Callable[[], float] | None = None
+    backends: Callable[[], Iterable[int]] = tuple
     samples: list[tuple[float, int, float, float | None, float, float, float]] = field(
         default_factory=list
     )
+    runnable: list[tuple[int, int]] = field(default_factory=list)  # (accepted, threads)
 
-    def add(self, accepted: int, dispatchers: float, fake: float) -> None:
+    def add(self, accepted: int, dispatchers: float, fake: float, ours: Iterable[int] = ()) -> None:
         busy, idle = machine_busy_s()
         db = self.database() if self.database is not None else None
         self.samples.append((time.time(), accepted, dispatchers, db, fake, busy, idle))
+        self.runnable.append((accepted, runnable_threads(ours)))
 
     def steady(self, expected: int, lo: float = 0.1, hi: float = 0.9) -> Steady | None:
         """From the first poll with `lo` of `expected` accepted to the first with `hi`:
@@ -212,6 +237,7 @@ class CpuTrace:
         n = last[1] - first[1]
         wall = last[0] - first[0]
         db = None if first[3] is None or last[3] is None else (last[3] - first[3]) * 1000 / n
+        seen = [k for a, k in self.runnable if first[1] <= a <= last[1]]
         return Steady(
             messages=n,
             seconds=wall,
@@ -220,4 +246,5 @@ class CpuTrace:
             api_ms=(last[4] - first[4]) * 1000 / n,
             machine_busy_cores=(last[5] - first[5]) / wall,
             machine_idle_cores=(last[6] - first[6]) / wall,
+            our_runnable=sum(seen) / len(seen) if seen else None,
         )

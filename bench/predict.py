@@ -13,7 +13,8 @@ predicts:
   same configuration just before, or, in scenarios 20 and 21, the same invocation's
   other run at the same aggregate rate (`Calibration.source` says which);
 - the cores that run can expect: the machine's cores and what the other work on it did
-  in the second before the run started (`bench/machine.py`), through
+  in the second before the run started (`bench/machine.py`), shared with our tasks
+  counted as runnable as they were in the calibration run, through
   `dripline.planner.available_cores`.
 
 The prediction is the simulated send rate, first to last send (`send_rate_per_s`), the
@@ -68,6 +69,7 @@ def cpu_budget(cal: Calibration, load: MachineLoad, *, workers: int, postgres: b
         priority_busy_cores=load.priority_busy_cores,
         peer_tasks=load.peer_tasks,
         our_tasks=workers + 1 + (workers if postgres else 0),
+        our_runnable=cal.steady.our_runnable,
     )
     st = cal.steady
     return CpuBudget(

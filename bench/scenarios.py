@@ -203,10 +203,12 @@ class Bench:
                 pg.sample()
             accepted = int(stats["accepted"])
             if trace is not None:
+                running = [c.pid for c in children if c.usage is None]
                 trace.add(
                     accepted,
-                    proc_cpu_s(c.pid for c in children if c.usage is None),
+                    proc_cpu_s(running),
                     proc_cpu_s([fake.child.pid]),
+                    [*running, fake.child.pid, *trace.backends()],
                 )
             self.progress.advance(min(accepted, expected), f"130429: {stats['throttled']}")
             if accepted >= expected and (settle is None or await settle()):
@@ -269,7 +271,9 @@ class Bench:
         ]
         env = self.dripline_env(url, fake, **(extra_env or {}))
         children = [spawn(f"dripline{i}", argv, env, self.workdir) for i in range(workers)]
-        trace = CpuTrace(counter.backend_cpu_s if backend == "postgres" else None)
+        trace = CpuTrace()
+        if backend == "postgres":
+            trace = CpuTrace(counter.backend_cpu_s, lambda: counter.backends)
         history = await self.drive(
             children, fake, len(due_by_to), timeout_s, f"{scenario} {run}", pg=pg, trace=trace
         )

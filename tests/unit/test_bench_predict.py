@@ -46,6 +46,14 @@ def test_steady_window_leaves_start_up_and_shutdown_out() -> None:
     assert st.machine_idle_cores == pytest.approx(0.5)
 
 
+def test_our_runnable_tasks_are_averaged_over_the_window() -> None:
+    t = trace([(0.0, 0, 0.0), (1.1, 100, 1.04), (1.5, 500, 1.2), (1.9, 900, 1.36)])
+    t.runnable = [(0, 0), (100, 2), (500, 1), (900, 3), (1000, 0)]
+    st = t.steady(1000)
+    assert st is not None
+    assert st.our_runnable == pytest.approx(2.0)
+
+
 def test_no_steady_window_when_the_run_stalls() -> None:
     assert trace([(0.0, 0, 0.0), (1.0, 50, 0.5)]).steady(1000) is None
     assert CpuTrace().steady(10) is None

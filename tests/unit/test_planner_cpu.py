@@ -131,6 +131,12 @@ def test_peers_share_what_is_left_evenly() -> None:
     # With 1 core taken by higher-priority work: a third of the other one.
     got = available_cores(2.0, priority_busy_cores=1.0, peer_tasks=6.0, our_tasks=3)
     assert got == pytest.approx(1.0 / 3)
+    # Of our 3 tasks, 1.5 were runnable on average (a pipeline waits on itself): 1.5
+    # of 7.5 runnable tasks get the 2 cores.
+    got = available_cores(2.0, peer_tasks=6.0, our_tasks=3, our_runnable=1.5)
+    assert got == pytest.approx(2.0 * 1.5 / 7.5)
+    # Never fewer than one: a run with messages to send always wants a core.
+    assert available_cores(2.0, peer_tasks=1.0, our_tasks=3, our_runnable=0.1) == 1.0
     with pytest.raises(ValueError):
         available_cores(2.0, our_tasks=0)
     with pytest.raises(ValueError):

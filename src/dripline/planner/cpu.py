@@ -102,6 +102,7 @@ def available_cores(
     priority_busy_cores: float = 0.0,
     peer_tasks: float = 0.0,
     our_tasks: int = 1,
+    our_runnable: float | None = None,
 ) -> float:
     """Cores `our_tasks` CPU-hungry tasks can expect on a machine of `cores` shared with
     other work, as measured before ours started: `priority_busy_cores`, the cores used by
@@ -110,8 +111,10 @@ def available_cores(
 
     Higher-priority work is served first (nice 0 weighs 1024 against nice 15's 36 in
     CFS: nearly strict), so it keeps the cores it was using; what is left is shared
-    evenly among the runnable tasks at our level, ours included. Never more than one
-    core per task of ours.
+    evenly among the runnable tasks at our level, ours counted as `our_runnable` (how
+    many of them were runnable on average in a comparable run: a pipeline's processes
+    wait on each other, so fewer than all; None: all `our_tasks`, at least 1). Never
+    more than one core per task of ours.
 
     Why not CFS weights alone: in quick runs at load 4-7 (2 cores), weighting the
     runnable tasks seen before the run by their nice gave a nice-15 benchmark 0.11 of a
@@ -123,5 +126,6 @@ def available_cores(
     if our_tasks < 1:
         raise ValueError("at least one task of ours")
     left = max(0.0, cores - max(0.0, priority_busy_cores))
-    share = left * our_tasks / (our_tasks + max(0.0, peer_tasks))
+    ours = float(our_tasks) if our_runnable is None else max(1.0, min(our_runnable, our_tasks))
+    share = left * ours / (ours + max(0.0, peer_tasks))
     return min(share, float(our_tasks), cores)
