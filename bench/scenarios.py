@@ -35,6 +35,7 @@ from bench.harness import (
     spawn,
     stop_all,
 )
+from bench.machine import CpuTrace, MachineLoad, Steady, proc_cpu_s, sample_others
 from bench.measure import Row, bound, from_record, pct
 from bench.senders import SENDER_SCENARIOS
 from dripline.planner import Arrivals, LatencyModel, PlanSettings, simulate
@@ -102,6 +103,10 @@ class RunResult:
     children: list[Child]
     history: list[tuple[float, int, int, int]] = field(default_factory=list)
     summaries: list[Any] = field(default_factory=list)
+    # CPU per message between 10% and 90% of the messages, and the machine before the
+    # run (bench/machine.py): the planner's CPU inputs (bench/predict.py).
+    steady: Steady | None = None
+    load: MachineLoad | None = None
 
 
 def _lognormal() -> LatencyModel:
@@ -174,6 +179,7 @@ class Bench:
         *,
         settle: Callable[[], Awaitable[bool]] | None = None,
         pg: PostgresCpu | None = None,
+        trace: CpuTrace | None = None,
     ) -> list[tuple[float, int, int, int]]:
         """Poll the fake until `expected` messages are accepted, the children exit or
         `timeout_s` passes; then SIGTERM them all. Returns (wall time, requests,
@@ -196,6 +202,14 @@ class Bench:
             if pg is not None:
                 pg.sample()
             accepted = int(stats["accepted"])
+            if trace is not None:
+                running = [c.pid for c in children if c.usage is None]
+                trace.add(
+                    accepted,
+                    proc_cpu_s(running),
+                    proc_cpu_s([fake.child.pid]),
+                    [*running, fake.child.pid, *trace.backends()],
+                )
             self.progress.advance(min(accepted, expected), f"130429: {stats['throttled']}")
             if accepted >= expected and (settle is None or await settle()):
                 break
@@ -236,6 +250,9 @@ class Bench:
     ) -> RunResult:
         await fake.reset()
         base_cpu = await self.baseline(backend)
+        # The machine before the run, for the planner (bench/predict.py); a quick run
+        # (a smoke test with a time budget) looks for 0.2 s only.
+        load = await asyncio.to_thread(sample_others, [fake.child.pid], 0.2 if self.quick else 1.0)
         counter = ConnectionCounter(url)
         counter.start()
         pg = PostgresCpu() if backend == "postgres" else None
@@ -256,9 +273,13 @@ class Bench:
         ]
         env = self.dripline_env(url, fake, **(extra_env or {}))
         children = [spawn(f"dripline{i}", argv, env, self.workdir) for i in range(workers)]
+        trace = CpuTrace()
+        if backend == "postgres":
+            trace = CpuTrace(counter.backend_cpu_s, lambda: counter.backends)
         history = await self.drive(
-            children, fake, len(due_by_to), timeout_s, f"{scenario} {run}", pg=pg
+            children, fake, len(due_by_to), timeout_s, f"{scenario} {run}", pg=pg, trace=trace
         )
+        steady = trace.steady(len(due_by_to))
         pg_cpu = pg.used_s if pg is not None else None
         conns = await counter.stop()
         received = await fake.messages()
@@ -283,7 +304,10 @@ class Bench:
         row.extra["policy"] = policy
         row.extra["concurrency_per_worker"] = concurrency
         row.extra["rate_per_s"] = rate
-        return RunResult(self.add(row), children, history, summaries)
+        row.extra["machine_before"] = load.as_dict()
+        if steady is not None:
+            row.extra["steady_cpu"] = steady.as_dict()
+        return RunResult(self.add(row), children, history, summaries, steady, load)
 
     def _usage(
         self,
