@@ -27,6 +27,7 @@ from bench.harness import (
     Fake,
     PostgresCpu,
     clean_env,
+    compile_dripline,
     digits,
     enroll,
     free_port,
@@ -123,6 +124,7 @@ class Bench:
         self.flows_dir = workdir / "flows"
         self.flows_dir.mkdir(exist_ok=True)
         self.progress = progress
+        compile_dripline()  # the children read bytecode, as an installed dripline does
         self.dbs = Databases(workdir)
         self.rows: list[Row] = []
         self.checks: list[Check] = []
