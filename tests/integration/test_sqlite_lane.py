@@ -4,13 +4,19 @@ all or nothing, driver errors as dripline's."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dripline.errors import DatabaseUnavailable, StoreError
+from dripline.store import open_store
+from dripline.store.base import Enrollment, WorkerInfo
+from dripline.store.sql import SqlStore
+from dripline.store.sqlite import SqliteStore
 from dripline.store.sqlite_lane import SqliteLane
+from tests.fixtures.dispatch import phones
 
 
 def _lane(path: Path, busy_timeout_s: float = 5.0) -> SqliteLane:
@@ -74,3 +80,39 @@ async def test_a_file_locked_past_the_busy_timeout_is_unavailable(tmp_path: Path
         holder.close()
         await lane.close()
     assert _tables(path) == ["t"]
+
+
+async def test_the_lanes_heartbeat_and_lease_extension_match_sqlalchemys(
+    sqlite_url: str,
+) -> None:
+    """The heartbeat and lease extension run on the lane in driver SQL (issue 14); the
+    rows they write read back the same through SQLAlchemy, and the same calls through
+    SQLAlchemy give the same answers."""
+    store = await open_store(sqlite_url)
+    assert isinstance(store, SqliteStore)
+    base = SqlStore  # the same statements through SQLAlchemy
+    now = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    stats = {"sent": 3, "alerts": ["a"], "tier": None, "senders": {"1": {"rate": 80.0}}}
+    try:
+        lane = await store.heartbeat(
+            WorkerInfo("a", "h", 1, now, now, 40.0, 8, "static", stats), 10
+        )
+        pool = await base.heartbeat(
+            store,
+            WorkerInfo("b", "h", 2, now, now + timedelta(seconds=1), 40.0, 8, "tiers", {}),
+            10,
+        )
+        assert lane == [pool[0]] and lane[0].stats == stats and lane[0].started_at == now
+        assert await store.heartbeat(pool[1], 10) == pool  # the lane reads the pool's row
+        assert store._lane is not None and store._lane._conn is not None  # it ran there
+        assert await store.live_workers(now, live_after_s=10) == pool
+        await store.enroll([Enrollment(phone=p, flow="demo", at=now) for p in phones(3)], now)
+        ids = [c.id for c in await store.claim_due(3, 60, "w", now)]
+        later = now + timedelta(seconds=30)
+        assert await store.extend_leases(ids[:2], "w", 120, later) == ids[:2]
+        assert await store.extend_leases(ids[2:], "x", 120, later) == []  # not x's
+        past = now + timedelta(seconds=100)  # ids[2] lapsed at 60 s, the others live
+        assert await store.extend_leases(ids, "w", 120, past) == ids[:2]
+        assert await base.extend_leases(store, ids, "w", 120, past) == ids[:2]
+    finally:
+        await store.close()
