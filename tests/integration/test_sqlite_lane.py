@@ -15,6 +15,7 @@ from dripline.store import open_store
 from dripline.store.base import Enrollment, WorkerInfo
 from dripline.store.sql import SqlStore
 from dripline.store.sqlite import SqliteStore
+from dripline.store.sqlite_hot import NEXT_DUE_SQL
 from dripline.store.sqlite_lane import SqliteLane
 from tests.fixtures.dispatch import phones
 
@@ -116,3 +117,15 @@ async def test_the_lanes_heartbeat_and_lease_extension_match_sqlalchemys(
         assert await base.extend_leases(store, ids, "w", 120, past) == ids[:2]
     finally:
         await store.close()
+
+
+async def test_the_next_due_time_is_read_from_the_due_index(sqlite_url: str) -> None:
+    """Every claim on the lane also reads the earliest due time left. As `min()` SQLite
+    planned it on ix_conversations_state and read every active row (0.36 ms per claim
+    with 2,000 pending, more as the backlog grows); it must walk the due index."""
+    store = await open_store(sqlite_url)
+    await store.close()
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + NEXT_DUE_SQL, ("x",)))
+    assert "ix_conversations_due" in plan and "SCAN" not in plan, plan

@@ -80,9 +80,16 @@ CLAIM_SQL = (
     f"WHERE id IN ({DUE_IDS_SQL}) "
     f"RETURNING {', '.join(c.name for c in CONVERSATION_COLUMNS)}"
 )
+# The earliest due time left, walking the due index in order from its start: as
+# `min(next_send_at)` SQLite chose ix_conversations_state and read every active row:
+# a one-row claim with 2,000 pending cost 0.36 ms of the lane thread's CPU (measured
+# alone, 600 claims), growing with the backlog; this way 0.076 ms (the walk skips only
+# leased rows).
 NEXT_DUE_SQL = (
-    f"SELECT min(next_send_at) FROM conversations WHERE {ACTIVE_SQL} "
-    "AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+    "SELECT next_send_at FROM conversations INDEXED BY ix_conversations_due "
+    f"WHERE {ACTIVE_SQL} AND next_send_at IS NOT NULL "
+    "AND (lease_expires_at IS NULL OR lease_expires_at < ?) "
+    "ORDER BY next_send_at LIMIT 1"
 )
 # Each column's conversion from the driver's value, as SQLAlchemy's result would make it
 # (UTC text to aware datetimes, JSON text to dicts).
@@ -133,7 +140,8 @@ def claim(
         "b_until": sqlite_timestamp(now + timedelta(seconds=lease_ttl_s)),
     }
     rows = conn.execute(CLAIM_SQL, params).fetchall() if limit > 0 else []
-    [(next_due,)] = conn.execute(NEXT_DUE_SQL, (at,)).fetchall()
+    first = conn.execute(NEXT_DUE_SQL, (at,)).fetchone()
+    next_due = None if first is None else first[0]
     return Claim(claimed_rows([_conversation(r) for r in rows]), _as_datetime(next_due))
 
 
