@@ -3,7 +3,10 @@ all or nothing, driver errors as dripline's."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -129,3 +132,37 @@ async def test_the_next_due_time_is_read_from_the_due_index(sqlite_url: str) -> 
     with sqlite3.connect(path) as conn:
         plan = " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + NEXT_DUE_SQL, ("x",)))
     assert "ix_conversations_due" in plan and "SCAN" not in plan, plan
+
+
+async def test_a_cancelled_call_is_skipped_if_waiting_and_finishes_if_running(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "lane.db"
+    lane = _lane(path)
+    started = threading.Event()
+
+    def slow_insert(value: int) -> Any:
+        def work(conn: sqlite3.Connection) -> None:
+            started.set()
+            time.sleep(0.2)
+            conn.execute("INSERT INTO t VALUES (?)", (value,))
+
+        return work
+
+    try:
+        await lane.write(lambda conn: conn.execute("CREATE TABLE t (x)"))
+        running = asyncio.ensure_future(lane.write(slow_insert(1)))
+        waiting = asyncio.ensure_future(lane.write(slow_insert(2)))
+        await asyncio.to_thread(started.wait)
+        running.cancel()  # its transaction is under way: it commits all the same
+        waiting.cancel()  # not started: never runs
+        for task in (running, waiting):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        rows = await lane.write(lambda conn: conn.execute("SELECT x FROM t").fetchall())
+        assert rows == [(1,)]
+    finally:
+        await lane.close()
+    for thread in [t for t in threading.enumerate() if t.name == "dripline-sqlite"]:
+        thread.join(5.0)  # closing ends the lane's thread
+        assert not thread.is_alive()
