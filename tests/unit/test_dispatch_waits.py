@@ -229,3 +229,26 @@ def test_a_trickle_starts_about_one_task_per_message() -> None:
     sent, tasks = run_virtual(main)
     assert sent == n
     assert tasks <= n * 1.5, tasks
+
+
+def test_a_recorder_stopped_with_a_batch_pending_keeps_it_for_the_final_flush() -> None:
+    """Stop before the batch's timer: the recorder returns at once, drops nothing, and
+    the late timer wakes no one; the dispatcher's shutdown writes the batch."""
+
+    async def main(loop: VirtualTimeLoop) -> tuple[list[tuple[float, int]], int]:
+        store = _CountingStore()
+        ctx = _context(loop, store)
+        recorder = Recorder(ctx)
+        task = asyncio.ensure_future(recorder.run())
+        await asyncio.sleep(0.1)
+        recorder.finish(*_outcome(1, SimClock(loop)))
+        ctx.signals.stop.set()
+        await task
+        pending = recorder.pending
+        await asyncio.sleep(RECORD_INTERVAL_S * 2)  # the batch's timer fires into nothing
+        await recorder.flush()
+        return [(round(t - 0.1, 6), n) for t, n in store.batches], pending
+
+    batches, pending = run_virtual(main)
+    assert pending == 1
+    assert batches == [(RECORD_INTERVAL_S * 2, 1)]
