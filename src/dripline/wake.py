@@ -3,8 +3,8 @@ can watch several flags and a timeout without a task per flag.
 
 Written here rather than taken from a library: `asyncio.wait` over `Event.wait()`
 tasks, which `Context.sleep` used before, started one task per watched event per sleep
-(three for the idle claimer's, two for the recorder's), about 6 new tasks and 15 loop
-iterations per message at a trickle (issue 14; bench/README.md, scenario 13). A
+(three for the idle claimer's, two for the recorder's): 8.3 new tasks per message at a
+trickle in virtual time, now one, the send's own (issue 14; bench/README.md). A
 `Flag` is still an `asyncio.Event` (`wait`, `set`, `clear`, `is_set`), so every store
 and task that only knows events keeps working.
 """
