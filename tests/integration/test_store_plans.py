@@ -30,10 +30,20 @@ async def _on_store_connection(store: Store, sql: str) -> list[tuple[object, ...
         return [tuple(r) for r in await conn.exec_driver_sql(sql)]
 
 
+async def _on_lane_connection(store: Store, sql: str) -> list[tuple[object, ...]]:
+    """Run `sql` on the connection of the store's hot path (postgres_lane.py)."""
+
+    async def fetch(conn: asyncpg.Connection) -> list[tuple[object, ...]]:
+        return [tuple(r) for r in await conn.fetch(sql)]
+
+    return await store._lane.run(fetch)  # type: ignore[attr-defined,no-any-return]
+
+
 async def _messages_scans(store: Store, url: str) -> tuple[int, int]:
     """(sequential, index) scans of `messages` so far, the store's included."""
-    # Sent when the store's connection next goes idle, i.e. before this returns.
+    # Sent when the store's connections next go idle, i.e. before this returns.
     await _on_store_connection(store, "SELECT pg_stat_force_next_flush()")
+    await _on_lane_connection(store, "SELECT pg_stat_force_next_flush()")
     conn = await asyncpg.connect(_dsn(url))
     try:
         row = await conn.fetchrow(
@@ -54,10 +64,11 @@ async def test_claims_are_planned_for_their_own_limit(postgres_url: str) -> None
         for i in range(12):
             claimed = await store.claim_due(2, 60, "w", NOW + timedelta(seconds=i))
             assert len(claimed) == 2
-        rows = await _on_store_connection(
+        rows = await _on_lane_connection(
             store,
             "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
-            "WHERE statement LIKE 'UPDATE conversations SET lease_owner%'",
+            "WHERE statement LIKE '%UPDATE conversations SET lease_owner%' "
+            "AND statement NOT LIKE '%pg_prepared_statements%'",
         )
     finally:
         await store.close()

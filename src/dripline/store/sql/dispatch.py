@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Delete,
     Select,
     Update,
@@ -51,11 +52,43 @@ from dripline.store.types import (
     WorkerInfo,
 )
 
-__all__ = ["DispatchSql", "claim_params", "claimed_rows"]
+__all__ = [
+    "DispatchSql",
+    "claim_params",
+    "claimed_rows",
+    "extend_update",
+    "lock_owned_select",
+]
 
 C = conversations.c
 M = messages.c
 W = workers.c
+
+# The conversation ids a statement acts on, `b_ids` (PostgreSQL's lane binds one array
+# instead: `postgres_hot.py`).
+_ID_IN = C.id.in_(bindparam("b_ids", expanding=True))
+
+
+def lock_owned_select(ids: ColumnElement[bool]) -> Select[Any]:
+    """Those of `ids` whose lease `b_w` holds live at `b_now`, by id (the dialects add
+    their row lock). A live lease only: a lapsed one may have let the inbox processor
+    apply a STOP."""
+    return (
+        select(C.id)
+        .where(ids, C.lease_owner == bindparam("b_w"), C.lease_expires_at >= ts("b_now"))
+        .order_by(C.id)
+    )
+
+
+def extend_update(ids: ColumnElement[bool]) -> Update:
+    """`Store.extend_leases`: those of `ids` whose lease `b_w` holds live at `b_now` now
+    run to `b_until`."""
+    return (
+        update(conversations)
+        .where(ids, C.lease_owner == bindparam("b_w"), C.lease_expires_at >= ts("b_now"))
+        .values(lease_expires_at=ts("b_until"))
+        .returning(C.id)
+    )
 
 
 class DispatchSql(SqlCore):
@@ -69,16 +102,7 @@ class DispatchSql(SqlCore):
             .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
             .values(lease_owner=None, lease_expires_at=None)
         )
-        self._extend = (
-            update(conversations)
-            .where(
-                C.id.in_(bindparam("b_ids", expanding=True)),
-                C.lease_owner == bindparam("b_w"),
-                C.lease_expires_at >= ts("b_now"),
-            )
-            .values(lease_expires_at=ts("b_until"))
-            .returning(C.id)
-        )
+        self._extend = extend_update(_ID_IN)
         self._next_due = select(func.min(C.next_send_at)).where(
             ACTIVE, or_(C.lease_expires_at.is_(None), C.lease_expires_at < ts("b_now"))
         )
@@ -127,16 +151,7 @@ class DispatchSql(SqlCore):
         return self._due_select().scalar_subquery()
 
     def _build_lock_owned(self) -> Select[Any]:
-        # A live lease only: a lapsed one may have let the inbox processor apply a STOP.
-        return (
-            select(C.id)
-            .where(
-                C.id.in_(bindparam("b_ids", expanding=True)),
-                C.lease_owner == bindparam("b_w"),
-                C.lease_expires_at >= ts("b_now"),
-            )
-            .order_by(C.id)
-        )
+        return lock_owned_select(_ID_IN)
 
     def _build_prior_messages(self) -> Select[Any]:
         return select(

@@ -1,0 +1,125 @@
+"""PostgreSQL: the dispatcher's hot calls on an asyncpg connection of their own, with
+prepared statements and no SQLAlchemy (issue 14).
+
+Through SQLAlchemy's asyncio layer each statement cost the dispatcher 1.2-1.8 ms of CPU
+(pool checkout and reset, greenlet hand-offs, result processing; bench/README.md), per
+statement rather than per transaction; at a trickle that was most of a message's CPU.
+Here a call is asyncpg's own: a cached prepared statement is one Bind/Execute round
+trip.
+
+Calls take turns on the one connection, in arrival order. A call cancelled while it
+runs still finishes (or rolls back) on the connection, as SQLite's lane does, so the
+next call never finds it mid-statement. The connection opens on first use; after a
+driver or network error that can have left it broken it is dropped, the call fails
+with `DatabaseUnavailable` (the dispatcher retries, as it does for the pool's), and the
+next call connects afresh.
+
+Sessions plan every statement for its own parameters (`plan_cache_mode =
+force_custom_plan`, see `postgres.py`). Behind a transaction pooler (`pooler=True`) a
+statement prepared in one transaction may be missing from, or collide with another
+client's in, the next server session: there the lane prepares nothing by name
+(`statement_cache_size=0`: asyncpg's unnamed statement, parsed afresh each time, so also
+planned for its parameters) and runs every call inside a transaction, so the parse and
+the execution reach the same server session. No setting is sent there: PgBouncer
+refuses startup parameters it does not know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from dripline.errors import DatabaseUnavailable, StoreError
+from dripline.store.sql.core import driver_error, first_line
+
+__all__ = ["PostgresLane"]
+
+T = TypeVar("T")
+
+_CLOSE_TIMEOUT_S = 2.0
+
+
+class PostgresLane:
+    """One asyncpg connection; one call at a time, each whole."""
+
+    def __init__(self, dsn: str, *, target: str, pooler: bool) -> None:
+        self._dsn = dsn
+        self._target = target
+        self._pooler = pooler
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    async def run(self, work: Callable[[Any], Awaitable[T]], *, transaction: bool = False) -> T:
+        """`work(conn)`; in one transaction if `transaction` (always behind a pooler),
+        else autocommitted statement by statement (a one-statement `work` is atomic)."""
+        task = asyncio.ensure_future(self._call(work, transaction or self._pooler))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The call goes on to its end; its outcome is nobody's now.
+            task.add_done_callback(_consume)
+            raise
+
+    async def _call(self, work: Callable[[Any], Awaitable[T]], transaction: bool) -> T:
+        async with self._lock:
+            conn = self._conn
+            try:
+                if conn is None:
+                    conn = self._conn = await self._connect()
+                if not transaction:
+                    return await work(conn)
+                async with conn.transaction():
+                    return await work(conn)
+            except BaseException as exc:
+                error = self._translate(exc)
+                if error is None or isinstance(error, DatabaseUnavailable):
+                    # Cancelled, or a connection that may be broken: never reuse it.
+                    self._drop()
+                if error is None:
+                    raise
+                raise error from exc
+
+    async def _connect(self) -> Any:
+        if self._pooler:
+            return await asyncpg.connect(self._dsn, statement_cache_size=0)
+        return await asyncpg.connect(
+            self._dsn, server_settings={"plan_cache_mode": "force_custom_plan"}
+        )
+
+    def _translate(self, exc: BaseException) -> StoreError | None:
+        """dripline's error for `exc` (None: not a database error, re-raise it)."""
+        if isinstance(exc, (OSError, TimeoutError)):
+            return DatabaseUnavailable(f"database {self._target} is unavailable: {first_line(exc)}")
+        if isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError)):
+            error = driver_error(self._target, exc, exc)
+            if self._conn is not None and self._conn.is_closed():
+                return DatabaseUnavailable(str(error))
+            return error
+        return None
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def close(self) -> None:
+        """Waits for the call under way, then closes the connection (a later call would
+        open another, as SQLAlchemy's engine does after `dispose`)."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and not conn.is_closed():
+                try:
+                    await conn.close(timeout=_CLOSE_TIMEOUT_S)
+                except Exception:
+                    conn.terminate()
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    # Retrieve the exception so asyncio does not log it as never retrieved.
+    if not task.cancelled():
+        with contextlib.suppress(BaseException):
+            task.exception()
