@@ -38,11 +38,12 @@ def _dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _terminate(url: str, pid: int) -> None:
-    """End a server session from outside, as a server restart or a proxy would."""
+async def _terminate(url: str, pid: int) -> bool:
+    """End a server session from outside, as a server restart or a proxy would (False:
+    it had ended already)."""
     conn = await asyncpg.connect(_dsn(url))
     try:
-        assert await conn.fetchval("SELECT pg_terminate_backend($1, 5000)", pid)
+        return bool(await conn.fetchval("SELECT pg_terminate_backend($1, 5000)", pid))
     finally:
         await conn.close()
 
@@ -57,7 +58,7 @@ async def test_a_lost_lane_connection_fails_one_call_then_is_replaced(postgres_u
     try:
         await store.enroll([Enrollment(f"+1415555{i:04d}", "f", at=NOW) for i in range(3)], NOW)
         before = await _lane_pid(store)
-        await _terminate(postgres_url, before)
+        assert await _terminate(postgres_url, before)
         with pytest.raises(DatabaseUnavailable, match="unavailable"):
             await store.claim_next(10, 60, "w", NOW)
         # The failed claim wrote nothing; the next call connects afresh.
@@ -126,8 +127,7 @@ class _LaneFaults:
         self.calls += 1
         conn = self.lane._conn
         if self.calls % 5 == 0 and conn is not None and not conn.is_closed():
-            self.ended += 1
-            await _terminate(self.url, conn.get_server_pid())
+            self.ended += await _terminate(self.url, conn.get_server_pid())
         result = await self.real(work, transaction=transaction)
         # A claim's lost answer leaves its rows leased to this worker until the lease
         # runs out (30 s here): safe, but slow for a test.

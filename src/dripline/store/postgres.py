@@ -26,8 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from dripline.store import postgres_hot as hot
 from dripline.store.postgres_lane import PostgresLane
+from dripline.store.schema import workers
 from dripline.store.sql import SqlStore
-from dripline.store.types import Claim, Conversation, Outcome, Reservation, ReservationResult
+from dripline.store.types import (
+    Claim,
+    Conversation,
+    Outcome,
+    Reservation,
+    ReservationResult,
+    WorkerInfo,
+)
 from dripline.store.urls import DatabaseUrl
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "describe_target"]
@@ -131,7 +139,7 @@ class PostgresStore(SqlStore):
     # the dispatcher's hot path, on the lane (postgres_lane.py) ----------------
     def _hot_sql(self) -> hot.HotSql:
         if self._hot is None:
-            self._hot = hot.HotSql(self._claim)
+            self._hot = hot.HotSql(self._claim, self._upsert(workers))
         return self._hot
 
     async def claim_due(
@@ -166,6 +174,10 @@ class PostgresStore(SqlStore):
             return 0
         sql = self._hot_sql()
         return await self._lane.run(lambda conn: hot.record(conn, sql, outcomes, worker_id, now))
+
+    async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
+        sql = self._hot_sql()
+        return await self._lane.run(lambda conn: hot.heartbeat(conn, sql, worker, live_after_s))
 
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime

@@ -18,18 +18,31 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ClauseElement, Update, any_, bindparam, func, or_, select, text
+from sqlalchemy import (
+    BigInteger,
+    ClauseElement,
+    Insert,
+    Update,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy import true as sql_true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from dripline.store.schema import conversations, messages
+from dripline.store.schema import conversations, messages, workers
 from dripline.store.sql.core import ACTIVE, CHUNK, CONVERSATION_COLUMNS, chunks, ts
 from dripline.store.sql.dispatch import (
     claim_params,
     claimed_rows,
     extend_update,
+    heartbeat_values,
     lock_owned_select,
 )
 from dripline.store.sql.reserve_plan import INSERT_COLUMNS, Key, Prior, key, plan, wanted
@@ -39,11 +52,22 @@ from dripline.store.types import (
     Outcome,
     Reservation,
     ReservationResult,
+    WorkerInfo,
 )
 
-__all__ = ["HotSql", "Statement", "claim", "compiled", "extend", "record", "reserve"]
+__all__ = [
+    "HotSql",
+    "Statement",
+    "claim",
+    "compiled",
+    "extend",
+    "heartbeat",
+    "record",
+    "reserve",
+]
 
 C = conversations.c
+W = workers.c
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 _FIELDS = [c.name for c in CONVERSATION_COLUMNS].index("fields")
 
@@ -162,7 +186,7 @@ class HotSql:
     """The lane's statements, compiled once per store (on first use: start-up does not
     pay for them)."""
 
-    def __init__(self, claim: Update) -> None:
+    def __init__(self, claim: Update, upsert_worker: Insert) -> None:
         # The claim (the store's, with SKIP LOCKED) and the next due time in one
         # statement. The outer query reads the snapshot from before the claim's update,
         # so it leaves out the rows just claimed by id; a separate `next_due_at` after
@@ -189,6 +213,20 @@ class HotSql:
         self.insert = compiled(_INSERT)
         self.update_reserved = compiled(_UPDATE_RESERVED)
         self.record = compiled(_RECORD)
+        # The heartbeat's upsert and the live workers in one statement; the outer query
+        # reads the snapshot from before the upsert, so this worker's row comes from
+        # its RETURNING.
+        up = (
+            upsert_worker.values({c.name: bindparam(f"w_{c.name}", type_=c.type) for c in W})
+            .returning(*W)
+            .cte("up")
+        )
+        self.heartbeat = compiled(
+            union_all(
+                select(up).where(up.c.heartbeat_at >= ts("b_since")),
+                select(workers).where(W.heartbeat_at >= ts("b_since"), W.id != bindparam("w_id")),
+            )
+        )
 
 
 async def _fetch(conn: Any, stmt: Statement, params: Mapping[str, Any]) -> list[Any]:
@@ -305,3 +343,29 @@ async def extend(
         "b_until": now + timedelta(seconds=lease_ttl_s),
     }
     return sorted(r[0] for r in await _fetch(conn, sql.extend, params))
+
+
+async def heartbeat(
+    conn: Any, sql: HotSql, worker: WorkerInfo, live_after_s: float
+) -> list[WorkerInfo]:
+    """`Store.heartbeat`: one statement."""
+    values = heartbeat_values(worker)
+    params = {f"w_{k}": v for k, v in values.items()}
+    params["w_stats"] = json.dumps(values["stats"])  # SQLAlchemy's JSON: None is 'null'
+    _aware(worker.heartbeat_at)
+    params["b_since"] = worker.heartbeat_at - timedelta(seconds=live_after_s)
+    live = [
+        WorkerInfo(
+            id=r[0],
+            hostname=r[1],
+            pid=r[2],
+            started_at=r[3],
+            heartbeat_at=r[4],
+            rate_per_s=float(r[5]),
+            concurrency=int(r[6]),
+            policy=r[7],
+            stats=json.loads(r[8]) if r[8] is not None else {},
+        )
+        for r in await _fetch(conn, sql.heartbeat, params)
+    ]
+    return sorted(live, key=lambda w: w.id)

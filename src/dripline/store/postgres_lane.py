@@ -41,6 +41,7 @@ __all__ = ["PostgresLane"]
 T = TypeVar("T")
 
 _CLOSE_TIMEOUT_S = 2.0
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 class PostgresLane:
@@ -94,7 +95,10 @@ class PostgresLane:
         """dripline's error for `exc` (None: not a database error, re-raise it)."""
         if isinstance(exc, (OSError, TimeoutError)):
             return DatabaseUnavailable(f"database {self._target} is unavailable: {first_line(exc)}")
-        if isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError)):
+        # InternalClientError: e.g. a statement started while the protocol still
+        # consumed the FATAL a server sends as it ends the session (seen with
+        # pg_terminate_backend): the connection is as good as lost.
+        if isinstance(exc, _DRIVER_ERRORS):
             error = driver_error(self._target, exc, exc)
             if self._conn is not None and self._conn.is_closed():
                 return DatabaseUnavailable(str(error))

@@ -57,6 +57,7 @@ __all__ = [
     "claim_params",
     "claimed_rows",
     "extend_update",
+    "heartbeat_values",
     "lock_owned_select",
 ]
 
@@ -319,26 +320,30 @@ class DispatchSql(SqlCore):
         return value
 
     async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
-        values = {
-            "id": worker.id,
-            "hostname": worker.hostname,
-            "pid": worker.pid,
-            "started_at": worker.started_at,
-            "heartbeat_at": worker.heartbeat_at,
-            "rate_per_s": worker.rate_per_s,
-            "concurrency": worker.concurrency,
-            "policy": worker.policy,
-            "stats": dict(worker.stats) if worker.stats else None,
-        }
         since = worker.heartbeat_at - timedelta(seconds=live_after_s)
         async with self._write() as conn:
-            await conn.execute(self._upsert(workers), values)
+            await conn.execute(self._upsert(workers), heartbeat_values(worker))
             rows = (await conn.execute(self._live_workers, {"b_since": since})).all()
         return sorted((worker_from_row(r) for r in rows), key=lambda w: w.id)
 
     async def unregister(self, worker_id: str) -> None:
         async with self._write() as conn:
             await conn.execute(self._unregister, {"b_id": worker_id})
+
+
+def heartbeat_values(worker: WorkerInfo) -> dict[str, Any]:
+    """The `workers` row of a heartbeat, by column."""
+    return {
+        "id": worker.id,
+        "hostname": worker.hostname,
+        "pid": worker.pid,
+        "started_at": worker.started_at,
+        "heartbeat_at": worker.heartbeat_at,
+        "rate_per_s": worker.rate_per_s,
+        "concurrency": worker.concurrency,
+        "policy": worker.policy,
+        "stats": dict(worker.stats) if worker.stats else None,
+    }
 
 
 def claim_params(limit: int, lease_ttl_s: float, worker_id: str, now: datetime) -> dict[str, Any]:
