@@ -1,8 +1,11 @@
 """The PostgreSQL backend (asyncpg): many workers on many machines.
 
 Claims use `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other's
-rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table.
-Wake-ups use LISTEN/NOTIFY on one dedicated connection, opened on first use.
+rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table. The
+dispatcher's hot calls (claim, reserve, record, lease extension, heartbeat) run on a
+connection of their own in asyncpg (`postgres_lane.py`, `postgres_hot.py`); every
+other method goes through the SQLAlchemy engine. Wake-ups use LISTEN/NOTIFY on one
+dedicated connection, opened on first use.
 
 Behind a transaction-mode pooler (PgBouncer, Supabase), `pooler=True` disables every
 prepared-statement cache and LISTEN (a pooler cannot keep a session for it), so
