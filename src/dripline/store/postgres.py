@@ -150,7 +150,10 @@ class PostgresStore(SqlStore):
     ) -> list[Conversation]:
         if limit <= 0:
             return []
-        return (await self.claim_next(limit, lease_ttl_s, worker_id, now)).conversations
+        sql = self._hot_sql()
+        return await self._lane.run(
+            lambda conn: hot.claim_due(conn, sql, limit, lease_ttl_s, worker_id, now)
+        )
 
     async def claim_next(
         self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime

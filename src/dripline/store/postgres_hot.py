@@ -49,6 +49,7 @@ from dripline.store.sql.reserve_plan import INSERT_COLUMNS, Key, Prior, key, pla
 from dripline.store.types import (
     NONFINAL_STATUSES,
     Claim,
+    Conversation,
     Outcome,
     Reservation,
     ReservationResult,
@@ -59,6 +60,7 @@ __all__ = [
     "HotSql",
     "Statement",
     "claim",
+    "claim_due",
     "compiled",
     "extend",
     "heartbeat",
@@ -192,6 +194,7 @@ class HotSql:
         # so it leaves out the rows just claimed by id; a separate `next_due_at` after
         # the update would not see them as unleased either. One row at least: with
         # nothing claimed, the conversation columns are NULL.
+        self.claim_only = compiled(claim)  # `claim_due`: no next due time
         claimed = claim.cte("claimed")
         next_due = (
             select(func.min(C.next_send_at))
@@ -240,9 +243,11 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _conversation(row: Any) -> list[Any]:
+def _conversation(row: Any, extra: int = 1) -> list[Any]:
+    """A row of CONVERSATION_COLUMNS, then `extra` more columns (the claim's next due)."""
     values = list(row)
-    del values[-1]  # next_due
+    if extra:
+        del values[-extra:]
     fields = values[_FIELDS]
     if fields is not None:
         values[_FIELDS] = json.loads(fields)  # asyncpg returns `json` as text
@@ -257,6 +262,15 @@ async def claim(
     rows = await _fetch(conn, sql.claim, params)
     convs = [_conversation(r) for r in rows if r[0] is not None]
     return Claim(claimed_rows(convs), rows[0][-1])
+
+
+async def claim_due(
+    conn: Any, sql: HotSql, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+) -> list[Conversation]:
+    """`Store.claim_due` (limit > 0)."""
+    params = claim_params(limit, lease_ttl_s, worker_id, _aware(now) or now)
+    rows = await _fetch(conn, sql.claim_only, params)
+    return claimed_rows([_conversation(r, 0) for r in rows])
 
 
 async def reserve(
