@@ -13,7 +13,16 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from dripline.store import Enrollment, Reservation, Store, open_store
+from dripline.store import (
+    ConversationUpdate,
+    Enrollment,
+    MessageUpdate,
+    Outcome,
+    Reservation,
+    Store,
+    open_store,
+)
+from dripline.store.types import WorkerInfo
 
 pytestmark = pytest.mark.postgres
 
@@ -123,3 +132,42 @@ async def test_reservations_read_prior_messages_by_index_without_statistics(
     assert [(r.ok, r.prior_status) for r in results] == [(False, "sent")] * 200
     assert after[0] == before[0], f"messages scanned in full: {before} -> {after}"
     assert after[1] > before[1]
+
+
+async def test_the_hot_paths_statements_are_never_planned_generically(postgres_url: str) -> None:
+    # The lane (postgres_lane.py) prepares its statements by name; its session plans
+    # each run for its parameters (plan_cache_mode), however often a statement runs.
+    store = await open_store(postgres_url, pool_size=1)
+    try:
+        await store.enroll([Enrollment(f"+1415555{i:04d}", "f", at=NOW) for i in range(16)], NOW)
+        for i in range(8):
+            at = NOW + timedelta(seconds=i)
+            claim = await store.claim_next(2, 60, "w", at)
+            convs = claim.conversations
+            assert len(convs) == 2
+            assert await store.extend_leases([c.id for c in convs], "w", 60, at)
+            items = [Reservation(c.id, c.step, c.purpose, NOW) for c in convs]
+            results = await store.reserve(items, "w", at)
+            outcomes = [
+                Outcome(
+                    ConversationUpdate(c.id, "completed", c.step, c.purpose, None, 1),
+                    MessageUpdate(r.message_id, "sent", wamid=f"wamid.{r.message_id}"),
+                )
+                for c, r in zip(convs, results, strict=True)
+            ]
+            assert await store.record_results(outcomes, "w", at) == 2
+            await store.heartbeat(WorkerInfo("w", "h", 1, NOW, at, 1.0, 1, "static"), 30)
+        rows = await _on_lane_connection(
+            store,
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+            # asyncpg's own (its type introspection, and JIT off around it) left out
+            "WHERE statement LIKE '%$1%' AND statement NOT LIKE '%pg_prepared_statements%' "
+            "AND statement NOT LIKE '%set_config(%' AND statement NOT LIKE '%typeinfo_tree%'",
+        )
+    finally:
+        await store.close()
+    # claim, lock, prior read, insert, record, extension, heartbeat
+    assert len(rows) >= 7, rows
+    assert all(int(str(r[1])) == 0 for r in rows), rows
+    few = [(" ".join(str(r[0]).split())[:60], r[2]) for r in rows if int(str(r[2])) < 8]
+    assert not few, few
