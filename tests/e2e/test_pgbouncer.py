@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -27,9 +28,19 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dripline.fake import FakeConfig, running_fake
+from dripline.store import (
+    ConversationUpdate,
+    Enrollment,
+    MessageUpdate,
+    Outcome,
+    Reservation,
+    Store,
+    open_store,
+)
+from dripline.store.types import WorkerInfo
 from tests.e2e.test_dispatcher_processes import DRIPLINE, worker_env
 from tests.e2e.test_run_serve import free_port
-from tests.fixtures.dispatch import TOKEN
+from tests.fixtures.dispatch import TOKEN, phones
 
 pytestmark = pytest.mark.postgres
 
@@ -205,3 +216,58 @@ async def test_db_commands_behind_a_transaction_pooler(
         assert code == 0, out
     both = await asyncio.gather(*(_dripline(env, "db", "upgrade", "--json") for _ in range(2)))
     assert [code for code, _ in both] == [0, 0], both
+
+
+async def test_the_dispatchers_hot_path_behind_a_transaction_pooler(
+    postgres_url: str, pgbouncer: Callable[[str], str]
+) -> None:
+    """Eight stores with `pooler` (more clients than PgBouncer's 5 server sessions),
+    their claims, reservations, records, lease extensions and heartbeats interleaved:
+    PostgreSQL's lane prepares nothing by name, so a statement is never looked for in
+    another client's server session (with asyncpg's statement cache on, this fails:
+    "prepared statement __asyncpg_stmt_3d__ does not exist"). Each call also runs in a
+    transaction, so an unnamed parse and its execution reach the same server session;
+    this test did not catch that one undone (the gap between the two is short)."""
+    pooled = pgbouncer(postgres_url)
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    stores = [await open_store(pooled, pooler=True, pool_size=1) for _ in range(8)]
+    try:
+        await stores[0].enroll([Enrollment(p, "f", at=now) for p in phones(80)], now)
+
+        async def dispatch(store: Store, worker: str) -> int:
+            sent = 0
+            for k in range(80):
+                at = now + timedelta(seconds=k)
+                claim = await store.claim_next(2, 60, worker, at)
+                convs = claim.conversations
+                if not convs:
+                    if claim.next_due_at is None:
+                        return sent  # the others hold the rest
+                    continue
+                assert await store.extend_leases([c.id for c in convs], worker, 60, at) == sorted(
+                    c.id for c in convs
+                )
+                items = [Reservation(c.id, c.step, c.purpose, c.next_send_at) for c in convs]
+                results = await store.reserve(items, worker, at)
+                assert all(r.ok for r in results)
+                outcomes = [
+                    Outcome(
+                        ConversationUpdate(c.id, "completed", c.step, c.purpose, None, 1),
+                        MessageUpdate(r.message_id, "sent", wamid=f"wamid.{r.message_id}"),
+                    )
+                    for c, r in zip(convs, results, strict=True)
+                ]
+                assert await store.record_results(outcomes, worker, at) == len(convs)
+                info = WorkerInfo(worker, "host", 1, now, at, 10.0, 5, "static")
+                assert worker in {w.id for w in await store.heartbeat(info, live_after_s=30)}
+                sent += len(convs)
+            return sent
+
+        sent = await asyncio.gather(*(dispatch(s, f"w{i}") for i, s in enumerate(stores)))
+        assert sum(sent) == 80
+        snap = await stores[0].snapshot()
+        assert sorted(m.status for m in snap.messages) == ["sent"] * 80
+        assert {c.state for c in snap.conversations} == {"completed"}
+    finally:
+        for store in stores:
+            await store.close()

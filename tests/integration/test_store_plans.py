@@ -13,7 +13,16 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from dripline.store import Enrollment, Reservation, Store, open_store
+from dripline.store import (
+    ConversationUpdate,
+    Enrollment,
+    MessageUpdate,
+    Outcome,
+    Reservation,
+    Store,
+    open_store,
+)
+from dripline.store.types import WorkerInfo
 
 pytestmark = pytest.mark.postgres
 
@@ -30,10 +39,20 @@ async def _on_store_connection(store: Store, sql: str) -> list[tuple[object, ...
         return [tuple(r) for r in await conn.exec_driver_sql(sql)]
 
 
+async def _on_lane_connection(store: Store, sql: str) -> list[tuple[object, ...]]:
+    """Run `sql` on the connection of the store's hot path (postgres_lane.py)."""
+
+    async def fetch(conn: asyncpg.Connection) -> list[tuple[object, ...]]:
+        return [tuple(r) for r in await conn.fetch(sql)]
+
+    return await store._lane.run(fetch)  # type: ignore[attr-defined,no-any-return]
+
+
 async def _messages_scans(store: Store, url: str) -> tuple[int, int]:
     """(sequential, index) scans of `messages` so far, the store's included."""
-    # Sent when the store's connection next goes idle, i.e. before this returns.
+    # Sent when the store's connections next go idle, i.e. before this returns.
     await _on_store_connection(store, "SELECT pg_stat_force_next_flush()")
+    await _on_lane_connection(store, "SELECT pg_stat_force_next_flush()")
     conn = await asyncpg.connect(_dsn(url))
     try:
         row = await conn.fetchrow(
@@ -54,10 +73,11 @@ async def test_claims_are_planned_for_their_own_limit(postgres_url: str) -> None
         for i in range(12):
             claimed = await store.claim_due(2, 60, "w", NOW + timedelta(seconds=i))
             assert len(claimed) == 2
-        rows = await _on_store_connection(
+        rows = await _on_lane_connection(
             store,
             "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
-            "WHERE statement LIKE 'UPDATE conversations SET lease_owner%'",
+            "WHERE statement LIKE '%UPDATE conversations SET lease_owner%' "
+            "AND statement NOT LIKE '%pg_prepared_statements%'",
         )
     finally:
         await store.close()
@@ -112,3 +132,42 @@ async def test_reservations_read_prior_messages_by_index_without_statistics(
     assert [(r.ok, r.prior_status) for r in results] == [(False, "sent")] * 200
     assert after[0] == before[0], f"messages scanned in full: {before} -> {after}"
     assert after[1] > before[1]
+
+
+async def test_the_hot_paths_statements_are_never_planned_generically(postgres_url: str) -> None:
+    # The lane (postgres_lane.py) prepares its statements by name; its session plans
+    # each run for its parameters (plan_cache_mode), however often a statement runs.
+    store = await open_store(postgres_url, pool_size=1)
+    try:
+        await store.enroll([Enrollment(f"+1415555{i:04d}", "f", at=NOW) for i in range(16)], NOW)
+        for i in range(8):
+            at = NOW + timedelta(seconds=i)
+            claim = await store.claim_next(2, 60, "w", at)
+            convs = claim.conversations
+            assert len(convs) == 2
+            assert await store.extend_leases([c.id for c in convs], "w", 60, at)
+            items = [Reservation(c.id, c.step, c.purpose, NOW) for c in convs]
+            results = await store.reserve(items, "w", at)
+            outcomes = [
+                Outcome(
+                    ConversationUpdate(c.id, "completed", c.step, c.purpose, None, 1),
+                    MessageUpdate(r.message_id, "sent", wamid=f"wamid.{r.message_id}"),
+                )
+                for c, r in zip(convs, results, strict=True)
+            ]
+            assert await store.record_results(outcomes, "w", at) == 2
+            await store.heartbeat(WorkerInfo("w", "h", 1, NOW, at, 1.0, 1, "static"), 30)
+        rows = await _on_lane_connection(
+            store,
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+            # asyncpg's own (its type introspection, and JIT off around it) left out
+            "WHERE statement LIKE '%$1%' AND statement NOT LIKE '%pg_prepared_statements%' "
+            "AND statement NOT LIKE '%set_config(%' AND statement NOT LIKE '%typeinfo_tree%'",
+        )
+    finally:
+        await store.close()
+    # claim, lock, prior read, insert, record, extension, heartbeat
+    assert len(rows) >= 7, rows
+    assert all(int(str(r[1])) == 0 for r in rows), rows
+    few = [(" ".join(str(r[0]).split())[:60], r[2]) for r in rows if int(str(r[2])) < 8]
+    assert not few, few

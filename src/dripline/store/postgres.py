@@ -1,8 +1,11 @@
 """The PostgreSQL backend (asyncpg): many workers on many machines.
 
 Claims use `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other's
-rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table.
-Wake-ups use LISTEN/NOTIFY on one dedicated connection, opened on first use.
+rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table. The
+dispatcher's hot calls (claim, reserve, record, lease extension, heartbeat) run on a
+connection of their own in asyncpg (`postgres_lane.py`, `postgres_hot.py`); every
+other method goes through the SQLAlchemy engine. Wake-ups use LISTEN/NOTIFY on one
+dedicated connection, opened on first use.
 
 Behind a transaction-mode pooler (PgBouncer, Supabase), `pooler=True` disables every
 prepared-statement cache and LISTEN (a pooler cannot keep a session for it), so
@@ -24,82 +27,24 @@ from sqlalchemy import Select, Table, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from dripline.store.schema import UTCDateTime
+from dripline.store import postgres_hot as hot
+from dripline.store.postgres_lane import PostgresLane
+from dripline.store.schema import workers
 from dripline.store.sql import SqlStore
-from dripline.store.sql.core import CHUNK, chunks
-from dripline.store.types import NONFINAL_STATUSES, Outcome
+from dripline.store.types import (
+    Claim,
+    Conversation,
+    Outcome,
+    Reservation,
+    ReservationResult,
+    WorkerInfo,
+)
 from dripline.store.urls import DatabaseUrl
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "describe_target"]
 
 NOTIFY_CHANNEL = "dripline_due"
 _RECONNECT_MAX_S = 30.0
-
-_NONFINAL = ", ".join(f"'{s}'" for s in NONFINAL_STATUSES)
-
-# One statement writes a whole batch: both updates run in one snapshot, atomically.
-_RECORD_SQL = text(
-    f"""
-WITH msg AS (
-    UPDATE messages AS m SET
-        status = CASE WHEN m.status IN ({_NONFINAL}) THEN v.status ELSE m.status END,
-        error_code = CASE WHEN m.status IN ({_NONFINAL}) THEN v.error_code
-                          ELSE m.error_code END,
-        error_title = CASE WHEN m.status IN ({_NONFINAL}) THEN v.error_title
-                           ELSE m.error_title END,
-        status_at = CASE WHEN m.status IN ({_NONFINAL}) THEN :now ELSE m.status_at END,
-        wamid = COALESCE(v.wamid, m.wamid),
-        sent_at = COALESCE(v.sent_at, m.sent_at),
-        latency_ms = COALESCE(v.latency_ms, m.latency_ms),
-        updated_at = :now
-    FROM unnest(
-        CAST(:m_id AS BIGINT[]), CAST(:m_status AS TEXT[]), CAST(:m_wamid AS TEXT[]),
-        CAST(:m_code AS INTEGER[]), CAST(:m_title AS TEXT[]),
-        CAST(:m_sent AS TIMESTAMPTZ[]), CAST(:m_latency AS FLOAT8[])
-    ) AS v(id, status, wamid, error_code, error_title, sent_at, latency_ms)
-    WHERE m.id = v.id
-    RETURNING m.id
-), conv AS (
-    UPDATE conversations AS c SET
-        state = v.state, step = v.step, purpose = v.purpose,
-        next_send_at = v.next_send_at, attempts = v.attempts, last_error = v.last_error,
-        wa_id = COALESCE(v.wa_id, c.wa_id),
-        lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
-    FROM unnest(
-        CAST(:c_id AS BIGINT[]), CAST(:c_state AS TEXT[]), CAST(:c_step AS INTEGER[]),
-        CAST(:c_purpose AS TEXT[]), CAST(:c_next AS TIMESTAMPTZ[]),
-        CAST(:c_attempts AS INTEGER[]), CAST(:c_error AS TEXT[]), CAST(:c_wa AS TEXT[])
-    ) AS v(id, state, step, purpose, next_send_at, attempts, last_error, wa_id)
-    WHERE c.id = v.id AND c.lease_owner = :worker AND c.lease_expires_at >= :now
-    RETURNING c.id
-)
-SELECT (SELECT count(*) FROM conv), (SELECT count(*) FROM msg)
-"""
-)
-
-# A reservation's prior message rows, looked up by their unique key one by one (the
-# LIMIT keeps each lookup a subquery the planner cannot turn into a join). Written as a
-# join, or as `conversation_id IN (...)`, the plan depended on the statistics of
-# `messages`: with none (a new table, autovacuum off or not yet run) the planner
-# guessed half the table matched and read every row of it for each reservation, a cost
-# that grew with every message sent (issue 14: a drain's rate fell by two thirds).
-# FOR UPDATE: a webhook must not change a status between our read and our write.
-_PRIOR_SQL = text(
-    """
-SELECT m.id, m.conversation_id, m.step, m.purpose, m.status, m.attempts, m.wamid,
-       m.error_code, m.status_at, m.reserved_at
-FROM unnest(CAST(:k_conv AS BIGINT[]), CAST(:k_step AS INTEGER[]), CAST(:k_purpose AS TEXT[]))
-     AS k(conversation_id, step, purpose)
-CROSS JOIN LATERAL (
-    SELECT m.id, m.conversation_id, m.step, m.purpose, m.status, m.attempts, m.wamid,
-           m.error_code, m.status_at, COALESCE(m.reserved_at, m.created_at) AS reserved_at
-    FROM messages AS m
-    WHERE m.conversation_id = k.conversation_id AND m.step = k.step AND m.purpose = k.purpose
-    LIMIT 1
-    FOR UPDATE
-) AS m
-"""
-).columns(status_at=UTCDateTime, reserved_at=UTCDateTime)
 
 _NOTIFY_SQL = text("SELECT pg_notify(:channel, :payload)")
 
@@ -170,6 +115,10 @@ class PostgresStore(SqlStore):
         super().__init__(engine, describe_target(url))
         self._dsn = asyncpg_dsn(url)
         self._pooler = pooler
+        # The dispatcher's claim, reservation, record and lease extension: a connection
+        # of its own, opened on first use (postgres_lane.py).
+        self._lane = PostgresLane(self._dsn, target=self.target, pooler=pooler)
+        self._hot: hot.HotSql | None = None
         self._event: asyncio.Event | None = None
         self._listening = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
@@ -183,20 +132,6 @@ class PostgresStore(SqlStore):
         # Serializes reservations per conversation; NO KEY keeps FK inserts unblocked.
         return super()._build_lock_owned().with_for_update(key_share=True)
 
-    async def _read_prior(
-        self, conn: AsyncConnection, wanted: set[tuple[int, int, str]]
-    ) -> dict[tuple[int, int, str], Any]:
-        prior: dict[tuple[int, int, str], Any] = {}
-        for page in chunks(sorted(wanted), CHUNK):
-            params = {
-                "k_conv": [k[0] for k in page],
-                "k_step": [k[1] for k in page],
-                "k_purpose": [k[2] for k in page],
-            }
-            for r in await conn.execute(_PRIOR_SQL, params):
-                prior[(r.conversation_id, r.step, r.purpose)] = r
-        return prior
-
     def _upsert(self, table: Table) -> Any:
         stmt = pg_insert(table)
         return stmt.on_conflict_do_update(
@@ -204,32 +139,61 @@ class PostgresStore(SqlStore):
             set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != "id"},
         )
 
-    async def _record(
-        self, conn: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str, now: datetime
+    # the dispatcher's hot path, on the lane (postgres_lane.py) ----------------
+    def _hot_sql(self) -> hot.HotSql:
+        if self._hot is None:
+            self._hot = hot.HotSql(self._claim, self._upsert(workers))
+        return self._hot
+
+    async def claim_due(
+        self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> list[Conversation]:
+        if limit <= 0:
+            return []
+        sql = self._hot_sql()
+        return await self._lane.run(
+            lambda conn: hot.claim_due(conn, sql, limit, lease_ttl_s, worker_id, now)
+        )
+
+    async def claim_next(
+        self, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
+    ) -> Claim:
+        sql = self._hot_sql()
+        return await self._lane.run(
+            lambda conn: hot.claim(conn, sql, limit, lease_ttl_s, worker_id, now)
+        )
+
+    async def reserve(
+        self, items: Sequence[Reservation], worker_id: str, now: datetime
+    ) -> list[ReservationResult]:
+        if not items:
+            return []
+        sql = self._hot_sql()
+        return await self._lane.run(
+            lambda conn: hot.reserve(conn, sql, items, worker_id, now), transaction=True
+        )
+
+    async def record_results(
+        self, outcomes: Sequence[Outcome], worker_id: str, now: datetime
     ) -> int:
-        msgs = [o.message for o in outcomes if o.message is not None]
-        convs = [o.conversation for o in outcomes]
-        params = {
-            "now": _aware(now),
-            "worker": worker_id,
-            "m_id": [m.message_id for m in msgs],
-            "m_status": [m.status for m in msgs],
-            "m_wamid": [m.wamid for m in msgs],
-            "m_code": [m.error_code for m in msgs],
-            "m_title": [m.error_title for m in msgs],
-            "m_sent": [_aware(m.sent_at) for m in msgs],
-            "m_latency": [m.latency_ms for m in msgs],
-            "c_id": [c.conversation_id for c in convs],
-            "c_state": [c.state for c in convs],
-            "c_step": [c.step for c in convs],
-            "c_purpose": [c.purpose for c in convs],
-            "c_next": [_aware(c.next_send_at) for c in convs],
-            "c_attempts": [c.attempts for c in convs],
-            "c_error": [c.last_error for c in convs],
-            "c_wa": [c.wa_id for c in convs],
-        }
-        row = (await conn.execute(_RECORD_SQL, params)).one()
-        return int(row[0])
+        if not outcomes:
+            return 0
+        sql = self._hot_sql()
+        return await self._lane.run(lambda conn: hot.record(conn, sql, outcomes, worker_id, now))
+
+    async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
+        sql = self._hot_sql()
+        return await self._lane.run(lambda conn: hot.heartbeat(conn, sql, worker, live_after_s))
+
+    async def extend_leases(
+        self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
+    ) -> list[int]:
+        if not conversation_ids:
+            return []
+        sql = self._hot_sql()
+        return await self._lane.run(
+            lambda conn: hot.extend(conn, sql, conversation_ids, worker_id, lease_ttl_s, now)
+        )
 
     async def _after_enroll(self, conn: AsyncConnection, earliest: datetime) -> None:
         # Delivered at commit, to every listening dispatcher on any machine.
@@ -285,4 +249,5 @@ class PostgresStore(SqlStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+        await self._lane.close()
         await super().close()

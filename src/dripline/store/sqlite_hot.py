@@ -10,14 +10,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from dripline.store.schema import ACTIVE_SQL, UTCDateTime, sqlite_timestamp, workers
 from dripline.store.sql.core import CHUNK, CONVERSATION_COLUMNS, INSERT_PAGE, chunks
 from dripline.store.sql.dispatch import claimed_rows
-from dripline.store.sql.reserve_plan import Key, key, plan, wanted
+from dripline.store.sql.reserve_plan import INSERT_COLUMNS, Key, Prior, key, plan, wanted
 from dripline.store.types import (
     NONFINAL_STATUSES,
     Claim,
@@ -155,19 +155,6 @@ def record(
     return max(conn.executemany(RECORD_CONVERSATION_SQL, conv_rows).rowcount, 0)
 
 
-class _Prior(NamedTuple):
-    id: int
-    conversation_id: int
-    step: int
-    purpose: str
-    status: str
-    attempts: int
-    wamid: str | None
-    error_code: int | None
-    status_at: datetime | None
-    reserved_at: datetime | None
-
-
 _LOCK_OWNED_SQL = (
     "SELECT id FROM conversations WHERE id IN ({}) "
     "AND lease_owner = ? AND lease_expires_at >= ? ORDER BY id"
@@ -176,14 +163,10 @@ _PRIOR_SQL = (
     "SELECT id, conversation_id, step, purpose, status, attempts, wamid, error_code, "
     "status_at, COALESCE(reserved_at, created_at) FROM messages WHERE conversation_id IN ({})"
 )
-_INSERT_COLUMNS = (
-    "conversation_id", "step", "purpose", "sender", "status", "attempts", "due_at",
-    "status_at", "created_at", "updated_at", "reserved_at",
-)  # fmt: skip
 _INSERT_TIMES = {"due_at", "status_at", "created_at", "updated_at", "reserved_at"}
-_INSERT_ROW = "({})".format(", ".join("?" * len(_INSERT_COLUMNS)))
+_INSERT_ROW = "({})".format(", ".join("?" * len(INSERT_COLUMNS)))
 _INSERT_SQL = (
-    f"INSERT INTO messages ({', '.join(_INSERT_COLUMNS)}) VALUES {{}} "
+    f"INSERT INTO messages ({', '.join(INSERT_COLUMNS)}) VALUES {{}} "
     "RETURNING id, conversation_id, step, purpose"
 )
 _UPDATE_RESERVED_SQL = (
@@ -210,7 +193,7 @@ def reserve(
     for chunk in chunks(sorted({k[0] for k in keys}), CHUNK):
         for r in conn.execute(_PRIOR_SQL.format(_marks(len(chunk))), tuple(chunk)):
             mid, cid, step, purpose, status, attempts, wamid, code, status_at, reserved = r
-            row = _Prior(
+            row = Prior(
                 mid, cid, step, purpose, status, attempts, wamid, code,
                 _as_datetime(status_at), _as_datetime(reserved),
             )  # fmt: skip
@@ -222,7 +205,7 @@ def reserve(
     ts = sqlite_timestamp
     for page in chunks(todo.inserts, INSERT_PAGE):
         values = [
-            ts(row[c]) if c in _INSERT_TIMES else row[c] for row in page for c in _INSERT_COLUMNS
+            ts(row[c]) if c in _INSERT_TIMES else row[c] for row in page for c in INSERT_COLUMNS
         ]
         sql = _INSERT_SQL.format(", ".join([_INSERT_ROW] * len(page)))
         for mid, cid, step, purpose in conn.execute(sql, values).fetchall():

@@ -37,6 +37,7 @@ __all__ = [
     "SqlCore",
     "chunks",
     "conversation_from_row",
+    "driver_error",
     "first_line",
     "inbound_from_row",
     "message_from_row",
@@ -122,6 +123,27 @@ def first_line(exc: BaseException) -> str:
     return message[:200]
 
 
+def driver_error(
+    target: str, exc: BaseException, orig: BaseException | None, *, invalidated: bool = False
+) -> StoreError:
+    """dripline's error for a driver's (`orig`: the driver's own exception, with its
+    SQLSTATE), as SQLAlchemy's path and PostgreSQL's lane (`postgres_lane.py`) raise it."""
+    state = str(getattr(orig, "sqlstate", "") or "")
+    # A server shutting down, starting up or refusing connections, or a connection left
+    # broken mid-operation by one: wait it out.
+    if (
+        state.startswith("08")
+        or state in _UNAVAILABLE_SQLSTATES
+        or invalidated
+        or type(orig).__name__ in _BROKEN_CONNECTION_ERRORS
+    ):
+        return DatabaseUnavailable(f"database {target} is unavailable: {first_line(exc)}")
+    # Deadlocks, serialization failures and timeouts: the database asks for a retry.
+    if state in _RETRYABLE_SQLSTATES:
+        return TransientStoreError(f"database {target}: {first_line(exc)}")
+    return StoreError(f"database {target}: {first_line(exc)}")
+
+
 class SqlCore:
     """The engine and its transactions; each query area (`dispatch`, `conversations`,
     `webhook`, `operator`) is a mixin over this, and `SqlStore` combines them."""
@@ -145,22 +167,9 @@ class SqlCore:
                 f"database {self.target} is unavailable: {first_line(exc)}"
             ) from exc
         except sa_exc.DBAPIError as exc:
-            state = str(getattr(exc.orig, "sqlstate", "") or "")
-            # A server shutting down, starting up or refusing connections, or a
-            # connection left broken mid-operation by one: wait it out.
-            if (
-                state.startswith("08")
-                or state in _UNAVAILABLE_SQLSTATES
-                or exc.connection_invalidated
-                or type(exc.orig).__name__ in _BROKEN_CONNECTION_ERRORS
-            ):
-                raise DatabaseUnavailable(
-                    f"database {self.target} is unavailable: {first_line(exc)}"
-                ) from exc
-            # Deadlocks, serialization failures and timeouts: the database asks for a retry.
-            if state in _RETRYABLE_SQLSTATES:
-                raise TransientStoreError(f"database {self.target}: {first_line(exc)}") from exc
-            raise StoreError(f"database {self.target}: {first_line(exc)}") from exc
+            raise driver_error(
+                self.target, exc, exc.orig, invalidated=exc.connection_invalidated
+            ) from exc
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"database {self.target}: {first_line(exc)}") from exc
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Delete,
     Select,
     Update,
@@ -51,11 +52,44 @@ from dripline.store.types import (
     WorkerInfo,
 )
 
-__all__ = ["DispatchSql", "claim_params", "claimed_rows"]
+__all__ = [
+    "DispatchSql",
+    "claim_params",
+    "claimed_rows",
+    "extend_update",
+    "heartbeat_values",
+    "lock_owned_select",
+]
 
 C = conversations.c
 M = messages.c
 W = workers.c
+
+# The conversation ids a statement acts on, `b_ids` (PostgreSQL's lane binds one array
+# instead: `postgres_hot.py`).
+_ID_IN = C.id.in_(bindparam("b_ids", expanding=True))
+
+
+def lock_owned_select(ids: ColumnElement[bool]) -> Select[Any]:
+    """Those of `ids` whose lease `b_w` holds live at `b_now`, by id (the dialects add
+    their row lock). A live lease only: a lapsed one may have let the inbox processor
+    apply a STOP."""
+    return (
+        select(C.id)
+        .where(ids, C.lease_owner == bindparam("b_w"), C.lease_expires_at >= ts("b_now"))
+        .order_by(C.id)
+    )
+
+
+def extend_update(ids: ColumnElement[bool]) -> Update:
+    """`Store.extend_leases`: those of `ids` whose lease `b_w` holds live at `b_now` now
+    run to `b_until`."""
+    return (
+        update(conversations)
+        .where(ids, C.lease_owner == bindparam("b_w"), C.lease_expires_at >= ts("b_now"))
+        .values(lease_expires_at=ts("b_until"))
+        .returning(C.id)
+    )
 
 
 class DispatchSql(SqlCore):
@@ -69,16 +103,7 @@ class DispatchSql(SqlCore):
             .where(C.id.in_(bindparam("b_ids", expanding=True)), C.lease_owner == bindparam("b_w"))
             .values(lease_owner=None, lease_expires_at=None)
         )
-        self._extend = (
-            update(conversations)
-            .where(
-                C.id.in_(bindparam("b_ids", expanding=True)),
-                C.lease_owner == bindparam("b_w"),
-                C.lease_expires_at >= ts("b_now"),
-            )
-            .values(lease_expires_at=ts("b_until"))
-            .returning(C.id)
-        )
+        self._extend = extend_update(_ID_IN)
         self._next_due = select(func.min(C.next_send_at)).where(
             ACTIVE, or_(C.lease_expires_at.is_(None), C.lease_expires_at < ts("b_now"))
         )
@@ -127,16 +152,7 @@ class DispatchSql(SqlCore):
         return self._due_select().scalar_subquery()
 
     def _build_lock_owned(self) -> Select[Any]:
-        # A live lease only: a lapsed one may have let the inbox processor apply a STOP.
-        return (
-            select(C.id)
-            .where(
-                C.id.in_(bindparam("b_ids", expanding=True)),
-                C.lease_owner == bindparam("b_w"),
-                C.lease_expires_at >= ts("b_now"),
-            )
-            .order_by(C.id)
-        )
+        return lock_owned_select(_ID_IN)
 
     def _build_prior_messages(self) -> Select[Any]:
         return select(
@@ -304,26 +320,30 @@ class DispatchSql(SqlCore):
         return value
 
     async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
-        values = {
-            "id": worker.id,
-            "hostname": worker.hostname,
-            "pid": worker.pid,
-            "started_at": worker.started_at,
-            "heartbeat_at": worker.heartbeat_at,
-            "rate_per_s": worker.rate_per_s,
-            "concurrency": worker.concurrency,
-            "policy": worker.policy,
-            "stats": dict(worker.stats) if worker.stats else None,
-        }
         since = worker.heartbeat_at - timedelta(seconds=live_after_s)
         async with self._write() as conn:
-            await conn.execute(self._upsert(workers), values)
+            await conn.execute(self._upsert(workers), heartbeat_values(worker))
             rows = (await conn.execute(self._live_workers, {"b_since": since})).all()
         return sorted((worker_from_row(r) for r in rows), key=lambda w: w.id)
 
     async def unregister(self, worker_id: str) -> None:
         async with self._write() as conn:
             await conn.execute(self._unregister, {"b_id": worker_id})
+
+
+def heartbeat_values(worker: WorkerInfo) -> dict[str, Any]:
+    """The `workers` row of a heartbeat, by column."""
+    return {
+        "id": worker.id,
+        "hostname": worker.hostname,
+        "pid": worker.pid,
+        "started_at": worker.started_at,
+        "heartbeat_at": worker.heartbeat_at,
+        "rate_per_s": worker.rate_per_s,
+        "concurrency": worker.concurrency,
+        "policy": worker.policy,
+        "stats": dict(worker.stats) if worker.stats else None,
+    }
 
 
 def claim_params(limit: int, lease_ttl_s: float, worker_id: str, now: datetime) -> dict[str, Any]:

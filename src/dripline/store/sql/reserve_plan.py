@@ -8,13 +8,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from dripline.store.types import LEASE_LOST, Reservation, ReservationResult
 
-__all__ = ["Key", "ReservePlan", "key", "plan", "wanted"]
+__all__ = ["INSERT_COLUMNS", "Key", "Prior", "ReservePlan", "key", "plan", "wanted"]
 
 Key = tuple[int, int, str]  # (conversation id, step, purpose)
+
+# The columns of a planned insert (`ReservePlan.inserts`), in the order the lanes'
+# statements take them.
+INSERT_COLUMNS = (
+    "conversation_id", "step", "purpose", "sender", "status", "attempts", "due_at",
+    "status_at", "created_at", "updated_at", "reserved_at",
+)  # fmt: skip
+
+
+class Prior(NamedTuple):
+    """A message row already there for a key, as the lanes read it (`reserved_at`:
+    reserved_at, else created_at)."""
+
+    id: int
+    conversation_id: int
+    step: int
+    purpose: str
+    status: str
+    attempts: int
+    wamid: str | None
+    error_code: int | None
+    status_at: datetime | None
+    reserved_at: datetime | None
 
 
 def key(item: Reservation) -> Key:

@@ -1,0 +1,162 @@
+"""PostgreSQL's lane (store/postgres_lane.py): the dispatcher's claim, reservation, record
+and lease extension on a connection of their own. Its loss, a call cancelled mid-way,
+and an answer lost after the commit lose and double nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from dripline.errors import DatabaseUnavailable
+from dripline.fake import FakeConfig, running_fake
+from dripline.store import Enrollment, Reservation, Store, open_store
+from tests.fixtures.dispatch import (
+    TOKEN,
+    UNUSED_URL,
+    conversation_rows,
+    enroll,
+    fast_settings,
+    message_rows,
+    phones,
+    received,
+    run_until_sent,
+)
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _terminate(url: str, pid: int) -> bool:
+    """End a server session from outside, as a server restart or a proxy would (False:
+    it had ended already)."""
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        return bool(await conn.fetchval("SELECT pg_terminate_backend($1, 5000)", pid))
+    finally:
+        await conn.close()
+
+
+async def _lane_pid(store: Store) -> int:
+    pid: int = await store._lane.run(lambda c: c.fetchval("SELECT pg_backend_pid()"))  # type: ignore[attr-defined]
+    return pid
+
+
+async def test_a_lost_lane_connection_fails_one_call_then_is_replaced(postgres_url: str) -> None:
+    store = await open_store(postgres_url, pool_size=1)
+    try:
+        await store.enroll([Enrollment(f"+1415555{i:04d}", "f", at=NOW) for i in range(3)], NOW)
+        before = await _lane_pid(store)
+        assert await _terminate(postgres_url, before)
+        with pytest.raises(DatabaseUnavailable, match="unavailable"):
+            await store.claim_next(10, 60, "w", NOW)
+        # The failed claim wrote nothing; the next call connects afresh.
+        claim = await store.claim_next(10, 60, "w", NOW)
+        assert len(claim.conversations) == 3
+        assert await _lane_pid(store) != before
+    finally:
+        await store.close()
+
+
+async def test_a_cancelled_call_still_finishes_before_the_next(postgres_url: str) -> None:
+    """The caller of a reservation gives up while it waits on a row lock: the
+    reservation still commits (the connection is never left mid-transaction), and a
+    retry with the same `now` finds it, still this worker's to send."""
+    store = await open_store(postgres_url, pool_size=1)
+    blocker = await asyncpg.connect(_dsn(postgres_url))
+    try:
+        await store.enroll([Enrollment("+14155550100", "f", at=NOW)], NOW)
+        [conv] = (await store.claim_next(1, 60, "w", NOW)).conversations
+        item = Reservation(conv.id, conv.step, conv.purpose, NOW)
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", conv.id)
+        at = NOW + timedelta(seconds=1)
+        task = asyncio.ensure_future(store.reserve([item], "w", at))
+        lane_pid = await _wait_for_lock_wait(blocker)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await blocker.execute("ROLLBACK")
+        [again] = await store.reserve([item], "w", at)
+        assert (again.ok, again.prior_status, again.attempts) == (True, "sending", 1)
+        assert await _lane_pid(store) == lane_pid  # the same connection, still usable
+        assert [(m.status, m.attempts) for m in await message_rows(store)] == [("sending", 1)]
+    finally:
+        await blocker.close()
+        await store.close()
+
+
+async def _wait_for_lock_wait(observer: asyncpg.Connection) -> int:
+    """The pid of the session that waits on a row lock (the lane's)."""
+    for _ in range(200):
+        pid = await observer.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.02)
+    raise AssertionError("the reservation never waited on the lock")
+
+
+class _LaneFaults:
+    """Every 5th hot call finds its connection ended by the server; every 7th
+    reservation or record commits, then its answer is lost with the connection."""
+
+    def __init__(self, store: Store, url: str) -> None:
+        self.lane: Any = store._lane  # type: ignore[attr-defined]
+        self.url = url
+        self.real = self.lane.run
+        self.calls = 0
+        self.ended = 0
+        self.lost = 0
+        self.lane.run = self.run
+
+    async def run(self, work: Callable[[Any], Awaitable[Any]], *, transaction: bool = False) -> Any:
+        self.calls += 1
+        conn = self.lane._conn
+        if self.calls % 5 == 0 and conn is not None and not conn.is_closed():
+            self.ended += await _terminate(self.url, conn.get_server_pid())
+        result = await self.real(work, transaction=transaction)
+        # A claim's lost answer leaves its rows leased to this worker until the lease
+        # runs out (30 s here): safe, but slow for a test.
+        if self.calls % 7 == 0 and "claim_next" not in work.__qualname__:
+            self.lost += 1
+            self.lane._drop()
+            raise DatabaseUnavailable("the answer was lost with the connection")
+        return result
+
+
+async def test_lane_connections_lost_mid_run_lose_and_double_nothing(postgres_url: str) -> None:
+    store = await open_store(postgres_url, pool_size=1)
+    faults = _LaneFaults(store, postgres_url)
+    try:
+        numbers = phones(300)
+        await enroll(store, numbers)
+        config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0, latency_ms=5)
+        settings = fast_settings(UNUSED_URL, rate_per_s=500, concurrency=20, batch_limit=50)
+        async with running_fake(config) as fake:
+            summary = await run_until_sent(store, fake, settings, len(numbers))
+            got = received(fake)
+        assert faults.ended > 0 and faults.lost > 0, (faults.ended, faults.lost)
+        assert got == Counter({p: 1 for p in numbers})
+        assert summary.stats.sent == len(numbers)
+        rows = await message_rows(store)
+        assert len(rows) == len(numbers)
+        assert {r.status for r in rows} == {"sent"}
+        convs = await conversation_rows(store)
+        assert {(c.state, c.step) for c in convs} == {("in_progress", 1)}
+        assert all(c.lease_owner is None for c in convs)
+    finally:
+        await store.close()
