@@ -13,6 +13,7 @@ __all__ = [
     "DB_RETRY_BASE_S",
     "DB_RETRY_CAP_S",
     "GROUP_SPAN_S",
+    "JOIN_LOOK_S",
     "LATENCY_WINDOW",
     "MAINTENANCE_RETRY_S",
     "MARKETING_RETRY_S",
@@ -26,6 +27,7 @@ __all__ = [
     "RECORD_BATCH_MAX",
     "RECORD_INTERVAL_S",
     "RESERVE_LEAD_S",
+    "SHARE_LOOK_S",
     "STOP_GRACE_S",
     "THROTTLE_BASE_S",
     "THROTTLE_CAP_S",
@@ -48,6 +50,12 @@ MAX_GROUP = 256
 RECORD_INTERVAL_S = 0.05
 RECORD_BATCH_MAX = 256
 CONTROLLER_INTERVAL_S = 0.5
+# Between heartbeats, a worker with a backlog reads the live workers every SHARE_LOOK_S
+# and beats at once when they changed; a joining worker reads them every JOIN_LOOK_S
+# until the others have beaten since it came (share.py). Each look is one indexed read
+# of the `workers` table (a handful of rows).
+SHARE_LOOK_S = 0.1
+JOIN_LOOK_S = 0.05
 PROGRESS_LOG_S = 10.0
 STOP_GRACE_S = 5.0  # how long tasks get to notice a stop before they are cancelled
 # A store call that fails transiently is retried after min(cap, base * 2^n), jittered.
