@@ -60,6 +60,7 @@ class Claimer:
         next_tick = ctx.loop_time()
         wakeup = ctx.store.wakeup_event()
         last_tier_check = -1e9
+        ctx.stats.awake_since = ctx.loop_time()
         while not ctx.stopping:
             await signals.breaker_closed.wait()
             if ctx.stopping:
@@ -70,7 +71,7 @@ class Claimer:
                 if loop_now < next_tick or state.busy():
                     if once and state.cron_tick_done and not state.busy():
                         return
-                    await ctx.sleep(min(0.05, max(0.0, next_tick - loop_now)) or 0.05)
+                    await self._nap(min(0.05, max(0.0, next_tick - loop_now)) or 0.05)
                     continue
                 next_tick = loop_now + interval
                 want = ctx.batch_limit
@@ -95,9 +96,9 @@ class Claimer:
                     if not self._recorder.pending:
                         return
                     # Outcomes may reschedule work (a throttle retry) that is due soon.
-                    await ctx.sleep(RECORD_INTERVAL_S * 2)
+                    await self._nap(RECORD_INTERVAL_S * 2)
                     continue
-                await ctx.sleep(RECORD_INTERVAL_S)
+                await self._nap(RECORD_INTERVAL_S)
                 continue
             await self._sleep_until_due(wakeup, next_due)
 
@@ -152,5 +153,11 @@ class Claimer:
             # Due rows exist but are leased elsewhere: brief pause.
             delay = 0.01
         self._recorder.wake_in(delay)
-        await ctx.sleep(delay, wakeup, ctx.signals.resched)
+        await self._nap(delay, wakeup, ctx.signals.resched)
         self._recorder.wake_at = None
+
+    async def _nap(self, seconds: float, *events: asyncio.Event) -> None:
+        """An idle sleep (nothing to claim now); the launcher waiting for the queue
+        meanwhile is not the pipeline running dry (stats.py)."""
+        await self._ctx.sleep(seconds, *events)
+        self._ctx.stats.awake_since = self._ctx.loop_time()

@@ -87,7 +87,12 @@ class Launcher:
                 if ctx.stopping:
                     return
                 signals.queued.clear()
+                calls, began = state.in_flight + state.starting, ctx.loop_time()
                 await signals.queued.wait()
+                if calls and ctx.stats.awake_since <= began and state.queue:
+                    # Ran dry with calls under way, and refilled by a claimer that had
+                    # work all along: a gap in the pipeline, not a pause in the work.
+                    ctx.stats.on_dry(ctx.loop_time() - began)
                 continue
             if ctx.stopping:
                 return
