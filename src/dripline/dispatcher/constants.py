@@ -8,6 +8,7 @@ mirrors several of them (`dripline.planner.simulate`), importing them from here.
 from __future__ import annotations
 
 __all__ = [
+    "CLAIM_HORIZON_MIN_S",
     "CLAIM_HORIZON_S",
     "CONTROLLER_INTERVAL_S",
     "DB_RETRY_BASE_S",
@@ -35,8 +36,11 @@ __all__ = [
     "UNKNOWN_CODE_BREAKER_STREAK",
 ]
 
-# How far ahead (seconds of sending at the rate limit) the claimer keeps the queue filled.
+# How far ahead (seconds of sending at the rate limit) the claimer keeps the queue filled:
+# CLAIM_HORIZON_S for a worker alone, that divided by the live workers for one of
+# several, never under CLAIM_HORIZON_MIN_S (policies.claim_horizon).
 CLAIM_HORIZON_S = 1.0
+CLAIM_HORIZON_MIN_S = 0.25
 # The launcher reserves a group of sends (one transaction) when the first one's rate
 # token is RESERVE_LEAD_S away, taking every send whose token falls due within
 # GROUP_SPAN_S after it. A reservation's fixed cost (~2 ms of CPU) is then shared by

@@ -147,7 +147,10 @@ class Dispatcher:
             on_throttle_streak=self._tier.after_throttle,
         )
         self._controller = Controller(ctx, self._pacing, self._responder)
-        self._claimer = Claimer(ctx, self._recorder, self._controller.apply_tiers)
+        pacing = self._pacing
+        self._claimer = Claimer(
+            ctx, self._recorder, self._controller.apply_tiers, workers=lambda: pacing.workers
+        )
         self._launcher = Launcher(ctx, self._client, self._pacing, self._recorder, self._responder)
         self._heartbeat = Heartbeat(ctx, self._pacing, ctx.clock.now())
 

@@ -21,6 +21,7 @@ from dripline.dispatcher.claimer import low_water
 from dripline.dispatcher.constants import GROUP_SPAN_S, MAX_GROUP, RESERVE_LEAD_S
 from dripline.dispatcher.context import Context
 from dripline.dispatcher.pacing import SenderPacing
+from dripline.dispatcher.policies import claim_horizon
 from dripline.dispatcher.ratelimit import RecipientPacer
 from dripline.dispatcher.reconcile import (
     evidence_deadline,
@@ -162,7 +163,8 @@ class Launcher:
                 del state.queue[index]
             else:
                 state.queue.popleft()
-            if len(state.queue) < low_water(ctx.batch_limit, ctx.rate_share):
+            horizon = claim_horizon(self._pacing.workers)
+            if len(state.queue) < low_water(ctx.batch_limit, ctx.rate_share, horizon):
                 ctx.signals.room.set()
             job = self._prepare(conv, key, now_m)
             if job is None:
