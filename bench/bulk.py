@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -30,7 +31,8 @@ def pg_dsn(url: str) -> str:
 async def load_conversations(url: str, total: int, due: int, active_later: int) -> float:
     """`total` demo conversations: rows 1..due pending and due now, the next
     `active_later` waiting for tomorrow, the rest completed. Phones are bench phones
-    (`harness.phone(i)` for row i). Returns seconds taken."""
+    (`harness.phone(i)` for row i; past 9,999,999 the same sum, +15550000000 + i, keeps
+    them unique). Returns seconds taken."""
     now = datetime.now(UTC) - timedelta(seconds=1)
     later = now + timedelta(days=1)
     started = asyncio.get_running_loop().time()
@@ -46,7 +48,7 @@ async def load_conversations(url: str, total: int, due: int, active_later: int) 
                 INSERT INTO conversations
                     (phone, flow, step, purpose, state, next_send_at, attempts,
                      created_at, updated_at)
-                SELECT '+1555' || lpad(i::text, 7, '0'), 'demo', 0, 'question',
+                SELECT '+' || (15550000000 + i)::text, 'demo', 0, 'question',
                        CASE WHEN i <= $1 THEN 'pending'
                             WHEN i <= $1 + $2 THEN 'in_progress'
                             ELSE 'completed' END,
@@ -84,7 +86,7 @@ def _load_sqlite(
             INSERT INTO conversations
                 (phone, flow, step, purpose, state, next_send_at, attempts,
                  created_at, updated_at)
-            SELECT printf('+1555%07d', i), 'demo', 0, 'question',
+            SELECT printf('+%d', 15550000000 + i), 'demo', 0, 'question',
                    CASE WHEN i <= ? THEN 'pending'
                         WHEN i <= ? THEN 'in_progress'
                         ELSE 'completed' END,
@@ -180,6 +182,57 @@ def _sent_sqlite(path: str, count: int, now: datetime, later: datetime) -> None:
         db.commit()
     finally:
         db.close()
+
+
+async def load_history_pg(url: str, first: int, count: int, days: int = 30) -> float:
+    """One answered (`read`) question message for each of conversations `first` ..
+    `first + count - 1`, sent over the past `days` days: the history a long-running
+    installation keeps, which `dripline status` and the reports read around. Then
+    `VACUUM (ANALYZE)`, what autovacuum does in production (it is off on this server).
+    PostgreSQL only. Returns seconds taken."""
+    now = datetime.now(UTC)
+    started = asyncio.get_running_loop().time()
+    conn = await asyncpg.connect(pg_dsn(url), timeout=10)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO messages
+                (conversation_id, step, purpose, wamid, status, attempts, due_at,
+                 sent_at, status_at, created_at, updated_at)
+            SELECT i, 0, 'question', 'wamid.H' || i, 'read', 1, t, t, t, t, t
+            FROM generate_series($1::bigint, $1::bigint + $2 - 1) AS i,
+                 LATERAL (SELECT $3::timestamptz
+                          - make_interval(secs => (i % ($4 * 86400))::double precision)
+                          AS t) AS at
+            """,
+            first,
+            count,
+            now,
+            days,
+        )
+        await conn.execute("VACUUM (ANALYZE)")
+    finally:
+        await conn.close()
+    return asyncio.get_running_loop().time() - started
+
+
+async def claim_timings(url: str, samples: int, limit: int = 100) -> list[float]:
+    """`samples` timed `claim_due(limit)` calls through the store, each released again
+    so the due set stays the same; milliseconds, sorted."""
+    from dripline.store import open_store
+
+    store = await open_store(url, pool_size=1)
+    times: list[float] = []
+    try:
+        now = datetime.now(UTC)
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            got = await store.claim_due(limit, 60.0, "bench-probe", now)
+            times.append((time.perf_counter() - t0) * 1000)
+            await store.release([c.id for c in got], "bench-probe")
+    finally:
+        await store.close()
+    return sorted(times)
 
 
 async def status_counts(url: str) -> dict[str, int]:

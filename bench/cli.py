@@ -25,12 +25,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import chaos_table, report, round2
+from bench import bigtable, chaos_table, report, round2
 from bench.harness import pg_version
 from bench.named import NAMED
 from bench.scenarios import SCENARIOS, Bench, selected
 
 SCENARIOS.update(round2.SCENARIOS)  # issue 14's scenarios live in their own module
+SCENARIOS.update(bigtable.SCENARIOS)  # 16: 10,000,000 conversations on PostgreSQL
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results"
@@ -79,8 +80,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--scenario",
         action="append",
         default=[],
-        help="Scenario number 1-7, 11, 13-15, 20-21 (repeatable; 6 runs inside 1 and 3; "
-        "11-15: issue 14's, run only when named; 20, 21: several sender numbers), or a "
+        help="Scenario number 1-7, 11, 13-16, 20-21 (repeatable; 6 runs inside 1 and 3; "
+        "11-16: issue 14's, run only when named; 20, 21: several sender numbers), or a "
         f"named one: {', '.join(NAMED)} (run only when named). Default: 1-7, 20, 21.",
     )
     parser.add_argument(

@@ -87,9 +87,14 @@ def from_record(
 
     `due_by_to`: the expected recipients (digits, as the fake reports them) and each
     one's due time (epoch seconds). Lag = arrival at the fake (before its simulated
-    latency) minus due time. Throughput = distinct messages / (last arrival - first).
+    latency) minus due time. Throughput = distinct recipients / (last first arrival -
+    first); later steps of the flow to the same recipients are counted apart
+    (`extra["later_steps"]`), never as duplicates.
     """
-    counts = Counter(str(m["to"]) for m in received)
+    # A duplicate is the same message twice: the same recipient and the same text or
+    # template. A later step of the flow to the same recipient is not one (the demo
+    # flow's second step falls due 10 minutes after the first, inside a long drain).
+    counts = Counter((str(m["to"]), str(m.get("body"))) for m in received)
     ours = [m for m in received if str(m["to"]) in due_by_to]
     first_by_to: dict[str, float] = {}
     for m in ours:
@@ -99,6 +104,9 @@ def from_record(
             first_by_to[to] = t
     row.messages = len(first_by_to)
     row.duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    later_steps = len(counts) - len({to for to, _ in counts})
+    if later_steps:
+        row.extra["later_steps"] = later_steps
     row.missing = len(due_by_to) - len(first_by_to)
     row.throttled_130429 = int(stats.get("throttled", 0))
     row.attempts = int(stats.get("requests", 0))

@@ -27,6 +27,7 @@ from bench.harness import (
     Fake,
     PostgresCpu,
     clean_env,
+    compile_dripline,
     digits,
     enroll,
     free_port,
@@ -35,6 +36,7 @@ from bench.harness import (
     spawn,
     stop_all,
 )
+from bench.machine import CpuTrace, MachineLoad, Steady, proc_cpu_s, sample_others
 from bench.measure import Row, bound, from_record, pct
 from bench.senders import SENDER_SCENARIOS
 from dripline.planner import Arrivals, LatencyModel, PlanSettings, simulate
@@ -102,6 +104,10 @@ class RunResult:
     children: list[Child]
     history: list[tuple[float, int, int, int]] = field(default_factory=list)
     summaries: list[Any] = field(default_factory=list)
+    # CPU per message between 10% and 90% of the messages, and the machine before the
+    # run (bench/machine.py): the planner's CPU inputs (bench/predict.py).
+    steady: Steady | None = None
+    load: MachineLoad | None = None
 
 
 def _lognormal() -> LatencyModel:
@@ -118,6 +124,7 @@ class Bench:
         self.flows_dir = workdir / "flows"
         self.flows_dir.mkdir(exist_ok=True)
         self.progress = progress
+        compile_dripline()  # the children read bytecode, as an installed dripline does
         self.dbs = Databases(workdir)
         self.rows: list[Row] = []
         self.checks: list[Check] = []
@@ -174,6 +181,7 @@ class Bench:
         *,
         settle: Callable[[], Awaitable[bool]] | None = None,
         pg: PostgresCpu | None = None,
+        trace: CpuTrace | None = None,
     ) -> list[tuple[float, int, int, int]]:
         """Poll the fake until `expected` messages are accepted, the children exit or
         `timeout_s` passes; then SIGTERM them all. Returns (wall time, requests,
@@ -196,6 +204,14 @@ class Bench:
             if pg is not None:
                 pg.sample()
             accepted = int(stats["accepted"])
+            if trace is not None:
+                running = [c.pid for c in children if c.usage is None]
+                trace.add(
+                    accepted,
+                    proc_cpu_s(running),
+                    proc_cpu_s([fake.child.pid]),
+                    [*running, fake.child.pid, *trace.backends()],
+                )
             self.progress.advance(min(accepted, expected), f"130429: {stats['throttled']}")
             if accepted >= expected and (settle is None or await settle()):
                 break
@@ -236,6 +252,9 @@ class Bench:
     ) -> RunResult:
         await fake.reset()
         base_cpu = await self.baseline(backend)
+        # The machine before the run, for the planner (bench/predict.py); a quick run
+        # (a smoke test with a time budget) looks for 0.2 s only.
+        load = await asyncio.to_thread(sample_others, [fake.child.pid], 0.2 if self.quick else 1.0)
         counter = ConnectionCounter(url)
         counter.start()
         pg = PostgresCpu() if backend == "postgres" else None
@@ -256,9 +275,13 @@ class Bench:
         ]
         env = self.dripline_env(url, fake, **(extra_env or {}))
         children = [spawn(f"dripline{i}", argv, env, self.workdir) for i in range(workers)]
+        trace = CpuTrace()
+        if backend == "postgres":
+            trace = CpuTrace(counter.backend_cpu_s, lambda: counter.backends)
         history = await self.drive(
-            children, fake, len(due_by_to), timeout_s, f"{scenario} {run}", pg=pg
+            children, fake, len(due_by_to), timeout_s, f"{scenario} {run}", pg=pg, trace=trace
         )
+        steady = trace.steady(len(due_by_to))
         pg_cpu = pg.used_s if pg is not None else None
         conns = await counter.stop()
         received = await fake.messages()
@@ -283,7 +306,10 @@ class Bench:
         row.extra["policy"] = policy
         row.extra["concurrency_per_worker"] = concurrency
         row.extra["rate_per_s"] = rate
-        return RunResult(self.add(row), children, history, summaries)
+        row.extra["machine_before"] = load.as_dict()
+        if steady is not None:
+            row.extra["steady_cpu"] = steady.as_dict()
+        return RunResult(self.add(row), children, history, summaries, steady, load)
 
     def _usage(
         self,
@@ -716,6 +742,19 @@ async def scenario_4(b: Bench) -> None:
 
 
 # ---------------------------------------------------------------- scenario 5
+def rss_while_sending(res: RunResult) -> tuple[float, float]:
+    """The first child's RSS a quarter of the way through the sending and at its end (MB):
+    "flat" compares these, leaving out the start-up's growth before the first send."""
+    sending = [h[0] for h in res.history if h[2] > 0]
+    t_first = sending[0] if sending else 0.0
+    t_last = sending[-1] if sending else 0.0
+    during = [(t, mb) for t, mb in res.children[0].rss_samples if t_first <= t <= t_last]
+    quarter = t_first + (t_last - t_first) / 4
+    early = next((mb for t, mb in during if t >= quarter), during[0][1] if during else 0.0)
+    late = during[-1][1] if during else 0.0
+    return early, late
+
+
 async def scenario_5(b: Bench) -> None:
     s = b.sizes
     async with running_fake(b.workdir, rate_per_s=RATE) as fake:
@@ -728,18 +767,7 @@ async def scenario_5(b: Bench) -> None:
             load_s = await bulk.load_conversations(url, s.scale_rows, s.scale_due, s.scale_later)
             plan = await bulk.explain_claim(url, 100)
             # Claim timing: claim 100, release, again (the due set stays the same).
-            store = await open_store(url, pool_size=1)
-            times: list[float] = []
-            try:
-                now = _now()
-                for _ in range(s.claim_samples):
-                    t0 = time.perf_counter()
-                    got = await store.claim_due(100, 60.0, "bench-probe", now)
-                    times.append((time.perf_counter() - t0) * 1000)
-                    await store.release([c.id for c in got], "bench-probe")
-            finally:
-                await store.close()
-            times.sort()
+            times = await bulk.claim_timings(url, s.claim_samples)
             due_at = _now() - timedelta(seconds=1)
             res = await b.run_dripline(
                 scenario="5",
@@ -752,14 +780,7 @@ async def scenario_5(b: Bench) -> None:
             )
             row = res.row
             child = res.children[0]
-            # Flat: RSS a quarter of the way through the sending vs at its end.
-            sending = [h[0] for h in res.history if h[2] > 0]
-            t_first = sending[0] if sending else 0.0
-            t_last = sending[-1] if sending else 0.0
-            during = [(t, mb) for t, mb in child.rss_samples if t_first <= t <= t_last]
-            quarter = t_first + (t_last - t_first) / 4
-            early = next((mb for t, mb in during if t >= quarter), during[0][1] if during else 0)
-            late = during[-1][1] if during else 0.0
+            early, late = rss_while_sending(res)
             rss = [mb for _, mb in child.rss_samples]
             p50, p99 = pct(times, 0.5), pct(times, 0.99)
             row.extra.update(
@@ -992,7 +1013,8 @@ SCENARIOS: dict[int, Callable[[Bench], Awaitable[None]]] = {
 # Scenario 6 (the side-by-side comparison) runs inside 1 and 3.
 SCENARIO_6_IN = (1, 3)
 # What a run without --scenario runs (and the smoke test checks); issue 14's scenarios
-# (bench/round2.py: 11, 13-15) and the named ones (soak, chaos-*) run when named.
+# (bench/round2.py: 11, 13-15; bench/bigtable.py: 16) and the named ones (soak, chaos-*)
+# run when named.
 DEFAULT_SCENARIOS = (1, 2, 3, 4, 5, 7, 20, 21)
 
 
@@ -1002,7 +1024,7 @@ def selected(wanted: Sequence[int]) -> list[int]:
     for n in wanted or sorted({*DEFAULT_SCENARIOS, 6}):
         for k in SCENARIO_6_IN if n == 6 else (n,):
             if k not in SCENARIOS:
-                raise ValueError(f"no scenario {n} (1-7, 11, 13-15, 20, 21)")
+                raise ValueError(f"no scenario {n} (1-7, 11, 13-16, 20, 21)")
             if k not in out:
                 out.append(k)
     return sorted(out)

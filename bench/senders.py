@@ -20,14 +20,18 @@ import psutil
 
 from bench.harness import PHONE_NUMBER_ID, Fake, digits, phone, running_fake
 from bench.measure import Row, from_record
+from bench.predict import calibration_of, predict
+from dripline.planner import Arrivals, LatencyModel, PlanSettings
+from dripline.settings import Policy
 from dripline.store import Enrollment, open_store
 
 if TYPE_CHECKING:
-    from bench.scenarios import Bench
+    from bench.scenarios import Bench, RunResult
 
 __all__ = ["SENDER_SCENARIOS"]
 
 LATENCY_MEAN_S = 0.150
+LATENCY_P99_S = 0.600  # the fake's defaults (bench/harness.py running_fake)
 CONTROL = "100000000000099"  # the control runs' one number
 
 
@@ -132,8 +136,9 @@ async def scenario_20(b: Bench) -> None:
     fake_args += ["--number-rate", f"{CONTROL}={total:g}"]
     async with running_fake(b.workdir, rate_per_s=80.0, extra_args=fake_args) as fake:
         for backend in ("sqlite", "postgres"):
+            ctrl = None
             if not b.quick:  # a smoke run checks the code, not the machine
-                await control_run(b, fake, "20", backend, n, total, workers=1)
+                ctrl = await control_run(b, fake, "20", backend, n, total, workers=1)
             url = await b.dbs.fresh(backend, "s20")
             due = _now()
             which = interleave(list(rates.values()), n)
@@ -170,6 +175,11 @@ async def scenario_20(b: Bench) -> None:
                 f"{agg.throttled_130429} / {agg.duplicates} / {agg.missing}",
                 agg.throttled_130429 == 0 and _ok(agg),
             )
+            # One limiter at the sum of the numbers' rates: the backlog is mixed in
+            # proportion to them, so the numbers' buckets drain together.
+            cross_predict(
+                b, "20", backend, res, ctrl, n, rate=total, concurrency=300, batch=1000, workers=1
+            )
 
 
 async def scenario_21(b: Bench) -> None:
@@ -183,8 +193,9 @@ async def scenario_21(b: Bench) -> None:
     concurrency = 300  # per worker: 600 in flight >> 2,000/s x 150 ms, so the rates bind
     fake_args += ["--number-rate", f"{CONTROL}=2000"]
     async with running_fake(b.workdir, rate_per_s=80.0, extra_args=fake_args) as fake:
+        ctrl = None
         if not b.quick:
-            await control_run(b, fake, "21", "postgres", n, 2000.0, workers=2)
+            ctrl = await control_run(b, fake, "21", "postgres", n, 2000.0, workers=2)
         url = await b.dbs.fresh("postgres", "s21")
         due = _now()
         which = interleave(list(rates.values()), n)
@@ -224,6 +235,9 @@ async def scenario_21(b: Bench) -> None:
             f"{agg.throttled_130429} / {agg.duplicates} / {agg.missing}",
             agg.throttled_130429 == 0 and _ok(agg),
         )
+        cross_predict(
+            b, "21", "postgres", res, ctrl, n, rate=2000.0, concurrency=600, batch=2000, workers=2
+        )
         b.extra["s21_cpu_ms_per_msg"] = {
             "dispatchers": agg.cpu_ms_per_msg,
             "dispatchers_net": agg.cpu_ms_per_msg_net,
@@ -232,9 +246,48 @@ async def scenario_21(b: Bench) -> None:
         }
 
 
+def cross_predict(
+    b: Bench,
+    scenario: str,
+    backend: str,
+    res: RunResult,
+    ctrl: RunResult | None,
+    n: int,
+    *,
+    rate: float,
+    concurrency: int,
+    batch: int,
+    workers: int,
+) -> None:
+    """The planner's prediction of the several-number run, fed the control run's CPU
+    per message, and of the control, fed the several-number run's: each from the other
+    run at the same aggregate rate (no control in a quick run: no CPU term)."""
+    settings = PlanSettings(
+        policy=Policy.STATIC, batch_limit=batch, concurrency=concurrency, rate_per_s=rate
+    )
+    latency = LatencyModel.lognormal(LATENCY_MEAN_S, LATENCY_P99_S)
+    pairs = [(res, ctrl, "the control run (1 number, same aggregate rate, just before)")]
+    if ctrl is not None:
+        pairs.append((ctrl, res, "the several-number run (same aggregate rate, just after)"))
+    for measured, other, source in pairs:
+        what = f"the {backend} " + ("control" if measured is ctrl else "run with several numbers")
+        predict(
+            b,
+            scenario=scenario,
+            what=what,
+            measured=measured,
+            settings=settings,
+            latency=latency,
+            arrivals=Arrivals.backlog(n),
+            cal=calibration_of(other, source) if other is not None else None,
+            workers=workers,
+            postgres=backend == "postgres",
+        )
+
+
 async def control_run(
     b: Bench, fake: Fake, scenario: str, backend: str, n: int, rate: float, *, workers: int
-) -> Row:
+) -> RunResult:
     """The same backlog from one number at the sum of the rates, in the same run on the
     same (shared) machine: what the machine allows at this aggregate, with or without
     several numbers."""
@@ -260,7 +313,7 @@ async def control_run(
         extra_env={"DRIPLINE_WHATSAPP_PHONE_NUMBER_ID": CONTROL},
     )
     annotate(res.row, before, fake)
-    return res.row
+    return res
 
 
 SENDER_SCENARIOS = {20: scenario_20, 21: scenario_21}

@@ -5,6 +5,9 @@ and optionally under cProfile.
     python -m bench.trickle_profile --backend sqlite --rate 10 --seconds 20 \
         [--profile /tmp/trickle.prof | --pyspy /tmp/trickle.txt]
 
+`--backlog N` measures full speed instead, as scenario 1 runs it: N conversations due
+at once, sent at 1,000/s with 300 in flight (`run --once`, which exits when done).
+
 `--profile` runs it under cProfile on a CPU clock (`bench/cpu_profiled.py`);
 `--pyspy` samples it with py-spy (`pip install py-spy`; collapsed stacks of the
 threads that were on a CPU, so the SQLite driver's thread shows too). Profiled runs
@@ -38,6 +41,7 @@ async def _main(
     profile: str | None,
     pyspy: str | None,
     env: dict[str, str],
+    backlog: int = 0,
 ) -> None:
     lead = 3.0
     with tempfile.TemporaryDirectory(prefix="trickle-") as tmp:
@@ -47,9 +51,16 @@ async def _main(
             async with running_fake(b.workdir, rate_per_s=1000.0) as fake:
                 url = await b.dbs.fresh(backend, "trickleprof")
                 t0 = datetime.now(UTC) + timedelta(seconds=lead)
-                n = int(seconds * rate)
-                await enroll(url, [t0 + timedelta(seconds=i / rate) for i in range(n)])
-                run = [DRIPLINE, "run", "--json", "--max-seconds", str(lead + seconds + 1)]
+                if backlog:
+                    n = backlog
+                    await enroll(url, [datetime.now(UTC)] * n)
+                    seconds = n / 1000.0 + 30  # a budget, not the run's length
+                    run = [DRIPLINE, "run", "--json", "--once", "--max-seconds", str(seconds)]
+                    run += ["--rate", "1000", "--concurrency", "300", "--batch-limit", "1000"]
+                else:
+                    n = int(seconds * rate)
+                    await enroll(url, [t0 + timedelta(seconds=i / rate) for i in range(n)])
+                    run = [DRIPLINE, "run", "--json", "--max-seconds", str(lead + seconds + 1)]
                 argv = run
                 if profile:
                     here = Path(__file__).with_name("cpu_profiled.py")
@@ -62,8 +73,9 @@ async def _main(
                 usage = await child.wait(lead + seconds + 60)
                 sent = len(await fake.messages())
             net = usage.cpu_s - base
+            what = f"backlog {n}" if backlog else f"{rate:g}/s x {seconds:g} s"
             print(
-                f"{backend} {rate:g}/s x {seconds:g} s: sent {sent}/{n}, cpu {usage.cpu_s:.3f} s, "
+                f"{backend} {what}: sent {sent}/{n}, cpu {usage.cpu_s:.3f} s, "
                 f"start-up {base:.3f} s, net {net * 1000 / max(1, sent):.3f} ms/msg"
                 + (f" (profiled: {profile})" if profile else "")
             )
@@ -79,11 +91,16 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="write a cProfile file here")
     parser.add_argument("--pyspy", default=None, help="write py-spy's collapsed stacks here")
     parser.add_argument(
+        "--backlog", type=int, default=0, help="full speed: N due at once (scenario 1's run)"
+    )
+    parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the dispatcher, repeatable"
     )
     args = parser.parse_args()
     env = dict(e.split("=", 1) for e in args.env)
-    asyncio.run(_main(args.backend, args.rate, args.seconds, args.profile, args.pyspy, env))
+    asyncio.run(
+        _main(args.backend, args.rate, args.seconds, args.profile, args.pyspy, env, args.backlog)
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ MEASURED_FIELDS = (
 )
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: xdist's loadgroup scheduling may run this file's tests apart,
+# and a module fixture is then torn down and the whole `--quick` run (about 100 s) made
+# again for the second test (seen in `--durations`: 146 s of setup on each).
+@pytest.fixture(scope="session")
 def report(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> dict:
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, DRIPLINE_BENCH_POSTGRES_URL=postgres_server_url)

@@ -20,6 +20,10 @@ from tests.e2e.test_dispatcher_processes import worker_env
 from tests.fixtures.dispatch import TOKEN, enroll, phones, received
 from tests.unit.test_cli_imports import NOT_FOR_RUN, loaded
 
+# On SQLite: nothing of PostgreSQL's (its dialect, named by the schema's partial indexes
+# and the webhook inserts, loaded for nothing).
+NOT_FOR_SQLITE = ("sqlalchemy.dialects.postgresql", "asyncpg")
+
 # `dripline run --once` as cron starts it, then the modules it holds at the end.
 SCRIPT = """
 import json, sys
@@ -61,4 +65,4 @@ async def test_run_once_sends_without_loading_what_it_does_not_need(
         assert len(received(fake)) == 1, err.decode()[-2000:]
     result = json.loads(out.read_text())
     assert result["code"] == 0, err.decode()[-2000:]
-    assert loaded(set(result["modules"]), NOT_FOR_RUN) == []
+    assert loaded(set(result["modules"]), (*NOT_FOR_RUN, *NOT_FOR_SQLITE)) == []

@@ -35,9 +35,36 @@ NOT_FOR_RUN = (
     # by the recipient's country only).
     "dripline.store.memory",
     "phonenumbers",
+    # What structlog loads with rich, for exception formatters dripline does not use
+    # (`dripline.logs`): rich's traceback and pretty printer, pygments, attrs.
+    "rich.traceback",
+    "rich.pretty",
+    "pygments",
+    "attr",
+    # SQLAlchemy's ORM, which its asyncio package's __init__ loads for sessions
+    # (`dripline.store.sa_asyncio`).
+    "sqlalchemy.orm",
+    "sqlalchemy.ext.asyncio.session",
 )
-# Not needed before a command is chosen.
-NOT_FOR_THE_CLI = (*NOT_FOR_RUN, "sqlalchemy", "dripline.store", "dripline.dispatcher")
+# Either database's dialect: what the run loads for one backend is the e2e test's
+# (tests/e2e/test_run_startup_imports.py); building the command needs neither (the
+# schema's partial indexes name both, so they are made on first use of the metadata).
+DIALECTS = ("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.sqlite", "asyncpg")
+# rich's console: made when the CLI first prints (`run` prints after its sends).
+PRINTING = ("rich",)
+# Not needed before a command is chosen: no settings (pydantic) either.
+NOT_FOR_THE_CLI = (
+    *NOT_FOR_RUN,
+    *DIALECTS,
+    *PRINTING,
+    "sqlalchemy",
+    "dripline.store",
+    "dripline.dispatcher",
+    "dripline.settings",
+    "pydantic",
+    "pydantic_settings",
+    "structlog",
+)
 
 
 def _modules_after(code: str) -> set[str]:
@@ -59,7 +86,46 @@ def test_importing_the_cli_loads_no_command() -> None:
 def test_the_run_command_loads_only_what_the_dispatcher_needs() -> None:
     modules = _modules_after("import dripline.cli\ndripline.cli.build_app('run')")
     assert "dripline.dispatcher.engine" in modules  # it did build `run`
-    assert loaded(modules, NOT_FOR_RUN) == []
+    assert loaded(modules, (*NOT_FOR_RUN, *DIALECTS, *PRINTING)) == []
+
+
+def test_the_store_package_loads_sqlalchemys_asyncio_engine_without_its_orm() -> None:
+    modules = _modules_after("import dripline.store")
+    assert "sqlalchemy.ext.asyncio.engine" in modules
+    assert loaded(modules, ("sqlalchemy.orm", *DIALECTS)) == []
+
+
+def test_sqlalchemys_asyncio_package_is_whole_when_asked_for_the_rest() -> None:
+    code = (
+        "import dripline.store\n"
+        "from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine\n"
+        "import sqlalchemy.ext.asyncio as pkg\n"
+        "from sqlalchemy.ext.asyncio.engine import create_async_engine as made\n"
+        "assert create_async_engine is made and pkg.async_sessionmaker and AsyncSession\n"
+        "assert pkg.AsyncSession is AsyncSession"
+    )
+    assert "sqlalchemy.orm" in _modules_after(code)
+
+
+def test_the_schema_metadata_has_the_partial_indexes() -> None:
+    code = (
+        "from dripline.store.schema import metadata\n"
+        "names = {i.name for t in metadata.tables.values() for i in t.indexes}\n"
+        "assert {'ix_conversations_due', 'uq_conversations_active_phone_flow',"
+        " 'ix_inbox_unprocessed'} <= names, names"
+    )
+    _modules_after(code)
+
+
+def test_logging_imports_structlog_without_rich_and_rich_still_works() -> None:
+    code = (
+        "import dripline.logs, structlog\n"
+        "assert 'rich' not in sys.modules and structlog.dev.rich is None\n"
+        "from rich.console import Console\n"
+        "Console()"
+    )
+    modules = _modules_after(code)
+    assert "rich.console" in modules
 
 
 def test_every_command_is_mapped_to_the_module_that_registers_it() -> None:

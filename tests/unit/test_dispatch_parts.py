@@ -31,6 +31,7 @@ from dripline.dispatcher.reconcile import (
     settle,
     unknowns,
 )
+from dripline.flows.base import Transition
 from dripline.settings import Delivery
 from dripline.store import LEASE_LOST
 from dripline.store.base import Conversation, ReservationResult
@@ -269,6 +270,24 @@ def test_outcomes_after_each_reaction() -> None:
     retry = _failure_outcome(Action.RETRY, counts=False)
     assert retry.conversation.next_send_at == T0 + timedelta(seconds=5)
     assert retry.conversation.attempts == 2
+
+
+def test_a_sent_outcome_carries_only_a_new_wa_id() -> None:
+    t = Transition("awaiting_reply", 0, "question", T0 + timedelta(hours=1))
+
+    def learned(known: str | None, answered: str | None) -> str | None:
+        conv = _conv(wa_id=known)
+        out = outcomes.sent(
+            conv, t, message_id=7, wamid="wamid.x", sent_at=T0, latency_s=0.1, wa_id=answered
+        )
+        assert out.message is not None and out.message.status == "sent"
+        assert out.conversation.state == "awaiting_reply" and out.conversation.attempts == 0
+        return out.conversation.wa_id
+
+    assert learned(None, "15551234567") == "15551234567"
+    assert learned("15551234567", "15551234567") is None  # nothing to change
+    assert learned("15551234567", "15559999999") == "15559999999"
+    assert learned("15551234567", None) is None
 
 
 def test_unknown_error_codes_retry_then_fail() -> None:

@@ -169,3 +169,76 @@ def test_latency_samples_errors(tmp_path: Path) -> None:
     engine.dispose()
     with pytest.raises(StoreError, match="no readable messages table"):
         asyncio.run(latency_samples_ms(f"sqlite:///{empty}"))
+
+
+S11_ARGS = [
+    "plan",
+    "--policy",
+    "static",
+    "--batch",
+    "1000",
+    "--concurrency",
+    "100",
+    "--rate",
+    "1000",
+    "--latency",
+    "100ms",
+    "--backlog",
+    "5000",
+    "--json",
+]
+
+
+def test_cpu_options_bound_the_plan(runner: CliRunner) -> None:
+    free = json.loads(runner.invoke(app, S11_ARGS).stdout)
+    assert free["cpu_limit_per_s"] is None
+    assert free["results"][0]["send_rate_per_s"] == pytest.approx(1000, rel=0.01)
+    # 1 core at 0.9 + 0.4 + 0.3 ms a message pays for 625/s.
+    args = [*S11_ARGS, "--cpu-ms", "0.9", "--db-cpu-ms", "0.4", "--api-cpu-ms", "0.3"]
+    result = runner.invoke(app, [*args, "--cores", "1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["cpu_limit_per_s"] == pytest.approx(625)
+    assert data["results"][0]["send_rate_per_s"] == pytest.approx(625, rel=0.01)
+    assert data["results"][0]["binding"] == "CPU (cores)"
+
+
+def test_cpu_table_names_the_bound(runner: CliRunner) -> None:
+    args = [a for a in S11_ARGS if a != "--json"]
+    result = runner.invoke(app, [*args, "--cpu-ms", "1.6", "--cores", "1"])
+    assert result.exit_code == 0, result.output
+    assert "at most 625 msg/s" in result.output
+    assert "CPU (cores)" in result.output
+
+
+def test_cpu_shape_options_need_cpu_ms(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["plan", "--cores", "2"])
+    assert result.exit_code == 2
+    assert "--cpu-ms" in result.output
+
+
+def test_recommend_honours_the_cpu_bound(runner: CliRunner) -> None:
+    # 200/s at 10 ms a message on 1 core: the CPU pays for 100/s, so no setting can.
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--recommend",
+            "--target-lag",
+            "60s",
+            "--peak",
+            "720000/h for 10m",
+            "--rate",
+            "1000",
+            "--cpu-ms",
+            "10",
+            "--cores",
+            "1",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["feasible"] is False
+    assert data["binding"] == "CPU (cores)"
+    assert "CPU pays for 100/s" in data["reasons"][0]

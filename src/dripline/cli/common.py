@@ -6,26 +6,45 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
 from dripline.errors import DriplineError, InputError
 from dripline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["console", "err_console", "fail", "handle_errors", "print_json", "settings_from"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console()
-err_console = Console(stderr=True)
+# Made on first use: rich's console is most of rich's import (~20 ms), and `run --once`
+# prints only after its sends (module __getattr__; `fail` goes through it too).
+console: Console
+err_console: Console
+
+
+def _console(name: str) -> Console:
+    value: Console | None = globals().get(name)
+    if value is None:
+        from rich.console import Console
+
+        value = globals()[name] = Console(stderr=name == "err_console")
+    return value
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("console", "err_console"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _console("err_console").print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

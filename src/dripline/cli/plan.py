@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from dripline.cli.common import console, handle_errors, print_json
 from dripline.errors import ConfigError, DatabaseUnavailable, InputError, StoreError
 from dripline.planner import (
     Arrivals,
+    CpuBudget,
     LatencyModel,
     PlanSettings,
     SimResult,
-    comparison_table,
     recommend,
     simulate,
-    summary_table,
-    wave_vs_plimit,
 )
 from dripline.planner.parse import (
     DbLatency,
@@ -38,12 +36,6 @@ from dripline.planner.parse import (
     parse_latency,
     parse_profile,
     parse_rate,
-)
-from dripline.planner.seed_guide import (
-    GUIDE_LATENCY_S,
-    GUIDE_QUERY_S,
-    SEED_COLUMNS,
-    SeedTable,
 )
 from dripline.settings import Policy
 
@@ -60,6 +52,9 @@ Examples:
   dripline plan --profile spike-day --policy seed-cron,tiers,static --latency 2.5s
 
   dripline plan --latency db:sqlite:///./dripline.db --backlog 20000
+
+  dripline plan --policy static --batch 1000 --concurrency 100 --rate 1000
+  --latency 100ms --backlog 5000 --cpu-ms 0.45 --db-cpu-ms 0.15 --cores 2
 """
 
 
@@ -81,14 +76,34 @@ def _out() -> Console:
     return console if console.is_terminal else Console(width=max(console.width, 160))
 
 
-def _fmt_exact(seconds: float) -> str:
-    # Seconds to a tenth, as the guide writes them, so 310.1 s reads against ~25s.
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
-
-
-def _fmt_stated(seconds: float) -> str:
-    # The guide's own spelling: ~100ms, ~2.5s, ~25s.
-    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:g}s"
+def _cpu_budget(
+    cpu_ms: float | None,
+    db_cpu_ms: float,
+    api_cpu_ms: float,
+    cores: float | None,
+    workers: int,
+) -> CpuBudget | None:
+    """The CPU term from the options; None (no CPU bound) unless --cpu-ms is given."""
+    if cpu_ms is None:
+        if db_cpu_ms or api_cpu_ms or cores is not None or workers != 1:
+            raise InputError(
+                "--db-cpu-ms, --api-cpu-ms, --cores and --workers shape the CPU bound, "
+                "which needs the dispatcher's CPU per message: give --cpu-ms too"
+            )
+        return None
+    # Default cores: this machine's, as `nproc` counts them (plan where you run).
+    n = cores if cores is not None else float(os.cpu_count() or 1)
+    try:
+        return CpuBudget(
+            dispatcher_ms=cpu_ms,
+            database_ms=db_cpu_ms,
+            api_ms=api_cpu_ms,
+            cores=n,
+            workers=workers,
+            source="" if cores is not None else "this machine's cores",
+        )
+    except ValueError as exc:
+        raise InputError(str(exc), where="--cpu-ms") from None
 
 
 def _policies(text: str) -> tuple[Policy, ...]:
@@ -127,101 +142,6 @@ def _latency(text: str) -> LatencyModel:
     return LatencyModel.from_samples([ms / 1000 for ms in samples], source=redact_url(spec.url))
 
 
-# -- --seed-table ---------------------------------------------------------------------
-
-
-def _seed_table_rich(table: SeedTable, compare: bool) -> Table:
-    out = Table(title=table.title, title_justify="left")
-    out.add_column("batch", justify="right")
-    out.add_column("conc.", justify="right")
-    for label, _ in SEED_COLUMNS:
-        out.add_column(label)
-    for batch, conc, cells in table.rows:
-        row: list[Text | str] = [str(batch), str(conc)]
-        for cell in cells:
-            computed = cell.text(table.unit)
-            if not compare or cell.stated_s is None:
-                row.append(computed)
-                continue
-            stated = f"~{_fmt_stated(cell.stated_s)}"
-            if cell.differs:
-                row.append(Text(f"{stated} → {computed} ✗", style="bold red"))
-            else:
-                row.append(Text(f"{stated} → {computed} ✓", style="green"))
-        out.add_row(*row)
-    return out
-
-
-def _seed_table(rate: float, as_json: bool) -> None:
-    cron = comparison_table(continuous=False, rate_per_s=rate)
-    cont = comparison_table(continuous=True, rate_per_s=rate)
-    summary = summary_table(rate)
-    waves = wave_vs_plimit()
-    seed_day = simulate(
-        PlanSettings(policy=Policy.SEED_CRON, rate_per_s=rate),
-        LatencyModel.constant(GUIDE_LATENCY_S),
-        Arrivals.backlog(1),
-    )
-    cont_day = simulate(
-        PlanSettings(policy=Policy.STATIC, rate_per_s=rate, claim_overhead_s=GUIDE_QUERY_S),
-        LatencyModel.constant(GUIDE_LATENCY_S),
-        Arrivals.backlog(1),
-    )
-    if as_json:
-        print_json(
-            {
-                "latency_s": GUIDE_LATENCY_S,
-                "query_s": GUIDE_QUERY_S,
-                "rate_per_s": rate,
-                "seed_cron": cron.to_dict(),
-                "continuous": cont.to_dict(),
-                "summary_30_5": [r.to_dict() for r in summary],
-                "plimit_vs_waves": waves,
-                "max_per_day": {
-                    "seed_cron_30_5": seed_day.max_per_day,
-                    "continuous_30_5": cont_day.max_per_day,
-                },
-            }
-        )
-        return
-    console.print(
-        f"Each send takes {GUIDE_LATENCY_S:g} s and the due query {GUIDE_QUERY_S * 1000:.0f} ms "
-        "(the guide's figures). Cells: the guide's time → the simulated time until the "
-        "last message is sent, counted from when they fall due; ✗ marks a guide cell off "
-        "by more than max(0.2 s, 5%)."
-    )
-    out_console = _out()
-    out_console.print(_seed_table_rich(cron, compare=True))
-    out_console.print(_seed_table_rich(cont, compare=False))
-    out = Table(title="Summary Table: 30/5 Configuration (seed cron)", title_justify="left")
-    for col in ("msgs", "guide", "computed", "batches", "runs", "continuous", "guide's note"):
-        out.add_column(col, justify="right" if col != "guide's note" else "left")
-    for r in summary:
-        style = "bold red" if r.differs else "green"
-        mark = "✗" if r.differs else "✓"
-        out.add_row(
-            str(r.messages),
-            f"~{_fmt_stated(r.stated_s)}",
-            Text(f"{_fmt_exact(r.result.drain_s)} {mark}", style=style),
-            f"{r.result.waves} (guide {r.stated_batches})",
-            str(r.result.runs),
-            _fmt_exact(r.continuous_s),
-            r.note,
-        )
-    out_console.print(out)
-    console.print(
-        f"Most messages per day at 30/5: seed cron {seed_day.max_per_day:,} "
-        f"(30 per 300 s); continuous {cont_day.max_per_day:,} ({cont_day.binding})."
-    )
-    console.print(
-        f"Waves vs pLimit, {waves['messages']:.0f} messages at {waves['concurrency']:.0f} "
-        f"concurrent with lognormal latency (mean {waves['latency_mean_s']:g} s, "
-        f"p99 {waves['latency_p99_s']:g} s): pLimit {waves['plimit_mean_s']:.1f} s, "
-        f"the guide's waves {waves['waves_mean_s']:.1f} s (a wave waits for its slowest "
-        "send). With constant latency both give 15 s."
-    )
-
-
 # -- --recommend ----------------------------------------------------------------------
 
 
@@ -233,6 +153,7 @@ def _recommend(
     claim_overhead_s: float,
     seed: int,
     as_json: bool,
+    cpu: CpuBudget | None,
 ) -> None:
     if target_lag is None:
         raise InputError("--recommend needs a lag target, e.g. --target-lag 60s")
@@ -249,6 +170,7 @@ def _recommend(
         latency=latency,
         claim_overhead_s=claim_overhead_s,
         seed=seed,
+        cpu=cpu,
     )
     if as_json:
         print_json(rec.to_dict())
@@ -402,6 +324,56 @@ def plan(
             "back off and retry."
         ),
     ] = None,
+    cpu_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--cpu-ms",
+            min=0.0,
+            help="The dispatcher's CPU per message sent, in ms, all workers together "
+            "(measure it: CPU time of `dripline run` over the messages it sent, start-up "
+            "excluded; the benchmarks' cpu_ms_per_msg_net). With it, messages/s are "
+            "bounded by --cores / (CPU per message of the dispatcher, database and API), "
+            "and by one core per worker. Measured on a 2-core machine: 0.35-0.45 ms at "
+            "1,000-2,000/s, 2-7 ms at 10-33/s (bench/README.md): measure at the rate you "
+            "plan for. Default: none, CPU is free and never binds.",
+        ),
+    ] = None,
+    db_cpu_ms: Annotated[
+        float,
+        typer.Option(
+            "--db-cpu-ms",
+            min=0.0,
+            help="The database server's CPU per message when it shares --cores with the "
+            "dispatcher (PostgreSQL: 0.15-0.36 ms measured at 1,000-2,000/s). "
+            "Default 0: on another machine, or SQLite (inside the dispatcher's figure).",
+        ),
+    ] = 0.0,
+    api_cpu_ms: Annotated[
+        float,
+        typer.Option(
+            "--api-cpu-ms",
+            min=0.0,
+            help="The API's CPU per message when it shares --cores (the benchmarks' fake: "
+            "0.21-0.30 ms). Default 0: Meta's servers.",
+        ),
+    ] = 0.0,
+    cores: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Cores the dispatcher, database and API share (fractions allowed: what "
+            "other work leaves of a shared machine). Needs --cpu-ms. Default: this "
+            "machine's cores.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Dispatcher processes; each is one event loop and uses at most one core. "
+            "Needs --cpu-ms. Default 1.",
+        ),
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Random seed (results are deterministic).")] = 0,
     png: Annotated[
         Path | None, typer.Option(help="Write a chart of drain time and p99 lag (PNG).")
@@ -416,12 +388,15 @@ def plan(
     """
     rate_per_s = parse_rate(rate, "--rate")
     if seed_table:
-        _seed_table(rate_per_s, as_json)
+        from dripline.cli.plan_seed import seed_table as show_seed_table
+
+        show_seed_table(rate_per_s, as_json)
         return
     lat = _latency(latency or "150ms")
     claim_s = parse_duration(claim_overhead, "--claim-overhead")
+    cpu = _cpu_budget(cpu_ms, db_cpu_ms, api_cpu_ms, cores, workers)
     if do_recommend:
-        _recommend(target_lag, peak, lat, rate_per_s, claim_s, seed, as_json)
+        _recommend(target_lag, peak, lat, rate_per_s, claim_s, seed, as_json, cpu)
         return
     if backlog is not None and profile:
         raise InputError("give --backlog or --profile, not both")
@@ -446,6 +421,7 @@ def plan(
         schedule=sched,
         max_concurrency=max_concurrency,
         server_rate_per_s=parse_rate(server_rate, "--server-rate") if server_rate else None,
+        cpu=cpu,
     )
     batches = parse_int_list(batch, "--batch")
     concs = parse_int_list(concurrency, "--concurrency")
@@ -478,12 +454,15 @@ def plan(
                 "latency": lat.describe(),
                 "latency_mean_s": lat.mean_s,
                 "latency_p99_s": lat.p99_s,
+                "cpu_limit_per_s": cpu.limit_per_s() if cpu is not None else None,
                 "results": [r.to_dict() for r in results],
                 "png": str(png) if png else None,
             }
         )
         return
     console.print(f"latency {lat.describe()}, API rate limit {rate_per_s:g}/s")
+    if cpu is not None:
+        console.print(f"CPU {cpu.describe()}: at most {cpu.limit_per_s():,.0f} msg/s")
     _out().print(_grid_table(results))
     if png is not None:
         console.print(f"chart written to {png}")

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from dripline.cli.common import console, handle_errors, print_json, settings_from
+from dripline.cli import common
+from dripline.cli.common import handle_errors, print_json, settings_from
 from dripline.dispatcher.engine import RunSummary
 from dripline.settings import Delivery, Policy, Preset, Settings
 
@@ -204,6 +205,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(data)
         else:
+            console = common.console
             console.print(
                 f"sent {data['sent']}, failed {data['failed']}, retries {data['retries']}, "
                 f"throttled {data['throttled']} in {data['elapsed_s']} s "

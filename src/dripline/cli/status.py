@@ -109,8 +109,13 @@ def render_status(data: dict[str, Any]) -> RenderableType:
             ("API p99", f"{lag['latency_p99_ms']:.0f} ms"),
         ],
     )
+    estimated = data.get("conversations_estimated", False)
     states_panel = _kv(
-        "conversations", [(state, f"{n:,}") for state, n in data["conversations"].items()]
+        "conversations (estimated)" if estimated else "conversations",
+        [
+            (state, f"~{n:,}" if estimated else f"{n:,}")
+            for state, n in data["conversations"].items()
+        ],
     )
     errors = data["errors"]
     err_table = Table(box=None, pad_edge=False)

@@ -25,6 +25,7 @@ from dripline.errors import TransientStoreError
 from dripline.flows.base import FlowRegistry
 from dripline.settings import Policy, Settings
 from dripline.store.base import Conversation, Store
+from dripline.wake import Flag, wake
 from dripline.whatsapp.throughput import TierRate
 
 __all__ = ["Context", "RunState", "Signals"]
@@ -68,13 +69,13 @@ class Signals:
     """The events the tasks wait on."""
 
     def __init__(self) -> None:
-        self.stop = asyncio.Event()
-        self.queued = asyncio.Event()  # the queue gained items
-        self.room = asyncio.Event()  # the queue fell below the low-water mark
-        self.slot = asyncio.Event()  # a concurrency slot freed
-        self.record = asyncio.Event()  # outcomes waiting to be written
-        self.breaker_closed = asyncio.Event()  # sending allowed
-        self.resched = asyncio.Event()  # our own write made a row due sooner
+        self.stop = Flag()
+        self.queued = Flag()  # the queue gained items
+        self.room = Flag()  # the queue fell below the low-water mark
+        self.slot = Flag()  # a concurrency slot freed
+        self.record = Flag()  # outcomes waiting to be written
+        self.breaker_closed = Flag()  # sending allowed
+        self.resched = Flag()  # our own write made a row due sooner
         # Sends whose token is due, waiting for a slot, first come first served: one
         # freed slot wakes one of them (an event would wake them all, each time).
         self.slot_waiters: deque[asyncio.Future[None]] = deque()
@@ -149,15 +150,36 @@ class Context:
         self.tasks.pop(task, None)
 
     async def sleep(self, seconds: float, *events: asyncio.Event) -> None:
-        """Sleep, waking early on stop or any of `events`."""
+        """Sleep, waking early on stop or any of `events`.
+
+        One future and one timer per sleep: a `Flag` wakes the future itself; any other
+        event (a store's own) costs a task that waits on it."""
         if seconds <= 0:
             return
-        waiters = [asyncio.ensure_future(e.wait()) for e in (self.signals.stop, *events)]
+        watched = (self.signals.stop, *events)
+        if any(e.is_set() for e in watched):
+            await asyncio.sleep(0)  # a loop that sleeps on a set event still yields
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, wake, waiter)
+        helpers: list[asyncio.Task[Any]] = []
+        for event in watched:
+            if isinstance(event, Flag):
+                event.watch(waiter)
+            else:
+                helper = asyncio.ensure_future(event.wait())
+                helper.add_done_callback(lambda _: wake(waiter))
+                helpers.append(helper)
         try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         finally:
-            for w in waiters:
-                w.cancel()
+            timer.cancel()
+            for event in watched:
+                if isinstance(event, Flag):
+                    event.unwatch(waiter)
+            for helper in helpers:
+                helper.cancel()
 
     async def retry_db(self, op: Callable[[], Awaitable[T]], what: str) -> T:
         """Run a store call, retrying with backoff while the database is unreachable."""

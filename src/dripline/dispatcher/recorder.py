@@ -25,6 +25,10 @@ class Recorder:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._outcomes: list[Outcome] = []
+        # Loop time by which the buffered batch is written (its first outcome's arrival
+        # plus RECORD_INTERVAL_S), and the timer that wakes the recorder then.
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         # When the idle claimer means to look for due rows again (None: not idle).
         self.wake_at: datetime | None = None
 
@@ -36,19 +40,34 @@ class Recorder:
         """`conv` leaves the dispatcher with `outcome` (written at the next flush)."""
         self._ctx.state.let_go(conv.id)
         self._outcomes.append(outcome)
-        if len(self._outcomes) in (1, RECORD_BATCH_MAX):
-            # The first outcome starts a batch; a full batch is written at once.
-            self._ctx.signals.record.set()
+        n = len(self._outcomes)
+        if n == 1:
+            # The first outcome starts a batch, written RECORD_INTERVAL_S later: a timer
+            # wakes the recorder then, once (waking it now only to sleep again cost a
+            # loop wake-up per batch, one per message at a trickle).
+            loop = asyncio.get_running_loop()
+            self._due = loop.time() + RECORD_INTERVAL_S
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(self._due, self._ctx.signals.record.set)
+        elif n == RECORD_BATCH_MAX:
+            self._ctx.signals.record.set()  # a full batch is written at once
 
     def reset(self) -> None:
         self._outcomes = []
         self.wake_at = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def flush(self) -> None:
         ctx = self._ctx
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []
+        if self._timer is not None:
+            self._timer.cancel()  # a full batch goes before its timer
+            self._timer = None
         # Every write takes row locks in id order, so two of our transactions (a record
         # and a heartbeat's lease extension) can never deadlock each other.
         batch.sort(key=lambda o: o.conversation.conversation_id)
@@ -86,19 +105,22 @@ class Recorder:
             asyncio.get_running_loop().call_later(delay, resched.set)
 
     async def run(self) -> None:
-        """Sleep until an outcome arrives, give others RECORD_INTERVAL_S to join it (or
-        until the batch is full), write them. An idle dispatcher never wakes for this."""
+        """Sleep until the batch is due (RECORD_INTERVAL_S after its first outcome) or
+        full, write it. An idle dispatcher never wakes for this."""
         ctx = self._ctx
         record = ctx.signals.record
         while not ctx.stopping:
-            if not self._outcomes:
-                record.clear()
-                await ctx.sleep(_IDLE_S, record)
-                continue
-            if len(self._outcomes) < RECORD_BATCH_MAX:
-                record.clear()
-                await ctx.sleep(RECORD_INTERVAL_S, record)
-            await self.flush()
+            n = len(self._outcomes)
+            if n:
+                wait = self._due - ctx.loop_time()
+                if n >= RECORD_BATCH_MAX or wait <= 0:
+                    await self.flush()
+                    continue
+            else:
+                wait = _IDLE_S
+            # Decided from the buffer, not the flag: clearing it loses nothing.
+            record.clear()
+            await ctx.sleep(wait, record)
 
     def wake_in(self, seconds: float) -> datetime:
         """Note that the claimer sleeps `seconds` from now; returns when it wakes."""

@@ -6,11 +6,14 @@ settings meeting a lag target (`recommend`). Pure functions: the CLI does the I/
 
 To compare a prediction with a real run, build the same three inputs the dispatcher
 saw and call `simulate(settings, latency, arrivals)`; `SimResult.drain_s`,
-`throughput_per_s` and the lag percentiles are the numbers to check.
+`send_rate_per_s` (first to last send, as the benchmarks count) and the lag
+percentiles are the numbers to check. Where CPU can bind (a shared or small machine,
+a high rate), give the settings a `CpuBudget` of measured CPU per message and cores.
 """
 
 from __future__ import annotations
 
+from dripline.planner.cpu import CpuBudget, available_cores
 from dripline.planner.model import Arrivals, LatencyModel, PlanSettings, Schedule, SimResult
 from dripline.planner.recommend import Recommendation, recommend
 from dripline.planner.seed_guide import (
@@ -25,12 +28,14 @@ from dripline.planner.simulate import capacity_per_s, percentile, simulate
 __all__ = [
     "Arrivals",
     "Cell",
+    "CpuBudget",
     "LatencyModel",
     "PlanSettings",
     "Recommendation",
     "Schedule",
     "SeedTable",
     "SimResult",
+    "available_cores",
     "capacity_per_s",
     "comparison_table",
     "percentile",

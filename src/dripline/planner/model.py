@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any, Literal
 
+from dripline.planner.cpu import CpuBudget
 from dripline.settings import Policy
 
 __all__ = [
@@ -62,6 +63,9 @@ class PlanSettings:
     # Model the seed guide's arithmetic (a wave of `concurrency` sends must all finish
     # before the next starts) instead of pLimit. Only for showing how the two differ.
     waves: bool = False
+    # CPU per message and the cores paying for it (`planner/cpu.py`); None: CPU is free,
+    # as in every plan before the CPU term (no bound unless one is given).
+    cpu: CpuBudget | None = None
 
     @property
     def effective_schedule(self) -> Schedule:
@@ -79,7 +83,8 @@ class PlanSettings:
         """Short human name, e.g. `static 200/64 @80/s`."""
         rate = f" @{self.rate_per_s:g}/s" if self.client_rate_limited else ""
         sched = f" {self.effective_schedule}" if self.policy is Policy.TIERS else ""
-        return f"{self.policy.value}{sched} {self.batch_limit}/{self.concurrency}{rate}"
+        cpu = f" cpu {self.cpu.limit_per_s():.0f}/s" if self.cpu is not None else ""
+        return f"{self.policy.value}{sched} {self.batch_limit}/{self.concurrency}{rate}{cpu}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +276,11 @@ class SimResult:
     Times are seconds from t=0 (when the first backlog is due). `drain_s` is when the
     last message was sent (its send finished); with nothing to send, when the first
     (empty) query finished. Lag is send start minus due time.
+
+    `throughput_per_s` is sent / (drain - first due): it counts the last send's latency.
+    `send_rate_per_s` is (sent - 1) / (last send start - first send start): the rate at
+    which sends leave, which is what the benchmarks measure at the API (first to last
+    arrival), so compare a measured run with this one.
     """
 
     settings: PlanSettings
@@ -297,6 +307,7 @@ class SimResult:
     rate_headroom: float | None
     final_concurrency: int
     binding: str
+    send_rate_per_s: float = 0.0
     run_times_s: tuple[float, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dripline.planner.cpu import CpuBudget
 from dripline.planner.model import Arrivals, LatencyModel, PlanSettings, SimResult
 from dripline.planner.simulate import simulate
 from dripline.settings import Policy
@@ -84,14 +85,17 @@ def recommend(
     max_claims_per_s: float = 10.0,
     max_concurrency: int = 5_000,
     seed: int = 0,
+    cpu: CpuBudget | None = None,
 ) -> Recommendation:
     """Find the smallest (rate, concurrency, batch) whose simulated p99 lag for
-    `arrivals` is at most `target_lag_s`, with every message sent."""
+    `arrivals` is at most `target_lag_s`, with every message sent (every candidate
+    bounded by `cpu` too, when given)."""
     base = PlanSettings(
         policy=Policy.STATIC,
         rate_per_s=api_rate_per_s,
         claim_overhead_s=claim_overhead_s,
         max_concurrency=max_concurrency,
+        cpu=cpu,
     )
     cache: dict[tuple[float, int, int], SimResult] = {}
 
@@ -128,12 +132,21 @@ def recommend(
         conc = roomy_conc(api_max)
         batch = roomy_batch(api_max, conc)
         result = run(api_max, conc, batch)
-        reasons.append(
-            f"infeasible: even at the API's full {api_rate_per_s:g}/s the p99 lag is "
-            f"{result.lag_p99_s:.1f} s > {target_lag_s:g} s; the peak of {peak:.1f}/s "
-            "needs a higher API limit (an upgraded number allows 1,000/s), more sender "
-            "numbers, or a longer lag target"
-        )
+        cpu_binds = cpu.binding() if cpu and cpu.limit_per_s() < api_rate_per_s else ""
+        if cpu_binds and cpu is not None:
+            reasons.append(
+                f"infeasible: the CPU pays for {cpu.limit_per_s():.0f}/s ({cpu.describe()}) "
+                f"and the p99 lag is {result.lag_p99_s:.1f} s > {target_lag_s:g} s; the "
+                f"peak of {peak:.1f}/s needs more cores, more workers, less CPU per "
+                "message, or a longer lag target"
+            )
+        else:
+            reasons.append(
+                f"infeasible: even at the API's full {api_rate_per_s:g}/s the p99 lag is "
+                f"{result.lag_p99_s:.1f} s > {target_lag_s:g} s; the peak of {peak:.1f}/s "
+                "needs a higher API limit (an upgraded number allows 1,000/s), more sender "
+                "numbers, or a longer lag target"
+            )
         st = replace(base, rate_per_s=float(api_max), concurrency=conc, batch_limit=batch)
         return Recommendation(
             False,
@@ -142,7 +155,9 @@ def recommend(
             target_lag_s,
             api_rate_per_s,
             peak,
-            "rate limit",
+            cpu.binding()
+            if cpu is not None and cpu.limit_per_s() < api_rate_per_s
+            else "rate limit",
             tuple(reasons),
             baseline,
         )
@@ -159,6 +174,8 @@ def recommend(
     by_conc = conc / latency.mean_s
     by_batch = batch / claim_overhead_s
     terms = {"rate": float(rate), "concurrency / latency": by_conc, "batch / claim": by_batch}
+    if cpu is not None:
+        terms["CPU"] = cpu.limit_per_s()
     # Caps within 10% of the lowest bind together: lowering either breaks the target.
     low = min(terms.values())
     binding = " and ".join(k for k, v in terms.items() if v <= low * 1.1)

@@ -73,8 +73,9 @@ def simulate(
 def capacity_per_s(settings: PlanSettings, mean_latency_s: float) -> tuple[float, str]:
     """The most messages per second the configuration can sustain, and what binds.
 
-    Continuous: min(rate, concurrency / latency, batch / claim time, server rate), which
-    is Little's law for the concurrency term. Cron: the largest batch per run, divided by
+    Continuous: min(rate, concurrency / latency, batch / claim time, server rate, CPU),
+    which is Little's law for the concurrency term; CPU is cores / CPU per message when
+    the settings carry a `CpuBudget`. Cron: the largest batch per run, divided by
     the interval (or by the interval times the ticks a long run makes it skip).
     """
     limits = _max_limits(settings, mean_latency_s)
@@ -92,6 +93,8 @@ def capacity_per_s(settings: PlanSettings, mean_latency_s: float) -> tuple[float
         candidates.append((settings.rate_per_s, "rate limit"))
     if settings.server_rate_per_s is not None:
         candidates.append((settings.server_rate_per_s, "API throttling"))
+    if settings.cpu is not None:
+        candidates.append((settings.cpu.limit_per_s(), settings.cpu.binding()))
     return min(candidates, key=lambda c: c[0])
 
 
@@ -151,6 +154,13 @@ class _Sim:
         server_burst = (st.server_rate_per_s or 0.0) * st.server_burst_s
         self.server_tol = max(0.0, server_burst - 1) * self.server_step
         self.server_tat = 0.0
+        # The CPU as one more server in front of every send: each attempt costs
+        # 1 / the CPU bound of the cores' time, so sends cannot leave faster than the
+        # cores pay for them (no burst: CPU not spent is not saved up).
+        self.cpu_step = 1 / st.cpu.limit_per_s() if st.cpu is not None else 0.0
+        self.cpu_tat = 0.0
+        self.first_sent_start = math.inf
+        self.last_sent_start = -math.inf
         self.continuous = st.effective_schedule == "continuous"
         self.rate_ceiling = st.rate_per_s or 0.0
         self.rate_now = self.rate_ceiling
@@ -200,6 +210,8 @@ class _Sim:
         start = max(ready, self.slots[0])
         if self.client_step:
             start = max(start, self.client_tat - self.client_tol)
+        if self.cpu_step:
+            start = max(start, self.cpu_tat)
         return start
 
     def _send(self, ready: float, due: float, attempts: int) -> tuple[float, float]:
@@ -210,6 +222,9 @@ class _Sim:
         if self.client_step:
             start = max(start, self.client_tat - self.client_tol)
             self.client_tat = max(self.client_tat, start) + self.client_step
+        if self.cpu_step:
+            start = max(start, self.cpu_tat)
+            self.cpu_tat = start + self.cpu_step
         finish = start + self.sample()
         heapq.heapreplace(self.slots, finish)
         self.starts.append(start)
@@ -232,6 +247,8 @@ class _Sim:
             self.sent += 1
             self.accepted_in_window += 1
             self.lags.append(start - due)
+            self.first_sent_start = min(self.first_sent_start, start)
+            self.last_sent_start = max(self.last_sent_start, start)
             self.last_finish = max(self.last_finish, finish)
         return start, finish
 
@@ -413,6 +430,10 @@ class _Sim:
 
     # -- summary -------------------------------------------------------------------
 
+    def _send_rate(self) -> float:
+        span = self.last_sent_start - self.first_sent_start
+        return (self.sent - 1) / span if self.sent > 1 and span > 0 else 0.0
+
     def result(self, latency_label: str, arrivals_label: str) -> SimResult:
         st = self.st
         lags = sorted(self.lags)
@@ -454,5 +475,6 @@ class _Sim:
             rate_headroom=headroom,
             final_concurrency=len(self.slots),
             binding=binding,
+            send_rate_per_s=self._send_rate(),
             run_times_s=tuple(times),
         )

@@ -41,7 +41,7 @@ from dripline.errors import DriplineError
 from dripline.flows import FlowRegistry
 from dripline.server.dashboard_flows import FlowViews
 from dripline.settings import Settings
-from dripline.status_report import status_document
+from dripline.status_report import state_counts, status_document
 from dripline.store import BacklogSnapshot, ErrorCount, LagSummary, Store
 
 __all__ = ["DashboardSampler", "Sample", "router"]
@@ -100,6 +100,7 @@ class DashboardSampler:
         self._clock = clock
         self._ticks = 0
         self._states: dict[str, int] = {}
+        self._states_estimated = False
         self._long_sent: dict[int, int] = {300: 0, 900: 0}
         self._errors: list[ErrorCount] = []
         self._task: asyncio.Task[None] | None = None
@@ -117,12 +118,13 @@ class DashboardSampler:
         if slow:
             self._long_sent = await self.store.sent_counts(now, (300, 900))
             self._errors = await self.store.error_counts(now, window_s=ERROR_WINDOW_S)
-            self._states = await self.store.conversations_by_state()
+            self._states, self._states_estimated = await state_counts(self.store)
         self.flow_views.maybe_refresh()
         doc = status_document(
             now=now,
             backlog=backlog,
             states=self._states,
+            states_estimated=self._states_estimated,
             sent={60: short[60], **self._long_sent},
             lag=lag,
             errors=self._errors,

@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+# Before anything imports SQLAlchemy's asyncio package: it then loads without the ORM.
+import dripline.store.sa_asyncio  # noqa: F401
+
+# isort: split
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 

@@ -1,6 +1,7 @@
 """Answers every backend computes the same way in Python, from rows it read: `enroll`'s
-results in input order, and `lag_summary`'s percentiles (SQLite has no percentile
-function). Shared by the SQL and in-memory stores (split from `base.py`, the contract).
+results in input order, `lag_summary`'s percentiles (SQLite has no percentile
+function), and state counts estimated from a database's statistics. Shared by the SQL
+and in-memory stores (split from `base.py`, the contract).
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from dripline.store.report_types import LagSummary
-from dripline.store.types import Enrollment, EnrollResult
+from dripline.store.types import CONVERSATION_STATES, Enrollment, EnrollResult
 
-__all__ = ["enroll_results", "summarize_sends"]
+__all__ = ["enroll_results", "state_estimates", "summarize_sends"]
 
 
 def enroll_results(
@@ -55,3 +56,23 @@ def summarize_sends(
         latency_p50_ms=_nearest_rank(latencies, 0.5),
         latency_p99_ms=_nearest_rank(latencies, 0.99),
     )
+
+
+def state_estimates(
+    rows: float | None,
+    values: Sequence[str] | None,
+    freqs: Sequence[float] | None,
+    min_rows: int,
+) -> dict[str, int] | None:
+    """Counts per state from a table's estimated row count and each state's share in the
+    statistics' sample (PostgreSQL's `reltuples`, `most_common_vals` and
+    `most_common_freqs`); None when there are no statistics (never analyzed: `reltuples`
+    is -1 from PostgreSQL 14, NULL shares) or the table is estimated under `min_rows`.
+    A state the sample never met counts 0."""
+    if rows is None or rows < 0 or rows < min_rows or values is None or freqs is None:
+        return None
+    counts = dict.fromkeys(CONVERSATION_STATES, 0)
+    for value, share in zip(values, freqs, strict=False):
+        if value in counts:
+            counts[value] = round(rows * share)
+    return counts

@@ -73,6 +73,7 @@ from dripline.store.types import (
     ReservationResult,
     WorkerInfo,
 )
+from dripline.wake import Flag
 
 __all__ = ["Hook", "MemoryDatabase", "MemoryStore"]
 
@@ -135,7 +136,7 @@ class MemoryStore(Store):
         """Set after any store on the same database enrolled new rows or a webhook
         transaction scheduled a step."""
         if self._event is None:
-            self._event = asyncio.Event()
+            self._event = Flag()  # a dispatcher's sleep watches it without a task
         return self._event
 
     async def wakeup_ready(self) -> None:

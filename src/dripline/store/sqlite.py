@@ -29,8 +29,9 @@ from dripline.store.schema import (
 )
 from dripline.store.sql import SqlStore
 from dripline.store.sqlite_lane import SqliteLane
-from dripline.store.types import Claim, Outcome, Reservation, ReservationResult
+from dripline.store.types import Claim, Outcome, Reservation, ReservationResult, WorkerInfo
 from dripline.store.urls import DatabaseUrl
+from dripline.wake import Flag
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteStore"]
 
@@ -100,8 +101,9 @@ class SqliteStore(SqlStore):
         event.listen(engine.sync_engine, "connect", _on_connect)
         event.listen(engine.sync_engine, "begin", _on_begin)
         super().__init__(engine, path or ":memory:")
-        # The dispatcher's claim and record in one thread trip each (sqlite_lane.py); an
-        # in-memory database is one connection's, so it keeps the pool's.
+        # The dispatcher's claim, reserve, record, heartbeat and lease extension in one
+        # thread trip each (sqlite_lane.py); an in-memory database is one connection's,
+        # so it keeps the pool's.
         self._lane = (
             None
             if path is None
@@ -144,6 +146,20 @@ class SqliteStore(SqlStore):
             return await super().record_results(outcomes, worker_id, now)
         return await self._lane.write(lambda conn: hot.record(conn, outcomes, worker_id, now))
 
+    async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
+        if self._lane is None:
+            return await super().heartbeat(worker, live_after_s)
+        return await self._lane.write(lambda conn: hot.heartbeat(conn, worker, live_after_s))
+
+    async def extend_leases(
+        self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
+    ) -> list[int]:
+        if self._lane is None or not conversation_ids:
+            return await super().extend_leases(conversation_ids, worker_id, lease_ttl_s, now)
+        return await self._lane.write(
+            lambda conn: hot.extend_leases(conn, conversation_ids, worker_id, lease_ttl_s, now)
+        )
+
     async def _record(
         self, conn: AsyncConnection, outcomes: Sequence[Outcome], worker_id: str, now: datetime
     ) -> int:
@@ -166,7 +182,7 @@ class SqliteStore(SqlStore):
         Enrollments from another process are not seen: the dispatcher's poll ceiling
         covers them."""
         if self._event is None:
-            self._event = asyncio.Event()
+            self._event = Flag()  # a dispatcher's sleep watches it without a task
             self._loop = asyncio.get_running_loop()
         return self._event
 

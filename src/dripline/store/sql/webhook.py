@@ -22,10 +22,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.phones import phone_variants
@@ -96,6 +95,18 @@ _FINISH_INBOX = (
 
 def _id(c: Conversation) -> int:
     return c.id
+
+
+def _insert_for(pg: bool) -> Any:
+    """The dialect's INSERT (with ON CONFLICT), imported when first used: a module-level
+    import loaded both dialects on every start-up, a dispatcher's too (~30 ms on SQLite)."""
+    if pg:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 class SqlWebhookTx(StatusTx, WebhookTx):
@@ -203,7 +214,7 @@ class SqlWebhookTx(StatusTx, WebhookTx):
         """ON CONFLICT DO NOTHING on (sender, phone): the first opt-out's row stays."""
         if not rows:
             return 0
-        maker = pg_insert if self._pg else sqlite_insert
+        maker = _insert_for(self._pg)
         values = [
             {"sender": r.sender, "phone": r.phone, "reason": r.reason, "created_at": r.created_at}
             for r in {(r.sender, r.phone): r for r in reversed(rows)}.values()
@@ -231,7 +242,7 @@ class SqlWebhookTx(StatusTx, WebhookTx):
     async def insert_inbound(self, rows: Sequence[NewInbound]) -> set[str]:
         """ON CONFLICT DO NOTHING on the unique wamid: a concurrent processor's insert wins."""
         inserted: set[str] = set()
-        maker = pg_insert if self._pg else sqlite_insert
+        maker = _insert_for(self._pg)
         for page in chunks(list(rows), 2_000):
             values = [
                 {
