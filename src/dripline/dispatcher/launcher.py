@@ -163,8 +163,8 @@ class Launcher:
                 del state.queue[index]
             else:
                 state.queue.popleft()
-            horizon = claim_horizon(self._pacing.workers)
-            if len(state.queue) < low_water(ctx.batch_limit, ctx.rate_share, horizon):
+            claim_s = claim_horizon(self._pacing.workers)
+            if len(state.queue) < low_water(ctx.batch_limit, ctx.rate_share, claim_s):
                 ctx.signals.room.set()
             job = self._prepare(conv, key, now_m)
             if job is None:
