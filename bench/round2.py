@@ -102,6 +102,16 @@ async def scenario_11(b: Bench) -> None:
                     f"call latency p50 {seen_s * 1000:.0f} ms: {by_slots:.0f}/s by the slots, "
                     f"{row.throughput_per_s / by_slots:.2f} of it"
                 )
+            # Each worker's own account (`dripline run --json`, "slots"): how busy its
+            # slots were over its sending, the pipeline's dry waits, the join wait.
+            own = [s["slots"] for s in res.summaries if isinstance(s, dict) and "slots" in s]
+            if own:
+                row.extra["workers_slots"] = own
+                row.notes += "; per worker: " + ", ".join(
+                    f"busy {o['busy']} over {o['span_s']} s, dry {o['dry']}x {o['dry_s']} s, "
+                    f"joined after {o['join_wait_s']} s"
+                    for o in own
+                )
             b.check(
                 "11",
                 f"{backend} x{workers}: >= 0.95 of the bound ({the_bound:.0f}/s)",

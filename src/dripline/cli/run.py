@@ -58,11 +58,23 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "lag_s": {"p50": p50, "p95": p95, "p99": p99, "max": s.lag.maximum},
         # The API calls' own time as this worker saw it (a busy machine adds to it).
         "latency_s": {"p50": call_p50, "p99": call_p99},
+        # How busy the slots were over this worker's sending, and why not (stats.py).
+        "slots": {
+            "busy": _round(s.slots_busy(s.concurrency)),
+            "span_s": round(0.0 if s.calls_from is None else s.calls_to - s.calls_from, 3),
+            "dry": s.dry,
+            "dry_s": round(s.dry_s, 3),
+            "join_wait_s": round(s.join_wait_s, 3),
+        },
         "failures_by_class": dict(s.failures_by_class),
         "failures_by_code": dict(s.failures_by_code),
         "breaker_tripped": summary.breaker_tripped,
         "breaker_reason": summary.breaker_reason,
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 async def _run_with_metrics(

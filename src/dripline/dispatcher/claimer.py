@@ -1,7 +1,8 @@
 """The claimer: keeps the launch queue filled with leased, due conversations.
 
-It claims about CLAIM_HORIZON_S of sending at the rate limit, and claims again when
-the queue falls to half of that (pipelining), so the launcher never waits on the
+It claims about CLAIM_HORIZON_S of sending at the rate limit (less when several
+workers share it: `policies.claim_horizon`), and claims again when the queue falls to
+half of that (pipelining), so the launcher never waits on the
 database. When nothing more is due it sleeps until the earliest `next_send_at` (at most
 `poll_ceiling_s`), which the claim's own transaction reports (`Store.claim_next`), waking
 early on an enrollment (`Store.wakeup_event`) or on one of our own writes that made a
@@ -23,7 +24,7 @@ import structlog
 
 from dripline.dispatcher.constants import CLAIM_HORIZON_S, RECORD_INTERVAL_S
 from dripline.dispatcher.context import Context
-from dripline.dispatcher.policies import claim_size
+from dripline.dispatcher.policies import claim_horizon, claim_size
 from dripline.dispatcher.recorder import Recorder
 from dripline.settings import Policy
 from dripline.store.base import Conversation
@@ -33,9 +34,9 @@ __all__ = ["Claimer", "low_water"]
 log = structlog.get_logger("dripline.dispatcher")
 
 
-def low_water(batch_limit: int, rate_share: float) -> int:
+def low_water(batch_limit: int, rate_share: float, horizon_s: float = CLAIM_HORIZON_S) -> int:
     """Queue length below which the claimer claims again: half a horizon's worth."""
-    return max(1, min(batch_limit, int(rate_share * CLAIM_HORIZON_S)) // 2)
+    return max(1, min(batch_limit, int(rate_share * horizon_s)) // 2)
 
 
 class Claimer:
@@ -44,13 +45,18 @@ class Claimer:
         ctx: Context,
         recorder: Recorder,
         apply_tiers: Callable[[], Awaitable[None]],
+        workers: Callable[[], int] = lambda: 1,
     ) -> None:
         self._ctx = ctx
         self._recorder = recorder
         self._apply_tiers = apply_tiers
+        self._workers = workers  # live workers, as the last heartbeat saw them
+
+    def horizon(self) -> float:
+        return claim_horizon(self._workers())
 
     def low_water(self) -> int:
-        return low_water(self._ctx.batch_limit, self._ctx.rate_share)
+        return low_water(self._ctx.batch_limit, self._ctx.rate_share, self.horizon())
 
     async def run(self, once: bool) -> None:
         ctx = self._ctx
@@ -60,6 +66,7 @@ class Claimer:
         next_tick = ctx.loop_time()
         wakeup = ctx.store.wakeup_event()
         last_tier_check = -1e9
+        ctx.stats.awake_since = ctx.loop_time()
         while not ctx.stopping:
             await signals.breaker_closed.wait()
             if ctx.stopping:
@@ -70,7 +77,7 @@ class Claimer:
                 if loop_now < next_tick or state.busy():
                     if once and state.cron_tick_done and not state.busy():
                         return
-                    await ctx.sleep(min(0.05, max(0.0, next_tick - loop_now)) or 0.05)
+                    await self._nap(min(0.05, max(0.0, next_tick - loop_now)) or 0.05)
                     continue
                 next_tick = loop_now + interval
                 want = ctx.batch_limit
@@ -83,7 +90,8 @@ class Claimer:
                     signals.room.clear()
                     await ctx.sleep(1.0, signals.room)
                     continue
-                want = max(1, claim_size(ctx.batch_limit, ctx.rate_share, CLAIM_HORIZON_S, queued))
+                horizon = self.horizon()
+                want = max(1, claim_size(ctx.batch_limit, ctx.rate_share, horizon, queued))
             rows, next_due = await self._claim(want, wakeup)
             if cron:
                 state.cron_tick_done = True
@@ -95,9 +103,9 @@ class Claimer:
                     if not self._recorder.pending:
                         return
                     # Outcomes may reschedule work (a throttle retry) that is due soon.
-                    await ctx.sleep(RECORD_INTERVAL_S * 2)
+                    await self._nap(RECORD_INTERVAL_S * 2)
                     continue
-                await ctx.sleep(RECORD_INTERVAL_S)
+                await self._nap(RECORD_INTERVAL_S)
                 continue
             await self._sleep_until_due(wakeup, next_due)
 
@@ -152,5 +160,11 @@ class Claimer:
             # Due rows exist but are leased elsewhere: brief pause.
             delay = 0.01
         self._recorder.wake_in(delay)
-        await ctx.sleep(delay, wakeup, ctx.signals.resched)
+        await self._nap(delay, wakeup, ctx.signals.resched)
         self._recorder.wake_at = None
+
+    async def _nap(self, seconds: float, *events: asyncio.Event) -> None:
+        """An idle sleep (nothing to claim now); the launcher waiting for the queue
+        meanwhile is not the pipeline running dry (stats.py)."""
+        await self._ctx.sleep(seconds, *events)
+        self._ctx.stats.awake_since = self._ctx.loop_time()

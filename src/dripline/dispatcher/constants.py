@@ -8,11 +8,13 @@ mirrors several of them (`dripline.planner.simulate`), importing them from here.
 from __future__ import annotations
 
 __all__ = [
+    "CLAIM_HORIZON_MIN_S",
     "CLAIM_HORIZON_S",
     "CONTROLLER_INTERVAL_S",
     "DB_RETRY_BASE_S",
     "DB_RETRY_CAP_S",
     "GROUP_SPAN_S",
+    "JOIN_LOOK_S",
     "LATENCY_WINDOW",
     "MAINTENANCE_RETRY_S",
     "MARKETING_RETRY_S",
@@ -26,6 +28,7 @@ __all__ = [
     "RECORD_BATCH_MAX",
     "RECORD_INTERVAL_S",
     "RESERVE_LEAD_S",
+    "SHARE_LOOK_S",
     "STOP_GRACE_S",
     "THROTTLE_BASE_S",
     "THROTTLE_CAP_S",
@@ -33,8 +36,11 @@ __all__ = [
     "UNKNOWN_CODE_BREAKER_STREAK",
 ]
 
-# How far ahead (seconds of sending at the rate limit) the claimer keeps the queue filled.
+# How far ahead (seconds of sending at the rate limit) the claimer keeps the queue filled:
+# CLAIM_HORIZON_S for a worker alone, that divided by the live workers for one of
+# several, never under CLAIM_HORIZON_MIN_S (policies.claim_horizon).
 CLAIM_HORIZON_S = 1.0
+CLAIM_HORIZON_MIN_S = 0.25
 # The launcher reserves a group of sends (one transaction) when the first one's rate
 # token is RESERVE_LEAD_S away, taking every send whose token falls due within
 # GROUP_SPAN_S after it. A reservation's fixed cost (~2 ms of CPU) is then shared by
@@ -48,6 +54,12 @@ MAX_GROUP = 256
 RECORD_INTERVAL_S = 0.05
 RECORD_BATCH_MAX = 256
 CONTROLLER_INTERVAL_S = 0.5
+# Between heartbeats, a worker with a backlog reads the live workers every SHARE_LOOK_S
+# and beats at once when they changed; a joining worker reads them every JOIN_LOOK_S
+# until the others have beaten since it came (share.py). Each look is one indexed read
+# of the `workers` table (a handful of rows).
+SHARE_LOOK_S = 0.1
+JOIN_LOOK_S = 0.05
 PROGRESS_LOG_S = 10.0
 STOP_GRACE_S = 5.0  # how long tasks get to notice a stop before they are cancelled
 # A store call that fails transiently is retried after min(cap, base * 2^n), jittered.

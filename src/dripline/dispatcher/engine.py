@@ -35,7 +35,7 @@ from dripline.clock import Clock, SystemClock
 from dripline.dispatcher import outcomes
 from dripline.dispatcher.breaker import Breaker
 from dripline.dispatcher.claimer import Claimer
-from dripline.dispatcher.constants import STOP_GRACE_S
+from dripline.dispatcher.constants import JOIN_LOOK_S, STOP_GRACE_S
 from dripline.dispatcher.context import Context, RunState
 from dripline.dispatcher.control import Controller, Heartbeat
 from dripline.dispatcher.launcher import Launcher
@@ -147,7 +147,10 @@ class Dispatcher:
             on_throttle_streak=self._tier.after_throttle,
         )
         self._controller = Controller(ctx, self._pacing, self._responder)
-        self._claimer = Claimer(ctx, self._recorder, self._controller.apply_tiers)
+        pacing = self._pacing
+        self._claimer = Claimer(
+            ctx, self._recorder, self._controller.apply_tiers, workers=lambda: pacing.workers
+        )
         self._launcher = Launcher(ctx, self._client, self._pacing, self._recorder, self._responder)
         self._heartbeat = Heartbeat(ctx, self._pacing, ctx.clock.now())
 
@@ -237,14 +240,25 @@ class Dispatcher:
     async def _wait_for_room(self) -> None:
         """Joining live workers: wait until each has lowered its share (see Heartbeat).
 
-        At most a few heartbeats: a worker that stops beating drops out of the live set
+        At most 4 heartbeats: a worker that stops beating drops out of the live set
         after 3 heartbeats, and then no longer counts."""
         ctx = self._ctx
-        rounds = 0
-        while not ctx.gate.caught_up and not ctx.stopping and rounds < 16:
-            rounds += 1
-            await ctx.sleep(ctx.settings.heartbeat_s / 4)
+        every = ctx.settings.heartbeat_s
+        began = ctx.loop_time()
+        beat_at = began + every / 4
+        look = min(JOIN_LOOK_S, every / 4)
+        while not ctx.gate.caught_up and not ctx.stopping and ctx.loop_time() - began < 4 * every:
+            # Read the others often (cheap); beat when they are ready, when one came
+            # after us (it waits for our beat too), or when our row is due a beat (it
+            # must stay live for them to count us).
+            await ctx.sleep(look)
+            if ctx.loop_time() < beat_at:
+                others = await ctx.retry_db(self._heartbeat.live_others, "live workers")
+                if not (ctx.gate.ready(others) or ctx.gate.outdated(others)):
+                    continue
             await ctx.retry_db(self._heartbeat.beat, "heartbeat")
+            beat_at = ctx.loop_time() + every / 4
+        ctx.stats.join_wait_s = ctx.loop_time() - began
 
     # ---------------------------------------------------------- circuit breaker
     def _trip_breaker(self, reason: str, probe_after_s: float | None = None) -> None:

@@ -21,6 +21,7 @@ from dripline.dispatcher.claimer import low_water
 from dripline.dispatcher.constants import GROUP_SPAN_S, MAX_GROUP, RESERVE_LEAD_S
 from dripline.dispatcher.context import Context
 from dripline.dispatcher.pacing import SenderPacing
+from dripline.dispatcher.policies import claim_horizon
 from dripline.dispatcher.ratelimit import RecipientPacer
 from dripline.dispatcher.reconcile import (
     evidence_deadline,
@@ -87,7 +88,12 @@ class Launcher:
                 if ctx.stopping:
                     return
                 signals.queued.clear()
+                calls, began = state.in_flight + state.starting, ctx.loop_time()
                 await signals.queued.wait()
+                if calls and ctx.stats.awake_since <= began and state.queue:
+                    # Ran dry with calls under way, and refilled by a claimer that had
+                    # work all along: a gap in the pipeline, not a pause in the work.
+                    ctx.stats.on_dry(ctx.loop_time() - began)
                 continue
             if ctx.stopping:
                 return
@@ -157,7 +163,8 @@ class Launcher:
                 del state.queue[index]
             else:
                 state.queue.popleft()
-            if len(state.queue) < low_water(ctx.batch_limit, ctx.rate_share):
+            claim_s = claim_horizon(self._pacing.workers)
+            if len(state.queue) < low_water(ctx.batch_limit, ctx.rate_share, claim_s):
                 ctx.signals.room.set()
             job = self._prepare(conv, key, now_m)
             if job is None:

@@ -137,6 +137,11 @@ class SenderPacing:
         for number in self._numbers.values():
             number.limiter.set_rate(number.controller.tick(now))
 
+    @property
+    def workers(self) -> int:
+        """Live workers the rates are split between (as of the last heartbeat)."""
+        return self._workers
+
     def set_share(self, share_per_s: float, workers: int = 1) -> None:
         """A new share of the default number's rate, and of every other number's (each
         split between `workers`): workers joined or left, or the default's tier moved."""

@@ -73,6 +73,7 @@ async def _take_slot(ctx: Context, pacing: SenderPacing, job: SendJob) -> bool:
     state.starting -= 1
     state.in_flight += 1
     ctx.observer.on_in_flight(state.in_flight)
+    ctx.stats.on_calls(state.in_flight, ctx.loop_time())
     wait = pacing.start_wait(job.sender_key, ctx.loop_time())
     while wait > 0:  # a timed wait, not a condition another task signals
         await asyncio.sleep(wait)
@@ -136,6 +137,7 @@ async def send_one(
         if slotted:
             state.in_flight -= 1
             ctx.observer.on_in_flight(state.in_flight)
+            ctx.stats.on_calls(state.in_flight, ctx.loop_time())
             ctx.signals.slots_freed(1, state.in_flight + state.starting)
         else:
             state.starting -= 1

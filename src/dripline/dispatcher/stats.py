@@ -89,6 +89,18 @@ class DispatchStats:
     latency: Reservoir = field(default_factory=Reservoir)
     claim_s: float = 0.0
     record_s: float = 0.0
+    # How well the pipeline kept the slots busy (issue 14), in loop time: calls under
+    # way integrated over time, from the first call's start to the last one's end; the
+    # launcher's waits for a claim already under way while calls were (the pipeline ran
+    # dry); and the wait to join live workers at start (share.py).
+    slot_s: float = 0.0
+    calls_from: float | None = None
+    calls_to: float = 0.0
+    calls: int = 0
+    awake_since: float = float("inf")  # the claimer's last wake from an idle sleep
+    dry_s: float = 0.0
+    dry: int = 0
+    join_wait_s: float = 0.0
 
     def on_claim(self, claimed: int, duration_s: float) -> None:
         self.claims += 1
@@ -97,6 +109,26 @@ class DispatchStats:
 
     def on_record(self, written: int, duration_s: float) -> None:
         self.record_s += duration_s
+
+    def on_calls(self, calls: int, now: float) -> None:
+        """Calls under way changed to `calls` at loop time `now`."""
+        if self.calls_from is None:
+            self.calls_from = now
+        else:
+            self.slot_s += self.calls * (now - self.calls_to)
+        self.calls = calls
+        self.calls_to = now
+
+    def on_dry(self, waited_s: float) -> None:
+        self.dry += 1
+        self.dry_s += waited_s
+
+    def slots_busy(self, concurrency: int) -> float | None:
+        """Share of `concurrency` slots busy from the first call to the last one's end."""
+        span = 0.0 if self.calls_from is None else self.calls_to - self.calls_from
+        if span <= 0 or concurrency <= 0:
+            return None
+        return self.slot_s / (concurrency * span)
 
     def on_sent(self, latency_s: float, lag_s: float) -> None:
         self.sent += 1
