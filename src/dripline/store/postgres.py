@@ -40,6 +40,7 @@ from dripline.store.types import (
     WorkerInfo,
 )
 from dripline.store.urls import DatabaseUrl
+from dripline.wake import Flag
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "describe_target"]
 
@@ -205,7 +206,7 @@ class PostgresStore(SqlStore):
         """Set on NOTIFY from any enroll, on any machine; also set after the listening
         connection was lost (so the caller re-checks). Never set with `pooler=True`."""
         if self._event is None:
-            self._event = asyncio.Event()
+            self._event = Flag()  # a dispatcher's sleep watches it without a task
             if not self._pooler:
                 self._listener = asyncio.get_running_loop().create_task(
                     self._listen(), name="dripline-store-listen"
