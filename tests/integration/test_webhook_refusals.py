@@ -248,3 +248,29 @@ async def test_a_failure_for_no_message_of_ours_is_not_held(
     stats = await run(processor, failed("wamid.someone-else", 131026))
     assert (stats.statuses_unmatched, stats.waiting) == (1, 0)
     assert (await processor.store.inbox_backlog()).waiting == 0
+
+
+async def test_a_refusal_for_a_conversation_enrolled_again_fails_the_old_one(
+    store: Store, processor: InboxProcessor
+) -> None:
+    """Step 0 accepted, the conversation completed, the user enrolled in the flow again,
+    then step 0's refusal (a transient code, which would retry it): reopening the old
+    conversation would make two active ones for one phone and flow, which the database
+    refuses, and the whole webhook body failed for good (simulator seed 197). The old
+    conversation fails with the reason; the new one is untouched."""
+    [res] = await store.enroll([Enrollment(phone=phone(1), flow="survey")], NOW)
+    await store.claim_due(100, 60, "w", NOW)
+    [r] = await store.reserve([Reservation(res.id, 0, "question", NOW)], "w", NOW)
+    upd = ConversationUpdate(res.id, "completed", 0, "question", None, 0)
+    msg = MessageUpdate(r.message_id, "sent", wamid="wamid.1", sent_at=NOW)
+    await store.record_results([Outcome(upd, msg)], "w", NOW)
+    [again] = await store.enroll([Enrollment(phone=phone(1), flow="survey")], NOW)
+    assert again.created and again.id != res.id
+    stats = await run(processor, failed("wamid.1", 131000, "Something went wrong"))
+    assert (stats.refused_failed, stats.refused_retries) == (1, 0)
+    old = await conv(store, res.id)
+    assert old.state == "failed"
+    assert "a newer enrollment in the same flow is active" in (old.last_error or "")
+    assert (await conv(store, again.id)).state == "pending"
+    backlog = await store.inbox_backlog()
+    assert (backlog.waiting, backlog.errors) == (0, 0)

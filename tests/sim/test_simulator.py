@@ -105,6 +105,10 @@ FOUND = {
     # refusal of its last step was flagged final-is-final when the retry's own outcome
     # (response lost, `unknown`) cleared the row's error code before the next sample.
     "observer-missed-a-refusal": (5277,),
+    # A refusal of a completed conversation's step reopened it while the same user had
+    # been enrolled in the same flow again: one active conversation per phone and flow,
+    # so the status's whole webhook body failed for good and the refusal was lost.
+    "refusal-reopened-next-to-a-newer-enrollment": (197,),
 }
 
 

@@ -289,3 +289,16 @@ def test_two_refusals_of_one_conversation_in_a_batch_end_in_the_worst() -> None:
     )
     assert plan.changes[1].state == "failed"
     assert "131026" in (plan.changes[1].last_error or "")
+
+
+@pytest.mark.parametrize("code", [131000, 131047])
+def test_a_completed_conversation_enrolled_again_is_not_reopened(code: int) -> None:
+    """The same refusals reopen a completed conversation (the table above), unless the
+    user is in the flow again: one active conversation per phone and flow, so reopening
+    it failed the whole webhook body for good (simulator seed 197). It fails instead."""
+    c = conv("tells", "completed", 2, "question")
+    r = Refusal("wamid.X", 10, 1, "question", 1, code, "title", c, busy=False, superseded=True)
+    plan = plan_refusals([r], FLOWS, NOW, max_attempts=3, retry_base_s=1.0, retry_cap_s=60.0)
+    assert plan.changes[1].state == "failed"
+    assert plan.requeue == []
+    assert "a newer enrollment in the same flow is active" in (plan.changes[1].last_error or "")

@@ -134,6 +134,12 @@ def plan_refusals(
         if action is not Action.FAIL and not _rewindable(flows, conv, r.step):
             action = Action.FAIL
             why = f"{why}; the conversation had moved on to step {conv.step + 1}"
+        if action is not Action.FAIL and r.superseded:
+            # Retrying or falling back would make this ended conversation active next to
+            # the user's newer one in the same flow (one active per phone and flow): the
+            # refused step is recorded as this one's failure instead (simulator seed 197).
+            action = Action.FAIL
+            why = f"{why}; a newer enrollment in the same flow is active"
         if action is Action.FAIL:
             new = dataclasses.replace(conv, state="failed", next_send_at=None, last_error=why)
             plan.failed += 1

@@ -362,9 +362,12 @@ def _replies_reach(
 def _no_event_failed(inbox: Sequence[Any]) -> list[str]:
     """Every webhook the simulation sends is well formed: none may end marked failed (a
     transient database refusal is retried, never a reason to give an event up)."""
-    failed = [r.id for r in inbox if r.processed_at is not None and r.error is not None]
+    failed = [r for r in inbox if r.processed_at is not None and r.error is not None]
     return (
-        [f"inbox: {len(failed)} webhook bodies failed for good (ids {failed[:5]})"]
+        [
+            f"inbox: {len(failed)} webhook bodies failed for good (ids {[r.id for r in failed[:5]]}"
+            f"; the first: {failed[0].error})"
+        ]
         if failed
         else []
     )

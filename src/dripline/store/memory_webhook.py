@@ -183,6 +183,7 @@ class MemoryWebhookTx(WebhookTx):
                     error_title=u.error_title,
                     conversation=conv,
                     busy=leased,
+                    superseded=v.active_keys.get((conv.phone, conv.flow)) not in (None, conv.id),
                 )
             )
         return out

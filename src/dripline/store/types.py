@@ -375,7 +375,7 @@ class Refusal:
 
     `attempts` is the message row's (reservations so far). `busy`: a dispatcher holds
     the conversation (live lease), or another transaction locks it (PostgreSQL): the
-    status must wait, since its reaction cannot be written yet.
+    status must wait, since its reaction cannot be written yet. `superseded`: see below.
     """
 
     wamid: str
@@ -387,6 +387,9 @@ class Refusal:
     error_title: str | None
     conversation: Conversation
     busy: bool
+    # Another conversation of the same phone and flow is active (enrolled again after this
+    # one ended): this one cannot be made active again to retry or fall back.
+    superseded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.store.schema import conversations, messages
 from dripline.store.sql.core import CONVERSATION_COLUMNS, chunks, conversation_from_row, ts
-from dripline.store.types import STATUS_RANK, Conversation, Refusal, StatusResult, StatusUpdate
+from dripline.store.types import (
+    ACTIVE_STATES,
+    STATUS_RANK,
+    Conversation,
+    Refusal,
+    StatusResult,
+    StatusUpdate,
+)
 
 __all__ = ["StatusTx"]
 
@@ -208,6 +215,9 @@ class StatusTx:
             locked_ids = set(conv_ids) - set(missing)
         else:
             locked_ids = set(conv_ids)
+        superseded = await self._superseded(
+            [c for c in convs.values() if c.state not in ACTIVE_STATES]
+        )
         out: list[Refusal] = []
         for message_id in sorted(found):
             u, row = found[message_id]
@@ -226,9 +236,22 @@ class StatusTx:
                     error_title=u.error_title,
                     conversation=conv,
                     busy=leased or conv.id not in locked_ids,
+                    superseded=conv.id in superseded,
                 )
             )
         return out
+
+    async def _superseded(self, ended: Sequence[Conversation]) -> set[int]:
+        """The ids of `ended` conversations whose phone and flow have an active one now
+        (by phone, `ix_conversations_phone`; the flow is compared here)."""
+        keys = {(c.phone, c.flow) for c in ended}
+        active: set[tuple[str, str]] = set()
+        for chunk in chunks(sorted({phone for phone, _ in keys})):
+            stmt = select(C.phone, C.flow).where(
+                C.phone.in_(list(chunk)), _in_literal(C.state, ACTIVE_STATES)
+            )
+            active.update((r.phone, r.flow) for r in await self._conn.execute(stmt))
+        return {c.id for c in ended if (c.phone, c.flow) in active}
 
     async def sends_in_flight(self) -> bool:
         row = await self._conn.execute(
