@@ -16,7 +16,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from dripline.store.schema import ACTIVE_SQL, UTCDateTime, sqlite_timestamp, workers
 from dripline.store.sql.core import CHUNK, CONVERSATION_COLUMNS, INSERT_PAGE, chunks
-from dripline.store.sql.dispatch import claimed_rows
+from dripline.store.sql.dispatch import claimed_rows, heartbeat_values
 from dripline.store.sql.reserve_plan import INSERT_COLUMNS, Key, Prior, key, plan, wanted
 from dripline.store.types import (
     NONFINAL_STATUSES,
@@ -250,17 +250,7 @@ def heartbeat(
     conn: sqlite3.Connection, worker: WorkerInfo, live_after_s: float
 ) -> list[WorkerInfo]:
     """`Store.heartbeat`."""
-    values = {
-        "id": worker.id,
-        "hostname": worker.hostname,
-        "pid": worker.pid,
-        "started_at": worker.started_at,
-        "heartbeat_at": worker.heartbeat_at,
-        "rate_per_s": worker.rate_per_s,
-        "concurrency": worker.concurrency,
-        "policy": worker.policy,
-        "stats": dict(worker.stats) if worker.stats else None,
-    }
+    values = heartbeat_values(worker)
     row = [
         values[c] if f is None else f(values[c])
         for c, f in zip(_WORKER_COLUMNS, _WORKER_BIND, strict=True)
