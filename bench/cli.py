@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from bench import bigtable, chaos_table, report, round2
+from bench import bigtable, chaos_table, latest, report, round2
 from bench.harness import pg_version
 from bench.named import NAMED
 from bench.scenarios import SCENARIOS, Bench, selected
@@ -114,7 +115,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-readme",
         action="store_true",
-        help="Do not update README.md (implied by --quick and by a scenario subset).",
+        help="Do not put this run into README.md's table (implied by --quick). Without it, "
+        "each numbered scenario that ran replaces its entry there (bench/latest.py).",
     )
     return parser.parse_args(argv)
 
@@ -130,6 +132,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         else []
     )
     started = time.monotonic()
+    load_at_start = round(os.getloadavg()[0], 2)  # a shared machine's numbers need it
     try:
         pg = await pg_version()
     except Exception as exc:
@@ -142,15 +145,19 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="dripline-bench-"))
         bench = Bench(quick=args.quick, workdir=Path(tmp), progress=progress)
         failures: dict[str, str] = {}
+        origins: dict[int, str] = {}  # which scenario made each row and check (the README's)
         with progress.bar:
             try:
                 for n in numbers:
                     progress.note(f"scenario {n}")
+                    made = (len(bench.rows), len(bench.checks))
                     try:
                         await SCENARIOS[n](bench)
                     except Exception as exc:
                         failures[str(n)] = f"{type(exc).__name__}: {exc}"
                         progress.note(f"[red]scenario {n} failed: {exc}[/]")
+                    origins.update({id(r): str(n) for r in bench.rows[made[0] :]})
+                    origins.update({id(c): str(n) for c in bench.checks[made[1] :]})
                 for name in names:
                     progress.note(f"scenario {name}")
                     try:
@@ -173,8 +180,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "scenarios": [*numbers, *names],
         "duration_s": round(time.monotonic() - started, 1),
         "machine": report.machine(pg),
-        "rows": [r.as_dict() for r in bench.rows],
-        "checks": [c.as_dict() for c in bench.checks],
+        "load": {"start": load_at_start, "end": round(os.getloadavg()[0], 2)},
+        "rows": [{**r.as_dict(), "origin": origins.get(id(r), "")} for r in bench.rows],
+        "checks": [{**c.as_dict(), "origin": origins.get(id(c), "")} for c in bench.checks],
         "ratios": bench.extra,
         "errors": failures,
         "_rows": bench.rows,
@@ -201,19 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         md += "\n## Chaos\n\n" + chaos_table.table(doc["ratios"]["chaos"])
     (out / f"{stem}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out / f"{stem}.md").write_text(md)
-    full = not args.quick and not args.scenario and not args.no_readme and not doc["errors"]
-    if full:
-        section = (
-            "`make bench` (or `python -m bench`) runs issue 7's scenarios against the fake "
-            "Cloud API over loopback; `bench/README.md` says what each measures and what "
-            "limits it. Latest run:\n\n" + md
-        )
-        report.update_readme(ROOT / "README.md", section)
+    readme = [] if args.quick or args.no_readme else latest.record(doc)
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         console.print(md)
-        console.print(f"wrote {out / stem}.json and .md" + (" and README.md" if full else ""))
+        console.print(
+            f"wrote {out / stem}.json and .md"
+            + (f"; README.md's table now has this run's {', '.join(readme)}" if readme else "")
+        )
     missed = [c for c in doc["checks"] if not c["met"]]
     if missed:
         console.print(f"{len(missed)} target(s) missed")

@@ -91,36 +91,48 @@ def table(rows: list[Row]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def markdown(doc: dict[str, Any], rows: list[Row]) -> str:
-    m = doc["machine"]
-    out = [
-        f"Run {doc['date']} with `{doc['command']}`"
-        + (" (**quick**: tiny sizes, not comparable)" if doc["quick"] else "")
-        + f", {doc['duration_s']:.0f} s in all.",
+def run_header(run: dict[str, Any], *, title: str = "Run") -> list[str]:
+    """Which command made these numbers, when, on what machine and under what load."""
+    m = run.get("machine") or {}
+    load = run.get("load") or {}
+    busy = ""
+    if load:
+        busy = (
+            f" Load average {load.get('start', 0):.1f} at the start, "
+            f"{load.get('end', 0):.1f} at the end."
+        )
+    return [
+        f"{title}: {run['date']} with `{run['command']}`"
+        + (" (**quick**: tiny sizes, not comparable)" if run.get("quick") else "")
+        + f", {run['duration_s']:.0f} s in all.{busy}",
         "",
-        f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['memory_gib']} GiB; "
-        f"Python {m['python']}, PostgreSQL {m['postgresql']}, SQLite {m['sqlite']}. "
+        f"Machine: {m.get('cores')} cores, {m.get('cpu_model')}, {m.get('memory_gib')} GiB; "
+        f"Python {m.get('python')}, PostgreSQL {m.get('postgresql')}, SQLite {m.get('sqlite')}. "
         "The fake Cloud API, the dispatcher and PostgreSQL share these cores.",
         "",
-        table(rows),
-        "Targets:",
-        "",
     ]
-    for c in doc["checks"]:
-        mark = "met" if c["met"] else "**missed**"
-        out.append(f"- {c['scenario']}: {c['target']}: {c['value']} ({mark})")
-    scale = [r for r in rows if r.scenario == "5"]
-    if scale:
-        out += ["", "Scenario 5, the claim's due query plan:", ""]
-        for r in scale:
-            out.append(f"{r.backend}:")
-            out.append("")
-            out.append("```")
-            out += [str(line) for line in r.extra.get("plan", [])]
-            out.append("```")
-            out.append("")
-    out += [
-        "",
+
+
+def target_lines(checks: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"- {c['scenario']}: {c['target']}: {c['value']} ({'met' if c['met'] else '**missed**'})"
+        for c in checks
+    ]
+
+
+def plan_lines(rows: list[Row]) -> list[str]:
+    """Scenario 5's claim plans, printed under its rows."""
+    scale = [r for r in rows if r.scenario == "5" and r.extra.get("plan")]
+    if not scale:
+        return []
+    out = ["Scenario 5, the claim's due query plan:", ""]
+    for r in scale:
+        out += [f"{r.backend}:", "", "```", *[str(line) for line in r.extra["plan"]], "```", ""]
+    return out
+
+
+def legend() -> list[str]:
+    return [
         "Columns: time = first to last send at the fake (for webhooks: the load's "
         "duration); msg/s = messages / time; bound = min(rate limit, concurrency / mean "
         "latency); lag = arrival at the fake (before its simulated latency) minus the due "
@@ -134,6 +146,14 @@ def markdown(doc: dict[str, Any], rows: list[Row]) -> str:
         "raw throughput, not deliveries. dripline sent the demo flow's templates to these "
         "numbers that never wrote, as it would to Meta.",
     ]
+
+
+def markdown(doc: dict[str, Any], rows: list[Row]) -> str:
+    out = [*run_header(doc), table(rows), "Targets:", "", *target_lines(doc["checks"])]
+    plans = plan_lines(rows)
+    if plans:
+        out += ["", *plans]
+    out += ["", *legend()]
     return "\n".join(out) + "\n"
 
 
