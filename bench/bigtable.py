@@ -23,9 +23,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from bench import bulk
+from bench.context import Bench
 from bench.harness import DRIPLINE, digits, running_fake
+from bench.limits import rss_while_sending
 from bench.measure import Row, pct
-from bench.scenarios import Bench, rss_while_sending
 
 __all__ = ["SCENARIOS"]
 

@@ -27,9 +27,10 @@ from rich.progress import (
 )
 
 from bench import bigtable, chaos_table, latest, report, round2
+from bench.context import Bench
 from bench.harness import pg_version
 from bench.named import NAMED
-from bench.scenarios import SCENARIOS, Bench, selected
+from bench.scenarios import SCENARIOS, selected
 
 SCENARIOS.update(round2.SCENARIOS)  # issue 14's scenarios live in their own module
 SCENARIOS.update(bigtable.SCENARIOS)  # 16: 10,000,000 conversations on PostgreSQL

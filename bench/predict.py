@@ -40,7 +40,7 @@ from dripline.planner import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from bench.scenarios import Bench, RunResult
+    from bench.context import Bench, RunResult
 
 __all__ = ["GOAL", "Calibration", "calibration_of", "cpu_budget", "predict"]
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from bench import bulk
+from bench.context import Bench, RunResult, utc_now
 from bench.harness import DRIPLINE, digits, enroll, running_fake, spawn
 from bench.measure import Row, bound
 from bench.predict import calibration_of, predict
-from bench.scenarios import Bench, RunResult
 from dripline.planner import Arrivals, LatencyModel, PlanSettings
 from dripline.settings import Policy
 from dripline.store import open_store
@@ -31,10 +31,6 @@ from dripline.store import open_store
 __all__ = ["SCENARIOS"]
 
 BACKENDS = ("sqlite", "postgres")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _calibration(res: RunResult, what: str) -> None:
@@ -61,7 +57,7 @@ async def scenario_11(b: Bench) -> None:
 
             async def one(count: int, backend: str = backend, workers: int = workers) -> RunResult:
                 url = await b.dbs.fresh(backend, f"s11{workers}")
-                due = _now()
+                due = utc_now()
                 await enroll(url, [due] * count)
                 return await b.run_dripline(
                     scenario="11",
@@ -134,7 +130,7 @@ async def scenario_11(b: Bench) -> None:
                 workers=workers,
                 postgres=backend == "postgres",
             )
-        due = _now() - timedelta(seconds=1)
+        due = utc_now() - timedelta(seconds=1)
         pq = await b.run_procrastinate(
             scenario="11",
             fake=fake,
@@ -181,7 +177,7 @@ async def scenario_13(b: Bench) -> None:
             done: dict[float, RunResult] = {}
             for rate in TRICKLE_RATES:
                 url = await b.dbs.fresh(backend, f"s13{int(rate)}")
-                t0 = _now() + timedelta(seconds=lead)
+                t0 = utc_now() + timedelta(seconds=lead)
                 due = [t0 + timedelta(seconds=i / rate) for i in range(int(dur * rate))]
                 await enroll(url, due)
                 res = await b.run_dripline(
@@ -249,7 +245,7 @@ async def scenario_13(b: Bench) -> None:
                 idle < IDLE_GOAL,
             )
         rate = TRICKLE_RATES[-1]
-        t0 = _now() + timedelta(seconds=lead + 5)
+        t0 = utc_now() + timedelta(seconds=lead + 5)
         due = [t0 + timedelta(seconds=i / rate) for i in range(int(dur * rate))]
         pq = await b.run_procrastinate(
             scenario="13",
@@ -274,7 +270,7 @@ async def scenario_14(b: Bench) -> None:
             samples = []
             for k in range(tries):
                 url = await b.dbs.fresh(backend, f"s14{k}")
-                await enroll(url, [_now() - timedelta(seconds=1)])
+                await enroll(url, [utc_now() - timedelta(seconds=1)])
                 await fake.reset()
                 started = time.time()
                 child = spawn(
@@ -340,7 +336,7 @@ async def scenario_15(b: Bench) -> None:
                     await store.close()
                 b.progress.note(f"15 {backend}: loading {count:,} due conversations")
                 await bulk.load_conversations(url, count, count, 0)
-                due_at = _now().timestamp() - 1.0
+                due_at = utc_now().timestamp() - 1.0
                 return await b.run_dripline(
                     scenario="15",
                     run=f"drain {count:,} due, {slots} in flight x {latency_s * 1000:g} ms, "

@@ -26,7 +26,7 @@ from dripline.settings import Policy
 from dripline.store import Enrollment, open_store
 
 if TYPE_CHECKING:
-    from bench.scenarios import Bench, RunResult
+    from bench.context import Bench, RunResult
 
 __all__ = ["SENDER_SCENARIOS"]
 
@@ -123,7 +123,7 @@ def per_number_rows(
 
 
 async def scenario_20(b: Bench) -> None:
-    from bench.scenarios import _now, _ok
+    from bench.context import lossless, utc_now
 
     n = b.sizes.backlog
     ids = numbers(2)
@@ -140,7 +140,7 @@ async def scenario_20(b: Bench) -> None:
             if not b.quick:  # a smoke run checks the code, not the machine
                 ctrl = await control_run(b, fake, "20", backend, n, total, workers=1)
             url = await b.dbs.fresh(backend, "s20")
-            due = _now()
+            due = utc_now()
             which = interleave(list(rates.values()), n)
             owner = {digits(i): ids[k] for i, k in enumerate(which)}
             await enroll_on(url, due, [None if k == 0 else ids[k] for k in which])
@@ -173,7 +173,7 @@ async def scenario_20(b: Bench) -> None:
                 "20",
                 f"{backend}: no 130429, 0 duplicates, 0 missing",
                 f"{agg.throttled_130429} / {agg.duplicates} / {agg.missing}",
-                agg.throttled_130429 == 0 and _ok(agg),
+                agg.throttled_130429 == 0 and lossless(agg),
             )
             # One limiter at the sum of the numbers' rates: the backlog is mixed in
             # proportion to them, so the numbers' buckets drain together.
@@ -183,7 +183,7 @@ async def scenario_20(b: Bench) -> None:
 
 
 async def scenario_21(b: Bench) -> None:
-    from bench.scenarios import _now, _ok
+    from bench.context import lossless, utc_now
 
     n = b.sizes.backlog * 2
     ids = numbers(4)
@@ -197,7 +197,7 @@ async def scenario_21(b: Bench) -> None:
         if not b.quick:
             ctrl = await control_run(b, fake, "21", "postgres", n, 2000.0, workers=2)
         url = await b.dbs.fresh("postgres", "s21")
-        due = _now()
+        due = utc_now()
         which = interleave(list(rates.values()), n)
         owner = {digits(i): ids[k] for i, k in enumerate(which)}
         await enroll_on(url, due, [None if k == 0 else ids[k] for k in which])
@@ -233,7 +233,7 @@ async def scenario_21(b: Bench) -> None:
             "21",
             "no 130429, 0 duplicates, 0 missing",
             f"{agg.throttled_130429} / {agg.duplicates} / {agg.missing}",
-            agg.throttled_130429 == 0 and _ok(agg),
+            agg.throttled_130429 == 0 and lossless(agg),
         )
         cross_predict(
             b, "21", "postgres", res, ctrl, n, rate=2000.0, concurrency=600, batch=2000, workers=2
@@ -291,10 +291,10 @@ async def control_run(
     """The same backlog from one number at the sum of the rates, in the same run on the
     same (shared) machine: what the machine allows at this aggregate, with or without
     several numbers."""
-    from bench.scenarios import _now
+    from bench.context import utc_now
 
     url = await b.dbs.fresh(backend, f"s{scenario}c")
-    due = _now()
+    due = utc_now()
     await enroll_on(url, due, [None] * n)
     before = fake_cpu_s(fake)
     res = await b.run_dripline(

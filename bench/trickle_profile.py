@@ -23,8 +23,8 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.context import Bench
 from bench.harness import DRIPLINE, enroll, running_fake, spawn
-from bench.scenarios import Bench
 
 
 class _Quiet:
