@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ MEASURED_FIELDS = (
 # and a module fixture is then torn down and the whole `--quick` run (about 100 s) made
 # again for the second test (seen in `--durations`: 146 s of setup on each).
 @pytest.fixture(scope="session")
-def report(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> dict:
+def report(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, DRIPLINE_BENCH_POSTGRES_URL=postgres_server_url)
     proc = subprocess.run(
@@ -53,13 +54,13 @@ def report(tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str) -
         check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
-    doc = json.loads(proc.stdout)
+    doc: dict[str, Any] = json.loads(proc.stdout)
     files = sorted(p.name for p in out.iterdir())
     assert files == [f"{doc['date']}-quick.json", f"{doc['date']}-quick.md"]
     return doc
 
 
-def test_every_scenario_reported(report: dict) -> None:
+def test_every_scenario_reported(report: dict[str, Any]) -> None:
     assert report["errors"] == {}
     assert report["quick"] is True
     scenarios = {r["scenario"] for r in report["rows"]}
@@ -70,7 +71,7 @@ def test_every_scenario_reported(report: dict) -> None:
     assert report["checks"]
 
 
-def test_dispatcher_runs_complete_and_exact(report: dict) -> None:
+def test_dispatcher_runs_complete_and_exact(report: dict[str, Any]) -> None:
     runs = [r for r in report["rows"] if r["measured"] and r["system"] == "dripline"]
     # 1: two backends + seed-cron for real; 2: two; 3: two; 4: two; 5: two; 20: two;
     # 21: one (their controls only in full runs).
@@ -92,7 +93,7 @@ def test_dispatcher_runs_complete_and_exact(report: dict) -> None:
     assert workers == {2, 4}
 
 
-def test_comparisons_present(report: dict) -> None:
+def test_comparisons_present(report: dict[str, Any]) -> None:
     rows = report["rows"]
     pq = [r for r in rows if r["system"] == "procrastinate"]
     assert len(pq) == 2  # scenario 1 and 3, one poll setting in a quick run
@@ -107,7 +108,7 @@ def test_comparisons_present(report: dict) -> None:
     assert report["ratios"]["lag_p99_ratios_scenario_3"]
 
 
-def test_scale_and_webhooks(report: dict) -> None:
+def test_scale_and_webhooks(report: dict[str, Any]) -> None:
     rows = report["rows"]
     scale = [r for r in rows if r["scenario"] == "5"]
     assert len(scale) == 2
@@ -126,10 +127,12 @@ def test_scale_and_webhooks(report: dict) -> None:
         assert r["extra"]["status_counts"]["read"] == r["messages"] // 2
 
 
-def test_several_numbers(report: dict) -> None:
+def test_several_numbers(report: dict[str, Any]) -> None:
     """Scenarios 20 and 21: each number's own row, its own messages, from its own number."""
     rows = [r for r in report["rows"] if r["system"] == "dripline, one number"]
-    by = {(r["scenario"], r["backend"]): [] for r in rows}
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {
+        (r["scenario"], r["backend"]): [] for r in rows
+    }
     for r in rows:
         by[(r["scenario"], r["backend"])].append(r)
         assert r["duplicates"] == 0 and r["missing"] == 0, r

@@ -335,14 +335,15 @@ async def _expected_view(store: Store) -> dict[str, Any]:
         found = await store.conversation_detail(conv.id)
         assert found is not None
         _, sent_messages, inbound = found
-        asked = {}
+        asked: dict[int, datetime] = {}
         for m in sent_messages:
-            step = funnel.setdefault(m.step, Counter())
+            counts = funnel.setdefault(m.step, Counter())
             reach = {"sent": 1, "failed": 1, "delivered": 2, "read": 3}[m.status]
-            step["sent"] += 1
-            step["delivered"] += reach >= 2
-            step["read"] += reach >= 3
-            asked[m.step] = m.sent_at
+            counts["sent"] += 1
+            counts["delivered"] += reach >= 2
+            counts["read"] += reach >= 3
+            if m.sent_at is not None:  # a refused send has none; nobody answers it
+                asked[m.step] = m.sent_at
         for i in inbound:
             assert i.step is not None
             replies[i.step] += 1

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def seed(url: str, rows: list[tuple[object, ...]]) -> None:
+async def seed(url: str, rows: Sequence[tuple[object, ...]]) -> None:
     conn = await asyncpg.connect(dsn(url))
     try:
         await conn.execute(SEED_TABLE)

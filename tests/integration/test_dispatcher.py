@@ -202,7 +202,7 @@ async def test_the_next_claim_is_issued_before_the_queue_empties(
                 queued_at_claim.append(len(d.state.queue) + d.state.launching)
                 return await original(*args, **kw)  # type: ignore[arg-type]
 
-            store.claim_next = spy  # type: ignore[method-assign]
+            store.claim_next = spy  # type: ignore[method-assign,assignment]
             summary = await d.run(once=True, max_seconds=60)
         assert summary.stats.sent == 1500
     finally:

@@ -32,7 +32,7 @@ steps:
         - {index: 1, url_suffix: "{token}"}
 """
 
-GOOD = {
+GOOD: dict[str, Any] = {
     "phone": "+14155550123",
     "flow": "promo",
     "name": "Ann",

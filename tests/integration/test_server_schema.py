@@ -8,6 +8,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -75,7 +76,7 @@ def base_url() -> Iterator[str]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_openapi_conformance(case: schemathesis.Case, base_url: str) -> None:
+def test_openapi_conformance(case: schemathesis.Case[Any], base_url: str) -> None:
     # Excluded: Starlette answers an unrouted method with the `Allow` of the first route
     # that matched the path only (a framework quirk, not dripline's behaviour); and
     # "schema-valid data must be accepted" cannot hold for rules no JSON Schema can say

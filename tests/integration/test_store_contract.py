@@ -107,7 +107,7 @@ async def test_claim_returns_earliest_first_up_to_limit(store: Store) -> None:
     await store.enroll([Enrollment(phone(999), "f", at=NOW + sec(1))], NOW)  # not due
     first = await store.claim_due(20, 60, "w1", NOW)
     assert [c.id for c in first] == ids[:20]
-    assert [c.next_send_at for c in first] == sorted(c.next_send_at for c in first)
+    assert [c.next_send_at for c in first] == sorted(c.next_send_at or NOW for c in first)
     assert all(c.lease_expires_at == NOW + sec(60) and c.lease_owner == "w1" for c in first)
     assert all((c.created_at, c.updated_at, c.last_error) == (NOW, NOW, None) for c in first)
     rest = await store.claim_due(100, 60, "w2", NOW)

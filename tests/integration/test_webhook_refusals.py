@@ -57,8 +57,11 @@ def failed(wamid: str, code: int, title: str = "t", *, mid: int | None = None) -
     }
     if mid is not None:
         status["biz_opaque_callback_data"] = str(mid)
-    value = {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "1"}}
-    value["statuses"] = [status]  # type: ignore[assignment]
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {"phone_number_id": "1"},
+        "statuses": [status],
+    }
     return json.dumps(
         {
             "object": "whatsapp_business_account",

@@ -143,7 +143,9 @@ def _render_services() -> list[dict[str, Any]]:
     services: list[dict[str, Any]] = yaml.safe_load(text)["services"]
     # The cron job is commented out; uncommented, it must be as valid as the rest.
     commented = re.findall(r"^  # (  .*|- type: cron.*)$", text, re.MULTILINE)
-    cron = yaml.safe_load("\n".join(commented).replace("- type: cron", "- type: cron", 1))
+    cron: list[dict[str, Any]] = yaml.safe_load(
+        "\n".join(commented).replace("- type: cron", "- type: cron", 1)
+    )
     assert cron and cron[0]["type"] == "cron", "render.yaml lost its cron alternative"
     return services + cron
 

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 
 from dripline.dispatcher.backoff import full_jitter, pair_backoff_s, throttle_backoff_s
 from dripline.dispatcher.ratelimit import RateController, RateLimiter, RecipientPacer
-from dripline.dispatcher.reactions import Action, Failure, react
+from dripline.dispatcher.reactions import Action, Failure, Reaction, react
 from dripline.settings import Delivery
 
 
-def _react(failure: Failure, **kw: object) -> object:
+def _react(failure: Failure, **kw: object) -> Reaction:
     args: dict[str, object] = dict(
         attempts=0,
         max_attempts=5,

@@ -34,7 +34,7 @@ from dripline.dispatcher.reconcile import (
 from dripline.flows.base import Transition
 from dripline.settings import Delivery
 from dripline.store import LEASE_LOST
-from dripline.store.base import Conversation, ReservationResult
+from dripline.store.base import Conversation, Outcome, ReservationResult
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -163,17 +163,22 @@ def test_code_streak_trips_on_the_same_code_only() -> None:
 
 
 # --------------------------------------------------------------- breaker
+def _state(b: Breaker) -> BreakerState:
+    """Read afresh: mypy keeps an attribute narrowed across the calls that change it."""
+    return b.state
+
+
 def test_breaker_opens_once_probes_and_restores_concurrency() -> None:
     b = Breaker()
     assert b.trip("190: token expired")
     assert not b.trip("190: again")  # one alert per opening
     assert b.is_open and b.tripped
     b.half_open(concurrency=50)
-    assert b.state is BreakerState.HALF_OPEN
+    assert _state(b) is BreakerState.HALF_OPEN
     assert b.trip("190: still expired")  # a failed probe opens it again
     b.half_open(concurrency=1)  # the probe's concurrency must not be remembered
     assert b.on_success() == 50
-    assert b.state is BreakerState.CLOSED
+    assert _state(b) is BreakerState.CLOSED
     assert b.on_success() is None
 
 
@@ -253,7 +258,7 @@ def test_unknown_sends_are_proven_by_later_statuses_with_the_intake_up() -> None
 
 
 # -------------------------------------------------------------- outcomes
-def _failure_outcome(action: Action, *, counts: bool = True) -> outcomes.Outcome:
+def _failure_outcome(action: Action, *, counts: bool = True) -> Outcome:
     reaction = Reaction(action, 5.0, counts, "failed", "131000: boom")
     failure = Failure("transient", 131000, "boom")
     return outcomes.after_failure(_conv(), failure, reaction, message_id=70, now=T0)

@@ -52,7 +52,7 @@ def _tasks_started(loop: asyncio.AbstractEventLoop) -> list[int]:
         count[0] += 1
         return asyncio.Task(coro, loop=lp, **kw)
 
-    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    loop.set_task_factory(factory)
     return count
 
 

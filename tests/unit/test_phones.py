@@ -43,7 +43,7 @@ def test_the_id_meta_may_report_is_a_variant_and_back(number: str) -> None:
     # Whatever ID the Cloud API reports for a number, the number is among that ID's
     # variants: a reply `from` the ID finds the conversation enrolled with the number.
     for rule in ("regional", "all", "none"):
-        wa_id = wa_id_for(number, rule)  # type: ignore[arg-type]
+        wa_id = wa_id_for(number, rule)
         assert "+" + wa_id in phone_variants(number)
         assert number in phone_variants(wa_id)
 

@@ -9,7 +9,7 @@ import pytest
 
 from dripline.errors import InputError
 from dripline.flows import load_flows
-from dripline.server.api import parse_enrollments
+from dripline.server.enrollment import parse_enrollments
 from dripline.text import scrub_surrogates, unstorable_reason
 from dripline.whatsapp.webhooks import parse_webhook
 
