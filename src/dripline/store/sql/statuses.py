@@ -136,16 +136,26 @@ class StatusTx:
             i for i, u in best.items() if STATUS_RANK[u.status] > STATUS_RANK[current[i]]
         )
         if self._pg and targets:
+            # Lock the rows, reading each one's status again: FOR UPDATE returns the
+            # latest committed version, and from here until commit no one else can move
+            # it, so each UPDATE below matches exactly the rows still behind their status.
             locked: set[int] = set()
             for id_chunk in chunks(targets):
                 rows = await self._conn.execute(
-                    select(M.id)
+                    select(M.id, M.status)
                     .where(M.id.in_(list(id_chunk)))
                     .order_by(M.id)
                     .with_for_update(skip_locked=True)
                 )
-                locked.update(r.id for r in rows)
+                for r in rows:
+                    locked.add(r.id)
+                    current[r.id] = r.status
             busy_ids = set(targets) - locked
+            targets = [
+                i
+                for i in targets
+                if i in locked and STATUS_RANK[best[i].status] > STATUS_RANK[current[i]]
+            ]
         applied = 0
         for target, stmt in _STATUS_UPDATES.items():
             params = [
@@ -162,7 +172,10 @@ class StatusTx:
             ]
             if params:
                 result = await self._conn.execute(stmt, params)
-                applied += max(result.rowcount, 0)
+                # asyncpg's executemany reports no rowcount (-1). On PostgreSQL every row
+                # here is locked above with its status behind the target, so each
+                # parameter set updates exactly its row; SQLite counts them itself.
+                applied += result.rowcount if result.rowcount >= 0 else len(params)
         busy = frozenset(w for i in busy_ids for w in wamids_of[i])
         return StatusResult(
             applied, len(best) - applied - len(busy_ids) + stale, unmatched, busy, frozenset(lost)

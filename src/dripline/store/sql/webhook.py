@@ -299,7 +299,9 @@ class SqlWebhookTx(StatusTx, WebhookTx):
         if due:
             earliest = min(due)
             self.wake_at = earliest if self.wake_at is None else min(self.wake_at, earliest)
-        return max(result.rowcount, 0)
+        # asyncpg's executemany reports no rowcount (-1); the rows are this transaction's,
+        # locked, so every change matches its row.
+        return result.rowcount if result.rowcount >= 0 else len(params)
 
 
 class WebhookSql(SqlCore):
