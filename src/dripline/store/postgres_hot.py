@@ -194,15 +194,16 @@ def claim_update(due: Select[Any]) -> Update:
     Measured on 10,000,000 conversations (bench/README.md, "Issue 14, claim10m"):
     - The ids come as one array, `id = ANY(ARRAY(...))`, not `id IN (...)`: the array is
       an InitPlan and the update an index scan of the primary key, where the semi-join
-      made the planner weigh joins (0.36-0.40 -> 0.15 ms of planning per claim, which
-      runs with a custom plan each time) and add a hash aggregate.
+      made the planner weigh joins (0.36-0.41 -> 0.15-0.22 ms of planning per claim,
+      which runs with a custom plan each time) and add a hash aggregate.
     - `FOR NO KEY UPDATE`, the lock the UPDATE itself takes (no key column changes):
-      claimers still skip each other's rows, and the foreign-key checks of inserts
-      referencing a row being claimed (KEY SHARE) no longer wait for it.
+      claimers still skip each other's rows, and an insert referencing a row (its
+      foreign-key check takes KEY SHARE) neither waits for a claim nor hides the row
+      from one.
     - The claim commits without waiting for its WAL to reach the disk
       (`synchronous_commit = off` for its own transaction, set by the statement itself:
-      no extra round trip): that flush was 0.5-0.7 ms of each claim, and on a busy disk
-      its tail. Losing a claim in a server crash leaves its rows unleased, and nothing
+      no extra round trip): that flush was 0.6-0.8 ms of each claim, 2.5-3.7 ms under
+      load. Losing a claim in a server crash leaves its rows unleased, and nothing
       the dispatcher does with them can be durable without a later synchronous commit
       (the reservation checks the lease, in its own transaction), whose flush writes the
       claim's WAL first. So a crash before that loses only the claim, never a send's
