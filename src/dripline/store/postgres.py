@@ -1,7 +1,7 @@
 """The PostgreSQL backend (asyncpg): many workers on many machines.
 
-Claims use `FOR NO KEY UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other's
-rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table. The
+Claims use `FOR NO KEY UPDATE SKIP LOCKED`, so concurrent claimers never wait on each
+other's rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table. The
 dispatcher's hot calls (claim, reserve, record, lease extension, heartbeat) run on a
 connection of their own in asyncpg (`postgres_lane.py`, `postgres_hot.py`); every
 other method goes through the SQLAlchemy engine. Wake-ups use LISTEN/NOTIFY on one
