@@ -1,7 +1,7 @@
 """The PostgreSQL backend (asyncpg): many workers on many machines.
 
-Claims use `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other's
-rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table. The
+Claims use `FOR NO KEY UPDATE SKIP LOCKED`, so concurrent claimers never wait on each
+other's rows; `record_results` is one `UPDATE ... FROM unnest(...)` statement per table. The
 dispatcher's hot calls (claim, reserve, record, lease extension, heartbeat) run on a
 connection of their own in asyncpg (`postgres_lane.py`, `postgres_hot.py`); every
 other method goes through the SQLAlchemy engine. Wake-ups use LISTEN/NOTIFY on one
@@ -23,7 +23,7 @@ from typing import Any
 from uuid import uuid4
 
 import asyncpg
-from sqlalchemy import Select, Table, text
+from sqlalchemy import Select, Table, Update, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
@@ -125,9 +125,10 @@ class PostgresStore(SqlStore):
         self._listener: asyncio.Task[None] | None = None
 
     # dialect-specific statements ---------------------------------------------
-    def _due_ids(self) -> Any:
-        # Rows another claimer is taking right now are skipped, not waited for.
-        return self._due_select().with_for_update(skip_locked=True).scalar_subquery()
+    def _build_claim(self) -> Update:
+        # Rows another claimer is taking right now are skipped, not waited for
+        # (`hot.claim_update`: the statement's shape, lock and commit).
+        return hot.claim_update(self._due_select())
 
     def _build_lock_owned(self) -> Select[Any]:
         # Serializes reservations per conversation; NO KEY keeps FK inserts unblocked.

@@ -2,8 +2,9 @@
 
 The hot path: claim_due, reserve and record_results were tuned by measurement (see
 bench/README.md); each is one transaction of a few set-based statements, built once per
-store. The dialect modules override `_due_ids`, `_build_lock_owned`,
-`_build_prior_messages`, `_read_prior`, `_record` and `_upsert_worker`.
+store. The dialect modules override `_due_ids` (PostgreSQL all of `_build_claim`),
+`_build_lock_owned`, `_build_prior_messages`, `_read_prior`, `_record` and
+`_upsert_worker`.
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ class DispatchSql(SqlCore):
         )
 
     def _due_ids(self) -> Any:
-        """The ids to claim, earliest first (PostgreSQL adds SKIP LOCKED)."""
+        """The ids to claim, earliest first (PostgreSQL builds its own claim:
+        `postgres_hot.claim_update`)."""
         return self._due_select().scalar_subquery()
 
     def _build_lock_owned(self) -> Select[Any]:
