@@ -14,6 +14,7 @@ import trustme
 from aiohttp import web
 
 from dripline.errors import TransportError, WhatsAppError
+from dripline.whatsapp.answered import ON_ANSWER
 from dripline.whatsapp.client import AiohttpTransport
 from dripline.whatsapp.http1 import Http1Transport
 from dripline.whatsapp.proxy import ProxyConfig
@@ -110,6 +111,37 @@ async def test_concurrent_requests_each_get_their_own_answer() -> None:
     await transport.close()
     assert [a[1] for a in answers + again] == [b'{"echo":%d}' % (i % 50) for i in range(100)]
     assert len(set(peers)) <= 50  # the second round reused the first round's connections
+
+
+async def test_the_answer_hook_runs_with_the_status_before_the_caller_resumes() -> None:
+    """`answered.py`: the send path frees its concurrency slot from this hook, so it
+    must run once per final answer (not for a 1xx), before the awaiting call resumes."""
+    seen: list[tuple[int, bool]] = []
+    resumed = False
+
+    def hook(status: int) -> None:
+        seen.append((status, resumed))
+
+    transport = Http1Transport(access_token="tok")
+    token = ON_ANSWER.set(hook)
+    try:
+        async with serving(echo) as (url, _):
+            assert (await transport(url, b"1"))[0] == 200
+            resumed = True
+        assert seen == [(200, False)]
+        resumed = False
+        async with scripted_server(CONTINUE, EARLY_HINTS, FINAL) as url:
+            assert (await transport(url, b"{}"))[0] == 200
+            resumed = True
+        assert seen == [(200, False), (200, False)]
+        truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}"
+        async with raw_server(truncated, close=True) as url:
+            with pytest.raises(TransportError):
+                await transport(url, b"{}")
+        assert len(seen) == 2  # no answer, no hook
+    finally:
+        ON_ANSWER.reset(token)
+        await transport.close()
 
 
 async def test_chunked_body_and_retry_after() -> None:

@@ -1,5 +1,6 @@
 """One HTTP call: wait for its rate token, then a concurrency slot (held only for the
-call), send, hand the result to the responder."""
+call: freed the moment its answer is in, `whatsapp/answered.py`), send, hand the result
+to the responder."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dripline.dispatcher.responses import Responder, SendJob
 from dripline.errors import TransportError, WhatsAppError
 from dripline.flows.base import OutboundMessage
 from dripline.settings import SEND_LEASE_MARGIN_S
+from dripline.whatsapp.answered import ON_ANSWER
 
 __all__ = ["SendResultLike", "Sender", "send_one"]
 
@@ -81,16 +83,44 @@ async def _take_slot(ctx: Context, pacing: SenderPacing, job: SendJob) -> bool:
     return True
 
 
+class _Slot:
+    """A send's hold on its concurrency slot, freed once: by the transport when a 2xx
+    answer is in (`ON_ANSWER`; an error waits for the responder, which may open the
+    breaker or pause the number first), else when the send ends."""
+
+    __slots__ = ("_ctx", "held")
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.held = False
+
+    def free(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        ctx = self._ctx
+        state = ctx.state
+        state.in_flight -= 1
+        ctx.observer.on_in_flight(state.in_flight)
+        ctx.stats.on_calls(state.in_flight, ctx.loop_time())
+        ctx.signals.slots_freed(1, state.in_flight + state.starting)
+
+    def on_answer(self, status: int) -> None:
+        if 200 <= status < 300:
+            self.free()
+
+
 async def send_one(
     ctx: Context, client: Sender, responder: Responder, pacing: SenderPacing, job: SendJob
 ) -> None:
     conv = job.conv
     slotted = False
+    slot = _Slot(ctx)
     try:
         delay = job.start_at - ctx.loop_time()
         if delay > 0:
             await asyncio.sleep(delay)
-        slotted = await _take_slot(ctx, pacing, job)
+        slotted = slot.held = await _take_slot(ctx, pacing, job)
         sent_at = ctx.clock.now()
         if not slotted or not ctx.signals.breaker_closed.is_set():
             # Stopped, or the breaker opened while this send waited (only the calls
@@ -104,6 +134,7 @@ async def send_one(
             return
         started = ctx.loop_time()
         lag_s = (sent_at - (conv.next_send_at or sent_at)).total_seconds()
+        answered = ON_ANSWER.set(slot.on_answer)
         try:
             result = await client.send(
                 conv.phone, job.message, sender=conv.sender, callback_data=str(job.message_id)
@@ -116,6 +147,8 @@ async def send_one(
             failure = Failure(exc.error_class, exc.code, str(exc), retry_after_s=exc.retry_after_s)
             responder.on_failure(job, failure, message_id=job.message_id)
             return
+        finally:
+            ON_ANSWER.reset(answered)
         responder.on_success(
             job,
             result.wamid,
@@ -135,10 +168,7 @@ async def send_one(
     finally:
         state = ctx.state
         if slotted:
-            state.in_flight -= 1
-            ctx.observer.on_in_flight(state.in_flight)
-            ctx.stats.on_calls(state.in_flight, ctx.loop_time())
-            ctx.signals.slots_freed(1, state.in_flight + state.starting)
+            slot.free()  # unless the answer freed it already
         else:
             state.starting -= 1
             ctx.signals.slots_freed(0, state.in_flight + state.starting)

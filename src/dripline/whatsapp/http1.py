@@ -40,6 +40,7 @@ import httptools
 
 from dripline import __version__
 from dripline.errors import InputError, TransportError, WhatsAppError
+from dripline.whatsapp.answered import ON_ANSWER
 from dripline.whatsapp.proxy import Proxy, ProxyConfig
 
 __all__ = ["Http1Transport", "RawResponse"]
@@ -67,6 +68,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[RawResponse] | None = None
+        self._on_answer: Callable[[int], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._body: list[bytes] = []
         self._retry_after: str | None = None
@@ -110,12 +112,15 @@ class _Connection(asyncio.Protocol):
             # 100 Continue, 103 Early Hints: interim answers; the final one follows.
             return
         waiter, self._waiter = self._waiter, None
+        on_answer, self._on_answer = self._on_answer, None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if waiter is None or waiter.done():
             self.close()  # an answer nobody asked for: the connection is out of step
             return
+        if on_answer is not None:
+            on_answer(status)  # before the caller resumes (answered.py)
         waiter.set_result((status, b"".join(self._body), self._retry_after))
         self._body = []
         if self._parser.should_keep_alive() and not self.closed:
@@ -129,6 +134,7 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None and self._waiter is None
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
+        self._on_answer = ON_ANSWER.get()
         self._timer = loop.call_later(timeout_s, self._on_timeout, timeout_s)
         self._transport.write(data)
         return waiter
@@ -139,6 +145,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, why: str) -> None:
         waiter, self._waiter = self._waiter, None
+        self._on_answer = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
