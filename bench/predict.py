@@ -5,7 +5,10 @@ predicts:
 
 - the configuration the run was given (rate, slots, batch, workers) and the fake's
   nominal latency (not the latency the run saw: on a loaded machine that is partly the
-  CPU shortage the CPU term is there to predict);
+  CPU shortage the CPU term is there to predict), except where the calls' latency binds
+  (scenario 11): there the calibration run's call latency p50, as its dispatchers saw
+  it (`seen_latency_s`), since 2-7 ms above the nominal 100 ms is the stack's own
+  (the fake's event loop, loopback and HTTP: bench/README.md, "Issue 14, slots1");
 - CPU per message of the dispatchers, of the PostgreSQL backends that served the run's
   database (not the whole server: other engineers' databases share it) and of the
   fake, measured over the
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 
     from bench.context import Bench, RunResult
 
-__all__ = ["GOAL", "Calibration", "calibration_of", "cpu_budget", "predict"]
+__all__ = ["GOAL", "Calibration", "calibration_of", "cpu_budget", "predict", "seen_latency_s"]
 
 GOAL = 0.05  # issue 14, item 7: the planner predicts every new scenario within 5%
 
@@ -58,6 +61,18 @@ class Calibration:
 def calibration_of(res: RunResult, source: str) -> Calibration | None:
     """The steady CPU of `res`, if it had a steady part."""
     return Calibration(res.steady, source) if res.steady is not None else None
+
+
+def seen_latency_s(res: RunResult) -> float | None:
+    """The mean over a run's workers of their call latency p50 (`dripline run --json`)."""
+    seen = [
+        float(s["latency_s"]["p50"])
+        for s in res.summaries
+        if isinstance(s, dict)
+        and isinstance(s.get("latency_s"), dict)
+        and s["latency_s"].get("p50")
+    ]
+    return sum(seen) / len(seen) if seen else None
 
 
 def cpu_budget(cal: Calibration, load: MachineLoad, *, workers: int, postgres: bool) -> CpuBudget:
@@ -105,9 +120,11 @@ def predict(
     predicted = sim.send_rate_per_s
     gap = abs(predicted - got) / max(got, 1e-9)
     bound_per_s = measured.row.bound_per_s or 0.0
-    fed = "no CPU term (no calibration)"
+    fed = f"latency {latency.kind} mean {latency.mean_s * 1000:.1f} ms; "
+    fed += "no CPU term (no calibration)"
     if cpu is not None and cal is not None:
         fed = (
+            f"latency {latency.kind} mean {latency.mean_s * 1000:.1f} ms; "
             f"CPU from {cal.source}: {cal.steady.describe()}; "
             f"{cpu.cores:.2f} cores expected ({measured.load.describe() if measured.load else ''})"
         )
@@ -141,6 +158,7 @@ def predict(
                 "binding": sim.binding,
                 "cpu_limit_per_s": round(cpu.limit_per_s(), 1) if cpu else None,
                 "fed": {
+                    "latency_mean_ms": round(latency.mean_s * 1000, 2),
                     "calibration": cal.source if cal else None,
                     "calibration_steady": cal.steady.as_dict() if cal else None,
                     "cores": round(cpu.cores, 3) if cpu else None,

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from bench.context import RunResult
 from bench.machine import CpuTrace, MachineLoad, Steady
 from bench.measure import Row
-from bench.predict import Calibration, cpu_budget, predict
+from bench.predict import Calibration, cpu_budget, predict, seen_latency_s
 
 from dripline.planner import Arrivals, LatencyModel, PlanSettings
 from dripline.settings import Policy
@@ -143,3 +144,14 @@ def test_prediction_without_calibration_has_no_cpu_term() -> None:
     assert row.extra["cpu_limit_per_s"] is None
     assert "no CPU term" in row.notes
     assert b.checks[0][3] is True
+
+
+def test_the_latency_fed_is_the_calibration_runs_calls_as_its_workers_saw_them() -> None:
+    cal = RunResult(
+        row=Row("11", "cal", "dripline", "sqlite"),
+        children=[],
+        summaries=[{"latency_s": {"p50": 0.104, "p99": 0.11}}, {"latency_s": {"p50": 0.106}}],
+    )
+    assert seen_latency_s(cal) == pytest.approx(0.105)
+    # A worker that sent nothing reports no latency; none at all: the nominal is used.
+    assert seen_latency_s(RunResult(cal.row, [], summaries=[{"latency_s": None}, "x"])) is None
