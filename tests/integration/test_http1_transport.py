@@ -389,3 +389,34 @@ async def test_a_get_that_fails_after_writing_is_not_maybe_sent() -> None:
             await transport.get(url)
     await transport.close()
     assert info.value.maybe_sent is False
+
+
+def test_sends_on_uvloop_keep_alive_concurrent_and_tls() -> None:
+    """`dripline run` runs on uvloop where it is installed (dripline.eventloop). uvloop's
+    transports are not `asyncio.Transport` subclasses: an isinstance assert in
+    `connection_made` failed inside the loop's callback, the connection kept no
+    transport, and every send failed."""
+    uvloop = pytest.importorskip("uvloop")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main() -> list[bytes]:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        bodies = []
+        for context in (None, server_ctx):
+            transport = Http1Transport(access_token="tok", ssl_context=client_ctx)
+            async with serving(echo, ssl_context=context) as (url, peers):
+                for i in range(3):
+                    bodies.append((await transport(url, b"%d" % i))[1])
+                answers = await asyncio.gather(*(transport(url, b"%d" % i) for i in range(5)))
+                bodies += [a[1] for a in answers]
+            await transport.close()
+            assert len(peers) == 8 and len(set(peers)) <= 5  # the first connection reused
+        return bodies
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        bodies = runner.run(main())
+    assert bodies == [b'{"echo":%d}' % i for i in (0, 1, 2, 0, 1, 2, 3, 4)] * 2

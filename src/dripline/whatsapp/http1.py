@@ -34,6 +34,7 @@ import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -78,8 +79,10 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol --------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # No isinstance check: uvloop's transports (`dripline run`'s default loop) are
+        # not asyncio.Transport subclasses, and a failed assert here, swallowed by the
+        # loop's exception handler, left every send without a transport.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
