@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dripline.phones import phone_variants
 from dripline.store.base import WebhookTx
 from dripline.store.identity import RowsByUser
-from dripline.store.report_types import InboxBacklog, NewWebhookError
 from dripline.store.schema import (
     ACTIVE_STATES,
     conversations,
@@ -56,6 +55,9 @@ from dripline.store.types import (
     PhoneConversations,
     Suppression,
 )
+
+if TYPE_CHECKING:
+    from dripline.store.report_types import InboxBacklog, NewWebhookError
 
 __all__ = ["SqlWebhookTx", "WebhookSql"]
 
@@ -328,6 +330,8 @@ class WebhookSql(SqlCore):
                 )
 
     async def inbox_backlog(self) -> InboxBacklog:
+        from dripline.store.report_types import InboxBacklog
+
         async with self._read() as conn:
             waiting, oldest = (
                 await conn.execute(
