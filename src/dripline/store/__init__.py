@@ -38,25 +38,17 @@ from dripline.store.types import (
     OPT_OUT_KIND,
     STATUS_RANK,
     THROUGHPUT_WINDOWS_S,
-    CancelOutcome,
     Conversation,
-    ConversationChange,
     ConversationUpdate,
     Enrollment,
     EnrollResult,
     Inbound,
     InboxEntry,
-    InboxRow,
     Message,
     MessageUpdate,
-    NewInbound,
     Outcome,
-    PhoneConversations,
-    Refusal,
     Reservation,
     ReservationResult,
-    StatusResult,
-    StatusUpdate,
     Suppression,
     WorkerInfo,
 )
@@ -78,6 +70,16 @@ if TYPE_CHECKING:
         StoreHealth,
         StoreSnapshot,
         WebhookErrorCount,
+    )
+    from dripline.store.webhook_types import (
+        CancelOutcome,
+        ConversationChange,
+        InboxRow,
+        NewInbound,
+        PhoneConversations,
+        Refusal,
+        StatusResult,
+        StatusUpdate,
     )
 
 __all__ = [
@@ -154,11 +156,25 @@ _REPORT_TYPES = frozenset(
     )
 )
 
+# The webhook processor's and the API's types (`webhook_types`), the same way.
+_WEBHOOK_TYPES = frozenset(
+    (
+        "CancelOutcome",
+        "ConversationChange",
+        "InboxRow",
+        "NewInbound",
+        "PhoneConversations",
+        "Refusal",
+        "StatusResult",
+        "StatusUpdate",
+    )
+)
+
 
 def __getattr__(name: str) -> Any:
     # The in-memory backend (tests, the simulator) is loaded on first use: a dispatcher
     # on SQLite or PostgreSQL never needs it, and `run --once` pays every import. Nor
-    # does it need the operators' read models (13 dataclasses to build).
+    # does it need the operators' read models or the webhook's types (dataclasses to build).
     if name in ("MemoryDatabase", "MemoryStore"):
         from dripline.store import memory
 
@@ -167,6 +183,10 @@ def __getattr__(name: str) -> Any:
         from dripline.store import report_types
 
         return getattr(report_types, name)
+    if name in _WEBHOOK_TYPES:
+        from dripline.store import webhook_types
+
+        return getattr(webhook_types, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

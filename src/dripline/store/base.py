@@ -24,25 +24,17 @@ from typing import TYPE_CHECKING, Any
 from dripline.store.results_types import ResultsQueries
 from dripline.store.types import (
     THROUGHPUT_WINDOWS_S,
-    CancelOutcome,
     Claim,
     Conversation,
-    ConversationChange,
     ConversationUpdate,
     Enrollment,
     EnrollResult,
     Inbound,
-    InboxRow,
     Message,
     MessageUpdate,
-    NewInbound,
     Outcome,
-    PhoneConversations,
-    Refusal,
     Reservation,
     ReservationResult,
-    StatusResult,
-    StatusUpdate,
     Suppression,
     WorkerInfo,
 )
@@ -64,6 +56,16 @@ if TYPE_CHECKING:
         StoreHealth,
         StoreSnapshot,
         WebhookErrorCount,
+    )
+    from dripline.store.webhook_types import (
+        CancelOutcome,
+        ConversationChange,
+        InboxRow,
+        NewInbound,
+        PhoneConversations,
+        Refusal,
+        StatusResult,
+        StatusUpdate,
     )
 
 __all__ = [

@@ -49,15 +49,17 @@ from dripline.store.sql.statuses import StatusTx
 from dripline.store.sql.webhook_errors import insert_webhook_errors
 from dripline.store.types import (
     Conversation,
-    ConversationChange,
-    InboxRow,
-    NewInbound,
-    PhoneConversations,
     Suppression,
 )
 
 if TYPE_CHECKING:
     from dripline.store.report_types import InboxBacklog, NewWebhookError
+    from dripline.store.webhook_types import (
+        ConversationChange,
+        InboxRow,
+        NewInbound,
+        PhoneConversations,
+    )
 
 __all__ = ["SqlWebhookTx", "WebhookSql"]
 
@@ -121,6 +123,8 @@ class SqlWebhookTx(StatusTx, WebhookTx):
 
     # inbox -----------------------------------------------------------------
     async def take_inbox(self, limit: int, after_id: int = 0) -> list[InboxRow]:
+        from dripline.store.webhook_types import InboxRow
+
         stmt = (
             select(X.id, X.body)
             .where(X.processed_at.is_(None), X.id > after_id)
@@ -156,6 +160,8 @@ class SqlWebhookTx(StatusTx, WebhookTx):
     ) -> dict[str, PhoneConversations]:
         """Each sender's conversations (`is_same_user`); active ones are locked until
         commit (PostgreSQL)."""
+        from dripline.store.webhook_types import PhoneConversations
+
         phones = sorted(set(phones))
         found: dict[int, Conversation] = {}
         heads: set[tuple[str, str | None, int]] = set()
