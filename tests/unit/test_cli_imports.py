@@ -45,6 +45,11 @@ NOT_FOR_RUN = (
     # (`dripline.store.sa_asyncio`).
     "sqlalchemy.orm",
     "sqlalchemy.ext.asyncio.session",
+    # The store's read models for operators (status, metrics, the server) and the
+    # webhook processor's and the API's types: 21 dataclasses whose methods are generated
+    # (compiled) at import, loaded on first use (`dripline.store.__getattr__`).
+    "dripline.store.report_types",
+    "dripline.store.webhook_types",
 )
 # Either database's dialect: what the run loads for one backend is the e2e test's
 # (tests/e2e/test_run_startup_imports.py); building the command needs neither (the
@@ -155,3 +160,18 @@ def test_the_head_is_the_revision_nothing_builds_on() -> None:
         "revision: str = '0003'\ndown_revision: str | Sequence[str] | None = ('0002',)\n",
     ]
     assert head_from_scripts(scripts) == "0003"
+
+
+def test_the_store_types_loaded_on_first_use_are_the_same_classes_everywhere() -> None:
+    # `report_types` and `webhook_types` load when a name is first asked of the package,
+    # of `store.types` or of `store.base`; every spelling must give the one class.
+    import dripline.store as store
+    import dripline.store.base as base
+    import dripline.store.types as types
+    from dripline.store import report_types, webhook_types
+
+    for name in webhook_types.__all__:
+        assert getattr(store, name) is getattr(types, name) is getattr(webhook_types, name)
+    for name in report_types.__all__:
+        assert getattr(store, name) is getattr(report_types, name)
+    assert base.BacklogCounts is report_types.BacklogCounts

@@ -28,21 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dripline.errors import ConfigError, DatabaseUnavailable, DriplineError, StoreError
 from dripline.store.base import Store, WebhookTx
 from dripline.store.migrate import current_revision, head_revision, upgrade_connection
-from dripline.store.report_types import (
-    BacklogCounts,
-    BacklogSnapshot,
-    ErrorCount,
-    ForgetResult,
-    ImportedConversation,
-    InboxBacklog,
-    LagSummary,
-    NewWebhookError,
-    PoolUsage,
-    PruneResult,
-    StoreHealth,
-    StoreSnapshot,
-    WebhookErrorCount,
-)
 from dripline.store.results_types import AnswerCount, FlowResultsData, StepCounts
 from dripline.store.sql import SqlStore, first_line
 from dripline.store.types import (
@@ -53,25 +38,17 @@ from dripline.store.types import (
     OPT_OUT_KIND,
     STATUS_RANK,
     THROUGHPUT_WINDOWS_S,
-    CancelOutcome,
     Conversation,
-    ConversationChange,
     ConversationUpdate,
     Enrollment,
     EnrollResult,
     Inbound,
     InboxEntry,
-    InboxRow,
     Message,
     MessageUpdate,
-    NewInbound,
     Outcome,
-    PhoneConversations,
-    Refusal,
     Reservation,
     ReservationResult,
-    StatusResult,
-    StatusUpdate,
     Suppression,
     WorkerInfo,
 )
@@ -79,6 +56,31 @@ from dripline.store.urls import MEMORY_ONLY, DatabaseUrl, parse_database_url
 
 if TYPE_CHECKING:
     from dripline.store.memory import MemoryDatabase, MemoryStore
+    from dripline.store.report_types import (
+        BacklogCounts,
+        BacklogSnapshot,
+        ErrorCount,
+        ForgetResult,
+        ImportedConversation,
+        InboxBacklog,
+        LagSummary,
+        NewWebhookError,
+        PoolUsage,
+        PruneResult,
+        StoreHealth,
+        StoreSnapshot,
+        WebhookErrorCount,
+    )
+    from dripline.store.webhook_types import (
+        CancelOutcome,
+        ConversationChange,
+        InboxRow,
+        NewInbound,
+        PhoneConversations,
+        Refusal,
+        StatusResult,
+        StatusUpdate,
+    )
 
 __all__ = [
     "ACTIVE_STATES",
@@ -135,13 +137,56 @@ __all__ = [
 ]
 
 
+# The operators' read models (`report_types`), loaded on first use like the memory store.
+_REPORT_TYPES = frozenset(
+    (
+        "BacklogCounts",
+        "BacklogSnapshot",
+        "ErrorCount",
+        "ForgetResult",
+        "ImportedConversation",
+        "InboxBacklog",
+        "LagSummary",
+        "NewWebhookError",
+        "PoolUsage",
+        "PruneResult",
+        "StoreHealth",
+        "StoreSnapshot",
+        "WebhookErrorCount",
+    )
+)
+
+# The webhook processor's and the API's types (`webhook_types`), the same way.
+_WEBHOOK_TYPES = frozenset(
+    (
+        "CancelOutcome",
+        "ConversationChange",
+        "InboxRow",
+        "NewInbound",
+        "PhoneConversations",
+        "Refusal",
+        "StatusResult",
+        "StatusUpdate",
+    )
+)
+
+
 def __getattr__(name: str) -> Any:
     # The in-memory backend (tests, the simulator) is loaded on first use: a dispatcher
-    # on SQLite or PostgreSQL never needs it, and `run --once` pays every import.
+    # on SQLite or PostgreSQL never needs it, and `run --once` pays every import. Nor
+    # does it need the operators' read models or the webhook's types (dataclasses to build).
     if name in ("MemoryDatabase", "MemoryStore"):
         from dripline.store import memory
 
         return getattr(memory, name)
+    if name in _REPORT_TYPES:
+        from dripline.store import report_types
+
+        return getattr(report_types, name)
+    if name in _WEBHOOK_TYPES:
+        from dripline.store import webhook_types
+
+        return getattr(webhook_types, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

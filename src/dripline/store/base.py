@@ -19,47 +19,54 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from dripline.store.report_types import (
-    BacklogCounts,
-    BacklogSnapshot,
-    ErrorCount,
-    ForgetResult,
-    ImportedConversation,
-    InboxBacklog,
-    LagSummary,
-    NewWebhookError,
-    PoolUsage,
-    PruneResult,
-    StoreHealth,
-    StoreSnapshot,
-    WebhookErrorCount,
-)
 from dripline.store.results_types import ResultsQueries
 from dripline.store.types import (
     THROUGHPUT_WINDOWS_S,
-    CancelOutcome,
     Claim,
     Conversation,
-    ConversationChange,
     ConversationUpdate,
     Enrollment,
     EnrollResult,
     Inbound,
-    InboxRow,
     Message,
     MessageUpdate,
-    NewInbound,
     Outcome,
-    PhoneConversations,
-    Refusal,
     Reservation,
     ReservationResult,
-    StatusResult,
-    StatusUpdate,
     Suppression,
     WorkerInfo,
 )
+
+if TYPE_CHECKING:
+    # Read models for operators (status, metrics, the server): only annotations here, so
+    # the dispatcher's start-up does not build their classes (`run --once`, issue 14).
+    from dripline.store.report_types import (
+        BacklogCounts,
+        BacklogSnapshot,
+        ErrorCount,
+        ForgetResult,
+        ImportedConversation,
+        InboxBacklog,
+        LagSummary,
+        NewWebhookError,
+        PoolUsage,
+        PruneResult,
+        StoreHealth,
+        StoreSnapshot,
+        WebhookErrorCount,
+    )
+    from dripline.store.webhook_types import (
+        CancelOutcome,
+        ConversationChange,
+        InboxRow,
+        NewInbound,
+        PhoneConversations,
+        Refusal,
+        StatusResult,
+        StatusUpdate,
+    )
 
 __all__ = [
     "BacklogCounts",
@@ -76,6 +83,15 @@ __all__ = [
     "WebhookTx",
     "WorkerInfo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `BacklogCounts` was importable from here; it now loads when asked for.
+    if name == "BacklogCounts":
+        from dripline.store import report_types
+
+        return report_types.BacklogCounts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class WebhookTx(ABC):

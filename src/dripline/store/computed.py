@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from dripline.store.report_types import LagSummary
 from dripline.store.types import CONVERSATION_STATES, Enrollment, EnrollResult
+
+if TYPE_CHECKING:
+    from dripline.store.report_types import LagSummary
 
 __all__ = ["enroll_results", "state_estimates", "summarize_sends"]
 
@@ -42,6 +45,8 @@ def summarize_sends(
     """`lag_summary`'s answer from (sent_at, due_at, latency_ms) of the sampled sends:
     percentiles by nearest rank, computed in Python on every backend (SQLite has no
     percentile function, and the sample is bounded)."""
+    from dripline.store.report_types import LagSummary
+
     rows = list(sends)
     lags = sorted(
         max(0.0, (sent - due).total_seconds()) for sent, due, _ in rows if due is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
@@ -40,7 +41,6 @@ from dripline.store.sql.core import (
 from dripline.store.types import (
     CANCELLED,
     OPT_OUT_KIND,
-    CancelOutcome,
     Conversation,
     Enrollment,
     EnrollResult,
@@ -48,6 +48,11 @@ from dripline.store.types import (
     Message,
     Suppression,
 )
+
+if TYPE_CHECKING:
+    from dripline.store.webhook_types import (
+        CancelOutcome,
+    )
 
 __all__ = ["ConversationSql"]
 
@@ -250,6 +255,8 @@ class ConversationSql(SqlCore):
             return [conversation_from_row(r) for r in rows]
 
     async def cancel_conversation(self, conversation_id: int, now: datetime) -> CancelOutcome:
+        from dripline.store.webhook_types import CancelOutcome
+
         async with self._write() as conn:
             row = (
                 await conn.execute(_CANCEL, {"b_id": conversation_id, "b_now": now})

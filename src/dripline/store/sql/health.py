@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import func, select
 
 from dripline.store.migrate import current_revision
-from dripline.store.report_types import StoreHealth
 from dripline.store.schema import inbox
 from dripline.store.sql.core import SqlCore
+
+if TYPE_CHECKING:
+    from dripline.store.report_types import StoreHealth
 
 __all__ = ["HealthSql"]
 
@@ -18,6 +22,8 @@ class HealthSql(SqlCore):
     """The store's side of readiness: one short read transaction."""
 
     async def health(self) -> StoreHealth:
+        from dripline.store.report_types import StoreHealth
+
         async with self._read() as conn:
             revision = await conn.run_sync(current_revision)
             if revision is None:

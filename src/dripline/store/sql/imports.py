@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy import exc as sa_exc
 
 from dripline.errors import StoreError
-from dripline.store.report_types import ImportedConversation
 from dripline.store.schema import conversations
 from dripline.store.sql.core import INSERT_PAGE, SqlCore, chunks
 from dripline.store.types import EnrollResult
+
+if TYPE_CHECKING:
+    from dripline.store.report_types import ImportedConversation
 
 __all__ = ["ImportSql"]
 

@@ -22,20 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select, text
 from sqlalchemy.pool import QueuePool
 
 from dripline.store.computed import state_estimates, summarize_sends
-from dripline.store.report_types import (
-    BacklogCounts,
-    BacklogSnapshot,
-    ErrorCount,
-    LagSummary,
-    PoolUsage,
-    StoreSnapshot,
-)
 from dripline.store.schema import (
     CONVERSATION_STATES,
     conversations,
@@ -57,6 +49,16 @@ from dripline.store.sql.core import (
     worker_from_row,
 )
 from dripline.store.types import THROUGHPUT_WINDOWS_S, InboxEntry, Suppression, WorkerInfo
+
+if TYPE_CHECKING:
+    from dripline.store.report_types import (
+        BacklogCounts,
+        BacklogSnapshot,
+        ErrorCount,
+        LagSummary,
+        PoolUsage,
+        StoreSnapshot,
+    )
 
 __all__ = ["LATENCY_SAMPLES", "OperatorSql"]
 
@@ -86,12 +88,16 @@ class OperatorSql(SqlCore):
     def pool_usage(self) -> PoolUsage | None:
         """Connections checked out of the pool now (no query); None when the pool does
         not count them (SQLite in memory uses one static connection)."""
+        from dripline.store.report_types import PoolUsage
+
         pool = self._engine.pool
         if not isinstance(pool, QueuePool):
             return None
         return PoolUsage(in_use=pool.checkedout(), size=pool.size())
 
     async def backlog(self, now: datetime) -> BacklogCounts:
+        from dripline.store.report_types import BacklogCounts
+
         unleased = or_(C.lease_expires_at.is_(None), C.lease_expires_at < ts("b_now"))
         due = and_(ACTIVE, unleased, C.next_send_at <= ts("b_now"))
 
@@ -124,6 +130,8 @@ class OperatorSql(SqlCore):
     async def backlog_snapshot(self, now: datetime) -> BacklogSnapshot:
         """Via the partial due index: cheaper than `backlog`, which also counts every
         state over the whole table."""
+        from dripline.store.report_types import BacklogSnapshot
+
         unleased = or_(C.lease_expires_at.is_(None), C.lease_expires_at < now)
         stmt = select(
             _count(and_(unleased, C.next_send_at <= now)),
@@ -199,6 +207,8 @@ class OperatorSql(SqlCore):
         Bounded twice: by status (`ix_messages_status`; a healthy table is mostly sent) and
         by id (only the newest `error_scan` messages), so a bad day cannot make it slow.
         """
+        from dripline.store.report_types import ErrorCount
+
         newest = select(func.max(M.id)).scalar_subquery()
         statuses = M.status.in_([literal_column(f"'{s}'") for s in _ERROR_STATUSES])
         stmt = (
@@ -233,6 +243,8 @@ class OperatorSql(SqlCore):
         return [float(v) for v in rows]
 
     async def snapshot(self) -> StoreSnapshot:
+        from dripline.store.report_types import StoreSnapshot
+
         async with self._read() as conn:
             convs = await conn.execute(select(*CONVERSATION_COLUMNS).order_by(C.id))
             msgs = await conn.execute(select(*MESSAGE_COLUMNS).order_by(M.id))

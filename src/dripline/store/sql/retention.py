@@ -4,12 +4,15 @@ one person (docs/data.md)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select, update
 
-from dripline.store.report_types import ForgetResult, PruneResult
 from dripline.store.schema import conversations, inbound_messages, inbox, messages
 from dripline.store.sql.core import SqlCore, ts
+
+if TYPE_CHECKING:
+    from dripline.store.report_types import ForgetResult, PruneResult
 
 __all__ = ["RetentionSql", "json_string_pattern"]
 
@@ -27,6 +30,8 @@ def json_string_pattern(phone: str) -> str:
 
 class RetentionSql(SqlCore):
     async def prune(self, before: datetime) -> PruneResult:
+        from dripline.store.report_types import PruneResult
+
         async with self._write() as conn:
             rows = await conn.execute(
                 delete(inbox).where(X.processed_at.is_not(None), X.processed_at < ts("before")),
@@ -41,6 +46,8 @@ class RetentionSql(SqlCore):
         return PruneResult(int(rows.rowcount or 0), int(cleared.rowcount or 0))
 
     async def forget(self, phone: str) -> ForgetResult:
+        from dripline.store.report_types import ForgetResult
+
         pattern = json_string_pattern(phone)
         async with self._write() as conn:
             ids = list((await conn.execute(select(C.id).where(C.phone == phone))).scalars().all())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, case, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,10 +19,14 @@ from dripline.store.types import (
     ACTIVE_STATES,
     STATUS_RANK,
     Conversation,
-    Refusal,
-    StatusResult,
-    StatusUpdate,
 )
+
+if TYPE_CHECKING:
+    from dripline.store.webhook_types import (
+        Refusal,
+        StatusResult,
+        StatusUpdate,
+    )
 
 __all__ = ["StatusTx"]
 
@@ -83,6 +87,8 @@ class StatusTx:
     async def apply_statuses(self, updates: Sequence[StatusUpdate], now: datetime) -> StatusResult:
         """The rank rule is in each UPDATE's WHERE clause, so a concurrent writer cannot
         be overtaken; PostgreSQL skips rows another transaction holds (busy)."""
+        from dripline.store.webhook_types import StatusResult
+
         if not updates:
             return StatusResult(0, 0, 0, frozenset())
         wamids = sorted({u.wamid for u in updates})
@@ -182,6 +188,8 @@ class StatusTx:
         )
 
     async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
+        from dripline.store.webhook_types import Refusal
+
         failed = [u for u in updates if u.status == "failed"]
         if not failed:
             return []

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from dripline.phones import phone_variants
 from dripline.store.base import WebhookTx
 from dripline.store.identity import RowsByUser
-from dripline.store.report_types import InboxBacklog, NewWebhookError
 from dripline.store.schema import (
     ACTIVE_STATES,
     conversations,
@@ -50,12 +49,17 @@ from dripline.store.sql.statuses import StatusTx
 from dripline.store.sql.webhook_errors import insert_webhook_errors
 from dripline.store.types import (
     Conversation,
-    ConversationChange,
-    InboxRow,
-    NewInbound,
-    PhoneConversations,
     Suppression,
 )
+
+if TYPE_CHECKING:
+    from dripline.store.report_types import InboxBacklog, NewWebhookError
+    from dripline.store.webhook_types import (
+        ConversationChange,
+        InboxRow,
+        NewInbound,
+        PhoneConversations,
+    )
 
 __all__ = ["SqlWebhookTx", "WebhookSql"]
 
@@ -119,6 +123,8 @@ class SqlWebhookTx(StatusTx, WebhookTx):
 
     # inbox -----------------------------------------------------------------
     async def take_inbox(self, limit: int, after_id: int = 0) -> list[InboxRow]:
+        from dripline.store.webhook_types import InboxRow
+
         stmt = (
             select(X.id, X.body)
             .where(X.processed_at.is_(None), X.id > after_id)
@@ -154,6 +160,8 @@ class SqlWebhookTx(StatusTx, WebhookTx):
     ) -> dict[str, PhoneConversations]:
         """Each sender's conversations (`is_same_user`); active ones are locked until
         commit (PostgreSQL)."""
+        from dripline.store.webhook_types import PhoneConversations
+
         phones = sorted(set(phones))
         found: dict[int, Conversation] = {}
         heads: set[tuple[str, str | None, int]] = set()
@@ -330,6 +338,8 @@ class WebhookSql(SqlCore):
                 )
 
     async def inbox_backlog(self) -> InboxBacklog:
+        from dripline.store.report_types import InboxBacklog
+
         async with self._read() as conn:
             waiting, oldest = (
                 await conn.execute(

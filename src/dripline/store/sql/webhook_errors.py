@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dripline.store.report_types import NewWebhookError, WebhookErrorCount
 from dripline.store.schema import webhook_errors
 from dripline.store.sql.core import SqlCore, chunks
+
+if TYPE_CHECKING:
+    from dripline.store.report_types import NewWebhookError, WebhookErrorCount
 
 __all__ = ["WebhookErrorsSql", "insert_webhook_errors"]
 
@@ -43,6 +46,8 @@ async def insert_webhook_errors(
 
 class WebhookErrorsSql(SqlCore):
     async def webhook_errors(self, since: datetime | None = None) -> list[WebhookErrorCount]:
+        from dripline.store.report_types import WebhookErrorCount
+
         stmt = select(
             E.code, E.phone_number_id, func.count(), func.max(E.received_at), func.max(E.id)
         ).group_by(E.code, E.phone_number_id)
