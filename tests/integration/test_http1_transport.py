@@ -397,6 +397,7 @@ def test_sends_on_uvloop_keep_alive_concurrent_and_tls() -> None:
     `connection_made` failed inside the loop's callback, the connection kept no
     transport, and every send failed."""
     import uvloop  # a dev dependency: this test must run, never skip
+
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
