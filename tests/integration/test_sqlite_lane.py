@@ -122,6 +122,31 @@ async def test_the_lanes_heartbeat_and_lease_extension_match_sqlalchemys(
         await store.close()
 
 
+async def test_the_live_workers_are_read_on_the_lane_as_sqlalchemy_reads_them(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy dispatcher reads the live workers every 0.1 s (control.py): on the lane in
+    driver SQL, not through SQLAlchemy and aiosqlite; the same workers, in id order."""
+    store = await open_store(sqlite_url)
+    assert isinstance(store, SqliteStore)
+    now = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    try:
+        for wid, age in (("c", 1), ("a", 3), ("old", 30)):
+            at = now - timedelta(seconds=age)
+            await store.heartbeat(WorkerInfo(wid, "h", 1, at, at, 40.0, 8, "static", {}), 10)
+        through_pool = await SqlStore.live_workers(store, now, live_after_s=10)
+        assert [w.id for w in through_pool] == ["a", "c"]
+
+        async def pool_read(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("read through SQLAlchemy")
+
+        monkeypatch.setattr(SqlStore, "live_workers", pool_read)
+        assert await store.live_workers(now, live_after_s=10) == through_pool
+        assert [w.id for w in await store.live_workers(now, live_after_s=60)] == ["a", "c", "old"]
+    finally:
+        await store.close()
+
+
 async def test_the_next_due_time_is_read_from_the_due_index(sqlite_url: str) -> None:
     """Every claim on the lane also reads the earliest due time left. As `min()` SQLite
     planned it on ix_conversations_state and read every active row (0.36 ms per claim

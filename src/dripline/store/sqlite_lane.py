@@ -55,7 +55,7 @@ def _settle(waiter: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 class SqliteLane:
-    """One thread, one connection, one transaction per `write` call."""
+    """One thread, one connection, one transaction per `write` (or `read`) call."""
 
     def __init__(
         self,
@@ -78,6 +78,19 @@ class SqliteLane:
         """`work(conn)` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it raises)."""
         try:
             result: T = await self._call(lambda: self._transaction(work))
+            return result
+        except sqlite3.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"database {self._target} is unavailable: {first_line(exc)}"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self._target}: {first_line(exc)}") from exc
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(conn)` outside any explicit transaction: for one SELECT, which SQLite
+        runs as its own read transaction (no write lock, unlike `write`)."""
+        try:
+            result: T = await self._call(lambda: work(self._connection()))
             return result
         except sqlite3.OperationalError as exc:
             raise DatabaseUnavailable(
