@@ -18,7 +18,7 @@ from dripline.store import open_store
 from dripline.store.base import Enrollment, WorkerInfo
 from dripline.store.sql import SqlStore
 from dripline.store.sqlite import SqliteStore
-from dripline.store.sqlite_hot import NEXT_DUE_SQL
+from dripline.store.sqlite_hot import NEXT_DUE_SQL, RECORD_MESSAGE_SQL
 from dripline.store.sqlite_lane import SqliteLane
 from tests.fixtures.dispatch import phones
 
@@ -145,6 +145,17 @@ async def test_the_live_workers_are_read_on_the_lane_as_sqlalchemy_reads_them(
         assert [w.id for w in await store.live_workers(now, live_after_s=60)] == ["a", "c", "old"]
     finally:
         await store.close()
+
+
+async def test_recording_a_message_builds_no_table_per_row(sqlite_url: str) -> None:
+    """The record's message statement runs once per row (executemany): an `IN (...)`
+    list in it made SQLite build an ephemeral table at each of the four, every row.
+    Equalities instead; what it writes is the store contract's (final statuses kept)."""
+    await (await open_store(sqlite_url)).close()  # the schema
+    path = sqlite_url.split("///", 1)[1]
+    with sqlite3.connect(path) as conn:
+        plan = conn.execute("EXPLAIN " + RECORD_MESSAGE_SQL, [None] * 9).fetchall()
+    assert [op for op in plan if op[1] == "OpenEphemeral"] == []
 
 
 async def test_the_next_due_time_is_read_from_the_due_index(sqlite_url: str) -> None:

@@ -45,8 +45,11 @@ __all__ = [
 # 10,000 sends, three alternating runs): 0.14 -> 0.105 ms of CPU per message. Same
 # statements as sql/dispatch.py's _UPDATE_MESSAGE and _UPDATE_CONVERSATION; SQLite
 # evaluates every SET expression against the row as it was, so each CASE sees the old
-# status.
-_NONFINAL = "status IN ({})".format(", ".join(f"'{s}'" for s in NONFINAL_STATUSES))
+# status. The test is equalities joined by OR, not `status IN (...)`: SQLite builds an
+# ephemeral table for each IN list at every execution, which executemany makes once
+# per row: four per row here, half the statement's CPU (20.5 -> 10 us a row, measured
+# alone on 20,000 rows in batches of 50).
+_NONFINAL = "({})".format(" OR ".join(f"status = '{s}'" for s in NONFINAL_STATUSES))
 RECORD_MESSAGE_SQL = f"""
 UPDATE messages SET
     status = CASE WHEN {_NONFINAL} THEN ? ELSE status END,
