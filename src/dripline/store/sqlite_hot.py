@@ -207,9 +207,22 @@ def reserve(
     todo = plan(items, owned, prior, now)
     results = todo.results
     ts = sqlite_timestamp
+    # Each row has five times, four of them `now` and the due time often shared: the
+    # texts by value (sqlite_timestamp remembers only the last one, and due_at and now
+    # alternate), not 2 conversions a row.
+    texts: dict[datetime, str | None] = {now: at}
+
+    def text(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        found = texts.get(value)
+        if found is None:
+            found = texts[value] = ts(value)
+        return found
+
     for page in chunks(todo.inserts, INSERT_PAGE):
         values = [
-            ts(row[c]) if c in _INSERT_TIMES else row[c] for row in page for c in INSERT_COLUMNS
+            text(row[c]) if c in _INSERT_TIMES else row[c] for row in page for c in INSERT_COLUMNS
         ]
         sql = _INSERT_SQL.format(", ".join([_INSERT_ROW] * len(page)))
         for mid, cid, step, purpose in conn.execute(sql, values).fetchall():
