@@ -143,6 +143,15 @@ async def test_the_live_workers_are_read_on_the_lane_as_sqlalchemy_reads_them(
         monkeypatch.setattr(SqlStore, "live_workers", pool_read)
         assert await store.live_workers(now, live_after_s=10) == through_pool
         assert [w.id for w in await store.live_workers(now, live_after_s=60)] == ["a", "c", "old"]
+        # A process that never dispatched (`serve`, `status`) reads through the pool:
+        # no lane thread or connection for it.
+        other = await open_store(sqlite_url)
+        try:
+            with pytest.raises(AssertionError, match="through SQLAlchemy"):
+                await other.live_workers(now, live_after_s=10)
+            assert not other._lane.in_use  # type: ignore[attr-defined]
+        finally:
+            await other.close()
     finally:
         await store.close()
 

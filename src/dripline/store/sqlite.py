@@ -152,7 +152,7 @@ class SqliteStore(SqlStore):
         return await self._lane.write(lambda conn: hot.heartbeat(conn, worker, live_after_s))
 
     async def live_workers(self, now: datetime, *, live_after_s: float = 10.0) -> list[WorkerInfo]:
-        if self._lane is None:
+        if self._lane is None or not self._lane.in_use:
             return await super().live_workers(now, live_after_s=live_after_s)
         return await self._lane.read(lambda conn: hot.live_workers(conn, now, live_after_s))
 

@@ -74,6 +74,13 @@ class SqliteLane:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
+    @property
+    def in_use(self) -> bool:
+        """True once a call started the thread (a dispatcher's process), until `close`:
+        reads that may go either way take the lane only then, so a process that never
+        dispatches (`serve`, `status`) starts no thread and opens no connection for it."""
+        return self._thread is not None
+
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(conn)` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it raises)."""
         try:
