@@ -18,7 +18,7 @@ from dripline.store import open_store
 from dripline.store.base import Enrollment, WorkerInfo
 from dripline.store.sql import SqlStore
 from dripline.store.sqlite import SqliteStore
-from dripline.store.sqlite_hot import NEXT_DUE_SQL
+from dripline.store.sqlite_hot import NEXT_DUE_SQL, RECORD_MESSAGE_SQL
 from dripline.store.sqlite_lane import SqliteLane
 from tests.fixtures.dispatch import phones
 
@@ -120,6 +120,51 @@ async def test_the_lanes_heartbeat_and_lease_extension_match_sqlalchemys(
         assert await base.extend_leases(store, ids, "w", 120, past) == ids[:2]
     finally:
         await store.close()
+
+
+async def test_the_live_workers_are_read_on_the_lane_as_sqlalchemy_reads_them(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy dispatcher reads the live workers every 0.1 s (control.py): on the lane in
+    driver SQL, not through SQLAlchemy and aiosqlite; the same workers, in id order."""
+    store = await open_store(sqlite_url)
+    assert isinstance(store, SqliteStore)
+    now = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    try:
+        for wid, age in (("c", 1), ("a", 3), ("old", 30)):
+            at = now - timedelta(seconds=age)
+            await store.heartbeat(WorkerInfo(wid, "h", 1, at, at, 40.0, 8, "static", {}), 10)
+        through_pool = await SqlStore.live_workers(store, now, live_after_s=10)
+        assert [w.id for w in through_pool] == ["a", "c"]
+
+        async def pool_read(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("read through SQLAlchemy")
+
+        monkeypatch.setattr(SqlStore, "live_workers", pool_read)
+        assert await store.live_workers(now, live_after_s=10) == through_pool
+        assert [w.id for w in await store.live_workers(now, live_after_s=60)] == ["a", "c", "old"]
+        # A process that never dispatched (`serve`, `status`) reads through the pool:
+        # no lane thread or connection for it.
+        other = await open_store(sqlite_url)
+        try:
+            with pytest.raises(AssertionError, match="through SQLAlchemy"):
+                await other.live_workers(now, live_after_s=10)
+            assert not other._lane.in_use  # type: ignore[attr-defined]
+        finally:
+            await other.close()
+    finally:
+        await store.close()
+
+
+async def test_recording_a_message_builds_no_table_per_row(sqlite_url: str) -> None:
+    """The record's message statement runs once per row (executemany): an `IN (...)`
+    list in it made SQLite build an ephemeral table at each of the four, every row.
+    Equalities instead; what it writes is the store contract's (final statuses kept)."""
+    await (await open_store(sqlite_url)).close()  # the schema
+    path = sqlite_url.split("///", 1)[1]
+    with sqlite3.connect(path) as conn:
+        plan = conn.execute("EXPLAIN " + RECORD_MESSAGE_SQL, [None] * 9).fetchall()
+    assert [op for op in plan if op[1] == "OpenEphemeral"] == []
 
 
 async def test_the_next_due_time_is_read_from_the_due_index(sqlite_url: str) -> None:

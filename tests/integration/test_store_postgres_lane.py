@@ -69,6 +69,44 @@ async def test_a_lost_lane_connection_fails_one_call_then_is_replaced(postgres_u
         await store.close()
 
 
+async def test_the_live_workers_are_read_on_the_lane_as_sqlalchemy_reads_them(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy dispatcher reads the live workers every 0.1 s (control.py): on the lane,
+    not through SQLAlchemy; the same workers, in id order."""
+    from dripline.store.postgres import PostgresStore
+    from dripline.store.sql import SqlStore
+    from dripline.store.types import WorkerInfo
+
+    store = await open_store(postgres_url, pool_size=1)
+    assert isinstance(store, PostgresStore)
+    try:
+        stats = {"beats": 3, "senders": {"1": {"rate": 80.0}}}
+        for wid, age in (("c", 1), ("a", 3), ("old", 30)):
+            at = NOW - timedelta(seconds=age)
+            await store.heartbeat(WorkerInfo(wid, "h", 1, at, at, 40.0, 8, "static", stats), 10)
+        through_pool = await SqlStore.live_workers(store, NOW, live_after_s=10)
+        assert [w.id for w in through_pool] == ["a", "c"] and through_pool[0].stats == stats
+
+        async def pool_read(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("read through SQLAlchemy")
+
+        monkeypatch.setattr(SqlStore, "live_workers", pool_read)
+        assert await store.live_workers(NOW, live_after_s=10) == through_pool
+        assert [w.id for w in await store.live_workers(NOW, live_after_s=60)] == ["a", "c", "old"]
+        # A process that never dispatched (`serve`, `status`) reads through the pool:
+        # no lane thread or connection for it.
+        other = await open_store(postgres_url, pool_size=1)
+        try:
+            with pytest.raises(AssertionError, match="through SQLAlchemy"):
+                await other.live_workers(NOW, live_after_s=10)
+            assert not other._lane.in_use  # type: ignore[attr-defined]
+        finally:
+            await other.close()
+    finally:
+        await store.close()
+
+
 async def test_a_cancelled_call_still_finishes_before_the_next(postgres_url: str) -> None:
     """The caller of a reservation gives up while it waits on a row lock: the
     reservation still commits (the connection is never left mid-transaction), and a

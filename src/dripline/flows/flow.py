@@ -60,7 +60,7 @@ from dripline.flows.branches import END, default_target, step_ids, target_for
 from dripline.flows.durations import format_duration
 from dripline.flows.model import FlowSpec, MessageSpec, QuietHours, StepSpec, TemplateSpec
 from dripline.flows.params import sanitize
-from dripline.flows.placeholders import render
+from dripline.flows.placeholders import compiled, render, render_parts
 from dripline.flows.purposes import is_reask, reask, reasks_sent, timeout_after
 from dripline.flows.questions import default_reask, question_options, uses_buttons
 from dripline.flows.quiet import quiet_window_end, recipient_zone
@@ -103,13 +103,13 @@ class YamlFlow:
         where = f"flow {self.name}: steps[{index}]"
         if purpose == "question":
             return self._render(step, conv, where, step.text)
-        if is_reask(purpose):
-            # The re-ask repeats the buttons or list, with the re-ask as its body.
-            return self._render(step, conv, f"{where}.reask", step.reask or default_reask(step))
         if purpose == "reminder":
             if step.reminder is None:
                 raise FlowError("this step has no reminder", where=where)
             return self._render(step.reminder, conv, f"{where}.reminder")
+        if is_reask(purpose):
+            # The re-ask repeats the buttons or list, with the re-ask as its body.
+            return self._render(step, conv, f"{where}.reask", step.reask or default_reask(step))
         if purpose == "fallback":
             template = self._fallback(step)
             if template is None:
@@ -348,37 +348,68 @@ class YamlFlow:
                 parameter_name=h.parameter_name,
                 filename=h.filename,
             )
+        # Lists, not generators, and nothing built for what the template lacks: the
+        # dispatcher renders a template for every send outside the 24-hour window.
+        body_params = (
+            tuple([text(p, f"{where}.body_params[{i}]") for i, p in enumerate(spec.body_params)])
+            if spec.body_params
+            else ()
+        )
+        named = (
+            tuple([(k, text(p, f"{where}.named_params.{k}")) for k, p in spec.named_params.items()])
+            if spec.named_params
+            else ()
+        )
+        buttons = (
+            tuple(
+                [
+                    TemplateButton(
+                        b.index,
+                        b.sub_type,
+                        text(b.value, f"{where}.buttons[{i}]")
+                        if b.url_suffix is not None
+                        else self._fill(b.value, conv, f"{where}.buttons[{i}]"),
+                    )
+                    for i, b in enumerate(spec.buttons)
+                ]
+            )
+            if spec.buttons
+            else ()
+        )
+        if not buttons and step is not None:
+            options = question_options(step)
+            buttons = tuple([TemplateButton(i, "quick_reply", o.id) for i, o in enumerate(options)])
         return TemplateMessage(
             name=spec.name,
             language=spec.language,
-            body_params=tuple(
-                text(p, f"{where}.body_params[{i}]") for i, p in enumerate(spec.body_params)
-            ),
-            named_body_params=tuple(
-                (k, text(p, f"{where}.named_params.{k}")) for k, p in spec.named_params.items()
-            ),
+            body_params=body_params,
+            named_body_params=named,
             header=header,
-            buttons=tuple(
-                TemplateButton(
-                    b.index,
-                    b.sub_type,
-                    text(b.value, f"{where}.buttons[{i}]")
-                    if b.url_suffix is not None
-                    else self._fill(b.value, conv, f"{where}.buttons[{i}]"),
-                )
-                for i, b in enumerate(spec.buttons)
-            )
-            or tuple(
-                TemplateButton(i, "quick_reply", o.id)
-                for i, o in enumerate(question_options(step) if step is not None else ())
-            ),
+            buttons=buttons,
         )
 
+    def _value(self, conv: ConversationLike, key: str) -> Any:
+        """`self._values(conv).get(key)` without building the mapping: the dispatcher
+        fills one or two placeholders per send."""
+        if key == "phone":
+            return conv.phone
+        if key == "name" and conv.name:
+            return conv.name
+        fields = conv.fields
+        if fields:
+            value = fields.get(key)
+            if value is not None:
+                return value
+        return self.spec.defaults.get(key)
+
     def _fill(self, text: str, conv: ConversationLike, where: str) -> str:
-        values = self._values(conv)
+        parts = compiled(text)
         try:
-            return render(text, values)
+            if parts is None:  # a stray brace: `render` says so
+                return render(text, self._values(conv))
+            return render_parts(parts, lambda key: self._value(conv, key))
         except KeyError as exc:
+            values = self._values(conv)
             key = exc.args[0]
             known = ", ".join(sorted(k for k, v in values.items() if v not in (None, "")))
             raise FlowError(

@@ -57,6 +57,8 @@ def literal_problem(param: str) -> str | None:
 def sanitize(text: str) -> str:
     """`text` made acceptable: line breaks and tabs become spaces, runs of more than 4
     spaces shrink to 4. Used at send time only; enrollment rejects such values first."""
+    if _BAD.search(text) is None:
+        return text  # the usual case, at a third of the cost of the rewrite below
     text = text.replace("\r\n", " ").translate({ord("\n"): " ", ord("\r"): " ", ord("\t"): " "})
     return _RUN.sub(" " * MAX_SPACES, text)
 

@@ -7,10 +7,10 @@ cannot reach into Python objects); `{{` and `}}` are literal braces.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["placeholders_in", "render"]
+__all__ = ["compiled", "placeholders_in", "render", "render_parts"]
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 
@@ -51,3 +51,55 @@ def render(text: str, values: Mapping[str, Any]) -> str:
         return str(value)
 
     return _TOKEN.sub(substitute, text)
+
+
+# Texts parsed once: a flow's texts are few and fixed, and the dispatcher renders one or
+# two per send. Bounded in case flows are reloaded with ever new texts.
+_COMPILED_MAX = 4_096
+_compiled: dict[str, tuple[str, ...] | None] = {}
+
+
+def compiled(text: str) -> tuple[str, ...] | None:
+    """`text` as (literal, name, literal, ..., literal) with `{{` and `}}` unescaped in
+    the literals; None when it has a stray brace (`render` reports that)."""
+    parts = _compiled.get(text)
+    if parts is not None or text in _compiled:
+        return parts
+    pieces: list[str] = []
+    literal: list[str] = []
+    at = 0
+    result: tuple[str, ...] | None
+    try:
+        for match in _TOKEN.finditer(text):
+            literal.append(text[at : match.start()])
+            at = match.end()
+            piece = match.group(0)
+            if piece in ("{{", "}}"):
+                literal.append(piece[0])
+            elif match.group(1) is None:
+                raise ValueError(piece)
+            else:
+                pieces += ["".join(literal), match.group(1)]
+                literal = []
+        literal.append(text[at:])
+        result = (*pieces, "".join(literal))
+    except ValueError:
+        result = None
+    if len(_compiled) >= _COMPILED_MAX:
+        _compiled.clear()
+    _compiled[text] = result
+    return result
+
+
+def render_parts(parts: tuple[str, ...], value: Callable[[str], Any]) -> str:
+    """`render` of a `compiled` text, asking `value(name)` for each placeholder (no
+    mapping of every value built first); KeyError(name) when one has no value."""
+    if len(parts) == 1:
+        return parts[0]
+    out = [parts[0]]
+    for i in range(1, len(parts), 2):
+        got = value(parts[i])
+        if got is None or (isinstance(got, str) and not got.strip()):
+            raise KeyError(parts[i])
+        out += [str(got), parts[i + 1]]
+    return "".join(out)

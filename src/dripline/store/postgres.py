@@ -187,6 +187,12 @@ class PostgresStore(SqlStore):
         sql = self._hot_sql()
         return await self._lane.run(lambda conn: hot.heartbeat(conn, sql, worker, live_after_s))
 
+    async def live_workers(self, now: datetime, *, live_after_s: float = 10.0) -> list[WorkerInfo]:
+        if not self._lane.in_use:  # not a dispatcher: no lane connection for a read
+            return await super().live_workers(now, live_after_s=live_after_s)
+        sql = self._hot_sql()
+        return await self._lane.run(lambda conn: hot.live_workers(conn, sql, now, live_after_s))
+
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
     ) -> list[int]:

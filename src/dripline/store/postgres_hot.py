@@ -68,6 +68,7 @@ __all__ = [
     "compiled",
     "extend",
     "heartbeat",
+    "live_workers",
     "record",
     "reserve",
 ]
@@ -267,6 +268,8 @@ class HotSql:
                 select(workers).where(W.heartbeat_at >= ts("b_since"), W.id != bindparam("w_id")),
             )
         )
+        # A busy dispatcher's look at the live workers every SHARE_LOOK_S (control.py).
+        self.live_workers = compiled(select(workers).where(W.heartbeat_at >= ts("b_since")))
 
 
 async def _fetch(conn: Any, stmt: Statement, params: Mapping[str, Any]) -> list[Any]:
@@ -405,6 +408,20 @@ async def heartbeat(
     params["w_stats"] = json.dumps(values["stats"])  # SQLAlchemy's JSON: None is 'null'
     _aware(worker.heartbeat_at)
     params["b_since"] = worker.heartbeat_at - timedelta(seconds=live_after_s)
+    return _workers(await _fetch(conn, sql.heartbeat, params))
+
+
+async def live_workers(
+    conn: Any, sql: HotSql, now: datetime, live_after_s: float
+) -> list[WorkerInfo]:
+    """`Store.live_workers`: one statement on the lane, not through SQLAlchemy (read
+    every 0.1 s while a backlog is queued)."""
+    _aware(now)
+    since = now - timedelta(seconds=live_after_s)
+    return _workers(await _fetch(conn, sql.live_workers, {"b_since": since}))
+
+
+def _workers(rows: Sequence[Any]) -> list[WorkerInfo]:
     live = [
         WorkerInfo(
             id=r[0],
@@ -417,6 +434,6 @@ async def heartbeat(
             policy=r[7],
             stats=json.loads(r[8]) if r[8] is not None else {},
         )
-        for r in await _fetch(conn, sql.heartbeat, params)
+        for r in rows
     ]
     return sorted(live, key=lambda w: w.id)

@@ -65,6 +65,13 @@ class PostgresLane:
         self._ready = asyncio.Event()
         self._server: asyncio.Task[None] | None = None
 
+    @property
+    def in_use(self) -> bool:
+        """True once a call started the lane (a dispatcher's process), and until it
+        closes: reads that may go either way take the lane only then, so a process
+        that never dispatches (`serve`, `status`) holds no connection for it."""
+        return self._server is not None and not self._server.done()
+
     async def run(self, work: Callable[[Any], Awaitable[T]], *, transaction: bool = False) -> T:
         """`work(conn)`; in one transaction if `transaction` (always behind a pooler),
         else autocommitted statement by statement (a one-statement `work` is atomic)."""

@@ -101,9 +101,9 @@ class SqliteStore(SqlStore):
         event.listen(engine.sync_engine, "connect", _on_connect)
         event.listen(engine.sync_engine, "begin", _on_begin)
         super().__init__(engine, path or ":memory:")
-        # The dispatcher's claim, reserve, record, heartbeat and lease extension in one
-        # thread trip each (sqlite_lane.py); an in-memory database is one connection's,
-        # so it keeps the pool's.
+        # The dispatcher's claim, reserve, record, heartbeat, live-worker read and lease
+        # extension in one thread trip each (sqlite_lane.py); an in-memory database is
+        # one connection's, so it keeps the pool's.
         self._lane = (
             None
             if path is None
@@ -150,6 +150,11 @@ class SqliteStore(SqlStore):
         if self._lane is None:
             return await super().heartbeat(worker, live_after_s)
         return await self._lane.write(lambda conn: hot.heartbeat(conn, worker, live_after_s))
+
+    async def live_workers(self, now: datetime, *, live_after_s: float = 10.0) -> list[WorkerInfo]:
+        if self._lane is None or not self._lane.in_use:
+            return await super().live_workers(now, live_after_s=live_after_s)
+        return await self._lane.read(lambda conn: hot.live_workers(conn, now, live_after_s))
 
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime

@@ -55,7 +55,7 @@ def _settle(waiter: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 class SqliteLane:
-    """One thread, one connection, one transaction per `write` call."""
+    """One thread, one connection, one transaction per `write` (or `read`) call."""
 
     def __init__(
         self,
@@ -74,10 +74,30 @@ class SqliteLane:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
+    @property
+    def in_use(self) -> bool:
+        """True once a call started the thread (a dispatcher's process), until `close`:
+        reads that may go either way take the lane only then, so a process that never
+        dispatches (`serve`, `status`) starts no thread and opens no connection for it."""
+        return self._thread is not None
+
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(conn)` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it raises)."""
         try:
             result: T = await self._call(lambda: self._transaction(work))
+            return result
+        except sqlite3.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"database {self._target} is unavailable: {first_line(exc)}"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self._target}: {first_line(exc)}") from exc
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(conn)` outside any explicit transaction: for one SELECT, which SQLite
+        runs as its own read transaction (no write lock, unlike `write`)."""
+        try:
+            result: T = await self._call(lambda: work(self._connection()))
             return result
         except sqlite3.OperationalError as exc:
             raise DatabaseUnavailable(

@@ -60,8 +60,9 @@ from dripline.whatsapp.http1 import Http1Transport, RawResponse
 from dripline.whatsapp.payloads import (
     MAX_CALLBACK_DATA_CHARS,
     interactive_payload,
+    template_json,
     template_payload,
-    text_payload,
+    text_json,
 )
 from dripline.whatsapp.proxy import ProxyConfig
 from dripline.whatsapp.throughput import parse_throughput
@@ -297,7 +298,7 @@ class CloudApiClient:
         callback_data: str | None = None,
     ) -> SendResult:
         """Send a free-form text (only inside the recipient's 24 h window)."""
-        return await self._post(sender, text_payload(to, body, callback_data=callback_data))
+        return await self._post(sender, text_json(to, body, callback_data=callback_data))
 
     async def send_template(
         self,
@@ -330,6 +331,9 @@ class CloudApiClient:
                 to, message.body, sender=sender, callback_data=callback_data
             )
         if isinstance(message, TemplateMessage):
+            body = template_json(to, message, callback_data=callback_data)
+            if body is not None:
+                return await self._post(sender, body)
             payload = template_payload(to, message, callback_data=callback_data)
             return await self._post(sender, payload)
         if isinstance(message, InteractiveMessage):
@@ -361,10 +365,11 @@ class CloudApiClient:
                 http_status=status,
             )
 
-    async def _post(self, sender: str | None, payload: dict[str, Any]) -> SendResult:
+    async def _post(self, sender: str | None, payload: dict[str, Any] | str) -> SendResult:
+        """POST `payload` (a dict, or its JSON text already written)."""
         url = self._url if sender is None else self.messages_url(sender)
         try:
-            body = _encode(payload).encode()
+            body = (payload if isinstance(payload, str) else _encode(payload)).encode()
         except UnicodeEncodeError:
             # A lone surrogate (stored before enrollment refused them): nothing can be
             # sent, and nothing was; a failure with a reason, not an unknown send.

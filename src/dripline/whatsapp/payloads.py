@@ -7,6 +7,7 @@ body and button parameters, named parameters via `parameter_name`); see docs/flo
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring as _quote  # what json.dumps uses, unescaped
 from typing import Any
 
 from dripline.errors import InputError
@@ -16,12 +17,22 @@ __all__ = [
     "MAX_CALLBACK_DATA_CHARS",
     "interactive_payload",
     "template_components",
+    "template_json",
     "template_payload",
+    "text_json",
     "text_payload",
 ]
 
 # biz_opaque_callback_data: at most 512 characters (send messages reference).
 MAX_CALLBACK_DATA_CHARS = 512
+
+
+def _check_callback(callback_data: str) -> None:
+    if len(callback_data) > MAX_CALLBACK_DATA_CHARS:
+        raise InputError(
+            f"longer than {MAX_CALLBACK_DATA_CHARS} characters ({len(callback_data)})",
+            where="callback_data",
+        )
 
 
 def _envelope(to: str, kind: str, callback_data: str | None) -> dict[str, Any]:
@@ -32,11 +43,7 @@ def _envelope(to: str, kind: str, callback_data: str | None) -> dict[str, Any]:
         "type": kind,
     }
     if callback_data is not None:
-        if len(callback_data) > MAX_CALLBACK_DATA_CHARS:
-            raise InputError(
-                f"longer than {MAX_CALLBACK_DATA_CHARS} characters ({len(callback_data)})",
-                where="callback_data",
-            )
+        _check_callback(callback_data)
         payload["biz_opaque_callback_data"] = callback_data
     return payload
 
@@ -131,3 +138,39 @@ def interactive_payload(
         "action": action,
     }
     return payload
+
+
+# The same JSON text as `json.dumps(payload, ensure_ascii=False, separators=(",", ":"))`
+# of the payloads above, written directly for the two shapes nearly every send has: a
+# text, and a template with body parameters only. Building the dicts and encoding them
+# cost 8.5 us a send, this 2-3 us (measured alone); tests hold the two equal.
+_HEAD = '{"messaging_product":"whatsapp","recipient_type":"individual","to":'
+
+
+def _head(to: str, kind: str, callback_data: str | None) -> str:
+    head = f'{_HEAD}{_quote(to)},"type":"{kind}"'
+    if callback_data is None:
+        return head
+    _check_callback(callback_data)
+    return f'{head},"biz_opaque_callback_data":{_quote(callback_data)}'
+
+
+def text_json(to: str, body: str, *, callback_data: str | None = None) -> str:
+    """`text_payload` as JSON text."""
+    head = _head(to, "text", callback_data)
+    return f'{head},"text":{{"preview_url":false,"body":{_quote(body)}}}}}'
+
+
+def template_json(
+    to: str, message: TemplateMessage, *, callback_data: str | None = None
+) -> str | None:
+    """`template_payload` as JSON text, for a template with at most body parameters by
+    position; None for any other (a header, buttons, named parameters)."""
+    if message.header is not None or message.buttons or message.named_body_params:
+        return None
+    head = _head(to, "template", callback_data)
+    template = f'{{"name":{_quote(message.name)},"language":{{"code":{_quote(message.language)}}}'
+    if message.body_params:
+        params = ",".join([f'{{"type":"text","text":{_quote(p)}}}' for p in message.body_params])
+        template += f',"components":[{{"type":"body","parameters":[{params}]}}]'
+    return f'{head},"template":{template}}}}}'
