@@ -57,7 +57,7 @@ def test_a_placeholder_value_is_the_one_the_full_mapping_has(conv: Conversation,
 
 def test_with_purpose_copies_every_field() -> None:
     """Every field, whatever it is (one added later too), set to a value of its own."""
-    values = {f.name: object() for f in dataclasses.fields(Conversation)}
+    values: dict[str, Any] = {f.name: object() for f in dataclasses.fields(Conversation)}
     conv = Conversation(**values)
     copied = _with_purpose(conv, "fallback")
     expected = dataclasses.replace(conv, purpose="fallback")
