@@ -26,6 +26,7 @@ from bench.harness import (
     compile_dripline,
     digits,
     phone,
+    settle,
     spawn,
     stop_all,
 )
@@ -242,6 +243,7 @@ class Bench:
     ) -> RunResult:
         await fake.reset()
         base_cpu = await self.baseline(backend)
+        await settle(backend)
         # The machine before the run, for the planner (bench/predict.py); a quick run
         # (a smoke test with a time budget) looks for 0.2 s only.
         load = await asyncio.to_thread(sample_others, [fake.child.pid], 0.2 if self.quick else 1.0)

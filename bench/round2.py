@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from bench import bulk
 from bench.context import Bench, RunResult, utc_now
-from bench.harness import DRIPLINE, digits, enroll, running_fake, spawn
+from bench.harness import DRIPLINE, digits, enroll, running_fake, settle, spawn
 from bench.measure import Row, bound
 from bench.predict import calibration_of, predict, seen_latency_s
 from dripline.planner import Arrivals, LatencyModel, PlanSettings
@@ -270,6 +270,7 @@ async def scenario_14(b: Bench) -> None:
                 url = await b.dbs.fresh(backend, f"s14{k}")
                 await enroll(url, [utc_now() - timedelta(seconds=1)])
                 await fake.reset()
+                await settle(backend)
                 started = time.time()
                 child = spawn(
                     "once",
