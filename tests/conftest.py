@@ -25,11 +25,17 @@ pytest_plugins: list[str] = [
 _SERIAL = {("tests", "e2e"), ("tests", "sim")}
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs two xdist workers (`-n 2 --dist loadgroup`). The end-to-end tests
     and the simulator's seeds (two processes of their own) share one worker, one at a
     time, so those that wait on real timers never compete with each other for the two
-    cores; unit and integration tests run on the other worker meanwhile."""
+    cores; unit and integration tests run on the other worker meanwhile.
+
+    `tryfirst`: xdist's worker reads the mark in this same hook to tag the node id
+    (`...@serial`), and its hook would otherwise run before this one (it registers later),
+    so the mark came too late and the group was never formed
+    (tests/integration/test_suite_grouping.py)."""
     for item in items:
         if item.path.relative_to(config.rootpath).parts[:2] in _SERIAL:
             item.add_marker(pytest.mark.xdist_group("serial"))
