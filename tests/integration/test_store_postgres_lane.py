@@ -229,3 +229,21 @@ async def test_a_new_lane_connection_asks_the_server_about_array_types_once(
     # statements) may ask for its own, none of them arrays of the hot path.
     lane = [oids for oids in asked if oids & {1016, 1007, 1185, 1015, 1022}]
     assert len(lane) == 1, asked
+
+
+async def test_a_dispatcher_opens_no_pool_connection_before_its_first_send(
+    postgres_url: str,
+) -> None:
+    """`open_store(..., dispatcher=True)` reads the schema's revision on the lane, where a
+    dispatcher's first statements go: the pool's connection (SQLAlchemy's, with four
+    more round trips as it opens) waited before `run --once`'s first send (issue 14,
+    start-up). It opens when something first needs it."""
+    store = await open_store(postgres_url, pool_size=1, dispatcher=True)
+    try:
+        assert store._engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+        await store.enroll([Enrollment("+14155550001", "f", at=NOW)], NOW)
+        claim = await store.claim_next(10, 60, "w", NOW)
+        assert len(claim.conversations) == 1
+        assert store._engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    finally:
+        await store.close()

@@ -238,8 +238,13 @@ async def open_store(
     pool_size: int = 2,
     pooler: bool = False,
     auto_migrate: bool = True,
+    dispatcher: bool = False,
 ) -> Store:
     """Connect, check the schema (upgrading SQLite when `auto_migrate`) and return the store.
+
+    `dispatcher`: the caller dispatches next; on PostgreSQL the schema is then read on
+    the dispatcher's own connection (`PostgresStore.lane_revision`), and the pool
+    connects when first used (for `run --once`, after its sends).
 
     Raises ConfigError for a malformed URL, DatabaseUnavailable when the database cannot
     be reached, StoreError when the schema is not at this version's head.
@@ -264,9 +269,15 @@ async def open_store(
                     if await _revision(conn) != head:
                         await conn.run_sync(upgrade_connection)
                 return store
-            async with store._engine.connect() as conn:
-                conn = await conn.execution_options(dripline_read=True)
-                current = await _revision(conn)
+            if dispatcher and store.backend == "postgresql":
+                from dripline.store.postgres import PostgresStore
+
+                assert isinstance(store, PostgresStore)
+                current = await store.lane_revision()
+            else:
+                async with store._engine.connect() as conn:
+                    conn = await conn.execution_options(dripline_read=True)
+                    current = await _revision(conn)
         except DriplineError:
             raise
         except Exception as exc:

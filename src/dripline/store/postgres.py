@@ -141,6 +141,13 @@ class PostgresStore(SqlStore):
             set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != "id"},
         )
 
+    async def lane_revision(self) -> str | None:
+        """The schema's revision, read on the lane's connection (`open_store(...,
+        dispatcher=True)`): a dispatcher's first statements go there anyway, so the
+        pool's connection (SQLAlchemy's, four more round trips as it opens) is not
+        opened before the first send but when first needed."""
+        return await self._lane.run(hot.schema_revision)
+
     # the dispatcher's hot path, on the lane (postgres_lane.py) ----------------
     def _hot_sql(self) -> hot.HotSql:
         if self._hot is None:

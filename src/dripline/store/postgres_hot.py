@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from dripline.store.migrate import VERSION_TABLE, one_revision
 from dripline.store.schema import conversations, messages, workers
 from dripline.store.sql.core import ACTIVE, CHUNK, CONVERSATION_COLUMNS, chunks, ts
 from dripline.store.sql.dispatch import (
@@ -270,6 +271,15 @@ class HotSql:
         )
         # A busy dispatcher's look at the live workers every SHARE_LOOK_S (control.py).
         self.live_workers = compiled(select(workers).where(W.heartbeat_at >= ts("b_since")))
+
+
+async def schema_revision(conn: Any) -> str | None:
+    """`migrate.current_revision` on the lane: a dispatcher's first statements (issue 14,
+    start-up; see `PostgresStore.lane_revision`)."""
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", VERSION_TABLE):
+        return None
+    rows = await conn.fetch(f"SELECT version_num FROM {VERSION_TABLE}")
+    return one_revision([r[0] for r in rows])
 
 
 async def _fetch(conn: Any, stmt: Statement, params: Mapping[str, Any]) -> list[Any]:

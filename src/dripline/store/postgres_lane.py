@@ -51,9 +51,7 @@ _CLOSE_WAIT_S = 10.0
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 # Every array type the hot statements bind or return (postgres_hot.py), but `text[]`,
 # which asyncpg knows without asking.
-_ARRAY_TYPES = (
-    "SELECT $1::bigint[], $2::integer[], $3::varchar[], $4::timestamptz[], $5::float8[]"
-)
+_ARRAY_TYPES = "SELECT $1::bigint[], $2::integer[], $3::varchar[], $4::timestamptz[], $5::float8[]"
 
 
 class PostgresLane:
