@@ -200,6 +200,12 @@ class PostgresStore(SqlStore):
         sql = self._hot_sql()
         return await self._lane.run(lambda conn: hot.live_workers(conn, sql, now, live_after_s))
 
+    async def unregister(self, worker_id: str) -> None:
+        if not self._lane.in_use:  # not a dispatcher: no lane connection for it
+            await super().unregister(worker_id)
+            return
+        await self._lane.run(lambda conn: hot.unregister(conn, worker_id))
+
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
     ) -> list[int]:

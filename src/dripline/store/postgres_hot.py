@@ -431,6 +431,13 @@ async def live_workers(
     return _workers(await _fetch(conn, sql.live_workers, {"b_since": since}))
 
 
+async def unregister(conn: Any, worker_id: str) -> None:
+    """`Store.unregister` on the lane: a `run --once` that sent on the lane then needs no
+    pooled connection at all (one more connect, SQLAlchemy's dialect set-up, a
+    transaction) just to remove its row."""
+    await conn.execute(f"DELETE FROM {workers.name} WHERE {W.id.name} = $1", worker_id)
+
+
 def _workers(rows: Sequence[Any]) -> list[WorkerInfo]:
     live = [
         WorkerInfo(
