@@ -247,38 +247,3 @@ async def test_a_dispatcher_opens_no_pool_connection_before_its_first_send(
         assert store._engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     finally:
         await store.close()
-
-
-async def test_a_once_dispatcher_never_opens_a_pool_connection(postgres_url: str) -> None:
-    """A `run --once` that claims, reserves, sends, records and stops does all of it on
-    the lane, its row's removal at shutdown too: the pooled connection (a connect,
-    SQLAlchemy's dialect set-up, a transaction) was opened for that DELETE alone."""
-    from dripline.dispatcher.engine import Dispatcher
-    from dripline.flows import load_flows
-    from tests.fixtures.dispatch import client_for
-
-    setup = await open_store(postgres_url, pool_size=1)
-    try:
-        await enroll(setup, phones(2))
-    finally:
-        await setup.close()
-    store = await open_store(postgres_url, pool_size=1, dispatcher=True)
-    try:
-        config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0)
-        async with running_fake(config) as fake, client_for(fake) as client:
-            d = Dispatcher(
-                store=store,
-                client=client,
-                flows=load_flows(None),
-                settings=fast_settings(UNUSED_URL),
-            )
-            summary = await d.run(once=True, max_seconds=60)
-            assert summary.stats.sent == 2 and len(received(fake)) == 2
-        assert store._engine.pool.checkedin() == 0  # type: ignore[attr-defined]
-    finally:
-        await store.close()
-    conn = await asyncpg.connect(_dsn(postgres_url))
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM workers") == 0
-    finally:
-        await conn.close()
