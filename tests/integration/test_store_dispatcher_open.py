@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dripline.dispatcher.engine import Dispatcher
+from dripline.errors import DatabaseUnavailable
 from dripline.fake import FakeConfig, running_fake
 from dripline.flows import load_flows
 from dripline.store import open_store
@@ -63,3 +64,20 @@ async def test_a_dispatcher_on_a_new_sqlite_file_migrates_it(tmp_path: Path) -> 
         assert await store.lane_revision() == head_revision()  # type: ignore[attr-defined]
     finally:
         await store.close()
+
+
+async def test_a_dispatcher_is_told_why_a_database_cannot_open_as_anyone_else(
+    tmp_path: Path,
+) -> None:
+    """The lane's own errors are not the ones `open_store` has always given: SQLite
+    leaves a failure to the pool's open, PostgreSQL's unreachable server reads alike."""
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database, not at all" * 10)
+    for url in (f"sqlite:///{bad}", "postgresql://postgres@127.0.0.1:1/none"):
+        said = []
+        for dispatcher in (False, True):
+            with pytest.raises(DatabaseUnavailable) as caught:
+                await open_store(url, dispatcher=dispatcher)
+            said.append(str(caught.value))
+        assert said[0] == said[1], said
+        assert said[0].startswith("cannot open"), said
