@@ -44,7 +44,9 @@ async def open_runtime(
     take turns, each a single short transaction) plus, on PostgreSQL, the LISTEN one.
     """
     flows = load_flows(settings.flows_dir)
-    store = await open_store(settings.database_url, pool_size=pool_size, pooler=settings.db_pooler)
+    store = await open_store(
+        settings.database_url, pool_size=pool_size, pooler=settings.db_pooler, dispatcher=True
+    )
     own_client = client is None
     api = client or CloudApiClient.from_settings(settings)
     try:

@@ -78,11 +78,16 @@ async def test_sqlite_without_auto_migrate_asks_for_upgrade(sqlite_url: str) -> 
 
 
 @pytest.mark.postgres
-async def test_postgres_is_never_migrated_implicitly(empty_postgres_url: str) -> None:
+@pytest.mark.parametrize("dispatcher", [False, True])
+async def test_postgres_is_never_migrated_implicitly(
+    empty_postgres_url: str, dispatcher: bool
+) -> None:
+    """A dispatcher reads the revision on its own connection (`lane_revision`), the rest
+    through the pool: the same answers."""
     with pytest.raises(StoreError, match=r"has no dripline schema.*run `dripline db upgrade`"):
-        await open_store(empty_postgres_url)
+        await open_store(empty_postgres_url, dispatcher=dispatcher)
     await migrate_database(empty_postgres_url)
-    store = await open_store(empty_postgres_url)
+    store = await open_store(empty_postgres_url, dispatcher=dispatcher)
     await store.close()
 
 

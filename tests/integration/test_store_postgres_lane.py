@@ -198,3 +198,52 @@ async def test_lane_connections_lost_mid_run_lose_and_double_nothing(postgres_ur
         assert all(c.lease_owner is None for c in convs)
     finally:
         await store.close()
+
+
+async def test_a_new_lane_connection_asks_the_server_about_array_types_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg asks the server for every array type it has no codec for (three round
+    trips, the catalog query the dearest on a new session), once per statement bringing
+    one: a first reservation and record asked four times, three before a `run --once`
+    could send (issue 14, start-up). The lane learns them all as it connects."""
+    asked: list[set[int]] = []
+    introspect = asyncpg.Connection._introspect_types
+
+    async def counted(self: Any, typeoids: Any, timeout: Any) -> Any:
+        asked.append(set(typeoids))
+        return await introspect(self, typeoids, timeout)
+
+    monkeypatch.setattr(asyncpg.Connection, "_introspect_types", counted)
+    store = await open_store(postgres_url, pool_size=1)
+    try:
+        await enroll(store, phones(2))
+        config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0)
+        async with running_fake(config) as fake:
+            summary = await run_until_sent(store, fake, fast_settings(UNUSED_URL), 2)
+        assert summary.stats.sent == 2
+        assert {r.status for r in await message_rows(store)} == {"sent"}
+    finally:
+        await store.close()
+    # The lane's one connection asked once; the store's pool (SQLAlchemy's own
+    # statements) may ask for its own, none of them arrays of the hot path.
+    lane = [oids for oids in asked if oids & {1016, 1007, 1185, 1015, 1022}]
+    assert len(lane) == 1, asked
+
+
+async def test_a_dispatcher_opens_no_pool_connection_before_its_first_send(
+    postgres_url: str,
+) -> None:
+    """`open_store(..., dispatcher=True)` reads the schema's revision on the lane, where a
+    dispatcher's first statements go: the pool's connection (SQLAlchemy's, with four
+    more round trips as it opens) waited before `run --once`'s first send (issue 14,
+    start-up). It opens when something first needs it."""
+    store = await open_store(postgres_url, pool_size=1, dispatcher=True)
+    try:
+        assert store._engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+        await store.enroll([Enrollment("+14155550001", "f", at=NOW)], NOW)
+        claim = await store.claim_next(10, 60, "w", NOW)
+        assert len(claim.conversations) == 1
+        assert store._engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    finally:
+        await store.close()

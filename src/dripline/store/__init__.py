@@ -232,14 +232,36 @@ async def _revision(conn: AsyncConnection) -> str | None:
     return await conn.run_sync(current_revision)
 
 
+_UNREAD = object()  # the revision is still to be read through the pool
+
+
+async def _lane_revision(store: SqlStore) -> object:
+    """The revision as the dispatcher's lane reads it. On SQLite a failure there leaves
+    it to the pool's open, which fails as `open_store` always has (and migrates a new
+    file); on PostgreSQL an unreachable server is said as the pool's open says it."""
+    try:
+        return await store.lane_revision()
+    except StoreError as exc:
+        if store.backend == "sqlite":
+            return _UNREAD
+        if isinstance(exc, DatabaseUnavailable):
+            raise _unavailable(store, exc.__cause__ or exc) from exc
+        raise
+
+
 async def open_store(
     database_url: str,
     *,
     pool_size: int = 2,
     pooler: bool = False,
     auto_migrate: bool = True,
+    dispatcher: bool = False,
 ) -> Store:
     """Connect, check the schema (upgrading SQLite when `auto_migrate`) and return the store.
+
+    `dispatcher`: the caller dispatches next; the schema is then read on the
+    dispatcher's own connection (`lane_revision`), and the pool connects when first
+    used (a `run --once` that sends and stops uses none).
 
     Raises ConfigError for a malformed URL, DatabaseUnavailable when the database cannot
     be reached, StoreError when the schema is not at this version's head.
@@ -257,16 +279,23 @@ async def open_store(
     head = head_revision()
     try:
         try:
+            # A dispatcher's first statements go to its own connection (the lane): the
+            # revision is read there, and the pool connects when first needed (for `run
+            # --once`, not at all). Issue 14, start-up.
+            current: object = await _lane_revision(store) if dispatcher else _UNREAD
             if store.backend == "sqlite" and auto_migrate:
+                if current == head:
+                    return store
                 # BEGIN IMMEDIATE: a second process opening the same new file waits,
                 # then finds the schema at head and does nothing.
                 async with store._engine.begin() as conn:
                     if await _revision(conn) != head:
                         await conn.run_sync(upgrade_connection)
                 return store
-            async with store._engine.connect() as conn:
-                conn = await conn.execution_options(dripline_read=True)
-                current = await _revision(conn)
+            if current is _UNREAD:
+                async with store._engine.connect() as conn:
+                    conn = await conn.execution_options(dripline_read=True)
+                    current = await _revision(conn)
         except DriplineError:
             raise
         except Exception as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
@@ -79,10 +79,15 @@ def current_revision(connection: Connection) -> str | None:
     if not inspect(connection).has_table(VERSION_TABLE):
         return None
     rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
-    if len(rows) > 1:
+    return one_revision([r[0] for r in rows])
+
+
+def one_revision(values: list[Any]) -> str | None:
+    """The revision the version table's rows name (None: no row)."""
+    if len(values) > 1:
         # What Alembic's MigrationContext.get_current_revision refuses too.
-        raise StoreError(f"database is at several revisions at once: {sorted(r[0] for r in rows)}")
-    return str(rows[0][0]) if rows else None
+        raise StoreError(f"database is at several revisions at once: {sorted(values)}")
+    return str(values[0]) if values else None
 
 
 def upgrade_connection(connection: Connection, revision: str = "head") -> None:

@@ -141,6 +141,13 @@ class PostgresStore(SqlStore):
             set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != "id"},
         )
 
+    async def lane_revision(self) -> str | None:
+        """The schema's revision, read on the lane's connection (`open_store(...,
+        dispatcher=True)`): a dispatcher's first statements go there anyway, so the
+        pool's connection (SQLAlchemy's, four more round trips as it opens) is not
+        opened before the first send but when first needed."""
+        return await self._lane.run(hot.schema_revision)
+
     # the dispatcher's hot path, on the lane (postgres_lane.py) ----------------
     def _hot_sql(self) -> hot.HotSql:
         if self._hot is None:
@@ -192,6 +199,12 @@ class PostgresStore(SqlStore):
             return await super().live_workers(now, live_after_s=live_after_s)
         sql = self._hot_sql()
         return await self._lane.run(lambda conn: hot.live_workers(conn, sql, now, live_after_s))
+
+    async def unregister(self, worker_id: str) -> None:
+        if not self._lane.in_use:  # not a dispatcher: no lane connection for it
+            await super().unregister(worker_id)
+            return
+        await self._lane.run(lambda conn: hot.unregister(conn, worker_id))
 
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime

@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from dripline.store.migrate import VERSION_TABLE, one_revision
 from dripline.store.schema import conversations, messages, workers
 from dripline.store.sql.core import ACTIVE, CHUNK, CONVERSATION_COLUMNS, chunks, ts
 from dripline.store.sql.dispatch import (
@@ -272,6 +273,15 @@ class HotSql:
         self.live_workers = compiled(select(workers).where(W.heartbeat_at >= ts("b_since")))
 
 
+async def schema_revision(conn: Any) -> str | None:
+    """`migrate.current_revision` on the lane: a dispatcher's first statements (issue 14,
+    start-up; see `PostgresStore.lane_revision`)."""
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", VERSION_TABLE):
+        return None
+    rows = await conn.fetch(f"SELECT version_num FROM {VERSION_TABLE}")
+    return one_revision([r[0] for r in rows])
+
+
 async def _fetch(conn: Any, stmt: Statement, params: Mapping[str, Any]) -> list[Any]:
     rows: list[Any] = await conn.fetch(stmt.sql, *stmt.args(params))
     return rows
@@ -419,6 +429,13 @@ async def live_workers(
     _aware(now)
     since = now - timedelta(seconds=live_after_s)
     return _workers(await _fetch(conn, sql.live_workers, {"b_since": since}))
+
+
+async def unregister(conn: Any, worker_id: str) -> None:
+    """`Store.unregister` on the lane: a `run --once` that sent on the lane then needs no
+    pooled connection at all (one more connect, SQLAlchemy's dialect set-up, a
+    transaction) just to remove its row."""
+    await conn.execute(f"DELETE FROM {workers.name} WHERE {W.id.name} = $1", worker_id)
 
 
 def _workers(rows: Sequence[Any]) -> list[WorkerInfo]:

@@ -49,6 +49,9 @@ _CLOSE_TIMEOUT_S = 2.0
 # network silently dropped could otherwise wait for TCP to give up).
 _CLOSE_WAIT_S = 10.0
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+# Every array type the hot statements bind or return (postgres_hot.py), but `text[]`,
+# which asyncpg knows without asking.
+_ARRAY_TYPES = "SELECT $1::bigint[], $2::integer[], $3::varchar[], $4::timestamptz[], $5::float8[]"
 
 
 class PostgresLane:
@@ -140,9 +143,22 @@ class PostgresLane:
     async def _connect(self) -> Any:
         if self._pooler:
             return await asyncpg.connect(self._dsn, statement_cache_size=0)
-        return await asyncpg.connect(
+        conn = await asyncpg.connect(
             self._dsn, server_settings={"plan_cache_mode": "force_custom_plan"}
         )
+        try:
+            # asyncpg has no codec for most array types until it asks the server
+            # (`_introspect_types`: three round trips, the catalog query the dearest on
+            # a new session's cold caches), and it asks once per statement that brings a
+            # new one: the reservation's lock, prior-rows read and insert and the record
+            # each did, three of them before a `run --once` could send (issue 14).
+            # One statement naming them all asks once. (Not behind a pooler: a named
+            # statement there could meet another client's of the same name.)
+            await conn.prepare(_ARRAY_TYPES)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     def _translate(self, exc: BaseException) -> StoreError | None:
         """dripline's error for `exc` (None: not a database error, re-raise it)."""

@@ -156,6 +156,17 @@ class SqliteStore(SqlStore):
             return await super().live_workers(now, live_after_s=live_after_s)
         return await self._lane.read(lambda conn: hot.live_workers(conn, now, live_after_s))
 
+    async def lane_revision(self) -> str | None:
+        if self._lane is None:  # in memory: the pool's one connection
+            return await super().lane_revision()
+        return await self._lane.read(hot.schema_revision)
+
+    async def unregister(self, worker_id: str) -> None:
+        if self._lane is None or not self._lane.in_use:
+            await super().unregister(worker_id)
+            return
+        await self._lane.write(lambda conn: hot.unregister(conn, worker_id))
+
     async def extend_leases(
         self, conversation_ids: Sequence[int], worker_id: str, lease_ttl_s: float, now: datetime
     ) -> list[int]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from dripline.store.migrate import VERSION_TABLE, one_revision
 from dripline.store.schema import ACTIVE_SQL, UTCDateTime, sqlite_timestamp, workers
 from dripline.store.sql.core import CHUNK, CONVERSATION_COLUMNS, INSERT_PAGE, chunks
 from dripline.store.sql.dispatch import claimed_rows, heartbeat_values
@@ -274,6 +275,22 @@ def heartbeat(
     ]
     conn.execute(_UPSERT_WORKER_SQL, row)
     return live_workers(conn, worker.heartbeat_at, live_after_s)
+
+
+def schema_revision(conn: sqlite3.Connection) -> str | None:
+    """`migrate.current_revision` on the lane (`SqliteStore.lane_revision`)."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
+    ).fetchone()
+    if found is None:
+        return None
+    return one_revision([r[0] for r in conn.execute(f"SELECT version_num FROM {VERSION_TABLE}")])
+
+
+def unregister(conn: sqlite3.Connection, worker_id: str) -> None:
+    """`Store.unregister` on the lane: a `run --once` then never opens the pool's
+    connection (aiosqlite's thread, SQLAlchemy's) just to remove its row."""
+    conn.execute(f"DELETE FROM {workers.name} WHERE id = ?", (worker_id,))
 
 
 def live_workers(conn: sqlite3.Connection, now: datetime, live_after_s: float) -> list[WorkerInfo]:

@@ -55,3 +55,13 @@ class SqlStore(
 
     def __init__(self, engine: AsyncEngine, target: str) -> None:
         super().__init__(engine, target)
+
+    async def lane_revision(self) -> str | None:
+        """The schema's revision, read where the dispatcher's own statements go (its lane,
+        see `open_store(..., dispatcher=True)`); here through the pool, for a backend
+        without one."""
+        from dripline.store.migrate import current_revision
+
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(dripline_read=True)
+            return await conn.run_sync(current_revision)
