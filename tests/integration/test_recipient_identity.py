@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
+import pytest
 
 from dripline.clock import FakeClock, utcnow
 from dripline.dispatcher.engine import Dispatcher
@@ -31,7 +33,9 @@ from dripline.store import (
     Outcome,
     Reservation,
     Store,
+    open_store,
 )
+from tests.fixtures.db import _admin_dsn
 from tests.fixtures.dispatch import WEBHOOK_SECRET, client_for, fast_settings
 
 # A template first (the window is closed for users who never wrote), then a question
@@ -323,3 +327,34 @@ async def test_only_a_usable_recipient_id_of_an_accepted_message_teaches(
         status("wamid.3", "failed", m3, "5561988880001"),
     )
     assert [await wa_id_of(store, c) for c in (bsuid, odd, failed)] == [None, None, None]
+
+
+@pytest.mark.postgres
+async def test_a_conversation_another_transaction_holds_learns_on_the_retry(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: the processor never waits for a row lock (it could deadlock against a
+    dispatcher); the status's inbox row waits instead, and the retry learns the ID."""
+    flows = ask_flows(tmp_path)
+    store = await open_store(postgres_url)
+    try:
+        cid, mid = await answer_lost(store, BR[0])
+        blocker = await asyncpg.connect(_admin_dsn(postgres_url))
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("SELECT id FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            await apply(store, flows, status("wamid.Q", "sent", mid, "553188880000"))
+            assert await wa_id_of(store, cid) is None
+            [row] = (await store.snapshot()).inbox
+            assert row.processed_at is None and "conversation" in (row.error or "")
+            await tx.rollback()
+        finally:
+            await blocker.close()
+        processor = InboxProcessor(store, flows, FakeClock(NOW), default_sender=A)
+        await processor.drain()
+        assert await wa_id_of(store, cid) == "553188880000"
+        [row] = (await store.snapshot()).inbox
+        assert row.processed_at is not None and row.error is None
+    finally:
+        await store.close()
