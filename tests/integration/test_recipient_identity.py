@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
+import pytest
 
 from dripline.clock import FakeClock, utcnow
 from dripline.dispatcher.engine import Dispatcher
@@ -31,7 +33,9 @@ from dripline.store import (
     Outcome,
     Reservation,
     Store,
+    open_store,
 )
+from tests.fixtures.db import _admin_dsn
 from tests.fixtures.dispatch import WEBHOOK_SECRET, client_for, fast_settings
 
 # A template first (the window is closed for users who never wrote), then a question
@@ -76,6 +80,9 @@ async def test_150_replies_from_br_mx_and_us_reach_their_conversations(
         read_fraction=0.0,
         pair_interval_s=0.0,
         webhook_flush_s=0.01,
+        # Some answers are lost (a loaded machine's stalls did it by chance): those
+        # conversations learn their WhatsApp ID from the status webhooks alone.
+        lost_response_fraction=0.2,
         seed=5,
     )
     async with running_server(app) as base:
@@ -93,6 +100,7 @@ async def test_150_replies_from_br_mx_and_us_reach_their_conversations(
             finally:
                 d.request_stop()
             await task
+            assert fake.state.stats.lost_responses >= 10
             # The scenario: Meta reported a different ID for these Brazilian and all the
             # Mexican numbers, and the stored conversations know it.
             differs = [p for p in numbers if rows[ids[p]].wa_id != p[1:]]
@@ -227,3 +235,126 @@ async def test_stop_from_the_wa_id_opts_out_the_enrolled_number(
     [res] = await store.enroll([Enrollment(BR[1], "ask")], NOW)
     await apply(store, flows, reply("556188880001", "STOP", "wamid.stop", A))
     assert (await state(store, res.id))[0] == "opted_out"
+
+
+# ------------------------------------------- the WhatsApp ID, when the answer was lost
+def status(wamid: str, kind: str, callback: int, recipient: str | None) -> str:
+    item: dict[str, Any] = {
+        "id": wamid,
+        "status": kind,
+        "timestamp": str(int(NOW.timestamp())),
+        "biz_opaque_callback_data": str(callback),
+    }
+    if recipient is not None:
+        item["recipient_id"] = recipient
+    else:  # a username-only user: a business-scoped user id instead (BSUID)
+        item["recipient_user_id"] = "US.13491208655302741918"
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": A},
+        "statuses": [item],
+    }
+    return json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "9", "changes": [{"field": "messages", "value": value}]}],
+        }
+    )
+
+
+async def answer_lost(store: Store, phone: str, wa_id: str | None = None) -> tuple[int, int]:
+    """Enroll and send step 0 with its answer lost, as the dispatcher records it (the
+    message `unknown`, no wamid; no WhatsApp ID learned unless `wa_id`, as from an
+    earlier send's answer). Returns (conversation, message)."""
+    [res] = await store.enroll([Enrollment(phone, "ask")], NOW)
+    claimed = await store.claim_due(100, 60, "w", NOW)
+    await store.release([c.id for c in claimed if c.id != res.id], "w")
+    [r] = await store.reserve([Reservation(res.id, 0, "question", NOW)], "w", NOW)
+    update = ConversationUpdate(
+        res.id, "pending", 0, "question", NOW + timedelta(minutes=2), 1, wa_id=wa_id
+    )
+    await store.record_results([Outcome(update, MessageUpdate(r.message_id, "unknown"))], "w", NOW)
+    return res.id, r.message_id
+
+
+async def wa_id_of(store: Store, cid: int) -> str | None:
+    return (await store.conversations_by_ids([cid]))[cid].wa_id
+
+
+async def test_a_status_teaches_the_wa_id_a_lost_answer_would_have(
+    store: Store, tmp_path: Path
+) -> None:
+    flows = ask_flows(tmp_path)
+    br, mid = await answer_lost(store, BR[0])  # +5531988880000, WhatsApp ID 553188880000
+    us, mid2 = await answer_lost(store, US[0])
+    await apply(
+        store,
+        flows,
+        # By callback id (the row has no wamid), then by the wamid that gave it.
+        status("wamid.Q", "sent", mid, "553188880000"),
+        status("wamid.Q2", "sent", mid2, US[0][1:]),
+    )
+    assert await wa_id_of(store, br) == "553188880000"
+    assert await wa_id_of(store, us) == US[0][1:]
+    # A later status by wamid alone finds the row too (it is known now).
+    third, mid3 = await answer_lost(store, MX[0])
+    await apply(store, flows, status("wamid.Q3", "sent", mid3, "x"))  # gives it its wamid
+    await apply(store, flows, status("wamid.Q3", "delivered", 0, "5215512340000"))
+    assert await wa_id_of(store, third) == "5215512340000"
+
+
+async def test_a_status_never_overwrites_a_known_wa_id(store: Store, tmp_path: Path) -> None:
+    flows = ask_flows(tmp_path)
+    known, mid = await answer_lost(store, MX[0], wa_id="5215512340000")
+    await apply(store, flows, status("wamid.Q", "delivered", mid, "525512340000"))
+    assert await wa_id_of(store, known) == "5215512340000"
+
+
+async def test_only_a_usable_recipient_id_of_an_accepted_message_teaches(
+    store: Store, tmp_path: Path
+) -> None:
+    flows = ask_flows(tmp_path)
+    # A username-only user: no recipient_id (a BSUID instead); a malformed one.
+    bsuid, m1 = await answer_lost(store, US[0])
+    odd, m2 = await answer_lost(store, US[1])
+    # A `failed` status: its recipient_id may be only the number as sent.
+    failed, m3 = await answer_lost(store, BR[1])
+    await apply(
+        store,
+        flows,
+        status("wamid.1", "sent", m1, None),
+        status("wamid.2", "sent", m2, "US.1349120865"),
+        status("wamid.3", "failed", m3, "5561988880001"),
+    )
+    assert [await wa_id_of(store, c) for c in (bsuid, odd, failed)] == [None, None, None]
+
+
+@pytest.mark.postgres
+async def test_a_conversation_another_transaction_holds_learns_on_the_retry(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: the processor never waits for a row lock (it could deadlock against a
+    dispatcher); the status's inbox row waits instead, and the retry learns the ID."""
+    flows = ask_flows(tmp_path)
+    store = await open_store(postgres_url)
+    try:
+        cid, mid = await answer_lost(store, BR[0])
+        blocker = await asyncpg.connect(_admin_dsn(postgres_url))
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("SELECT id FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            await apply(store, flows, status("wamid.Q", "sent", mid, "553188880000"))
+            assert await wa_id_of(store, cid) is None
+            [row] = (await store.snapshot()).inbox
+            assert row.processed_at is None and "conversation" in (row.error or "")
+            await tx.rollback()
+        finally:
+            await blocker.close()
+        processor = InboxProcessor(store, flows, FakeClock(NOW), default_sender=A)
+        await processor.drain()
+        assert await wa_id_of(store, cid) == "553188880000"
+        [row] = (await store.snapshot()).inbox
+        assert row.processed_at is not None and row.error is None
+    finally:
+        await store.close()

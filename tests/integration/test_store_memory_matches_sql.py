@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from dripline.inbox.recipients import wa_ids_to_learn
 from dripline.store import (
     ConversationChange,
     ConversationUpdate,
@@ -104,7 +105,11 @@ class Driver:
                 )
             state = rng.choice(("awaiting_reply", "in_progress", "completed", "pending"))
             nxt = None if state == "completed" else self.at(rng.choice((0, 60, 600)))
-            update = ConversationUpdate(c.id, state, c.step + 1, "question", nxt, r.attempts)
+            # Now and then the send's answer names the user's WhatsApp ID.
+            wa_id = f"1555{c.id:07d}" if rng.random() < 0.3 else None
+            update = ConversationUpdate(
+                c.id, state, c.step + 1, "question", nxt, r.attempts, wa_id=wa_id
+            )
             outcomes.append(Outcome(update, message))
         later = self.now + timedelta(seconds=rng.choice((0, 45)))  # maybe after the lease
         self.log.append(await store.record_results(outcomes, worker, later))
@@ -123,12 +128,15 @@ class Driver:
                     self.at(0),
                     message_id=m.id if rng.random() < 0.5 else None,
                     error_code=131047,
+                    recipient_id=rng.choice((None, f"1555{m.conversation_id:07d}", "1555999")),
                 )
                 for m in rng.sample(state.messages, min(len(state.messages), 4))
             ]
             result = await tx.apply_statuses(updates, self.now)
             # applied + unchanged, not each: on PostgreSQL `applied` undercounts batches.
             self.log.append((result.applied + result.unchanged, result.unmatched, result.busy))
+            self.log.append(sorted(result.matched.items()))
+            self.log.append(await tx.learn_wa_ids(wa_ids_to_learn(updates, result.matched)))
             phones = sorted({c.phone for c in state.conversations})[:3]
             found = await tx.conversations_for(phones, self.now)
             self.log.append(found)

@@ -109,6 +109,9 @@ FOUND = {
     # been enrolled in the same flow again: one active conversation per phone and flow,
     # so the status's whole webhook body failed for good and the refusal was lost.
     "refusal-reopened-next-to-a-newer-enrollment": (197,),
+    # A send whose answer was lost was settled by its statuses, but only send answers
+    # taught a conversation its user's WhatsApp ID, so it never learned it (5, 12).
+    "wa-id-never-learned-after-a-lost-answer": (5, 12),
 }
 
 

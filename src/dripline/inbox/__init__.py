@@ -1,6 +1,7 @@
 """Inbox processing: webhook events applied to messages and conversations.
 
     plan.py        pure decisions: a status as a store update, what inbound messages do
+    recipients.py  pure: which WhatsApp IDs statuses teach (a send's answer was lost)
     processor.py   the loop: batches of inbox rows, one store transaction each
 
 The server only stores webhook bodies (`dripline.server.webhook`); this package decides

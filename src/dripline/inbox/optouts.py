@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from dripline.inbox.recipients import usable_wa_id
 from dripline.store import Suppression
 from dripline.whatsapp.webhooks import StatusEvent
 
@@ -30,8 +31,8 @@ def suppressions_from_statuses(events: Iterable[StatusEvent], now: datetime) -> 
     for event in events:
         if event.status != "failed" or not any(e.code in OPT_OUT_CODES for e in event.errors):
             continue
-        digits = event.recipient_id.strip().lstrip("+")
-        if not (digits.isascii() and digits.isdigit() and 4 <= len(digits) <= 15):
+        digits = usable_wa_id(event.recipient_id)
+        if digits is None:
             continue
         code = next(e.code for e in event.errors if e.code in OPT_OUT_CODES)
         key = (event.phone_number_id or "", "+" + digits)

@@ -8,8 +8,9 @@ decides what follows when it next claims the conversation. A status carrying our
 Inbound messages (`plan_inbound`):
 
 - the sender's conversations are found by WhatsApp ID first (`wa_id`, learned from the
-  send response), then by the number and its known variants (`dripline.phones`:
-  Brazil's ninth digit, Mexico's 521, Argentina's 549);
+  send response, or from a status's `recipient_id` when that was lost: `recipients.py`),
+  then by the number and its known variants (`dripline.phones`: Brazil's ninth digit,
+  Mexico's 521, Argentina's 549);
 - recorded once per wamid in `inbound_messages`; from a number with no conversation
   they are recorded with no conversation, never an error;
 - the message is for the sender's active conversations on the business number it was
@@ -52,6 +53,7 @@ import structlog
 from dripline.errors import InputError
 from dripline.flows import FlowRegistry, Transition
 from dripline.flows.answers import Reply
+from dripline.inbox.recipients import usable_wa_id
 from dripline.store import (
     ACTIVE_STATES,
     OPT_OUT_KIND,
@@ -114,6 +116,7 @@ def status_update(event: StatusEvent, now: datetime) -> StatusUpdate | None:
         message_id=message_id,
         error_code=code,
         error_title=title,
+        recipient_id=usable_wa_id(event.recipient_id),
     )
 
 

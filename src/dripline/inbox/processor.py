@@ -29,6 +29,7 @@ from dripline.flows import FlowRegistry
 from dripline.inbox.optouts import suppressions_from_statuses
 from dripline.inbox.plan import InboundEvent, inbound_event, plan_inbound, status_update
 from dripline.inbox.receipts import ReadReceipt, ReadReceipts, receipts_for
+from dripline.inbox.recipients import wa_ids_to_learn
 from dripline.inbox.refusals import plan_refusals
 from dripline.store import (
     STATUS_RANK,
@@ -239,6 +240,16 @@ class InboxProcessor:
         for wamid in sres.busy:
             for row_id in status_rows.get(wamid, ()):
                 waiting[row_id] = "waiting: a message row is locked by a dispatcher"
+        # A status also names the user's WhatsApp ID: the only word of it when the send's
+        # answer was lost. A conversation another transaction holds waits, status and
+        # all (repeating a status changes nothing; the ID is learned on the retry).
+        learn = wa_ids_to_learn(updates, sres.matched)
+        if learn:
+            held_convs = await tx.learn_wa_ids(learn)
+            for wamid, (conv_id, _) in sres.matched.items():
+                if conv_id in held_convs:
+                    for row_id in status_rows.get(wamid, ()):
+                        waiting[row_id] = "waiting: the conversation is being sent to"
         ready = [r for r in refusals if not r.busy and r.wamid not in sres.busy]
         lost = [u for u in _furthest(updates) if u.wamid in sres.unmatched_wamids]
         if lost:

@@ -17,7 +17,8 @@ Users are identified as Meta may identify them: the send answer's `contacts[0].w
 statuses' `recipient_id` and inbound `from` carry the user's WhatsApp ID, which differs
 from the number sent for Brazilian mobiles outside areas 11-28 and for Mexican numbers
 (`dripline.fake.rules.wa_id_for`, with its sources), so dripline's matching of replies
-by ID and number variants runs in every seed.
+by ID and number variants runs in every seed, and a lost answer leaves the statuses'
+`recipient_id` to teach the ID (the wa-id-known invariant).
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ Each is named in docs/reliability.md ("Invariants the simulator checks"):
     stop-is-final     nothing is accepted for a conversation after its STOP was applied
     replies-reach     every message a user sent after being enrolled is recorded with
                       one of that user's conversations, whatever WhatsApp ID it came from
+    wa-id-known       a conversation whose message the API accepted knows the user's
+                      WhatsApp ID (from the send's answer, or its statuses' recipient_id
+                      when the answer was lost), and a known ID is the user's
     final-is-final    a conversation in a terminal state never changes state again
                       (except `completed` reopened or failed by a refusal its
                       webhook reported); a message's status never moves backwards
@@ -359,6 +362,29 @@ def _replies_reach(
     return out
 
 
+def _wa_id_known(
+    owners: dict[str, str], conversations: Sequence[Any], messages: Sequence[Any]
+) -> list[str]:
+    """A conversation whose message the API accepted knows its user's WhatsApp ID: from
+    the send's answer or, when that was lost, from the message's status webhooks (their
+    `recipient_id`); and a known ID is the user's."""
+    wa_id_of = {phone: wa[1:] for wa, phone in owners.items()}
+    accepted = {m.conversation_id for m in messages if m.status in ("sent", "delivered", "read")}
+    out = []
+    for c in conversations:
+        expected = wa_id_of.get(c.phone)
+        if expected is None:
+            continue
+        if c.wa_id is not None and c.wa_id != expected:
+            out.append(f"wa-id-known: conversation {c.id} ({c.phone}) has {c.wa_id}")
+        elif c.wa_id is None and c.id in accepted:
+            out.append(
+                f"wa-id-known: conversation {c.id} ({c.phone}) had a message accepted and "
+                f"never learned its WhatsApp ID {expected}"
+            )
+    return out
+
+
 def _no_event_failed(inbox: Sequence[Any]) -> list[str]:
     """Every webhook the simulation sends is well formed: none may end marked failed (a
     transient database refusal is retried, never a reason to give an event up)."""
@@ -395,6 +421,7 @@ def check_final(
     out += _unknown_without_cause(cfg, conversations)
     out += _stop_is_final(obs, accepted, by_id)
     out += _replies_reach(owners or {}, conversations, inbound)
+    out += _wa_id_known(owners or {}, conversations, messages)
     out += _rate(cfg, arrivals)
     out += _no_event_failed(inbox)
     if pair_refusals:

@@ -8,7 +8,7 @@ as on SQLite. Its changes sit in a `View` that readers do not see until commit.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -83,6 +83,7 @@ class MemoryWebhookTx(WebhookTx):
                 by_wamid[m.wamid] = m.id
         # The furthest status per row in this batch (a batch may hold sent+delivered+read).
         best: dict[int, StatusUpdate] = {}
+        matched: dict[str, tuple[int, str | None]] = {}
         unmatched = 0
         stale = 0
         lost: set[str] = set()
@@ -102,6 +103,10 @@ class MemoryWebhookTx(WebhookTx):
                 unmatched += 1
                 lost.add(u.wamid)
                 continue
+            msg = v.messages.get(row_id)
+            owner = v.conversations.get(msg.conversation_id) if msg is not None else None
+            if owner is not None:  # a row always has one (a foreign key on SQL)
+                matched[u.wamid] = (owner.id, owner.wa_id)
             prev = best.get(row_id)
             if prev is None or STATUS_RANK[u.status] > STATUS_RANK[prev.status]:
                 best[row_id] = u
@@ -136,7 +141,7 @@ class MemoryWebhookTx(WebhookTx):
                 )
             applied += 1
         return StatusResult(
-            applied, len(best) - applied + stale, unmatched, frozenset(), frozenset(lost)
+            applied, len(best) - applied + stale, unmatched, frozenset(), frozenset(lost), matched
         )
 
     async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
@@ -191,6 +196,14 @@ class MemoryWebhookTx(WebhookTx):
     async def sends_in_flight(self) -> bool:
         await self._enter("webhook_transaction.sends_in_flight")
         return any(m.status in _IN_FLIGHT for m in self._v.messages.values())
+
+    async def learn_wa_ids(self, wa_ids: Mapping[int, str]) -> set[int]:
+        await self._enter("webhook_transaction.learn_wa_ids")
+        for conv_id in sorted(wa_ids):
+            row = self._v.conversations.get(conv_id)
+            if row is not None and row.wa_id is None:  # never overwrite a known one
+                self._v.change_conversation(row, wa_id=wa_ids[conv_id])
+        return set()  # no row is ever held by another transaction here
 
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
         await self._enter("webhook_transaction.requeue_messages")

@@ -9,7 +9,7 @@ contract, stays readable; `dripline.store.base.WebhookTx` still names it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -58,7 +58,8 @@ class WebhookTx(ABC):
         A status finds its row by wamid, else by the callback id (a send whose response
         was lost has no wamid yet); a callback id only matches a row without a wamid or
         with the same one, so a stray id cannot touch another message. Rows another
-        transaction holds are left alone and their wamids reported `busy`.
+        transaction holds are left alone and their wamids reported `busy`. `matched`
+        names each matched row's conversation and its `wa_id`, held or not.
         """
 
     @abstractmethod
@@ -82,6 +83,15 @@ class WebhookTx(ABC):
         own key. The error code and title stay (what happened last); the wamid, sent
         time and first-webhook time go, since they were the refused attempt's (the next
         attempt's statuses must match by its callback id). Returns the rows changed."""
+
+    @abstractmethod
+    async def learn_wa_ids(self, wa_ids: Mapping[int, str]) -> set[int]:
+        """Record each conversation's WhatsApp ID (conversation id -> digits) where none
+        is known yet; a known one is never overwritten, and nothing else changes (not
+        `updated_at`: learning who the user is moves nothing). For a status whose send's
+        answer was lost, the only other source of the ID (`StatusResult.matched` says
+        which conversations; `dripline.inbox.recipients` decides). Returns the ids of
+        conversations another transaction holds (PostgreSQL, skipped: retry later)."""
 
     # inbound messages ------------------------------------------------------
     @abstractmethod

@@ -8,7 +8,8 @@ generated methods (`dripline run --once` pays every import; issue 14).
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
 
 # At run time, not only for type checking: annotations stay resolvable (get_type_hints).
@@ -53,6 +54,9 @@ class StatusUpdate:
     message_id: int | None = None
     error_code: int | None = None
     error_title: str | None = None
+    # The user's WhatsApp ID as the status reports it (`recipient_id`, digits); None when
+    # it has none we can use (absent for a username-only user). See `learn_wa_ids`.
+    recipient_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,11 @@ class StatusResult:
     # The wamids of `unmatched` updates (a `failed` status carries no callback id, so
     # one that outruns the dispatcher's record of its wamid matches nothing yet).
     unmatched_wamids: frozenset[str] = frozenset()
+    # Each matched update's wamid -> (its message's conversation, that conversation's
+    # `wa_id` as read here): what the inbox needs to decide which WhatsApp IDs a status
+    # teaches (`dripline.inbox.recipients`). Statuses of a refused earlier attempt
+    # (counted `unchanged`) are not in it.
+    matched: Mapping[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

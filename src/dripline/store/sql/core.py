@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, text
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,6 +40,7 @@ __all__ = [
     "driver_error",
     "first_line",
     "inbound_from_row",
+    "lock_conversations",
     "message_from_row",
     "ts",
     "worker_from_row",
@@ -113,6 +114,22 @@ def ts(name: str) -> Any:
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+async def lock_conversations(conn: AsyncConnection, ids: Sequence[int]) -> set[int]:
+    """PostgreSQL: lock these conversation rows until commit, in id order, skipping those
+    another transaction holds (waiting could deadlock against a dispatcher); returns the
+    ids locked. A row gone is not returned either."""
+    locked: set[int] = set()
+    for id_chunk in chunks(sorted(ids)):
+        rows = await conn.execute(
+            select(conversations.c.id)
+            .where(conversations.c.id.in_(list(id_chunk)))
+            .order_by(conversations.c.id)
+            .with_for_update(skip_locked=True)
+        )
+        locked.update(r.id for r in rows)
+    return locked
 
 
 def first_line(exc: BaseException) -> str:

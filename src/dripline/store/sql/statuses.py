@@ -6,7 +6,7 @@ messages), which mixes `StatusTx` into its transaction class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,13 @@ from sqlalchemy import bindparam, case, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dripline.store.schema import conversations, messages
-from dripline.store.sql.core import CONVERSATION_COLUMNS, chunks, conversation_from_row, ts
+from dripline.store.sql.core import (
+    CONVERSATION_COLUMNS,
+    chunks,
+    conversation_from_row,
+    lock_conversations,
+    ts,
+)
 from dripline.store.types import (
     ACTIVE_STATES,
     STATUS_RANK,
@@ -77,6 +83,24 @@ def _status_update_statement(target: str) -> Any:
 _STATUS_UPDATES = {target: _status_update_statement(target) for target in (*_SENT, "failed")}
 
 
+def _rows_where(condition: Any) -> Any:
+    """Message rows a status may be for, with their conversation's learned WhatsApp ID
+    (`StatusResult.matched`): one join, no extra statement."""
+    return (
+        select(M.id, M.wamid, M.status, M.conversation_id, C.wa_id)
+        .join_from(messages, conversations, C.id == M.conversation_id)
+        .where(condition)
+    )
+
+
+# Only where none is known: an ID is never overwritten (`learn_wa_ids`).
+_LEARN_WA_ID = (
+    update(conversations)
+    .where(C.id == bindparam("b_id"), C.wa_id.is_(None))
+    .values(wa_id=bindparam("b_wa"))
+)
+
+
 class StatusTx:
     """The status statements of `SqlWebhookTx` (which sets `_conn` and `_pg`)."""
 
@@ -93,23 +117,24 @@ class StatusTx:
             return StatusResult(0, 0, 0, frozenset())
         wamids = sorted({u.wamid for u in updates})
         by_wamid: dict[str, tuple[int, str]] = {}
+        # Each row's conversation and its wa_id (`StatusResult.matched`).
+        conv_of: dict[int, tuple[int, str | None]] = {}
         for chunk in chunks(wamids):
-            rows = await self._conn.execute(
-                select(M.id, M.wamid, M.status).where(M.wamid.in_(list(chunk)))
-            )
+            rows = await self._conn.execute(_rows_where(M.wamid.in_(list(chunk))))
             for r in rows:
                 by_wamid[r.wamid] = (r.id, r.status)
+                conv_of[r.id] = (r.conversation_id, r.wa_id)
         ids = sorted({u.message_id for u in updates if u.wamid not in by_wamid and u.message_id})
         by_id: dict[int, tuple[str | None, str]] = {}
         for id_chunk in chunks(ids):
-            rows = await self._conn.execute(
-                select(M.id, M.wamid, M.status).where(M.id.in_(list(id_chunk)))
-            )
+            rows = await self._conn.execute(_rows_where(M.id.in_(list(id_chunk))))
             for r in rows:
                 by_id[r.id] = (r.wamid, r.status)
+                conv_of[r.id] = (r.conversation_id, r.wa_id)
 
         # The furthest status per row in this batch (a batch may hold sent+delivered+read).
         best: dict[int, StatusUpdate] = {}
+        matched: dict[str, tuple[int, str | None]] = {}
         current: dict[int, str] = {}
         wamids_of: dict[int, set[str]] = {}
         unmatched = 0
@@ -132,6 +157,7 @@ class StatusTx:
                 lost.add(u.wamid)
                 continue
             current[row_id] = status
+            matched[u.wamid] = conv_of[row_id]
             wamids_of.setdefault(row_id, set()).add(u.wamid)
             prev = best.get(row_id)
             if prev is None or STATUS_RANK[u.status] > STATUS_RANK[prev.status]:
@@ -184,7 +210,12 @@ class StatusTx:
                 applied += result.rowcount if result.rowcount >= 0 else len(params)
         busy = frozenset(w for i in busy_ids for w in wamids_of[i])
         return StatusResult(
-            applied, len(best) - applied - len(busy_ids) + stale, unmatched, busy, frozenset(lost)
+            applied,
+            len(best) - applied - len(busy_ids) + stale,
+            unmatched,
+            busy,
+            frozenset(lost),
+            matched,
         )
 
     async def refusals(self, updates: Sequence[StatusUpdate], now: datetime) -> list[Refusal]:
@@ -279,6 +310,24 @@ class StatusTx:
             select(M.id).where(_in_literal(M.status, ("sending", "unknown"))).limit(1)
         )
         return row.first() is not None
+
+    async def learn_wa_ids(self, wa_ids: Mapping[int, str]) -> set[int]:
+        """PostgreSQL locks the conversations first, skipping those another transaction
+        holds (a dispatcher recording results): waiting could deadlock (see webhook.py)."""
+        wanted = sorted(wa_ids)
+        if not wanted:
+            return set()
+        busy: set[int] = set()
+        if self._pg:
+            locked = await lock_conversations(self._conn, wanted)
+            # A conversation that is gone is not busy: it has nothing left to learn.
+            for id_chunk in chunks([i for i in wanted if i not in locked]):
+                rows = await self._conn.execute(select(C.id).where(C.id.in_(list(id_chunk))))
+                busy.update(r.id for r in rows)
+            wanted = [i for i in wanted if i in locked]
+        if wanted:
+            await self._conn.execute(_LEARN_WA_ID, [{"b_id": i, "b_wa": wa_ids[i]} for i in wanted])
+        return busy
 
     async def requeue_messages(self, ids: Sequence[int], now: datetime) -> int:
         changed = 0

@@ -43,6 +43,7 @@ from dripline.store.sql.core import (
     SqlCore,
     chunks,
     conversation_from_row,
+    lock_conversations,
     ts,
 )
 from dripline.store.sql.statuses import StatusTx
@@ -195,15 +196,7 @@ class SqlWebhookTx(StatusTx, WebhookTx):
             latest[p] = max((h[2] for h in heads_of.of(p)), default=None)
         if self._pg:
             ids = sorted({c.id for p in phones if p not in busy for c in active[p]})
-            locked: set[int] = set()
-            for id_chunk in chunks(ids):
-                rows = await self._conn.execute(
-                    select(C.id)
-                    .where(C.id.in_(list(id_chunk)))
-                    .order_by(C.id)
-                    .with_for_update(skip_locked=True)
-                )
-                locked.update(r.id for r in rows)
+            locked = await lock_conversations(self._conn, ids)
             for p in phones:
                 if any(c.id not in locked for c in active[p]):
                     busy.add(p)
