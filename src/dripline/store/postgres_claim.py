@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -49,6 +50,7 @@ _CLAIM_ORDER = (
 if tuple(c.name for c in CLAIM_COLUMNS) != _CLAIM_ORDER:  # pragma: no cover
     raise RuntimeError("conversations' columns changed: update postgres_hot._CLAIM_ORDER")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DUE_ORDER = attrgetter("next_send_at", "id")
 
 
 def _returned(col: Any) -> ColumnElement[Any]:
@@ -94,51 +96,59 @@ def claim_update(due: Select[Any]) -> Update:
     )
 
 
+# `Conversation`'s fields set one by one, as its frozen dataclass `__init__` does, but
+# by each slot's own setter: 0.11 against 0.17 ms a claim of 100 (measured alone, both
+# with the times below). By name, so the fields' order does not matter; all of them.
+_NEW = object.__new__
+_FIELD_NAMES = (
+    "id", "phone", "flow", "step", "purpose", "state", "next_send_at", "attempts",
+    "lease_owner", "lease_expires_at", "last_inbound_at", "last_error", "name", "timezone",
+    "sender", "fields", "created_at", "updated_at", "wa_id",
+)  # fmt: skip
+if set(_FIELD_NAMES) != set(Conversation.__slots__):  # pragma: no cover
+    raise RuntimeError("Conversation's fields changed: update postgres_claim._FIELD_NAMES")
+(
+    _id, _phone, _flow, _step, _purpose, _state, _next_send_at, _attempts, _lease_owner,
+    _lease_expires_at, _last_inbound_at, _last_error, _name, _timezone, _sender, _fields,
+    _created_at, _updated_at, _wa_id,
+) = (getattr(Conversation, n).__set__ for n in _FIELD_NAMES)  # fmt: skip
+
+
 def claimed_conversations(
     rows: Sequence[Any], worker_id: str, until: datetime
 ) -> list[Conversation]:
-    """The claim's rows (`CLAIM_COLUMNS`, earliest due first; a `claim`'s rows may end
-    in its next due time) as conversations leased to `worker_id` until `until`."""
+    """The claim's rows (`CLAIM_COLUMNS`; a `claim`'s rows end in its next due time) as
+    conversations leased to `worker_id` until `until`, earliest due first."""
     times: dict[int, datetime] = {}  # one datetime per distinct time in this claim
+    get, keep, epoch, us = times.get, times.setdefault, _EPOCH, timedelta
     out = []
     for r in rows:
         cid, phone, flow, step, purpose, state, due, attempts, inbound = r[:9]
         error, name, tz, sender, fields, created, updated, wa_id = r[9:17]
-        due_at = inbound_at = None
-        if due is not None:
-            due_at = times.get(due) or times.setdefault(due, _EPOCH + timedelta(0, 0, due))
-        if inbound is not None:
-            inbound_at = times.get(inbound) or times.setdefault(
-                inbound, _EPOCH + timedelta(0, 0, inbound)
-            )
-        created_at = times.get(created) or times.setdefault(
-            created, _EPOCH + timedelta(0, 0, created)
-        )
-        updated_at = times.get(updated) or times.setdefault(
-            updated, _EPOCH + timedelta(0, 0, updated)
-        )
-        data = json.loads(fields) if fields is not None else {}  # `json` comes as text
-        out.append(
-            Conversation(
-                cid,
-                phone,
-                flow,
-                step,
-                purpose,
-                state,
-                due_at,
-                attempts,
-                worker_id,
-                until,
-                inbound_at,
-                error,
-                name,
-                tz,
-                sender,
-                data,
-                created_at,
-                updated_at,
-                wa_id,
-            )
-        )
+        c = _NEW(Conversation)
+        _id(c, cid)
+        _phone(c, phone)
+        _flow(c, flow)
+        _step(c, step)
+        _purpose(c, purpose)
+        _state(c, state)
+        _next_send_at(c, None if due is None else get(due) or keep(due, epoch + us(0, 0, due)))
+        _attempts(c, attempts)
+        _lease_owner(c, worker_id)
+        _lease_expires_at(c, until)
+        at = None if inbound is None else get(inbound) or keep(inbound, epoch + us(0, 0, inbound))
+        _last_inbound_at(c, at)
+        _last_error(c, error)
+        _name(c, name)
+        _timezone(c, tz)
+        _sender(c, sender)
+        _fields(c, json.loads(fields) if fields is not None else {})  # `json` comes as text
+        _created_at(c, get(created) or keep(created, epoch + us(0, 0, created)))
+        _updated_at(c, get(updated) or keep(updated, epoch + us(0, 0, updated)))
+        _wa_id(c, wa_id)
+        out.append(c)
+    # Sorted here, not by the server: an ORDER BY needs claim_due's statement wrapped in
+    # a CTE, which planned 0.02-0.03 ms slower (3 alternating sets of 50 EXPLAINs); this
+    # sort of 100 costs under 0.01 ms.
+    out.sort(key=_DUE_ORDER)
     return out

@@ -196,11 +196,9 @@ class HotSql:
         # statement. The outer query reads the snapshot from before the claim's update,
         # so it leaves out the rows just claimed by id; a separate `next_due_at` after
         # the update would not see them as unleased either. One row at least: with
-        # nothing claimed, the conversation columns are NULL. Both come earliest due
-        # first, sorted by the server (`claimed_conversations` keeps the order).
+        # nothing claimed, the conversation columns are NULL.
+        self.claim_only = compiled(claim)  # `claim_due`: no next due time
         claimed = claim.cte("claimed")
-        order = (claimed.c.next_send_at, claimed.c.id)
-        self.claim_only = compiled(select(*claimed.c).order_by(*order))  # `claim_due`
         next_due = (
             select(func.min(C.next_send_at))
             .where(
@@ -212,9 +210,7 @@ class HotSql:
         )
         one = select(next_due.label("next_due")).subquery("n")
         self.claim = compiled(
-            select(*claimed.c, one.c.next_due)
-            .select_from(one.outerjoin(claimed, sql_true()))
-            .order_by(*order)
+            select(*claimed.c, one.c.next_due).select_from(one.outerjoin(claimed, sql_true()))
         )
         # Serializes reservations per conversation; NO KEY keeps FK inserts unblocked.
         self.lock_owned = compiled(lock_owned_select(_IDS).with_for_update(key_share=True))
