@@ -3,7 +3,7 @@ makes. Issue 14: on 10,000,000 conversations the claim's WAL flush was 0.5-4 ms 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -74,6 +74,57 @@ async def test_a_row_held_for_a_foreign_key_check_is_still_claimed(postgres_url:
         finally:
             await tr.rollback()
         assert sorted(c.id for c in claimed) == [ids[0], ids[2]]
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_claimed_rows_are_the_rows_as_read_back(postgres_url: str) -> None:
+    # The claim sends times as integer microseconds and not the lease it set (pgclaim):
+    # what it builds must be the row a read returns, every column, to the microsecond,
+    # in UTC however `now` is given, earliest due first (ties by id), for both claims.
+    store = await open_store(postgres_url, pool_size=1)
+    other = await asyncpg.connect(_dsn(postgres_url))
+    try:
+        people = [
+            Enrollment(f"+1415555{i:04d}", "f", at=NOW, name="Ana", timezone="Europe/Lisbon")
+            for i in range(6)
+        ]
+        people[1] = Enrollment("+14155550001", "f", at=NOW, sender="s1", fields={"k": "v é"})
+        await store.enroll(people, NOW)
+        ids = [int(r[0]) for r in await other.fetch("SELECT id FROM conversations ORDER BY id")]
+        # Distinct times down to the microsecond, one due time shared by two rows, an
+        # answer and a WhatsApp ID on one, an error on another.
+        for n, cid in enumerate(ids):
+            await other.execute(
+                "UPDATE conversations SET next_send_at = $2, created_at = $3,"
+                " updated_at = $4 WHERE id = $1",
+                cid,
+                NOW - timedelta(seconds=n % 3, microseconds=7 * n + 1),
+                NOW - timedelta(days=400, microseconds=n),
+                NOW - timedelta(microseconds=999_999 - n),
+            )
+        await other.execute(
+            "UPDATE conversations SET last_inbound_at = $2, wa_id = '14155550002',"
+            " state = 'in_progress', step = 2 WHERE id = $1",
+            ids[2],
+            NOW - timedelta(hours=5, microseconds=3),
+        )
+        await other.execute("UPDATE conversations SET last_error = 'x' WHERE id = $1", ids[3])
+        lisbon_noon = NOW.astimezone(timezone(timedelta(hours=-3)))
+        first = await store.claim_due(3, 60.5, "w1", lisbon_noon)
+        rest = await store.claim_next(10, 60.5, "w2", NOW)
+        for got, worker in ((first, "w1"), (rest.conversations, "w2")):
+            assert [(c.next_send_at, c.id) for c in got] == sorted(
+                (c.next_send_at, c.id) for c in got
+            )
+            read = await store.conversations_by_ids([c.id for c in got])
+            assert got == [read[c.id] for c in got]
+            assert all(c.lease_owner == worker for c in got)
+            assert all(c.lease_expires_at == NOW + timedelta(seconds=60.5) for c in got)
+            assert all(c.lease_expires_at.tzinfo is UTC for c in got)  # type: ignore[union-attr]
+        assert sorted(c.id for c in [*first, *rest.conversations]) == ids
+        assert rest.next_due_at is None
     finally:
         await other.close()
         await store.close()

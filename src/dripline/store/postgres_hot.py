@@ -15,24 +15,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ClauseElement,
     Insert,
-    Select,
     Update,
     any_,
     bindparam,
     func,
-    literal_column,
     or_,
     select,
     text,
     union_all,
-    update,
 )
 from sqlalchemy import true as sql_true
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -40,11 +37,11 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from dripline.store.migrate import VERSION_TABLE, one_revision
+from dripline.store.postgres_claim import claim_update, claimed_conversations
 from dripline.store.schema import conversations, messages, workers
-from dripline.store.sql.core import ACTIVE, CHUNK, CONVERSATION_COLUMNS, chunks, ts
+from dripline.store.sql.core import ACTIVE, CHUNK, chunks, ts
 from dripline.store.sql.dispatch import (
     claim_params,
-    claimed_rows,
     extend_update,
     heartbeat_values,
     lock_owned_select,
@@ -66,6 +63,7 @@ __all__ = [
     "claim",
     "claim_due",
     "claim_update",
+    "claimed_conversations",
     "compiled",
     "extend",
     "heartbeat",
@@ -77,7 +75,6 @@ __all__ = [
 C = conversations.c
 W = workers.c
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
-_FIELDS = [c.name for c in CONVERSATION_COLUMNS].index("fields")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,39 +187,6 @@ WHERE m.id = v.id
 _IDS = C.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger)))
 
 
-def claim_update(due: Select[Any]) -> Update:
-    """PostgreSQL's claim: lease the rows of `due` (ids, earliest first, with its LIMIT).
-
-    Measured on 10,000,000 conversations (bench/README.md, "Issue 14, claim10m"):
-    - The ids come as one array, `id = ANY(ARRAY(...))`, not `id IN (...)`: the array is
-      an InitPlan and the update an index scan of the primary key, where the semi-join
-      made the planner weigh joins (0.36-0.41 -> 0.15-0.22 ms of planning per claim,
-      which runs with a custom plan each time) and add a hash aggregate.
-    - `FOR NO KEY UPDATE`, the lock the UPDATE itself takes (no key column changes):
-      claimers still skip each other's rows, and an insert referencing a row (its
-      foreign-key check takes KEY SHARE) neither waits for a claim nor hides the row
-      from one.
-    - The claim commits without waiting for its WAL to reach the disk
-      (`synchronous_commit = off` for its own transaction, set by the statement itself:
-      no extra round trip): that flush was 0.6-0.8 ms of each claim, 2.5-3.7 ms under
-      load. Losing a claim in a server crash leaves its rows unleased, and nothing
-      the dispatcher does with them can be durable without a later synchronous commit
-      (the reservation checks the lease, in its own transaction), whose flush writes the
-      claim's WAL first. So a crash before that loses only the claim, never a send's
-      record, and no row is ever sent twice for it.
-    """
-    ids = due.with_for_update(skip_locked=True, key_share=True)
-    # A one-row FROM item, so the setting is made once, when the update runs.
-    setting = [literal_column("'synchronous_commit'"), literal_column("'off'"), sql_true()]
-    cfg = select(func.set_config(*setting).label("sc")).subquery("cfg")
-    return (
-        update(conversations)
-        .where(C.id == any_(func.array(ids.scalar_subquery())), cfg.c.sc.is_not(None))
-        .values(lease_owner=bindparam("b_w"), lease_expires_at=ts("b_until"))
-        .returning(*CONVERSATION_COLUMNS)
-    )
-
-
 class HotSql:
     """The lane's statements, compiled once per store (on first use: start-up does not
     pay for them)."""
@@ -293,25 +257,15 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _conversation(row: Any, extra: int = 1) -> list[Any]:
-    """A row of CONVERSATION_COLUMNS, then `extra` more columns (the claim's next due)."""
-    values = list(row)
-    if extra:
-        del values[-extra:]
-    fields = values[_FIELDS]
-    if fields is not None:
-        values[_FIELDS] = json.loads(fields)  # asyncpg returns `json` as text
-    return values
-
-
 async def claim(
     conn: Any, sql: HotSql, limit: int, lease_ttl_s: float, worker_id: str, now: datetime
 ) -> Claim:
     """`Store.claim_next`."""
     params = claim_params(max(limit, 0), lease_ttl_s, worker_id, _aware(now) or now)
     rows = await _fetch(conn, sql.claim, params)
-    convs = [_conversation(r) for r in rows if r[0] is not None]
-    return Claim(claimed_rows(convs), rows[0][-1])
+    until = params["b_until"].astimezone(UTC)
+    claimed = claimed_conversations(rows if rows[0][0] is not None else (), worker_id, until)
+    return Claim(claimed, rows[0][-1])
 
 
 async def claim_due(
@@ -320,7 +274,7 @@ async def claim_due(
     """`Store.claim_due` (limit > 0)."""
     params = claim_params(limit, lease_ttl_s, worker_id, _aware(now) or now)
     rows = await _fetch(conn, sql.claim_only, params)
-    return claimed_rows([_conversation(r, 0) for r in rows])
+    return claimed_conversations(rows, worker_id, params["b_until"].astimezone(UTC))
 
 
 async def reserve(
