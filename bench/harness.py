@@ -87,6 +87,7 @@ class Usage:
     cpu_s: float
     maxrss_mb: float  # includes the parent's RSS at fork: use Child.peak_mb
     exit_code: int
+    sys_s: float = 0.0  # the kernel's share of cpu_s (syscalls, wake-ups)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class Child:
             await asyncio.sleep(0.05)
         code = os.waitstatus_to_exitcode(status)
         self.popen.returncode = code  # reaped here; keep Popen from waiting again
-        self.usage = Usage(ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, code)
+        self.usage = Usage(ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, code, ru.ru_stime)
         return self.usage
 
     def stdout_json(self) -> Any:

@@ -75,7 +75,8 @@ async def _main(
             net = usage.cpu_s - base
             what = f"backlog {n}" if backlog else f"{rate:g}/s x {seconds:g} s"
             print(
-                f"{backend} {what}: sent {sent}/{n}, cpu {usage.cpu_s:.3f} s, "
+                f"{backend} {what}: sent {sent}/{n}, cpu {usage.cpu_s:.3f} s "
+                f"(sys {usage.sys_s:.3f}), "
                 f"start-up {base:.3f} s, net {net * 1000 / max(1, sent):.3f} ms/msg"
                 + (f" (profiled: {profile})" if profile else "")
             )

@@ -214,6 +214,30 @@ async def test_no_answer_in_time_is_a_maybe_sent_timeout_and_the_next_call_works
     await transport.close()
 
 
+async def test_each_request_times_out_on_its_own_deadline_across_reused_connections() -> None:
+    """The read timeouts share one timer (`Http1Transport._expire`): a connection reused
+    for a later request is timed on that request's deadline, not its first one's, and
+    a request that hangs among answered ones is timed out alone."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query["wait"]))
+        return web.Response(text="{}")
+
+    transport = Http1Transport(access_token="tok", read_timeout_s=0.4)
+    async with serving(handler) as (url, peers):
+        assert (await transport(url + "?wait=0", b"{}"))[0] == 200
+        await asyncio.sleep(0.2)
+        hang = asyncio.ensure_future(transport(url + "?wait=1.5", b"{}"))
+        # The first connection again, answered after its first request's deadline.
+        assert (await transport(url + "?wait=0.3", b"{}"))[0] == 200
+        with pytest.raises(TransportError, match=r"read timeout after 0\.4s") as info:
+            await hang
+        assert info.value.maybe_sent is True
+        assert (await transport(url + "?wait=0", b"{}"))[0] == 200
+    assert len(set(peers)) == 2  # the answered connection was reused
+    await transport.close()
+
+
 @pytest.mark.parametrize(
     "reply",
     [

@@ -252,3 +252,31 @@ def test_a_recorder_stopped_with_a_batch_pending_keeps_it_for_the_final_flush() 
     batches, pending = run_virtual(main)
     assert pending == 1
     assert batches == [(RECORD_INTERVAL_S * 2, 1)]
+
+
+def test_sends_waiting_for_their_tokens_wake_together_per_tick_never_early() -> None:
+    """Forty sends 1 ms apart (1,000/s) wake in 5 ms ticks: one timer per tick, not per
+    send, each at or after its token's time; a cancelled send's wait wakes no other."""
+    from dripline.dispatcher.ticks import StartTicks
+
+    async def main(loop: VirtualTimeLoop) -> tuple[int, list[float], bool]:
+        ticks = StartTicks(0.005)
+        base = loop.time() + 0.0102
+        woke: list[float] = []
+
+        async def send(at: float) -> None:
+            await ticks.wait_until(at)
+            woke.append(loop.time() - at)
+
+        before = len(loop._scheduled)  # type: ignore[attr-defined]
+        sends = [asyncio.ensure_future(send(base + i * 0.001)) for i in range(40)]
+        await asyncio.sleep(0)
+        timers = len(loop._scheduled) - before  # type: ignore[attr-defined]
+        sends[7].cancel()  # shares its tick with sends 5-9
+        await asyncio.gather(*sends, return_exceptions=True)
+        return timers, woke, sends[7].cancelled()
+
+    timers, late, cancelled = run_virtual(main)
+    assert timers <= 9  # 40 tokens over 39 ms: 8 or 9 ticks of 5 ms, not 40 timers
+    assert len(late) == 39 and cancelled
+    assert all(-1e-9 <= d < 0.005 for d in late), late

@@ -29,6 +29,7 @@ __all__ = [
     "RECORD_INTERVAL_S",
     "RESERVE_LEAD_S",
     "SHARE_LOOK_S",
+    "START_TICK_S",
     "STOP_GRACE_S",
     "THROTTLE_BASE_S",
     "THROTTLE_CAP_S",
@@ -49,6 +50,10 @@ CLAIM_HORIZON_MIN_S = 0.25
 RESERVE_LEAD_S = 0.01
 GROUP_SPAN_S = 0.05
 MAX_GROUP = 256
+# A send that waits for its rate token starts at the next multiple of START_TICK_S
+# (loop time), with every other send of that tick: one timer and one loop wake-up per
+# tick, not per send (ticks.py). At most this much later than its token.
+START_TICK_S = 0.005
 # Outcomes are written in one transaction every RECORD_INTERVAL_S, or as soon as
 # RECORD_BATCH_MAX are waiting.
 RECORD_INTERVAL_S = 0.05

@@ -21,6 +21,7 @@ from dripline.clock import Clock
 from dripline.dispatcher.constants import DB_RETRY_BASE_S, DB_RETRY_CAP_S
 from dripline.dispatcher.share import ShareGate
 from dripline.dispatcher.stats import DispatchObserver, DispatchStats
+from dripline.dispatcher.ticks import StartTicks
 from dripline.errors import TransientStoreError
 from dripline.flows.base import FlowRegistry
 from dripline.settings import Policy, Settings
@@ -127,6 +128,7 @@ class Context:
     state: RunState = field(default_factory=RunState)
     signals: Signals = field(default_factory=Signals)
     tasks: dict[asyncio.Task[Any], str] = field(default_factory=dict)
+    ticks: StartTicks = field(default_factory=StartTicks)  # sends' start times
     # The global rate per number (workers split it): the operator's, or the tier's.
     rate_per_s: float = 0.0
     tier: TierRate | None = None  # the last throughput tier read (dispatcher/tier.py)

@@ -117,9 +117,7 @@ async def send_one(
     slotted = False
     slot = _Slot(ctx)
     try:
-        delay = job.start_at - ctx.loop_time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await ctx.ticks.wait_until(job.start_at)  # with the other sends of its tick
         slotted = slot.held = await _take_slot(ctx, pacing, job)
         sent_at = ctx.clock.now()
         if not slotted or not ctx.signals.breaker_closed.is_set():

@@ -70,7 +70,8 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[RawResponse] | None = None
         self._on_answer: Callable[[int], None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # Loop time by which the response must be in (`Http1Transport` checks it).
+        self.deadline = 0.0
         self._body: list[bytes] = []
         self._retry_after: str | None = None
         self.origin: _Origin | None = None
@@ -116,9 +117,6 @@ class _Connection(asyncio.Protocol):
             return
         waiter, self._waiter = self._waiter, None
         on_answer, self._on_answer = self._on_answer, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if waiter is None or waiter.done():
             self.close()  # an answer nobody asked for: the connection is out of step
             return
@@ -132,26 +130,27 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     # requests ----------------------------------------------------------------
-    def request(self, data: bytes, timeout_s: float) -> asyncio.Future[RawResponse]:
-        """Write one request; the future resolves with its response."""
+    @property
+    def waiting(self) -> bool:
+        """A request is out and its response not yet in."""
+        return self._waiter is not None
+
+    def request(self, data: bytes, deadline: float) -> asyncio.Future[RawResponse]:
+        """Write one request; the future resolves with its response. The caller times
+        it out at `deadline` (`time_out`)."""
         assert self._transport is not None and self._waiter is None
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
         self._on_answer = ON_ANSWER.get()
-        self._timer = loop.call_later(timeout_s, self._on_timeout, timeout_s)
+        self.deadline = deadline
         self._transport.write(data)
         return waiter
 
-    def _on_timeout(self, timeout_s: float) -> None:
-        self._timer = None
+    def time_out(self, timeout_s: float) -> None:
         self._fail(f"read timeout after {timeout_s}s; the message may have been sent")
 
     def _fail(self, why: str) -> None:
         waiter, self._waiter = self._waiter, None
         self._on_answer = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self.close()
         if waiter is not None and not waiter.done():
             waiter.set_exception(TransportError(why, maybe_sent=True))
@@ -217,6 +216,12 @@ class Http1Transport:
         self._targets: dict[str, tuple[_Origin, bytes, Proxy | None]] = {}
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._all: set[_Connection] = set()
+        # Connections by their last request's start, oldest first (so by deadline: the
+        # timeout is the same for all), and the one timer that times out the oldest.
+        # A timer per request cost a heap push and a cancelled entry per message.
+        self._out: dict[_Connection, None] = {}
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_loop: asyncio.AbstractEventLoop | None = None
         # None: the system's CA store, made on the first https connection.
         self._ssl = ssl_context
 
@@ -366,7 +371,14 @@ class Http1Transport:
     async def _exchange(self, origin: _Origin, proxy: Proxy | None, data: bytes) -> RawResponse:
         """One request on an idle or new connection; its response."""
         conn = self._take_idle(origin) or await self._connect(origin, proxy)
-        waiter = conn.request(data, self._read_timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._read_timeout_s
+        waiter = conn.request(data, deadline)
+        out = self._out
+        out.pop(conn, None)  # to the end: the newest request
+        out[conn] = None
+        if self._expiry is None or self._expiry_loop is not loop:  # (a test's new loop)
+            self._expiry, self._expiry_loop = loop.call_at(deadline, self._expire), loop
         try:
             return await waiter
         except TransportError:
@@ -377,8 +389,28 @@ class Http1Transport:
             self._forget(conn)
             raise
 
+    def _expire(self) -> None:
+        """Time out every request past its deadline; wake again at the next deadline.
+        Connections whose request is done are dropped from `_out` here, lazily."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        out = self._out
+        while out:
+            conn = next(iter(out))
+            if conn.waiting:
+                if conn.deadline > now + 1e-3:  # (a timer may run a little early)
+                    self._expiry = loop.call_at(conn.deadline, self._expire)
+                    return
+                conn.time_out(self._read_timeout_s)
+            del out[conn]
+
     async def close(self) -> None:
         """Close every connection."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._out.clear()
         for conn in list(self._all):
             conn.close()
         self._all.clear()
