@@ -252,3 +252,67 @@ def test_a_recorder_stopped_with_a_batch_pending_keeps_it_for_the_final_flush() 
     batches, pending = run_virtual(main)
     assert pending == 1
     assert batches == [(RECORD_INTERVAL_S * 2, 1)]
+
+
+def _trickle_wakes(n: int, interval_s: float) -> tuple[int, dict[str, int]]:
+    """A dispatcher sending `n` messages, one every `interval_s` (virtual time): how many
+    were sent, and how many sleeps each of its tasks began meanwhile."""
+
+    async def main(loop: VirtualTimeLoop) -> tuple[int, dict[str, int]]:
+        clock = SimClock(loop)
+        store = MemoryStore()
+        t0 = clock.now()
+        items = [
+            Enrollment(phone=p, flow="demo", at=t0 + timedelta(seconds=1 + i * interval_s))
+            for i, p in enumerate(phones(n))
+        ]
+        await store.enroll(items, clock.now())
+        sent: list[str] = []
+
+        class _Api:
+            async def send(self, to: str, message: Any, **kw: Any) -> Any:
+                await asyncio.sleep(0.01)
+                sent.append(to)
+                return type("R", (), {"wamid": f"wamid.{len(sent)}"})()
+
+        sleeps: dict[str, int] = {}
+        plain = Context.sleep
+
+        async def counted(self: Context, seconds: float, *events: asyncio.Event) -> None:
+            task = asyncio.current_task()
+            name = task.get_name() if task is not None else "?"
+            sleeps[name] = sleeps.get(name, 0) + 1
+            await plain(self, seconds, *events)
+
+        settings = fast_settings(UNUSED_URL, rate_per_s=100.0, heartbeat_s=2.0)
+        d = Dispatcher(
+            store=store,
+            client=_Api(),
+            flows=load_flows(None),
+            settings=settings,
+            clock=clock,
+            worker_id="w1",
+            rng=random.Random(1),
+        )
+        task = asyncio.ensure_future(d.run(max_seconds=60))
+        await asyncio.sleep(0.5)  # started and idle
+        Context.sleep = counted  # type: ignore[method-assign]
+        try:
+            await asyncio.sleep(1 + n * interval_s)
+        finally:
+            Context.sleep = plain  # type: ignore[method-assign]
+        d.request_stop()
+        await task
+        return len(sent), sleeps
+
+    return run_virtual(main)
+
+
+def test_the_heartbeat_sleeps_through_a_trickle() -> None:
+    """Before: every claim queued a row and woke the heartbeat, which then looked again
+    SHARE_LOOK_S later: 42 sleeps for 40 messages here. A queue the
+    launcher empties at once is no backlog; the heartbeat beats every 2 s."""
+    sent, sleeps = _trickle_wakes(40, 0.1)
+    assert sent == 40
+    beats = sleeps.get("dripline-heartbeat", 0)
+    assert beats <= 2 + 5.0 / 2.0, sleeps
