@@ -32,6 +32,9 @@ class WindowCpu:
     cpu_s: float
     messages: int
     database_cpu_s: float | None = None  # the run's PostgreSQL backends, if read
+    # The process's CPU when the window opened: its start-up, if that was over (a
+    # figure well under a start-up run's says start-up ran into the window).
+    cpu_before_s: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -61,6 +64,7 @@ class WindowCpu:
             "ms_per_message": None if ms is None else round(ms, 3),
             "database_ms_per_message": None if db is None else round(db, 3),
             "core_share": round(self.core_share, 5),
+            "cpu_before_s": round(self.cpu_before_s, 3),
         }
 
 
@@ -83,7 +87,7 @@ def window_usage(
     if database is not None:
         d0, d1 = database
         db = max(0.0, d1 - d0)  # backends that exited take their CPU with them
-    return WindowCpu(t0, t1, c1 - c0, messages, db)
+    return WindowCpu(t0, t1, c1 - c0, messages, db, c0)
 
 
 def messages_in(due: Iterable[float], start: float, end: float) -> int:
