@@ -254,13 +254,16 @@ def test_a_recorder_stopped_with_a_batch_pending_keeps_it_for_the_final_flush() 
     assert batches == [(RECORD_INTERVAL_S * 2, 1)]
 
 
-def _trickle_wakes(n: int, interval_s: float) -> tuple[int, dict[str, int]]:
+def _trickle_wakes(
+    n: int, interval_s: float, store: MemoryStore | None = None
+) -> tuple[int, dict[str, int]]:
     """A dispatcher sending `n` messages, one every `interval_s` (virtual time): how many
     were sent, and how many sleeps each of its tasks began meanwhile."""
 
     async def main(loop: VirtualTimeLoop) -> tuple[int, dict[str, int]]:
         clock = SimClock(loop)
-        store = MemoryStore()
+        nonlocal store
+        store = store or MemoryStore()
         t0 = clock.now()
         items = [
             Enrollment(phone=p, flow="demo", at=t0 + timedelta(seconds=1 + i * interval_s))
@@ -316,3 +319,35 @@ def test_the_heartbeat_sleeps_through_a_trickle() -> None:
     assert sent == 40
     beats = sleeps.get("dripline-heartbeat", 0)
     assert beats <= 2 + 5.0 / 2.0, sleeps
+
+
+class _TripStore(MemoryStore):
+    """Counts the transactions that write outcomes: alone, or with a claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alone = 0
+        self.riding = 0
+
+    async def record_results(self, outcomes: Any, worker_id: str, now: Any) -> int:
+        self.alone += 1
+        return await super().record_results(outcomes, worker_id, now)
+
+    async def record_and_claim(
+        self, outcomes: Any, limit: int, lease_ttl_s: float, worker_id: str, now: Any
+    ) -> Any:
+        self.riding += 1 if outcomes else 0
+        return await super().record_and_claim(outcomes, limit, lease_ttl_s, worker_id, now)
+
+
+def test_outcomes_ride_with_the_next_claim_at_a_trickle() -> None:
+    """Before: each outcome was a transaction of its own (40 for 40 messages here) a
+    little before or after the next claim's. Now the recorder waits for the claim the
+    idle claimer has planned within two record intervals, and the claim writes them;
+    every conversation is still written once, with its send."""
+    store = _TripStore()
+    sent, _ = _trickle_wakes(40, 0.1, store)
+    assert sent == 40
+    assert store.riding >= 35 and store.alone <= 5, (store.riding, store.alone)
+    done = [c for c in store.database.tables.conversations.values() if c.step == 1]
+    assert len(done) == 40 and all(c.lease_owner is None for c in done)
