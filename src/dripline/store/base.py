@@ -309,8 +309,7 @@ class Store(ResultsQueries, ABC):
 
     @property
     def claims_with_record(self) -> bool:
-        """True where `record_and_claim` is one transaction (the dispatcher then lets
-        the outcomes waiting to be written ride with its next claim)."""
+        """`record_and_claim` is one transaction: outcomes may ride with a claim."""
         return False
 
     async def record_and_claim(
@@ -321,13 +320,9 @@ class Store(ResultsQueries, ABC):
         worker_id: str,
         now: datetime,
     ) -> tuple[int, Claim]:
-        """`record_results(outcomes)`, then `claim_next`: where `claims_with_record`, in
-        one transaction, so the claim sees the record's writes (a row the record made
-        due is claimable) and a failure writes neither. At a trickle each message's
-        outcome was a transaction of its own, its own trip to the database and its
-        own wake-ups (issue 14, item 2). This default makes the two calls, which a
-        failure between them leaves half done: callers use it only where
-        `claims_with_record`."""
+        """`record_results(outcomes)`, then `claim_next`; where `claims_with_record`, in
+        one transaction (the claim sees the record's writes; a failure writes neither).
+        This default is the two calls, which a failure can leave half done."""
         recorded = await self.record_results(outcomes, worker_id, now) if outcomes else 0
         return recorded, await self.claim_next(limit, lease_ttl_s, worker_id, now)
 
