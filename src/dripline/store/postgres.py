@@ -183,28 +183,6 @@ class PostgresStore(SqlStore):
         sql = self._hot_sql()
         return await self._lane.run(lambda conn: hot.record(conn, sql, outcomes, worker_id, now))
 
-    @property
-    def claims_with_record(self) -> bool:
-        return True
-
-    async def record_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        limit: int,
-        lease_ttl_s: float,
-        worker_id: str,
-        now: datetime,
-    ) -> tuple[int, Claim]:
-        sql = self._hot_sql()
-
-        async def work(conn: Any) -> tuple[int, Claim]:
-            recorded = await hot.record(conn, sql, outcomes, worker_id, now) if outcomes else 0
-            return recorded, await hot.claim(conn, sql, limit, lease_ttl_s, worker_id, now)
-
-        # One transaction only when there is something to record: a plain claim is one
-        # statement, atomic alone.
-        return await self._lane.run(work, transaction=bool(outcomes))
-
     async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
         sql = self._hot_sql()
         return await self._lane.run(lambda conn: hot.heartbeat(conn, sql, worker, live_after_s))
