@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -189,46 +190,9 @@ def test_a_trickle_starts_about_one_task_per_message() -> None:
     """Before: every sleep started a task per event it watched (the idle claimer's three,
     the recorder's two, twice), 8 or more per message; now the send's own task."""
     n = 40
-
-    async def main(loop: VirtualTimeLoop) -> tuple[int, int]:
-        clock = SimClock(loop)
-        store = MemoryStore()
-        t0 = clock.now()
-        items = [
-            Enrollment(phone=p, flow="demo", at=t0 + timedelta(seconds=1 + i * 0.1))
-            for i, p in enumerate(phones(n))
-        ]
-        await store.enroll(items, clock.now())
-        sent: list[str] = []
-
-        class _Api:
-            async def send(self, to: str, message: Any, **kw: Any) -> Any:
-                await asyncio.sleep(0.01)
-                sent.append(to)
-                return type("R", (), {"wamid": f"wamid.{len(sent)}"})()
-
-        settings = fast_settings(UNUSED_URL, rate_per_s=100.0, heartbeat_s=2.0)
-        d = Dispatcher(
-            store=store,
-            client=_Api(),
-            flows=load_flows(None),
-            settings=settings,
-            clock=clock,
-            worker_id="w1",
-            rng=random.Random(1),
-        )
-        task = asyncio.ensure_future(d.run(max_seconds=60))
-        await asyncio.sleep(0.5)  # started and idle
-        started = _tasks_started(loop)
-        await asyncio.sleep(1 + n * 0.1)
-        tasks = started[0]
-        d.request_stop()
-        await task
-        return len(sent), tasks
-
-    sent, tasks = run_virtual(main)
-    assert sent == n
-    assert tasks <= n * 1.5, tasks
+    run = _trickle(n, 0.1)
+    assert run.sent == n
+    assert run.tasks <= n * 1.5, run.tasks
 
 
 def test_a_recorder_stopped_with_a_batch_pending_keeps_it_for_the_final_flush() -> None:
@@ -254,13 +218,17 @@ def test_a_recorder_stopped_with_a_batch_pending_keeps_it_for_the_final_flush() 
     assert batches == [(RECORD_INTERVAL_S * 2, 1)]
 
 
-def _trickle_wakes(
-    n: int, interval_s: float, store: MemoryStore | None = None
-) -> tuple[int, dict[str, int]]:
-    """A dispatcher sending `n` messages, one every `interval_s` (virtual time): how many
-    were sent, and how many sleeps each of its tasks began meanwhile."""
+@dataclass
+class _Trickle:
+    sent: int  # messages sent
+    tasks: int  # tasks started while they were
+    sleeps: dict[str, int]  # sleeps begun meanwhile, by task name
 
-    async def main(loop: VirtualTimeLoop) -> tuple[int, dict[str, int]]:
+
+def _trickle(n: int, interval_s: float, store: MemoryStore | None = None) -> _Trickle:
+    """A dispatcher sending `n` messages, one every `interval_s`, in virtual time."""
+
+    async def main(loop: VirtualTimeLoop) -> _Trickle:
         clock = SimClock(loop)
         nonlocal store
         store = store or MemoryStore()
@@ -299,14 +267,16 @@ def _trickle_wakes(
         )
         task = asyncio.ensure_future(d.run(max_seconds=60))
         await asyncio.sleep(0.5)  # started and idle
+        started = _tasks_started(loop)
         Context.sleep = counted  # type: ignore[method-assign]
         try:
             await asyncio.sleep(1 + n * interval_s)
         finally:
             Context.sleep = plain  # type: ignore[method-assign]
+        tasks = started[0]
         d.request_stop()
         await task
-        return len(sent), sleeps
+        return _Trickle(len(sent), tasks, sleeps)
 
     return run_virtual(main)
 
@@ -315,10 +285,10 @@ def test_the_heartbeat_sleeps_through_a_trickle() -> None:
     """Before: every claim queued a row and woke the heartbeat, which then looked again
     SHARE_LOOK_S later: 42 sleeps for 40 messages here. A queue the
     launcher empties at once is no backlog; the heartbeat beats every 2 s."""
-    sent, sleeps = _trickle_wakes(40, 0.1)
-    assert sent == 40
-    beats = sleeps.get("dripline-heartbeat", 0)
-    assert beats <= 2 + 5.0 / 2.0, sleeps
+    run = _trickle(40, 0.1)
+    assert run.sent == 40
+    beats = run.sleeps.get("dripline-heartbeat", 0)
+    assert beats <= 2 + 5.0 / 2.0, run.sleeps
 
 
 class _TripStore(MemoryStore):
@@ -346,8 +316,7 @@ def test_outcomes_ride_with_the_next_claim_at_a_trickle() -> None:
     idle claimer has planned within two record intervals, and the claim writes them;
     every conversation is still written once, with its send."""
     store = _TripStore()
-    sent, _ = _trickle_wakes(40, 0.1, store)
-    assert sent == 40
+    assert _trickle(40, 0.1, store).sent == 40
     assert store.riding >= 35 and store.alone <= 5, (store.riding, store.alone)
     done = [c for c in store.database.tables.conversations.values() if c.step == 1]
     assert len(done) == 40 and all(c.lease_owner is None for c in done)
