@@ -126,7 +126,7 @@ class Heartbeat:
         A backlog is the launcher having had to wait with sends queued
         (`Signals.backlog`), not the queue merely holding something: at a trickle
         every claim queues a row the launcher takes at once, and waking for each
-        one cost this task two wake-ups per message (issue 14, item 2)."""
+        one cost this task one or two wake-ups per message (issue 14, item 2)."""
         ctx = self._ctx
         backlog = ctx.signals.backlog
         every = ctx.settings.heartbeat_s

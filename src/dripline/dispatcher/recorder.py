@@ -77,8 +77,10 @@ class Recorder:
         return batch
 
     def put_back(self, batch: list[Outcome]) -> None:
-        """A claim carrying `batch` failed: nothing of it was written; the recorder
-        writes it at once, itself."""
+        """A claim carrying `batch` failed (nothing written) or was cancelled (its
+        transaction may still have committed): the recorder writes it at once, itself.
+        A second write of a written outcome changes nothing that matters, as after a
+        cancelled `flush`: it released the leases its conversation writes need."""
         self._outcomes[:0] = batch
         self._due = self._ctx.loop_time()
         self._ctx.signals.record.set()
