@@ -32,6 +32,7 @@ from bench.harness import (
 )
 from bench.machine import CpuTrace, MachineLoad, Steady, proc_cpu_s, sample_others
 from bench.measure import Row, bound, from_record
+from bench.windows import WindowCpu, messages_in, read_at, window_usage
 from dripline.planner import Arrivals, LatencyModel, PlanSettings, simulate
 from dripline.settings import Policy
 
@@ -99,6 +100,7 @@ class RunResult:
     # run (bench/machine.py): the planner's CPU inputs (bench/predict.py).
     steady: Steady | None = None
     load: MachineLoad | None = None
+    window: WindowCpu | None = None  # the CPU read inside `run_dripline(window=...)`
 
 
 def lognormal_latency() -> LatencyModel:
@@ -173,10 +175,11 @@ class Bench:
         settle: Callable[[], Awaitable[bool]] | None = None,
         pg: PostgresCpu | None = None,
         trace: CpuTrace | None = None,
+        until: float = 0.0,
     ) -> list[tuple[float, int, int, int]]:
-        """Poll the fake until `expected` messages are accepted, the children exit or
-        `timeout_s` passes; then SIGTERM them all. Returns (wall time, requests,
-        accepted, throttled) samples."""
+        """Poll the fake until `expected` messages are accepted (and the epoch time
+        `until` has passed), the children exit or `timeout_s` passes; then SIGTERM them
+        all. Returns (wall time, requests, accepted, throttled) samples."""
         history: list[tuple[float, int, int, int]] = []
         self.progress.start(label, expected)
         deadline = time.monotonic() + timeout_s
@@ -204,7 +207,7 @@ class Bench:
                     [*running, fake.child.pid, *trace.backends()],
                 )
             self.progress.advance(min(accepted, expected), f"130429: {stats['throttled']}")
-            if accepted >= expected and (settle is None or await settle()):
+            if accepted >= expected and time.time() >= until and (settle is None or await settle()):
                 break
             if time.monotonic() > deadline:
                 self.progress.note(f"{label}: time limit reached at {accepted}/{expected}")
@@ -240,7 +243,11 @@ class Bench:
         timeout_s: float,
         bound_per_s: float | None = None,
         extra_env: dict[str, str] | None = None,
+        window: tuple[float, float] | None = None,
     ) -> RunResult:
+        """One measured `dripline run`. With `window` (epoch start, end; one worker) the
+        dispatcher's CPU is also read at those two times (`bench/windows.py`), and the
+        run is kept going until the end."""
         await fake.reset()
         base_cpu = await self.baseline(backend)
         await settle(backend)
@@ -270,9 +277,28 @@ class Bench:
         trace = CpuTrace()
         if backend == "postgres":
             trace = CpuTrace(counter.backend_cpu_s, lambda: counter.backends)
+        reader = None
+        if window is not None:
+            db = counter.backend_cpu_s if backend == "postgres" else None
+            reader = asyncio.ensure_future(read_at(children[0].pid, window, db))
         history = await self.drive(
-            children, fake, len(due_by_to), timeout_s, f"{scenario} {run}", pg=pg, trace=trace
+            children,
+            fake,
+            len(due_by_to),
+            timeout_s,
+            f"{scenario} {run}",
+            pg=pg,
+            trace=trace,
+            until=window[1] if window is not None else 0.0,
         )
+        in_window = None
+        if reader is not None and window is not None:
+            readings = await reader  # done: the children were kept past its last time
+            if len(readings) == 2:
+                (t0, c0, d0), (t1, c1, d1) = readings
+                dbs = (d0, d1) if d0 is not None and d1 is not None else None
+                n_in = messages_in(due_by_to.values(), *window)
+                in_window = window_usage((t0, c0), (t1, c1), n_in, dbs)
         steady = trace.steady(len(due_by_to))
         pg_cpu = pg.used_s if pg is not None else None
         conns = await counter.stop()
@@ -301,7 +327,9 @@ class Bench:
         row.extra["machine_before"] = load.as_dict()
         if steady is not None:
             row.extra["steady_cpu"] = steady.as_dict()
-        return RunResult(self.add(row), children, history, summaries, steady, load)
+        if in_window is not None:
+            row.extra["window_cpu"] = in_window.as_dict()
+        return RunResult(self.add(row), children, history, summaries, steady, load, in_window)
 
     def _usage(
         self,

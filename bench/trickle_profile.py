@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench.context import Bench
 from bench.harness import DRIPLINE, enroll, running_fake, spawn
+from bench.windows import messages_in, read_at, window_usage
 
 
 class _Quiet:
@@ -43,7 +44,9 @@ async def _main(
     env: dict[str, str],
     backlog: int = 0,
 ) -> None:
-    lead = 3.0
+    # The sends start this long after t0 is set: enrolment and the process's start-up
+    # (up to 2-3 s of wall time at a load of 10) fall before the measured window.
+    lead = 6.0
     with tempfile.TemporaryDirectory(prefix="trickle-") as tmp:
         b = Bench(quick=False, workdir=Path(tmp), progress=_Quiet())
         try:
@@ -60,7 +63,7 @@ async def _main(
                 else:
                     n = int(seconds * rate)
                     await enroll(url, [t0 + timedelta(seconds=i / rate) for i in range(n)])
-                    run = [DRIPLINE, "run", "--json", "--max-seconds", str(lead + seconds + 1)]
+                    run = [DRIPLINE, "run", "--json", "--max-seconds", str(lead + seconds + 4)]
                 argv = run
                 if profile:
                     here = Path(__file__).with_name("cpu_profiled.py")
@@ -70,14 +73,27 @@ async def _main(
                     argv = [spy, "record", "-r", "1000", "--threads", "--nonblocking"]
                     argv += ["-f", "raw", "-o", pyspy, "--", *run]
                 child = spawn("trickle", argv, b.dripline_env(url, fake, **env), b.workdir)
+                # The sends' window, as scenario 13 reads it (bench/round2.py).
+                due = [t0.timestamp() + i / rate for i in range(n)] if not backlog else []
+                window = (due[0] - 0.5, due[-1] + 1.5) if due and not pyspy else None
+                readings = await read_at(child.pid, window) if window else []
                 usage = await child.wait(lead + seconds + 60)
                 sent = len(await fake.messages())
             net = usage.cpu_s - base
             what = f"backlog {n}" if backlog else f"{rate:g}/s x {seconds:g} s"
+            inside = ""
+            if window and len(readings) == 2:
+                (s0, c0, _), (s1, c1, _) = readings
+                w = window_usage((s0, c0), (s1, c1), messages_in(due, *window))
+                inside = (
+                    f", window {w.cpu_s:.3f} s = {w.ms_per_message:.3f} ms/msg"
+                    f" (cpu before it {w.cpu_before_s:.2f} s)"
+                )
             print(
                 f"{backend} {what}: sent {sent}/{n}, cpu {usage.cpu_s:.3f} s "
                 f"(sys {usage.sys_s:.3f}), "
                 f"start-up {base:.3f} s, net {net * 1000 / max(1, sent):.3f} ms/msg"
+                + inside
                 + (f" (profiled: {profile})" if profile else "")
             )
         finally:

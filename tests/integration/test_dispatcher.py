@@ -196,13 +196,19 @@ async def test_the_next_claim_is_issued_before_the_queue_empties(
         config = FakeConfig(access_token=TOKEN, rate_per_s=0, pair_interval_s=0, latency_ms=20)
         async with running_fake(config) as fake, client_for(fake) as client:
             d = Dispatcher(store=store, client=client, flows=load_flows(None), settings=settings)
-            original = store.claim_next
+            plain, with_record = store.claim_next, store.record_and_claim
 
             async def spy(*args: object, **kw: object) -> object:
                 queued_at_claim.append(len(d.state.queue) + d.state.launching)
-                return await original(*args, **kw)  # type: ignore[arg-type]
+                return await plain(*args, **kw)  # type: ignore[arg-type]
+
+            async def spy_with_record(*args: object, **kw: object) -> object:
+                # A claim that also writes the outcomes waiting (Store.record_and_claim).
+                queued_at_claim.append(len(d.state.queue) + d.state.launching)
+                return await with_record(*args, **kw)  # type: ignore[arg-type]
 
             store.claim_next = spy  # type: ignore[method-assign,assignment]
+            store.record_and_claim = spy_with_record  # type: ignore[method-assign,assignment]
             summary = await d.run(once=True, max_seconds=60)
         assert summary.stats.sent == 1500
     finally:

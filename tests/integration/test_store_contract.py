@@ -340,6 +340,22 @@ async def test_claim_next_claims_and_reports_the_next_due_in_one_call(store: Sto
     assert (lapsed.conversations, lapsed.next_due_at) == ([], NOW - sec(3))
 
 
+async def test_record_and_claim_records_first_and_the_claim_sees_it(store: Store) -> None:
+    """record_and_claim = record_results, then claim_next: a conversation the record
+    made due again is claimed by the same call, a completed one is not."""
+    ids = await enroll_due(store, 3)  # due at NOW - 3 s, - 2 s, - 1 s
+    await store.claim_due(2, 60, "w", NOW)
+    [r] = await store.reserve([Reservation(ids[0], 0, "question", NOW)], "w", NOW)
+    again = ConversationUpdate(ids[0], "pending", 1, "question", NOW - sec(10), 0)
+    outcomes = [Outcome(again, MessageUpdate(r.message_id, "sent", sent_at=NOW)), done(ids[1])]
+    recorded, claim = await store.record_and_claim(outcomes, 5, 60, "w", NOW)
+    assert recorded == 2
+    assert [(c.id, c.step) for c in claim.conversations] == [(ids[0], 1), (ids[2], 0)]
+    assert claim.next_due_at is None
+    nothing, empty = await store.record_and_claim([], 5, 60, "w", NOW)
+    assert (nothing, empty.conversations) == (0, [])
+
+
 async def test_backlog_counts(store: Store) -> None:
     await store.enroll(
         [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -189,46 +190,9 @@ def test_a_trickle_starts_about_one_task_per_message() -> None:
     """Before: every sleep started a task per event it watched (the idle claimer's three,
     the recorder's two, twice), 8 or more per message; now the send's own task."""
     n = 40
-
-    async def main(loop: VirtualTimeLoop) -> tuple[int, int]:
-        clock = SimClock(loop)
-        store = MemoryStore()
-        t0 = clock.now()
-        items = [
-            Enrollment(phone=p, flow="demo", at=t0 + timedelta(seconds=1 + i * 0.1))
-            for i, p in enumerate(phones(n))
-        ]
-        await store.enroll(items, clock.now())
-        sent: list[str] = []
-
-        class _Api:
-            async def send(self, to: str, message: Any, **kw: Any) -> Any:
-                await asyncio.sleep(0.01)
-                sent.append(to)
-                return type("R", (), {"wamid": f"wamid.{len(sent)}"})()
-
-        settings = fast_settings(UNUSED_URL, rate_per_s=100.0, heartbeat_s=2.0)
-        d = Dispatcher(
-            store=store,
-            client=_Api(),
-            flows=load_flows(None),
-            settings=settings,
-            clock=clock,
-            worker_id="w1",
-            rng=random.Random(1),
-        )
-        task = asyncio.ensure_future(d.run(max_seconds=60))
-        await asyncio.sleep(0.5)  # started and idle
-        started = _tasks_started(loop)
-        await asyncio.sleep(1 + n * 0.1)
-        tasks = started[0]
-        d.request_stop()
-        await task
-        return len(sent), tasks
-
-    sent, tasks = run_virtual(main)
-    assert sent == n
-    assert tasks <= n * 1.5, tasks
+    run = _trickle(n, 0.1)
+    assert run.sent == n
+    assert run.tasks <= n * 1.5, run.tasks
 
 
 def test_a_recorder_stopped_with_a_batch_pending_keeps_it_for_the_final_flush() -> None:
@@ -280,3 +244,107 @@ def test_sends_waiting_for_their_tokens_wake_together_per_tick_never_early() -> 
     assert timers <= 9  # 40 tokens over 39 ms: 8 or 9 ticks of 5 ms, not 40 timers
     assert len(late) == 39 and cancelled
     assert all(-1e-9 <= d < 0.005 for d in late), late
+
+
+@dataclass
+class _Trickle:
+    sent: int  # messages sent
+    tasks: int  # tasks started while they were
+    sleeps: dict[str, int]  # sleeps begun meanwhile, by task name
+
+
+def _trickle(n: int, interval_s: float, store: MemoryStore | None = None) -> _Trickle:
+    """A dispatcher sending `n` messages, one every `interval_s`, in virtual time."""
+
+    async def main(loop: VirtualTimeLoop) -> _Trickle:
+        clock = SimClock(loop)
+        nonlocal store
+        store = store or MemoryStore()
+        t0 = clock.now()
+        items = [
+            Enrollment(phone=p, flow="demo", at=t0 + timedelta(seconds=1 + i * interval_s))
+            for i, p in enumerate(phones(n))
+        ]
+        await store.enroll(items, clock.now())
+        sent: list[str] = []
+
+        class _Api:
+            async def send(self, to: str, message: Any, **kw: Any) -> Any:
+                await asyncio.sleep(0.01)
+                sent.append(to)
+                return type("R", (), {"wamid": f"wamid.{len(sent)}"})()
+
+        sleeps: dict[str, int] = {}
+        plain = Context.sleep
+
+        async def counted(self: Context, seconds: float, *events: asyncio.Event) -> None:
+            task = asyncio.current_task()
+            name = task.get_name() if task is not None else "?"
+            sleeps[name] = sleeps.get(name, 0) + 1
+            await plain(self, seconds, *events)
+
+        settings = fast_settings(UNUSED_URL, rate_per_s=100.0, heartbeat_s=2.0)
+        d = Dispatcher(
+            store=store,
+            client=_Api(),
+            flows=load_flows(None),
+            settings=settings,
+            clock=clock,
+            worker_id="w1",
+            rng=random.Random(1),
+        )
+        task = asyncio.ensure_future(d.run(max_seconds=60))
+        await asyncio.sleep(0.5)  # started and idle
+        started = _tasks_started(loop)
+        Context.sleep = counted  # type: ignore[method-assign]
+        try:
+            await asyncio.sleep(1 + n * interval_s)
+        finally:
+            Context.sleep = plain  # type: ignore[method-assign]
+        tasks = started[0]
+        d.request_stop()
+        await task
+        return _Trickle(len(sent), tasks, sleeps)
+
+    return run_virtual(main)
+
+
+def test_the_heartbeat_sleeps_through_a_trickle() -> None:
+    """Before: every claim queued a row and woke the heartbeat, which then looked again
+    SHARE_LOOK_S later: 42 sleeps for 40 messages here. A queue the
+    launcher empties at once is no backlog; the heartbeat beats every 2 s."""
+    run = _trickle(40, 0.1)
+    assert run.sent == 40
+    beats = run.sleeps.get("dripline-heartbeat", 0)
+    assert beats <= 2 + 5.0 / 2.0, run.sleeps
+
+
+class _TripStore(MemoryStore):
+    """Counts the transactions that write outcomes: alone, or with a claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alone = 0
+        self.riding = 0
+
+    async def record_results(self, outcomes: Any, worker_id: str, now: Any) -> int:
+        self.alone += 1
+        return await super().record_results(outcomes, worker_id, now)
+
+    async def record_and_claim(
+        self, outcomes: Any, limit: int, lease_ttl_s: float, worker_id: str, now: Any
+    ) -> Any:
+        self.riding += 1 if outcomes else 0
+        return await super().record_and_claim(outcomes, limit, lease_ttl_s, worker_id, now)
+
+
+def test_outcomes_ride_with_the_next_claim_at_a_trickle() -> None:
+    """Before: each outcome was a transaction of its own (40 for 40 messages here) a
+    little before or after the next claim's. Now the recorder waits for the claim the
+    idle claimer has planned within two record intervals, and the claim writes them;
+    every conversation is still written once, with its send."""
+    store = _TripStore()
+    assert _trickle(40, 0.1, store).sent == 40
+    assert store.riding >= 35 and store.alone <= 5, (store.riding, store.alone)
+    done = [c for c in store.database.tables.conversations.values() if c.step == 1]
+    assert len(done) == 40 and all(c.lease_owner is None for c in done)

@@ -77,6 +77,9 @@ class Signals:
         self.record = Flag()  # outcomes waiting to be written
         self.breaker_closed = Flag()  # sending allowed
         self.resched = Flag()  # our own write made a row due sooner
+        # The launcher had to wait (a token, a slot, the gate) with sends queued, since
+        # it last ran dry: a backlog, during which the heartbeat looks for joiners.
+        self.backlog = Flag()
         # Sends whose token is due, waiting for a slot, first come first served: one
         # freed slot wakes one of them (an event would wake them all, each time).
         self.slot_waiters: deque[asyncio.Future[None]] = deque()
@@ -99,7 +102,7 @@ class Signals:
             self.slot.set()
 
     def reset(self) -> None:
-        for event in (self.stop, self.queued, self.room, self.resched):
+        for event in (self.stop, self.queued, self.room, self.resched, self.backlog):
             event.clear()
         self.breaker_closed.set()
 

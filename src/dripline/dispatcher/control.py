@@ -121,21 +121,26 @@ class Heartbeat:
     async def run(self) -> None:
         """Beat every `heartbeat_s`; in between, while there is a backlog to send,
         look at the live workers every SHARE_LOOK_S and beat at once when they changed
-        (a joiner sends nothing until we have: share.py)."""
+        (a joiner sends nothing until we have: share.py).
+
+        A backlog is the launcher having had to wait with sends queued
+        (`Signals.backlog`), not the queue merely holding something: at a trickle
+        every claim queues a row the launcher takes at once, and waking for each
+        one cost this task one or two wake-ups per message (issue 14, item 2)."""
         ctx = self._ctx
-        queued = ctx.signals.queued
+        backlog = ctx.signals.backlog
         every = ctx.settings.heartbeat_s
         look = min(SHARE_LOOK_S, every / 4)
         due = ctx.loop_time() + every
         looks_from = ctx.loop_time()
         while not ctx.stopping:
             left = due - ctx.loop_time()
-            if ctx.state.queue or queued.is_set():
+            if backlog.is_set():
                 await ctx.sleep(min(look, left))
             else:
-                # Nothing queued: no looks until something is (a wake every
-                # SHARE_LOOK_S costs an idle worker ~0.25% of a core, measured).
-                await ctx.sleep(left, queued)
+                # No backlog: no looks until there is one (a wake every SHARE_LOOK_S
+                # costs an idle worker ~0.25% of a core, measured).
+                await ctx.sleep(left, backlog)
             if ctx.stopping:
                 return
             now = ctx.loop_time()

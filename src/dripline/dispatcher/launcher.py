@@ -88,6 +88,7 @@ class Launcher:
                 if ctx.stopping:
                     return
                 signals.queued.clear()
+                signals.backlog.clear()
                 calls, began = state.in_flight + state.starting, ctx.loop_time()
                 await signals.queued.wait()
                 if calls and ctx.stats.awake_since <= began and state.queue:
@@ -98,10 +99,12 @@ class Launcher:
             if ctx.stopping:
                 return
             if not signals.breaker_closed.is_set():
+                signals.backlog.set()
                 await signals.breaker_closed.wait()
                 continue
             if not ctx.gate.may_send(ctx.loop_time()):
                 # Our share is in doubt (heartbeats failing, or rejoining others).
+                signals.backlog.set()
                 await ctx.sleep(ctx.settings.heartbeat_s / 4)
                 continue
             group = await self._take_group()
@@ -132,6 +135,7 @@ class Launcher:
                 if group:
                     break
                 ctx.signals.slot.clear()
+                ctx.signals.backlog.set()  # sends wait for slots: a backlog
                 ctx.signals.launch_at = launch_wake(ctx.concurrency, headroom, len(state.queue))
                 try:
                     await ctx.sleep(1.0, ctx.signals.slot)
@@ -154,7 +158,8 @@ class Launcher:
                 if group:
                     break
                 # Wait for the token outside any slot, then look again (at least 1 ms:
-                # a wait that rounds to nothing would spin).
+                # a wait that rounds to nothing would spin). The rate binds: a backlog.
+                ctx.signals.backlog.set()
                 await ctx.sleep(max(wait - RESERVE_LEAD_S, 0.001))
                 continue
             if not group:

@@ -46,12 +46,44 @@ class Recorder:
             # wakes the recorder then, once (waking it now only to sleep again cost a
             # loop wake-up per batch, one per message at a trickle).
             loop = asyncio.get_running_loop()
-            self._due = loop.time() + RECORD_INTERVAL_S
+            self._due = loop.time() + self._delay()
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(self._due, self._ctx.signals.record.set)
         elif n == RECORD_BATCH_MAX:
             self._ctx.signals.record.set()  # a full batch is written at once
+
+    def _delay(self) -> float:
+        """How long a new batch waits: RECORD_INTERVAL_S, or, where the store records
+        within its claims and the idle claimer wakes within two of those, until
+        RECORD_INTERVAL_S after that wake, so the batch rides with the claim (`take`)
+        rather than costing a transaction and its wake-ups of its own; the timer then
+        only catches a claim that did not happen."""
+        if self.wake_at is None or not self._ctx.store.claims_with_record:
+            return RECORD_INTERVAL_S
+        claim_in = (self.wake_at - self._ctx.clock.now()).total_seconds()
+        if claim_in < 0 or claim_in > 2 * RECORD_INTERVAL_S:
+            return RECORD_INTERVAL_S
+        return claim_in + RECORD_INTERVAL_S
+
+    def take(self) -> list[Outcome]:
+        """Every outcome waiting, for the claimer to write in its claim's transaction
+        (`Store.record_and_claim`); `put_back` them if that fails."""
+        batch, self._outcomes = self._outcomes, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch.sort(key=lambda o: o.conversation.conversation_id)  # lock order, see flush
+        return batch
+
+    def put_back(self, batch: list[Outcome]) -> None:
+        """A claim carrying `batch` failed (nothing written) or was cancelled (its
+        transaction may still have committed): the recorder writes it at once, itself.
+        A second write of a written outcome changes nothing that matters, as after a
+        cancelled `flush`: it released the leases its conversation writes need."""
+        self._outcomes[:0] = batch
+        self._due = self._ctx.loop_time()
+        self._ctx.signals.record.set()
 
     def reset(self) -> None:
         self._outcomes = []

@@ -191,6 +191,25 @@ class Store(ResultsQueries, ABC):
         when given.
         """
 
+    @property
+    def claims_with_record(self) -> bool:
+        """`record_and_claim` is one transaction: outcomes may ride with a claim."""
+        return False
+
+    async def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        lease_ttl_s: float,
+        worker_id: str,
+        now: datetime,
+    ) -> tuple[int, Claim]:
+        """`record_results(outcomes)`, then `claim_next`; where `claims_with_record`, in
+        one transaction (the claim sees the record's writes; a failure writes neither).
+        This default is the two calls, which a failure can leave half done."""
+        recorded = await self.record_results(outcomes, worker_id, now) if outcomes else 0
+        return recorded, await self.claim_next(limit, lease_ttl_s, worker_id, now)
+
     @abstractmethod
     async def release(self, conversation_ids: Sequence[int], worker_id: str) -> int:
         """Give back leases without changing anything else (graceful shutdown)."""

@@ -222,6 +222,29 @@ class MemoryStore(Store):
             ]
             return Claim(claimed, q.next_due(v, now))
 
+    @property
+    def claims_with_record(self) -> bool:
+        return True
+
+    async def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        lease_ttl_s: float,
+        worker_id: str,
+        now: datetime,
+    ) -> tuple[int, Claim]:
+        await self._enter("record_and_claim")
+        now = utc(now)
+        until = now + timedelta(seconds=lease_ttl_s)
+        async with self._write() as v:
+            recorded = q.record(v, outcomes, worker_id, now) if outcomes else 0
+            due = sorted(q.due(v, now), key=q.due_order)[: max(0, limit)]
+            claimed = [
+                v.change_conversation(c, lease_owner=worker_id, lease_expires_at=until) for c in due
+            ]
+            return recorded, Claim(claimed, q.next_due(v, now))
+
     async def reserve(
         self, items: Sequence[Reservation], worker_id: str, now: datetime
     ) -> list[ReservationResult]:

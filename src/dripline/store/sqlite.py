@@ -146,6 +146,27 @@ class SqliteStore(SqlStore):
             return await super().record_results(outcomes, worker_id, now)
         return await self._lane.write(lambda conn: hot.record(conn, outcomes, worker_id, now))
 
+    @property
+    def claims_with_record(self) -> bool:
+        return self._lane is not None
+
+    async def record_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        limit: int,
+        lease_ttl_s: float,
+        worker_id: str,
+        now: datetime,
+    ) -> tuple[int, Claim]:
+        if self._lane is None:
+            return await super().record_and_claim(outcomes, limit, lease_ttl_s, worker_id, now)
+
+        def work(conn: sqlite3.Connection) -> tuple[int, Claim]:
+            recorded = hot.record(conn, outcomes, worker_id, now) if outcomes else 0
+            return recorded, hot.claim(conn, limit, lease_ttl_s, worker_id, now)
+
+        return await self._lane.write(work)
+
     async def heartbeat(self, worker: WorkerInfo, live_after_s: float) -> list[WorkerInfo]:
         if self._lane is None:
             return await super().heartbeat(worker, live_after_s)
