@@ -8,7 +8,7 @@ predicts:
   CPU shortage the CPU term is there to predict), except where the calls' latency binds
   (scenario 11): there the calibration run's call latency p50, as its dispatchers saw
   it (`seen_latency_s`), since 2-7 ms above the nominal 100 ms is the stack's own
-  (the fake's event loop, loopback and HTTP: bench/README.md, "Issue 14, slots1");
+  (the fake's event loop, loopback and HTTP: bench/journal.md, "Issue 14, slots1");
 - CPU per message of the dispatchers, of the PostgreSQL backends that served the run's
   database (not the whole server: other engineers' databases share it) and of the
   fake, measured over the

@@ -1,5 +1,5 @@
 """PostgreSQL's claim: the statement that leases due conversations, and the rows it
-brings back as conversations (bench/README.md, "Issue 14, claim10m" and "pgclaim").
+brings back as conversations (bench/journal.md, "Issue 14, claim10m" and "pgclaim").
 `postgres_hot.py` runs it on the lane."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = ["CLAIM_COLUMNS", "claim_update", "claimed_conversations"]
 
 C = conversations.c
 
-# What a claimed row brings back (bench/README.md, "Issue 14, pgclaim"): a conversation's
+# What a claimed row brings back (bench/journal.md, "Issue 14, pgclaim"): a conversation's
 # columns but its lease, which is the claim's own parameters (`claimed_conversations`
 # fills it in), with the times as integer microseconds since 1970: asyncpg's
 # timestamptz decoding was the largest part of reading a claim's rows (about 0.5 us a
@@ -66,7 +66,7 @@ def _returned(col: Any) -> ColumnElement[Any]:
 def claim_update(due: Select[Any]) -> Update:
     """PostgreSQL's claim: lease the rows of `due` (ids, earliest first, with its LIMIT).
 
-    Measured on 10,000,000 conversations (bench/README.md, "Issue 14, claim10m"):
+    Measured on 10,000,000 conversations (bench/journal.md, "Issue 14, claim10m"):
     - The ids come as one array, `id = ANY(ARRAY(...))`, not `id IN (...)`: the array is
       an InitPlan and the update an index scan of the primary key, where the semi-join
       made the planner weigh joins (0.36-0.41 -> 0.15-0.22 ms of planning per claim,
