@@ -83,21 +83,17 @@ class SqliteLane:
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(conn)` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it raises)."""
-        try:
-            result: T = await self._call(lambda: self._transaction(work))
-            return result
-        except sqlite3.OperationalError as exc:
-            raise DatabaseUnavailable(
-                f"database {self._target} is unavailable: {first_line(exc)}"
-            ) from exc
-        except sqlite3.Error as exc:
-            raise StoreError(f"database {self._target}: {first_line(exc)}") from exc
+        return await self._run(lambda: self._transaction(work))
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(conn)` outside any explicit transaction: for one SELECT, which SQLite
         runs as its own read transaction (no write lock, unlike `write`)."""
+        return await self._run(lambda: work(self._connection()))
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        """`fn()` on the thread, its SQLite errors as the store's typed errors."""
         try:
-            result: T = await self._call(lambda: work(self._connection()))
+            result: T = await self._call(fn)
             return result
         except sqlite3.OperationalError as exc:
             raise DatabaseUnavailable(
